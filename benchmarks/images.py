@@ -1,0 +1,282 @@
+"""Images benchmarks: `speed` (our U-Net vs diffusers' UNet2DModel) and `quality` (time-budgeted MNIST training).
+
+    python benchmarks/images.py speed   [--device cpu] [--batch 16] [--rounds 5]
+    python benchmarks/images.py quality [--minutes 30] [--n 1000] [--n-ancestral 1000] [--guidance 3]
+
+Each writes its section of benchmarks/results_images.md (command, machine, date, numbers) and a JSON next to it.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results_images.md"
+SPEED_MODEL = dict(ch=64, ch_mult=(1, 2, 2), num_res_blocks=2, attn_resolutions=(16,), dropout=0.1, groups=32)
+QUALITY_MODEL = dict(ch=16, ch_mult=(1, 2, 4), num_res_blocks=1, attn_resolutions=(8,), dropout=0.0, groups=8)
+
+
+def machine(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{cpu}, {os.cpu_count()} visible cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+            f" (CPU only: no GPU in this session)")
+
+
+def write_section(name: str, body: str) -> None:
+    """Replace the <!-- name --> ... <!-- /name --> block of results_images.md (append it when absent)."""
+    text = RESULTS.read_text() if RESULTS.exists() else "# Images benchmarks\n"
+    start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
+    block = f"{start}\n{body.rstrip()}\n{end}"
+    if start in text and end in text:
+        text = text[:text.index(start)] + block + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    from gendiff.io import write_text_atomic
+
+    write_text_atomic(RESULTS, text)
+
+
+# ---------------------------------------------------------------------------------------------------------- speed
+def diffusers_twin(cfg: dict, resolution: int, channels: int, num_classes: int):
+    """diffusers UNet2DModel with the same layout: levels, blocks per level, attention levels, one head, class embeds."""
+    from diffusers import UNet2DModel
+
+    res, down, up = resolution, [], []
+    for mult in cfg["ch_mult"]:
+        down.append("AttnDownBlock2D" if res in cfg["attn_resolutions"] else "DownBlock2D")
+        res //= 2
+    up = [b.replace("Down", "Up") for b in reversed(down)]
+    width = [cfg["ch"] * m for m in cfg["ch_mult"]]
+    return UNet2DModel(sample_size=resolution, in_channels=channels, out_channels=channels, down_block_types=down,
+                       up_block_types=up, block_out_channels=width, layers_per_block=cfg["num_res_blocks"],
+                       attention_head_dim=max(width), norm_num_groups=cfg["groups"], norm_eps=1e-6,
+                       dropout=cfg["dropout"], num_class_embeds=num_classes + 1)
+
+
+class DiffusersNet(torch.nn.Module):
+    """Adapter: gendiff's net(x_t, t, *, mask, cond) signature over UNet2DModel (t in [0, 1] -> 0..1000)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x, t, *, mask=None, cond=None):
+        return self.model(x, t * 1000.0, class_labels=cond).sample
+
+
+def speed(args) -> dict:
+    from gendiff.forward import Denoiser
+    from gendiff.domains.images.api import make_step_fn
+    from gendiff.domains.images.data import load_data, to_model
+    from gendiff.domains.images.unet import UNet, UNetConfig
+    from gendiff.samplers import sample
+    from gendiff.schedules import get_schedule
+    from gendiff.spaces import EuclideanSpace
+
+    dev = torch.device(args.device)
+    torch.manual_seed(0)
+    data = load_data("mnist", "train")
+    cfg = dict(SPEED_MODEL)
+    ours = UNet(UNetConfig(in_channels=1, resolution=32, num_classes=10, **cfg))
+    theirs = DiffusersNet(diffusers_twin(cfg, 32, 1, 10))
+    n_ours, n_theirs = (sum(p.numel() for p in m.parameters()) for m in (ours, theirs))
+    schedule, space = get_schedule("linear"), EuclideanSpace()
+    step_fn = make_step_fn(schedule, 10, 0.1)
+    models = {}
+    for name, net in (("gendiff", ours), ("diffusers", theirs)):
+        net = net.to(dev)
+        if args.channels_last:
+            net = net.to(memory_format=torch.channels_last)
+        den = Denoiser(net, schedule)
+        models[name] = (den, torch.optim.AdamW(den.parameters(), lr=1e-4))
+    x0, labels = to_model(data.images[:args.batch]).to(dev), data.labels[:args.batch].to(dev)
+    if args.channels_last:
+        x0 = x0.contiguous(memory_format=torch.channels_last)
+
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    def train_rate(name) -> float:
+        den, opt = models[name]
+        den.train()
+        gen = torch.Generator(device=dev).manual_seed(0)
+        for i in range(args.train_steps + 1):
+            if i == 1:
+                sync()
+                t0 = time.perf_counter()
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=args.bf16):
+                loss = step_fn(den, (x0, labels), gen)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        sync()
+        return args.train_steps * args.batch / (time.perf_counter() - t0)
+
+    def sample_rate(name) -> float:
+        den, _ = models[name]
+        den.eval()
+        gen = torch.Generator(device=dev).manual_seed(0)
+        x_T = torch.randn(x0.shape, generator=gen, device=dev)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=args.bf16):
+            sample("ddim", den, x_T, schedule, space, 2, cond=labels, generator=gen)  # warm-up
+            sync()
+            t0 = time.perf_counter()
+            sample("ddim", den, x_T, schedule, space, args.sample_steps, cond=labels, generator=gen)
+        sync()
+        return args.sample_steps / (time.perf_counter() - t0)
+
+    rows = {k: {"train": [], "sample": []} for k in models}
+    for r in range(args.rounds):
+        order = ("gendiff", "diffusers") if r % 2 == 0 else ("diffusers", "gendiff")
+        for name in order:
+            rows[name]["train"].append(train_rate(name))
+            rows[name]["sample"].append(sample_rate(name))
+        print(f"round {r}: " + ", ".join(f"{k} train {v['train'][-1]:.1f} img/s sample {v['sample'][-1]:.2f} step/s"
+                                          for k, v in rows.items()), file=sys.stderr, flush=True)
+    ratio = lambda kind: [a / b for a, b in zip(rows["gendiff"][kind], rows["diffusers"][kind])]  # noqa: E731
+    out = {
+        "device": machine(dev), "batch": args.batch, "rounds": args.rounds, "params_gendiff": n_ours,
+        "params_diffusers": n_theirs, "param_ratio": n_ours / n_theirs, "config": cfg,
+        "train_img_per_s": {k: statistics.median(v["train"]) for k, v in rows.items()},
+        "sample_steps_per_s": {k: statistics.median(v["sample"]) for k, v in rows.items()},
+        "train_ratio_median": statistics.median(ratio("train")), "train_ratios": ratio("train"),
+        "sample_ratio_median": statistics.median(ratio("sample")), "sample_ratios": ratio("sample"),
+        "bf16": args.bf16, "channels_last": args.channels_last,
+    }
+    body = [
+        "## Speed: gendiff U-Net vs diffusers 0.42 UNet2DModel",
+        f"- command: `{' '.join(sys.argv)}`",
+        f"- machine: {out['device']}",
+        f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
+        f"- config: {cfg}, 32x32x1, 10 classes + null; parameters gendiff {n_ours:,} vs diffusers {n_theirs:,} "
+        f"(ratio {out['param_ratio']:.4f}); batch {args.batch}; same MNIST batch, same loss (core eps-loss with "
+        f"label dropout), AdamW; sampling = core DDIM, {args.sample_steps} steps, conditional; "
+        f"{args.rounds} alternated rounds, medians",
+        "",
+        "| | gendiff | diffusers | ratio (gendiff / diffusers) |",
+        "|---|---|---|---|",
+        f"| training images/s | {out['train_img_per_s']['gendiff']:.1f} | {out['train_img_per_s']['diffusers']:.1f} | "
+        f"**{out['train_ratio_median']:.3f}** (per round: {', '.join(f'{v:.3f}' for v in out['train_ratios'])}) |",
+        f"| sampling steps/s | {out['sample_steps_per_s']['gendiff']:.2f} | {out['sample_steps_per_s']['diffusers']:.2f}"
+        f" | **{out['sample_ratio_median']:.3f}** (per round: {', '.join(f'{v:.3f}' for v in out['sample_ratios'])}) |",
+        "",
+        "No GPU was available in this session, so only the CPU goal (ratio >= 1.0) was measured; the same command "
+        "with `--device cuda --bf16 --channels-last` measures the GPU path.",
+    ]
+    write_section("speed", "\n".join(body))
+    (HERE / "results_images_speed.json").write_text(json.dumps(out, indent=2))
+    return out
+
+
+# -------------------------------------------------------------------------------------------------------- quality
+def quality(args) -> dict:
+    from gendiff.domains.images import evaluate, train
+
+    run = Path(args.run)
+    t0 = time.perf_counter()
+    summary = train("mnist", run, model=QUALITY_MODEL, max_steps=10**6, time_budget=60 * args.minutes,
+                    batch_size=args.batch, lr=args.lr, warmup_steps=100, ema_decay=args.ema, progress=False,
+                    ckpt_every=500, log_every=50, resume="auto")
+    train_s = time.perf_counter() - t0
+    print(f"trained {summary['step']} steps in {train_s:.0f} s", file=sys.stderr, flush=True)
+    results = []
+    plan = [("ancestral", 1000, args.n_ancestral), ("ddim", 50, args.n), ("dpm_solver_pp", 20, args.n)]
+    for i, (sampler, steps, n) in enumerate(plan):
+        if n <= 0:
+            continue
+        m = evaluate(run, n=n, sampler=sampler, steps=steps, guidance=args.guidance, seed=0,
+                     unconditional_n=args.n_uncond if sampler == "ddim" else 0, reference=True,
+                     samples_png=HERE / f"images_{sampler}.png" if args.png else None,
+                     nll_n=args.nll_n if sampler == "ddim" else 0)
+        results.append(m)
+        print(json.dumps(m), file=sys.stderr, flush=True)
+        (HERE / "results_images_quality.json").write_text(json.dumps({"train": summary, "results": results},
+                                                                     indent=2))
+    ref = results[-1]
+    body = [
+        "## Quality: embedded MNIST (5,000 digits; 4,000 train / 1,000 held out), CPU, time-budgeted",
+        f"- command: `nice -n 10 {' '.join(sys.argv)}`",
+        f"- machine: {machine(torch.device('cpu'))}; 2 cores shared with 4 other engineers' jobs during the run",
+        f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
+        f"- model: {QUALITY_MODEL}, {summary['parameters']:,} parameters, linear schedule (T=1000), eps-prediction, "
+        f"label dropout 0.1; trained {summary['step']} steps x batch {args.batch} in {train_s / 60:.1f} min "
+        f"(budget {args.minutes} min), EMA {args.ema}",
+        f"- classifier (held-out accuracy {ref['classifier_test_accuracy']:.3f}) features: 128-d; FD/KID against the "
+        f"1,000 held-out images; guidance scale {args.guidance} (diffusers convention); samples balanced over classes",
+        "",
+        "| sampler | steps | samples | conditional accuracy | FD | KID | FD real halves (500 vs 500) | "
+        "FD real train vs held-out (same n) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for m in results:
+        body.append(f"| {m['sampler']} | {m['steps']} | {m['n']} | {m['conditional_accuracy']:.3f} | {m['fd']:.2f} | "
+                    f"{m['kid']:.4f} | {m['fd_real_halves']:.2f} | {m['fd_real_train_vs_test']:.2f} |")
+    extra = [m for m in results if "class_entropy" in m]
+    if extra:
+        m = extra[0]
+        body.append(f"\nUnconditional samples ({m['unconditional_n']}, {m['sampler']} {m['steps']}): predicted-class "
+                    f"entropy {m['class_entropy']:.3f} nats ({m['class_entropy_normalized']:.3f} of log 10), "
+                    f"FD {m['fd_unconditional']:.2f}.")
+        if "nll_bits_per_dim" in m:
+            body.append(f"NLL bound on {m['nll_n']} held-out images: {m['nll_bits_per_dim']:.3f} bits/dim.")
+    best = max(m["conditional_accuracy"] for m in results)
+    body.append(f"\nGoal (>= 0.90 conditional accuracy): {'met' if best >= 0.9 else 'NOT met'} "
+                f"(best {best:.3f}).")
+    write_section("quality", "\n".join(body))
+    return {"train": summary, "results": results}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="what", required=True)
+    s = sub.add_parser("speed")
+    s.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    s.add_argument("--batch", type=int, default=16)
+    s.add_argument("--rounds", type=int, default=5)
+    s.add_argument("--train-steps", type=int, default=3)
+    s.add_argument("--sample-steps", type=int, default=5)
+    s.add_argument("--bf16", action="store_true")
+    s.add_argument("--channels-last", action="store_true")
+    s.add_argument("--threads", type=int, default=None)
+    q = sub.add_parser("quality")
+    q.add_argument("--run", default="runs/bench_images_mnist")
+    q.add_argument("--minutes", type=float, default=30.0)
+    q.add_argument("--batch", type=int, default=64)
+    q.add_argument("--lr", type=float, default=1e-3)
+    q.add_argument("--ema", type=float, default=0.998)
+    q.add_argument("--guidance", type=float, default=3.0)
+    q.add_argument("--n", type=int, default=1000)
+    q.add_argument("--n-ancestral", type=int, default=1000)
+    q.add_argument("--n-uncond", type=int, default=500)
+    q.add_argument("--nll-n", type=int, default=0)
+    q.add_argument("--png", action="store_true", help="write sample grids next to the results")
+    q.add_argument("--threads", type=int, default=None)
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = speed(args) if args.what == "speed" else quality(args)
+    print(json.dumps(out, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

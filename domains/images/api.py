@@ -1,0 +1,239 @@
+"""The images domain's verbs: train a U-Net on an image source, sample from a run, and load a run back."""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import torch
+
+from gendiff.errors import ConfigError, DataError
+
+from .data import ImageData, ImageDataset, load_data, to_pixels
+from .unet import UNet, UNetConfig
+
+CONFIG_NAME = "config.json"
+FORMAT = "gendiff-images-v1"
+DEFAULT_MODEL = {
+    32: dict(ch=64, ch_mult=(1, 2, 2), num_res_blocks=2, attn_resolutions=(16,)),
+    16: dict(ch=64, ch_mult=(1, 2), num_res_blocks=2, attn_resolutions=(8,)),
+    8: dict(ch=64, ch_mult=(1, 2), num_res_blocks=2, attn_resolutions=(4,)),
+}
+
+
+def _device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _model_config(data: ImageData, model: dict | None) -> UNetConfig:
+    c, h, w = data.shape
+    if h != w:
+        raise DataError(f"{data.name}: images must be square, got {h}x{w}")
+    base = dict(DEFAULT_MODEL.get(h, DEFAULT_MODEL[32]))
+    base.update(model or {})
+    base.update(in_channels=c, resolution=h, num_classes=data.num_classes if base.pop("conditional", True) else None)
+    return UNetConfig.from_dict(base)
+
+
+def build_denoiser(meta: dict):
+    """Rebuild (Denoiser(UNet), schedule) from a run's config dict."""
+    from gendiff.forward import Denoiser
+    from gendiff.schedules import schedule_from_config
+
+    schedule = schedule_from_config(meta["schedule"])
+    net = UNet(UNetConfig.from_dict(meta["model"]))
+    return Denoiser(net, schedule, prediction=meta.get("prediction", "eps")), schedule
+
+
+def make_step_fn(schedule, num_classes: int | None, p_uncond: float):
+    """Training step: the core's eps-loss with label dropout to the null class (Ho & Salimans 2022, Algorithm 1)."""
+    from gendiff.losses import diffusion_loss
+    from gendiff.spaces import EuclideanSpace
+
+    space = EuclideanSpace()
+
+    def step_fn(model, batch, generator):
+        x0, labels = batch
+        cond = None
+        if num_classes is not None:
+            drop = torch.rand(labels.shape, generator=generator, device=labels.device) < p_uncond
+            cond = torch.where(drop | (labels < 0), torch.full_like(labels, num_classes), labels)
+        return diffusion_loss(model, x0, schedule, space, cond=cond, generator=generator).mean()
+
+    return step_fn
+
+
+def train(data: str = "mnist", out: str | Path = "runs/images", *, image_size: int | None = None,
+          channels: int | None = None, model: dict | None = None, schedule: str | dict = "linear",
+          prediction: str = "eps", p_uncond: float = 0.1, max_steps: int = 2000, time_budget: float | None = None,
+          seed: int = 0, test_fraction: float = 0.2, resume: bool | str = False, compile: bool = False,
+          channels_last: bool | None = None, progress: bool = True, **train_config) -> dict:
+    """Train a class-conditional (when labels exist) U-Net on `data` into run folder `out`; returns a summary dict.
+
+    `time_budget` (seconds) stops at the first checkpoint chunk that would overrun it, `max_steps` still caps it.
+    Extra keyword arguments go to gendiff.training.TrainConfig (lr, batch_size, ema_decay, bf16, device, ...).
+    """
+    from gendiff.io import write_json_atomic
+    from gendiff.schedules import get_schedule, schedule_config
+    from gendiff.training import TrainConfig, Trainer
+
+    if not 0.0 <= p_uncond < 1.0:
+        raise ConfigError(f"p_uncond must be in [0, 1), got {p_uncond}")
+    out = Path(out)
+    train_data = load_data(data, "train", image_size=image_size, channels=channels, seed=seed,
+                           test_fraction=test_fraction)
+    sched_cfg = {"name": schedule} if isinstance(schedule, str) else dict(schedule)
+    sched = get_schedule(**sched_cfg)
+    meta = {
+        "format": FORMAT, "data": str(data), "image_size": train_data.shape[-1], "channels": train_data.shape[0],
+        "seed": seed, "test_fraction": test_fraction, "classes": train_data.classes,
+        "model": _model_config(train_data, model).to_dict(), "schedule": schedule_config(sched),
+        "prediction": prediction, "p_uncond": p_uncond,
+    }
+    defaults = dict(lr=2e-4, batch_size=64, warmup_steps=min(500, max_steps // 10), grad_clip=1.0, seed=seed,
+                    ckpt_every=max(1, min(1000, max_steps)), log_every=max(1, min(50, max_steps // 10 or 1)),
+                    progress=progress, ema_decay=min(0.9995, max(0.9, 1.0 - 10.0 / max_steps)))
+    defaults.update(train_config)
+    config = TrainConfig(**{**defaults, "max_steps": max_steps})
+    old = out / CONFIG_NAME
+    if not resume and (out / "checkpoint.pt").exists():
+        raise ConfigError(f"{out / 'checkpoint.pt'} exists; pass resume=True to continue it or use another out")
+    if resume and old.is_file():
+        import json
+
+        saved = json.loads(old.read_text())
+        for key in ("data", "model", "schedule", "prediction", "image_size"):
+            if saved.get(key) != meta[key]:
+                raise ConfigError(f"{old}: run was trained with {key}={saved.get(key)!r}, now {meta[key]!r}")
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(old, {**meta, "train": config.to_dict()})
+
+    denoiser, sched = build_denoiser(meta)
+    device = _device(config.device)
+    if channels_last if channels_last is not None else device.type == "cuda":
+        denoiser = denoiser.to(memory_format=torch.channels_last)
+    if compile:
+        denoiser.net = torch.compile(denoiser.net)
+    dataset = ImageDataset(train_data)
+    step_fn = make_step_fn(sched, train_data.num_classes if meta["model"]["num_classes"] is not None else None,
+                           p_uncond)
+    start, summary = time.perf_counter(), {}
+    if time_budget is None:
+        trainer = Trainer(denoiser, step_fn, dataset, config, out, collate_fn=ImageDataset.collate_fn, resume=resume)
+        summary = trainer.fit()
+    else:
+        summary = _fit_within(denoiser, step_fn, dataset, config, out, resume, float(time_budget), start)
+    summary.update(run=str(out), parameters=sum(p.numel() for p in denoiser.parameters()),
+                   wall_seconds=time.perf_counter() - start)
+    write_json_atomic(out / "train_summary.json", summary)
+    return summary
+
+
+def _fit_within(denoiser, step_fn, dataset, config, out, resume, budget: float, start: float) -> dict:
+    """Fit in chunks (exact resume between them) and stop before the time budget would be exceeded."""
+    from gendiff.training import Trainer
+
+    target, summary, per_step = config.max_steps, {}, None
+    chunk = max(1, min(config.ckpt_every, 200))
+    step = 0
+    while step < target:
+        elapsed = time.perf_counter() - start
+        left = budget - elapsed
+        if per_step is not None:
+            affordable = int(left / per_step)
+            if affordable < 1:
+                break
+            n = min(chunk, affordable, target - step)
+        else:
+            n = min(20, target - step)
+        cfg = dataclasses.replace(config, max_steps=step + n)
+        t0 = time.perf_counter()
+        trainer = Trainer(denoiser, step_fn, dataset, cfg, out, collate_fn=ImageDataset.collate_fn,
+                          resume=resume if step == 0 else True)
+        summary = trainer.fit()
+        done = summary["step"] - step
+        if done <= 0:
+            break
+        per_step = (time.perf_counter() - t0) / done
+        step = summary["step"]
+    summary["time_budget"] = budget
+    return summary
+
+
+def load_run(run: str | Path, device: str = "auto"):
+    """(EMA denoiser in eval mode, run config dict) from a run folder written by `train`."""
+    import json
+
+    from gendiff.training import load_ema_weights
+
+    run = Path(run)
+    path = run / CONFIG_NAME
+    if not path.is_file():
+        raise DataError(f"{run}: not an images run (no {CONFIG_NAME})")
+    meta = json.loads(path.read_text())
+    if meta.get("format") != FORMAT:
+        raise DataError(f"{path}: format {meta.get('format')!r} is not {FORMAT!r}")
+    denoiser, _ = build_denoiser(meta)
+    load_ema_weights(run / "checkpoint.pt", denoiser)
+    return denoiser.to(_device(device)).eval(), meta
+
+
+def resolve_labels(labels, n: int, num_classes: int | None) -> torch.Tensor | None:
+    """None (unconditional), 'balanced' (0, 1, ..., K-1, 0, ...), an int, or a sequence of n class indices."""
+    if labels is None:
+        return None
+    if num_classes is None:
+        raise ConfigError("labels were given but this run is unconditional (trained without class labels)")
+    if isinstance(labels, str):
+        if labels != "balanced":
+            raise ConfigError(f"labels={labels!r}: expected None, 'balanced', an int or a list of class indices")
+        out = torch.arange(n) % num_classes
+    elif isinstance(labels, int):
+        out = torch.full((n,), labels, dtype=torch.long)
+    else:
+        out = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
+        if len(out) != n:
+            raise ConfigError(f"got {len(out)} labels for n={n} samples")
+    if out.numel() and (out.min() < 0 or out.max() >= num_classes):
+        raise ConfigError(f"labels must be in [0, {num_classes - 1}], got {out.min().item()}..{out.max().item()}")
+    return out.long()
+
+
+def sample(run, n: int = 64, sampler: str = "ddim", steps: int = 50, guidance: float = 1.0, seed: int = 0,
+           labels=None, *, batch_size: int = 250, out: str | Path | None = None, device: str = "auto",
+           progress: bool = False, bf16: bool = False, **sampler_options) -> torch.Tensor:
+    """n uint8 images (n, C, H, W) from a run (folder or a (denoiser, meta) pair); PNG grid to `out` if given."""
+    from gendiff.samplers import prior_sample
+    from gendiff.samplers import sample as core_sample
+    from gendiff.spaces import EuclideanSpace
+
+    if n < 1 or steps < 1 or batch_size < 1:
+        raise ConfigError(f"n, steps and batch_size must be >= 1 (got {n}, {steps}, {batch_size})")
+    denoiser, meta = load_run(run, device) if isinstance(run, (str, Path)) else run
+    num_classes = meta["model"]["num_classes"]
+    y = resolve_labels(labels, n, num_classes)
+    if guidance != 1.0 and y is None:
+        raise ConfigError("guidance != 1 needs class labels (pass labels='balanced', an int or a list)")
+    dev = next(denoiser.parameters()).device
+    space, schedule = EuclideanSpace(), denoiser.schedule
+    gen = torch.Generator(device=dev).manual_seed(int(seed))
+    shape = (meta["channels"], meta["image_size"], meta["image_size"])
+    chunks = []
+    for i in range(0, n, batch_size):
+        b = min(batch_size, n - i)
+        like = torch.empty((b, *shape), device=dev)
+        x_T = prior_sample(schedule, space, like, generator=gen)
+        cond = None if y is None else y[i:i + b].to(dev)
+        null = None if cond is None else torch.full_like(cond, num_classes)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+            x0 = core_sample(sampler, denoiser, x_T, schedule, space, steps, cond=cond, null_cond=null,
+                             guidance=guidance, generator=gen, progress=progress, **sampler_options)
+        chunks.append(to_pixels(x0.float().clamp(-1, 1)).cpu())
+    pixels = torch.cat(chunks)
+    if out is not None:
+        from .grid import save_grid
+
+        save_grid(pixels, out, scale=2 if meta["image_size"] <= 32 else 1)
+    return pixels

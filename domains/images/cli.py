@@ -1,0 +1,172 @@
+"""`gendiff train|sample|evaluate|demo images ...`: argument parsers and runners (heavy imports inside run)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _labels(text: str | None):
+    if text is None or text in ("none", "balanced"):
+        return None if text in (None, "none") else "balanced"
+    values = _ints(text)
+    return values[0] if len(values) == 1 else list(values)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _threads(args) -> None:
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+
+def add_train(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default="mnist", help="mnist (embedded 5k digits), digits (sklearn 8x8), "
+                   "mnist-full:ROOT | fashion-mnist:ROOT | cifar10:ROOT (torchvision files), or a folder of images")
+    p.add_argument("--out", required=True, help="run folder to write")
+    p.add_argument("--image-size", type=int, default=None, help="resize to this size (default: native; folders 32)")
+    p.add_argument("--channels", type=int, default=None, choices=(1, 3), help="folders: 1 grey or 3 RGB (default: auto)")
+    p.add_argument("--ch", type=int, default=64, help="U-Net base channels")
+    p.add_argument("--ch-mult", type=_ints, default=(1, 2, 2), help="channel multipliers per level, e.g. 1,2,2")
+    p.add_argument("--num-res-blocks", type=int, default=2)
+    p.add_argument("--attn", type=_ints, default=(16,), help="resolutions with self-attention, e.g. 16,8")
+    p.add_argument("--dropout", type=float, default=0.1)
+    p.add_argument("--unconditional", action="store_true", help="ignore class labels")
+    p.add_argument("--p-uncond", type=float, default=0.1, help="label dropout for classifier-free guidance")
+    p.add_argument("--schedule", default="linear")
+    p.add_argument("--prediction", default="eps", choices=("eps", "x0", "v"))
+    p.add_argument("--steps", type=int, default=2000, help="optimizer steps (upper bound with --minutes)")
+    p.add_argument("--minutes", type=float, default=None, help="wall-clock training budget")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the U-Net")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    _common(p)
+
+
+def run_train(args) -> int:
+    _threads(args)
+    from . import train
+
+    model = dict(ch=args.ch, ch_mult=args.ch_mult, num_res_blocks=args.num_res_blocks, attn_resolutions=args.attn,
+                 dropout=args.dropout, conditional=not args.unconditional)
+    summary = train(args.data, args.out, image_size=args.image_size, channels=args.channels, model=model,
+                    schedule=args.schedule, prediction=args.prediction, p_uncond=args.p_uncond, max_steps=args.steps,
+                    time_budget=None if args.minutes is None else 60 * args.minutes, seed=args.seed,
+                    resume=args.resume, compile=args.compile, progress=not args.quiet, batch_size=args.batch_size,
+                    lr=args.lr, bf16=args.bf16, device=args.device)
+    print(json.dumps(summary))
+    return 0
+
+
+def _sampling(p: argparse.ArgumentParser, n: int, guidance: float) -> None:
+    p.add_argument("--run", required=True, help="run folder written by `gendiff train images`")
+    p.add_argument("--n", type=int, default=n, help="number of samples")
+    p.add_argument("--sampler", default="ddim", help="any core sampler (ancestral, ddim, dpm_solver_pp, heun, ...)")
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--guidance", type=float, default=guidance, help="classifier-free guidance scale (1 = none)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=250)
+
+
+def add_sample(p: argparse.ArgumentParser) -> None:
+    _sampling(p, 64, 1.0)
+    p.add_argument("--labels", default=None, help="none (unconditional), balanced, a class index or a list 0,1,2")
+    p.add_argument("--out", required=True, help="PNG grid to write")
+    p.add_argument("--save-pt", default=None, help="also save the uint8 (N, C, H, W) tensor here (torch.save)")
+    _common(p)
+
+
+def run_sample(args) -> int:
+    _threads(args)
+    from gendiff.errors import ConfigError
+
+    from . import sample
+
+    labels = _labels(args.labels)
+    if labels is None and args.guidance != 1.0:
+        labels = "balanced"
+    if args.guidance != 1.0 and labels is None:
+        raise ConfigError("--guidance needs --labels")
+    pixels = sample(args.run, args.n, args.sampler, args.steps, args.guidance, args.seed, labels,
+                    batch_size=args.batch_size, out=args.out, device=args.device, progress=not args.quiet)
+    if args.save_pt:
+        from gendiff.io import torch_save_atomic
+
+        torch_save_atomic(pixels, args.save_pt)
+    print(f"wrote {args.out}: {tuple(pixels.shape)} samples", file=sys.stderr)
+    return 0
+
+
+def add_evaluate(p: argparse.ArgumentParser) -> None:
+    _sampling(p, 1000, 3.0)
+    p.add_argument("--unconditional-n", type=int, default=None, help="unconditional samples for class entropy")
+    p.add_argument("--nll-n", type=int, default=0, help="held-out images for the bits/dim bound (0 = skip)")
+    p.add_argument("--inception", default=None, help="pytorch-fid pt_inception-2015-12-05 weights file for FID")
+    p.add_argument("--samples-png", default=None, help="write a grid of the evaluated samples")
+    p.add_argument("--out", default=None, help="write the metrics JSON here")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON (default: one line per metric)")
+    _common(p)
+
+
+def run_evaluate(args) -> int:
+    _threads(args)
+    from gendiff.io import write_json_atomic
+
+    from . import evaluate
+
+    metrics = evaluate(args.run, args.n, args.sampler, args.steps, args.guidance, args.seed,
+                       unconditional_n=args.unconditional_n, nll_n=args.nll_n, inception=args.inception,
+                       batch_size=args.batch_size, device=args.device, samples_png=args.samples_png,
+                       progress=not args.quiet)
+    if args.out:
+        write_json_atomic(args.out, metrics)
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+    else:
+        for k, v in metrics.items():
+            print(f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}")
+    return 0
+
+
+def add_demo(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, help="folder for the run, samples.png and metrics.json")
+    p.add_argument("--seconds", type=float, default=70.0, help="training budget (default 70 s)")
+    p.add_argument("--n", type=int, default=200, help="samples to evaluate")
+    _common(p)
+
+
+def run_demo(args) -> int:
+    """Train a tiny conditional U-Net on the embedded MNIST for about a minute, sample with guidance, evaluate."""
+    _threads(args)
+    from pathlib import Path
+
+    from .demo import demo
+
+    metrics = demo(args.out, seconds=args.seconds, n=args.n, device=args.device, progress=not args.quiet)
+    keys = ("fd", "kid", "conditional_accuracy", "class_entropy_normalized", "fd_real_halves", "train_steps")
+    print(json.dumps({k: metrics.get(k) for k in keys}))
+    print(f"wrote {Path(args.out) / 'samples.png'} and {Path(args.out) / 'metrics.json'}", file=sys.stderr)
+    return 0
+
+
+VERBS = {
+    "train": (add_train, run_train),
+    "sample": (add_sample, run_sample),
+    "evaluate": (add_evaluate, run_evaluate),
+    "demo": (add_demo, run_demo),
+}

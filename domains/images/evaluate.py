@@ -1,0 +1,113 @@
+"""Evaluate a run: classifier-feature FD/KID against held-out images, conditional accuracy, mode coverage, bits/dim."""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gendiff.errors import ConfigError
+
+from .api import load_run, sample
+from .data import load_data, to_model
+from .metrics import (class_entropy, classify, data_fingerprint, frechet_distance, kernel_inception_distance,
+                      load_or_train_classifier)
+
+
+def run_classifier(run: Path, meta: dict, progress: bool = False, epochs: int = 12):
+    """(classifier, train data, held-out test data): the run's cached CNN, trained once on its real training images."""
+    kw = dict(image_size=meta["image_size"], channels=meta["channels"], seed=meta["seed"],
+              test_fraction=meta["test_fraction"])
+    train, test = load_data(meta["data"], "train", **kw), load_data(meta["data"], "test", **kw)
+    if train.labels is None:
+        raise ConfigError(f"{meta['data']}: the feature classifier needs class labels (use class sub-folders)")
+    clf = load_or_train_classifier(run / "classifier.pt", to_model(train.images), train.labels, len(train.classes),
+                                   data_fingerprint(train.images, train.labels), progress=progress, epochs=epochs)
+    return clf, train, test
+
+
+def real_reference(clf, train, test, n: int, seed: int = 0) -> dict:
+    """Reference FDs: two random halves of the held-out images, and n training vs n held-out images."""
+    g = np.random.default_rng(seed)
+    f_test, p_test = classify(clf, to_model(test.images))
+    perm = g.permutation(len(test))
+    half = len(test) // 2
+    f_train, _ = classify(clf, to_model(train.images[torch.as_tensor(g.permutation(len(train))[:n])]))
+    m = min(n, len(test))
+    return {
+        "classifier_test_accuracy": float((p_test == test.labels).float().mean()),
+        "fd_real_halves": frechet_distance(f_test[perm[:half]], f_test[perm[half:2 * half]]),
+        "fd_real_train_vs_test": frechet_distance(f_train[:m], f_test),
+        "kid_real_train_vs_test": kernel_inception_distance(f_train[:m], f_test)[0],
+        "real_halves_n": half,
+    }
+
+
+def evaluate(run: str | Path, n: int = 1000, sampler: str = "ddim", steps: int = 50, guidance: float = 3.0,
+             seed: int = 0, *, unconditional_n: int | None = None, nll_n: int = 0, inception: str | None = None,
+             batch_size: int = 250, device: str = "auto", samples_png: str | Path | None = None,
+             progress: bool = False, reference: bool = True, classifier_epochs: int = 12,
+             **sampler_options) -> dict:
+    """Metrics dict for a run: fd, kid, conditional_accuracy (class-conditional guided samples), class entropy of
+    unconditional samples, optional bits/dim on `nll_n` held-out images and Inception FID from a local weights file."""
+    t0 = time.perf_counter()
+    run = Path(run)
+    denoiser, meta = load_run(run, device)
+    clf, train, test = run_classifier(run, meta, progress, classifier_epochs)
+    k = len(train.classes)
+    conditional = meta["model"]["num_classes"] is not None
+    out = {"run": str(run), "data": meta["data"], "sampler": sampler, "steps": steps, "n": n, "seed": seed,
+           "guidance": guidance if conditional else None, "held_out_n": len(test)}
+    f_test, _ = classify(clf, to_model(test.images))
+    common = dict(sampler=sampler, steps=steps, seed=seed, batch_size=batch_size, progress=progress, **sampler_options)
+    if conditional:
+        labels = torch.arange(n) % k
+        pix = sample((denoiser, meta), n, guidance=guidance, labels=labels, **common)
+        f_gen, pred = classify(clf, to_model(pix))
+        out["conditional_accuracy"] = float((pred == labels).float().mean())
+    else:
+        pix = sample((denoiser, meta), n, **common)
+        f_gen, pred = classify(clf, to_model(pix))
+        out["conditional_accuracy"] = None
+    out["fd"] = frechet_distance(f_gen, f_test)
+    out["kid"], out["kid_std"] = kernel_inception_distance(f_gen, f_test, seed=seed)
+    if samples_png is not None:
+        from .grid import save_grid
+
+        order = torch.argsort(torch.arange(n) % k, stable=True)[:100] if conditional else torch.arange(min(n, 100))
+        save_grid(pix[order], samples_png, nrow=10, scale=2 if meta["image_size"] <= 32 else 1)
+    un = n if unconditional_n is None else unconditional_n
+    if un > 0:
+        pix_u = sample((denoiser, meta), un, seed=seed + 1, **{k_: v for k_, v in common.items() if k_ != "seed"}) \
+            if conditional else pix[:un]
+        f_u, pred_u = classify(clf, to_model(pix_u))
+        h = class_entropy(pred_u.numpy(), k)
+        out.update(class_entropy=h, class_entropy_normalized=h / math.log(k), unconditional_n=un)
+        if conditional:
+            out["fd_unconditional"] = frechet_distance(f_u, f_test)
+    if reference:
+        out.update(real_reference(clf, train, test, n, seed))
+    if nll_n > 0:
+        out["nll_bits_per_dim"], out["nll_n"] = bits_per_dim(denoiser, test, nll_n, seed), min(nll_n, len(test))
+    if inception is not None:
+        from .inception import inception_fid
+
+        out["inception_fid"] = inception_fid(inception, pix, test.images, batch_size=min(batch_size, 100))
+    out["seconds"] = time.perf_counter() - t0
+    return out
+
+
+@torch.no_grad()
+def bits_per_dim(denoiser, test, n: int, seed: int = 0, batch_size: int = 50) -> float:
+    """Mean negative log-likelihood bound in bits/dim (Ho et al. 2020, Sec. 4.2) via the core's variational bound."""
+    from gendiff.losses import nll_bits_per_dim
+    from gendiff.spaces import EuclideanSpace
+
+    dev = next(denoiser.parameters()).device
+    x0 = to_model(test.images[:n]).to(dev)
+    gen = torch.Generator(device=dev).manual_seed(seed)
+    vals = [nll_bits_per_dim(denoiser, x0[i:i + batch_size], denoiser.schedule, EuclideanSpace(), generator=gen)
+            for i in range(0, len(x0), batch_size)]
+    return float(torch.cat([torch.as_tensor(v).reshape(-1) for v in vals]).float().mean())

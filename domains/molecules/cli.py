@@ -1,0 +1,109 @@
+"""`gendiff train|sample|evaluate|demo molecules`: argument parsers and runners (heavy imports inside run)."""
+from __future__ import annotations
+
+import argparse
+import json
+
+MODELS = ("egnn", "e3nn")
+
+
+def _check_model(name: str) -> str:
+    from gendiff.errors import ConfigError
+
+    if name not in MODELS:
+        raise ConfigError(f"--model {name!r}: expected one of {', '.join(MODELS)}")
+    return name
+
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default="qm9", help="'qm9' or an .xyz/.sdf file of training molecules")
+    p.add_argument("--model", default="egnn", help="denoiser network: egnn (EDM's EGNN) or e3nn (tensor products)")
+    p.add_argument("--out", required=True, help="run folder (config.json, checkpoint.pt, log.csv)")
+    p.add_argument("--max-steps", type=int, default=None, help="optimizer steps (default 100000)")
+    p.add_argument("--batch-size", type=int, default=None, help="molecules per batch (EDM: 64)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (EDM: 1e-4)")
+    p.add_argument("--schedule", default="polynomial", help="noise schedule (EDM: polynomial, 1000 steps)")
+    p.add_argument("--hidden", type=int, default=None, help="EGNN hidden features / e3nn scalar multiplicity")
+    p.add_argument("--layers", type=int, default=None, help="number of network layers")
+    p.add_argument("--limit", type=int, default=None, help="train on the first LIMIT molecules only")
+    p.add_argument("--max-minutes", type=float, default=None, help="stop after this much training time")
+    p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def run_train(args) -> int:
+    from . import train
+
+    config = {k: v for k, v in dict(max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr,
+                                    hidden=args.hidden, layers=args.layers, limit=args.limit,
+                                    max_minutes=args.max_minutes).items() if v is not None}
+    train(data=args.data, model=_check_model(args.model), out=args.out, schedule=args.schedule, seed=args.seed,
+          resume=args.resume, device=args.device, **config)
+    print(f"trained run in {args.out}")
+    return 0
+
+
+def add_sample_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run", required=True, help="run folder written by `gendiff train molecules`")
+    p.add_argument("--n", type=int, default=100, help="number of molecules")
+    p.add_argument("--sampler", default="ancestral", help="core sampler name (ancestral, heun, dpm_solver_pp, ...)")
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=256, help="molecules denoised together")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--out", required=True, help="output .sdf or .xyz (a PNG grid is written next to it)")
+
+
+def run_sample(args) -> int:
+    from pathlib import Path
+
+    from . import sample, write_molecules
+
+    mols = sample(run=args.run, n=args.n, sampler=args.sampler, steps=args.steps, seed=args.seed,
+                  batch_size=args.batch_size, device=args.device)
+    png = write_molecules(args.out, mols)
+    print(f"wrote {len(mols)} molecules to {args.out} and {png or Path(args.out).with_suffix('.png')}")
+    return 0
+
+
+def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--input", required=True, help=".xyz or .sdf file of molecules")
+    p.add_argument("--reference", default=None, help="'qm9' (training SMILES, for novelty) or none")
+    p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
+
+
+def run_evaluate(args) -> int:
+    from . import evaluate
+
+    metrics = evaluate(input=args.input, reference=args.reference)
+    if args.json:
+        print(json.dumps(metrics, sort_keys=True))
+    else:
+        for k, v in metrics.items():
+            print(f"{k:>24s}: {v}")
+    return 0
+
+
+def add_demo_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, help="folder for molecules.sdf, molecules.png, metrics.json, run/")
+    p.add_argument("--model", default="egnn", help="egnn or e3nn")
+    p.add_argument("--minutes", type=float, default=1.5, help="training time budget (sampling adds ~15 s)")
+    p.add_argument("--n", type=int, default=64, help="molecules to sample")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def run_demo(args) -> int:
+    from . import demo
+
+    metrics = demo(out=args.out, model=_check_model(args.model), minutes=args.minutes, n=args.n, seed=args.seed)
+    print(json.dumps(metrics, sort_keys=True))
+    return 0
+
+
+VERBS = {
+    "train": (add_train_arguments, run_train),
+    "sample": (add_sample_arguments, run_sample),
+    "evaluate": (add_evaluate_arguments, run_evaluate),
+    "demo": (add_demo_arguments, run_demo),
+}

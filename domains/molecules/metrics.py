@@ -1,0 +1,234 @@
+"""Molecule metrics of Hoogeboom et al. 2022 (EDM, Table 2): atom/molecule stability, RDKit validity, uniqueness, novelty."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from gendiff.errors import DataError
+from gendiff.io import atomic_path, write_json_atomic
+
+from .bonds import bond_list, stability
+from .data import Z_TO_SYMBOL, default_cache_dir, train_smiles
+from .io import as_atoms, read_molecules, write_sdf
+
+__all__ = ["BOND_METHODS", "build_rdkit_mol", "sanitized_fragment", "canonical_smiles", "canonicalize_smiles",
+           "canonical_reference", "qm9_reference_smiles", "evaluate_molecules", "evaluate_file",
+           "write_metrics_json", "write_sdf", "draw_grid"]
+
+BOND_METHODS = ("table", "rdkit")
+_REFERENCE_MEMO: dict[str, frozenset] = {}
+
+
+def build_rdkit_mol(z, pos, method: str = "table", kekulize: bool = False, conformer: bool = True):
+    """Unsanitized RDKit molecule (with a 3D conformer unless conformer=False); bonds from the distance table
+    (EDM's build_molecule: atoms without explicit H counts, so RDKit may add implicit hydrogens) or from
+    rdDetermineBonds (xyz2mol, Kim & Kim 2015). Returns None when rdDetermineBonds cannot assign bonds.
+    """
+    from rdkit import Chem
+    from rdkit.Geometry import Point3D
+
+    z, pos = np.asarray(z, dtype=np.int64), np.asarray(pos, dtype=np.float64)
+    if method == "table":
+        types = {1: Chem.BondType.SINGLE, 2: Chem.BondType.DOUBLE, 3: Chem.BondType.TRIPLE}
+        mol = Chem.RWMol()
+        for a in z:
+            mol.AddAtom(Chem.Atom(int(a)))
+        for i, j, order in bond_list(z, pos, kekulize=kekulize):
+            mol.AddBond(i, j, types[order])
+        if conformer:
+            conf = Chem.Conformer(len(z))
+            for k, p in enumerate(pos.tolist()):
+                conf.SetAtomPosition(k, Point3D(*p))
+            mol.AddConformer(conf, assignId=True)
+        return mol.GetMol()
+    if method == "rdkit":
+        from rdkit.Chem import rdDetermineBonds
+
+        block = f"{len(z)}\n\n" + "\n".join(f"{Z_TO_SYMBOL[int(a)]} {x:.6f} {y:.6f} {w:.6f}" for a, (x, y, w) in zip(z, pos))
+        mol = Chem.MolFromXYZBlock(block)
+        if mol is None:
+            return None
+        try:
+            rdDetermineBonds.DetermineBonds(mol, charge=0)
+        except Exception:  # no consistent bond orders / charges for this geometry
+            return None
+        return mol
+    raise DataError(f"method={method!r}: expected one of {', '.join(BOND_METHODS)}")
+
+
+def sanitized_fragment(mol):
+    """Sanitize (RDKit valence rules) and keep the largest connected fragment; None when sanitization fails."""
+    from rdkit import Chem
+
+    if mol is None:
+        return None
+    mol = Chem.Mol(mol)
+    try:
+        Chem.SanitizeMol(mol)
+        if len(Chem.GetMolFrags(mol)) == 1:
+            return mol
+        frags = Chem.GetMolFrags(mol, asMols=True, sanitizeFrags=True)
+    except Exception:
+        return None
+    return max(frags, key=lambda m: m.GetNumAtoms())
+
+
+def canonical_smiles(mol) -> str | None:
+    """Canonical SMILES of a sanitized molecule: hydrogens implicit, no stereo (3D-built molecules carry none)."""
+    from rdkit import Chem
+
+    if mol is None:
+        return None
+    try:
+        return Chem.MolToSmiles(Chem.RemoveHs(mol), isomericSmiles=False)
+    except Exception:
+        return None
+
+
+def canonicalize_smiles(smiles: str) -> str | None:
+    """The same canonical form for a SMILES string (largest fragment, no stereo); None if RDKit cannot parse it."""
+    from rdkit import Chem
+
+    mol = Chem.MolFromSmiles(smiles) if isinstance(smiles, str) else None  # sanitized, hydrogens removed
+    if mol is None:
+        return None
+    if "." in smiles:
+        mol = max(Chem.GetMolFrags(mol, asMols=True), key=lambda m: m.GetNumAtoms())
+    return Chem.MolToSmiles(mol, isomericSmiles=False)
+
+
+def canonical_reference(smiles: Iterable[str]) -> frozenset:
+    """Canonicalised reference set, memoised per content within the process."""
+    from rdkit import rdBase
+    from tqdm import tqdm
+
+    smiles = list(smiles)
+    key = hashlib.sha1("\n".join(map(str, smiles)).encode()).hexdigest()
+    if key not in _REFERENCE_MEMO:
+        bar = tqdm(smiles, desc="canonical reference SMILES", disable=len(smiles) < 10_000, leave=False)
+        with rdBase.BlockLogs():
+            _REFERENCE_MEMO[key] = frozenset(c for c in map(canonicalize_smiles, bar) if c is not None)
+    return _REFERENCE_MEMO[key]
+
+
+def qm9_reference_smiles(cache_dir=None) -> frozenset:
+    """Canonical SMILES of the QM9 training split, cached on disk beside the QM9 cache after the first call."""
+    from rdkit import __version__ as rdkit_version
+
+    path = default_cache_dir(cache_dir) / "qm9-train-canonical-smiles.json"
+    raw = train_smiles(cache_dir=cache_dir)
+    tag = hashlib.sha1(("\n".join(raw) + rdkit_version).encode()).hexdigest()
+    if path.is_file():
+        try:
+            stored = json.loads(path.read_text())
+            if stored.get("tag") == tag:
+                return frozenset(stored["smiles"])
+        except (OSError, ValueError, AttributeError, KeyError):
+            pass  # corrupt cache: rebuilt below
+    ref = canonical_reference(raw)
+    write_json_atomic(path, {"tag": tag, "smiles": sorted(ref)})
+    return ref
+
+
+def _atoms_list(mols: Sequence) -> list[tuple[np.ndarray, np.ndarray]]:
+    out = [as_atoms(m) for m in mols]
+    if not out:
+        raise DataError("no molecules given")
+    return out
+
+
+def molecule_smiles(mols: Sequence, method: str = "table", progress: bool = False,
+                    kekulize: bool = False) -> list[str | None]:
+    """Canonical SMILES per molecule (None where the molecule is not valid)."""
+    from rdkit import rdBase
+    from tqdm import tqdm
+
+    if method not in BOND_METHODS:
+        raise DataError(f"method={method!r}: expected one of {', '.join(BOND_METHODS)}")
+    atoms = _atoms_list(mols)
+    with rdBase.BlockLogs():
+        return [canonical_smiles(sanitized_fragment(build_rdkit_mol(z, p, method, kekulize, conformer=False)))
+                for z, p in tqdm(atoms, desc="RDKit validity", disable=not progress, leave=False)]
+
+
+def evaluate_molecules(mols: Sequence, reference_smiles: Iterable[str] | None = None, method: str = "table",
+                       progress: bool = False, kekulize: bool = False) -> dict:
+    """{n, atom_stability, molecule_stability, validity, uniqueness, novelty} as in EDM.
+
+    validity = valid / n; uniqueness = distinct canonical SMILES / valid; novelty = unique SMILES not in the
+    (canonicalised) reference / unique, None without a reference. method: "table" (bond-length table) or "rdkit"
+    (rdDetermineBonds) for validity; kekulize=True adds the opt-in Kekule step (bonds.kekulize_orders).
+    """
+    atoms = _atoms_list(mols)
+    stab = stability(atoms, kekulize=kekulize)
+    smiles = [s for s in molecule_smiles(atoms, method, progress, kekulize) if s is not None]
+    unique = set(smiles)
+    novelty = None
+    if reference_smiles is not None:
+        ref = reference_smiles if isinstance(reference_smiles, frozenset) else canonical_reference(reference_smiles)
+        novelty = len(unique - ref) / len(unique) if unique else 0.0
+    return {
+        "n": len(atoms),
+        "atom_stability": stab["atom_stability"],
+        "molecule_stability": stab["molecule_stability"],
+        "validity": len(smiles) / len(atoms),
+        "uniqueness": len(unique) / len(smiles) if smiles else 0.0,
+        "novelty": novelty,
+    }
+
+
+def evaluate_file(path, reference_smiles: Iterable[str] | None = None, method: str = "table",
+                  progress: bool = False, kekulize: bool = False) -> dict:
+    """Evaluate every molecule of an .xyz or .sdf file (from gendiff or elsewhere)."""
+    return evaluate_molecules(read_molecules(path), reference_smiles, method=method, progress=progress,
+                              kekulize=kekulize)
+
+
+def write_metrics_json(path, metrics: dict) -> Path:
+    """Write the metrics object as JSON (atomic); novelty is null without a reference set."""
+    keys = ("n", "atom_stability", "molecule_stability", "validity", "uniqueness", "novelty")
+    write_json_atomic(path, {k: metrics[k] for k in keys} | {k: v for k, v in metrics.items() if k not in keys})
+    return Path(path)
+
+
+def _depiction(z, pos, method: str):
+    """(2D-ready molecule, legend): the valid largest fragment, else the bare connectivity marked invalid."""
+    from rdkit import Chem
+    from rdkit.Chem import AllChem
+
+    raw = build_rdkit_mol(z, pos, method)
+    frag = sanitized_fragment(raw)
+    if frag is not None:
+        mol, legend = Chem.RemoveHs(frag), canonical_smiles(frag) or ""
+    else:
+        mol, legend = Chem.RWMol(raw if raw is not None else Chem.Mol()), "invalid"
+        for atom in mol.GetAtoms():
+            atom.SetNoImplicit(True)
+        mol.UpdatePropertyCache(strict=False)
+        mol = mol.GetMol()
+    try:
+        AllChem.Compute2DCoords(mol)
+    except Exception:
+        mol = Chem.Mol()
+    return mol, legend
+
+
+def draw_grid(path, mols: Sequence, mols_per_row: int = 5, sub_image_size: tuple[int, int] = (250, 250),
+              max_mols: int = 50, method: str = "table") -> Path:
+    """PNG grid of 2D depictions (RDKit Draw.MolsToGridImage), legends = canonical SMILES or 'invalid'."""
+    from rdkit import rdBase
+    from rdkit.Chem import Draw
+
+    atoms = _atoms_list(list(mols)[:max_mols])
+    with rdBase.BlockLogs():
+        pairs = [_depiction(z, p, method) for z, p in atoms]
+        image = Draw.MolsToGridImage([m for m, _ in pairs], molsPerRow=mols_per_row, subImgSize=tuple(sub_image_size),
+                                     legends=[lg for _, lg in pairs], returnPNG=False)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            image.save(fh, format="PNG")
+    return Path(path)

@@ -1,0 +1,134 @@
+"""`gendiff train|forecast|sample|evaluate|demo weather ...`: argument parsers and runners (heavy imports inside run)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _period(text: str):
+    from .data import parse_period
+
+    return parse_period(text)
+
+
+def _threads(args) -> None:
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def add_train(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default="lorenz96", help="netCDF / zarr / GRIB file, or 'lorenz96' (default)")
+    p.add_argument("--vars", default=None, help="comma-separated variables (default: all with a time dim)")
+    p.add_argument("--train-period", default=None, help="START:END, inclusive (default: all the data)")
+    p.add_argument("--context", default="24h", help="past context length (e.g. 24h)")
+    p.add_argument("--horizon", default="24h", help="generated horizon per sample (e.g. 24h)")
+    p.add_argument("--out", required=True, help="run folder to write")
+    p.add_argument("--steps", type=int, default=3000, help="optimizer steps")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--width", type=int, default=96, help="U-Net base channels")
+    p.add_argument("--schedule", default="cosine")
+    p.add_argument("--sampler", default="ancestral", help="default sampler stored with the run")
+    p.add_argument("--sample-steps", type=int, default=50)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    _common(p)
+
+
+def run_train(args) -> int:
+    _threads(args)
+    from . import train
+
+    summary = train(args.data, args.out, variables=args.vars, train_period=_period(args.train_period),
+                    context=args.context, horizon=args.horizon, max_steps=args.steps, batch_size=args.batch_size,
+                    lr=args.lr, net={"width": args.width}, schedule=args.schedule, sampler=args.sampler,
+                    sample_steps=args.sample_steps, seed=args.seed, resume=args.resume, progress=not args.quiet)
+    print(json.dumps(summary))
+    return 0
+
+
+def add_forecast(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run", required=True, help="run folder written by `gendiff train weather`")
+    p.add_argument("--data", default="lorenz96", help="file with the context (and truth) data, or 'lorenz96'")
+    p.add_argument("--init-period", default=None, help="START:END of init times, inclusive")
+    p.add_argument("--init-every", default="6h", help="spacing of init times in the period")
+    p.add_argument("--members", type=int, default=16)
+    p.add_argument("--lead", default="24h", help="longest lead time; rolled out past the horizon")
+    p.add_argument("--out", required=True, help="forecast file (.nc, or .zarr with zarr installed)")
+    p.add_argument("--sampler", default=None, help="override the run's sampler")
+    p.add_argument("--steps", type=int, default=None, help="override the run's sampler steps")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=256, help="windows sampled at once")
+    _common(p)
+
+
+def run_forecast(args) -> int:
+    _threads(args)
+    from . import forecast
+
+    ds = forecast(args.run, args.data, init_period=_period(args.init_period), init_every=args.init_every,
+                  members=args.members, lead=args.lead, sampler=args.sampler, steps=args.steps, seed=args.seed,
+                  batch_size=args.batch_size, out=args.out, progress=not args.quiet)
+    print(f"wrote {args.out}: {dict(ds.sizes)} in {ds.attrs['forecast_seconds']} s", file=sys.stderr)
+    return 0
+
+
+def add_evaluate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--forecast", required=True, help="forecast file written by `gendiff forecast weather`")
+    p.add_argument("--truth", default="lorenz96", help="file with the verifying data, or 'lorenz96'")
+    p.add_argument("--train-period", default=None, help="baselines' fitting period (default: the model's)")
+    p.add_argument("--systems", default="model,persistence,climatology,linear")
+    p.add_argument("--out", default=None, help="folder for scores.json, rank histograms and PNG plots")
+    p.add_argument("--json", action="store_true", help="print the score records as JSON")
+    _common(p)
+
+
+def run_evaluate(args) -> int:
+    _threads(args)
+    from gendiff.errors import ConfigError
+
+    from . import evaluate
+    from .demo_l96 import format_table
+    from .scoring import SYSTEMS
+
+    systems = [s for s in args.systems.split(",") if s]
+    bad = [s for s in systems if s not in SYSTEMS]
+    if bad:
+        raise ConfigError(f"--systems: unknown system(s) {', '.join(bad)} (choose from {', '.join(SYSTEMS)})")
+    records = evaluate(args.forecast, args.truth, train_period=_period(args.train_period), systems=systems,
+                       out=args.out)
+    print(json.dumps(records, indent=1) if args.json else format_table(records))
+    return 0
+
+
+def add_demo(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="runs/weather-demo", help="folder for data, run, forecast, scores and plots")
+    p.add_argument("--steps", type=int, default=None, help="training steps (default: sized for ~2 minutes)")
+    _common(p)
+
+
+def run_demo(args) -> int:
+    _threads(args)
+    from .demo_l96 import format_table, run_demo as _demo
+
+    result = _demo(args.out, max_steps=args.steps, progress=not args.quiet)
+    print(format_table(result["records"]))
+    print(f"done in {result['seconds']['total']} s; plots and scores in {args.out}/scores", file=sys.stderr)
+    return 0
+
+
+VERBS = {
+    "train": (add_train, run_train),
+    "forecast": (add_forecast, run_forecast),
+    "sample": (add_forecast, run_forecast),
+    "evaluate": (add_evaluate, run_evaluate),
+    "demo": (add_demo, run_demo),
+}

@@ -1,0 +1,277 @@
+"""xarray <-> tensors: open and validate gridded or station data, stack non-time dims into features, normalise, restore."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from gendiff.errors import ConfigError, DataError
+from gendiff.io import atomic_path
+
+TIME = "time"
+
+
+def open_data(source, variables=None, *, name: str | None = None) -> xr.Dataset:
+    """Open `source` (path to netCDF / zarr / GRIB, Dataset or DataArray), pick `variables` and validate the time axis."""
+    if isinstance(source, xr.DataArray):
+        label = name or str(source.name or "DataArray")
+        ds = source.to_dataset(name=source.name or "data")
+    elif isinstance(source, xr.Dataset):
+        label, ds = name or "Dataset", source
+    else:
+        label = name or str(source)
+        ds = _open_path(Path(source))
+    if TIME not in ds.dims:
+        raise DataError(f"{label}: no '{TIME}' dimension (dims: {', '.join(map(str, ds.dims)) or 'none'})")
+    available = [str(v) for v in ds.data_vars if TIME in ds[v].dims]
+    if variables is None:
+        variables = available
+    elif isinstance(variables, str):
+        variables = [v for v in variables.split(",") if v]
+    if not variables:
+        raise DataError(f"{label}: no data variable has a '{TIME}' dimension")
+    for v in variables:
+        if v not in ds.data_vars:
+            raise DataError(f"{label}: unknown variable '{v}' (available: {', '.join(available)})")
+        if TIME not in ds[v].dims:
+            raise DataError(f"{label}: variable '{v}' has no '{TIME}' dimension (dims: {ds[v].dims})")
+        if not np.issubdtype(ds[v].dtype, np.number):
+            raise DataError(f"{label}: variable '{v}' is not numeric (dtype {ds[v].dtype})")
+    ds = ds[list(variables)]
+    check_time(ds, label)
+    for v in variables:
+        if not bool(ds[v].notnull().any()):
+            raise DataError(f"{label}: variable '{v}' is all NaN")
+    return ds
+
+
+def _open_path(path: Path) -> xr.Dataset:
+    if not path.exists():
+        raise DataError(f"{path}: no such file or directory")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".zarr" or (path.is_dir() and (path / ".zgroup").exists() or (path / "zarr.json").exists()):
+            if importlib.util.find_spec("zarr") is None:
+                raise DataError(f"{path}: reading zarr needs the 'zarr' package (pip install 'gendiff[zarr]')")
+            return xr.open_zarr(path)
+        if suffix in (".grib", ".grib2", ".grb", ".grb2"):
+            if importlib.util.find_spec("cfgrib") is None:
+                raise DataError(f"{path}: reading GRIB needs the 'cfgrib' package (pip install 'gendiff[grib]')")
+            return xr.open_dataset(path, engine="cfgrib")
+        return xr.open_dataset(path)
+    except DataError:
+        raise
+    except Exception as exc:
+        raise DataError(f"{path}: cannot be read as netCDF/zarr/GRIB ({type(exc).__name__}: {exc})") from None
+
+
+def check_time(ds: xr.Dataset, label: str) -> np.timedelta64:
+    """Require a datetime `time` axis that increases with one constant step; return the step."""
+    t = ds[TIME].values
+    if not np.issubdtype(t.dtype, np.datetime64):
+        raise DataError(f"{label}: '{TIME}' must hold datetimes (dtype {t.dtype})")
+    if len(t) < 2:
+        raise DataError(f"{label}: '{TIME}' has {len(t)} value(s); need at least 2")
+    dt = np.diff(t)
+    if (dt <= np.timedelta64(0)).any():
+        i = int(np.argmax(dt <= np.timedelta64(0)))
+        raise DataError(f"{label}: '{TIME}' is not strictly increasing at index {i + 1} ({t[i]} -> {t[i + 1]})")
+    if (dt != dt[0]).any():
+        i = int(np.argmax(dt != dt[0]))
+        raise DataError(f"{label}: '{TIME}' step is irregular at index {i + 1} ({t[i]} -> {t[i + 1]}, "
+                        f"expected step {pd.Timedelta(dt[0])})")
+    return dt[0]
+
+
+def time_step(ds: xr.Dataset) -> pd.Timedelta:
+    return pd.Timedelta(ds[TIME].values[1] - ds[TIME].values[0])
+
+
+def parse_duration(text, step: pd.Timedelta, field: str) -> int:
+    """'24h' / '1d' / '30min' (or a plain int = steps) -> a number of data steps; must be a positive multiple of step."""
+    if isinstance(text, (int, np.integer)):
+        n = int(text)
+    else:
+        try:
+            td = pd.Timedelta(str(text))
+        except (ValueError, TypeError):
+            raise ConfigError(f"{field}: '{text}' is not a duration (examples: 24h, 6h, 2d)") from None
+        n, rem = divmod(td, step)
+        if rem != pd.Timedelta(0):
+            raise ConfigError(f"{field}: {text} is not a multiple of the data time step {step}")
+    if n <= 0:
+        raise ConfigError(f"{field}: {text} must be positive")
+    return int(n)
+
+
+def parse_period(text) -> tuple[str | None, str | None]:
+    """'2019-03-01:2019-03-24' -> (start, end); either side may be empty; ends are inclusive (pandas slicing)."""
+    if text is None:
+        return None, None
+    if isinstance(text, (tuple, list)):
+        return tuple(text)
+    parts = str(text).split(":") if "T" not in str(text) else _split_iso(str(text))
+    if len(parts) != 2:
+        raise ConfigError(f"period '{text}' must look like START:END (e.g. 2019-03-01:2019-03-24)")
+    for p in parts:
+        if p:
+            try:
+                pd.Timestamp(p)
+            except ValueError:
+                raise ConfigError(f"period '{text}': '{p}' is not a date") from None
+    return parts[0] or None, parts[1] or None
+
+
+def _split_iso(text: str) -> list[str]:
+    """Split START:END where START/END may contain 'HH:MM' times: split on the ':' that precedes a date."""
+    for i, ch in enumerate(text):
+        if ch == ":" and i + 5 <= len(text) and text[i + 1:i + 5].isdigit() and text[i + 5:i + 6] in ("-", ""):
+            return [text[:i], text[i + 1:]]
+        if ch == ":" and i == 0:
+            return ["", text[1:]]
+    return [text[:-1], ""] if text.endswith(":") else [text]
+
+
+def period_indices(ds: xr.Dataset, period, label: str, what: str) -> np.ndarray:
+    """Indices along `time` of the inclusive period; DataError naming the period if it misses the data."""
+    start, end = parse_period(period)
+    t = pd.DatetimeIndex(ds[TIME].values)
+    lo = t[0] if start is None else pd.Timestamp(start)
+    hi = t[-1] if end is None else pd.Timestamp(end)
+    if end is not None and len(str(end)) <= 10:
+        hi = hi + pd.Timedelta(days=1) - pd.Timedelta(1, "ns")
+    idx = np.nonzero((t >= lo) & (t <= hi))[0]
+    if len(idx) == 0 or lo < t[0] or hi > t[-1] + pd.Timedelta(days=1) - pd.Timedelta(1, "ns"):
+        raise DataError(f"{label}: {what} {start or ''}:{end or ''} lies outside the data ({t[0]} to {t[-1]})")
+    return idx
+
+
+def init_indices(ds: xr.Dataset, init_period, init_every, context: int, label: str) -> np.ndarray:
+    """Init times in the period, every `init_every`, each with `context` steps of data up to and including it."""
+    step = time_step(ds)
+    every = parse_duration(init_every, step, "init_every")
+    idx = period_indices(ds, init_period, label, "forecast period")
+    t = pd.DatetimeIndex(ds["time"].values)
+    idx = idx[((t[idx] - t[idx[0]]) // step) % every == 0] if every > 1 else idx
+    if (idx - context + 1 < 0).any():
+        first_ok = t[context - 1]
+        raise DataError(f"{label}: forecast period starts at {t[idx[0]]}, but {context} steps of context are needed "
+                        f"before it; the data allow inits from {first_ok} (forecast period outside the data)")
+    return idx
+
+
+def calendar_features(times) -> np.ndarray:
+    """(T, 4) sin/cos of hour of day and of day of year."""
+    t = pd.DatetimeIndex(np.asarray(times).ravel())
+    hour = (t.hour + t.minute / 60.0 + t.second / 3600.0).to_numpy() / 24.0
+    doy = (t.day_of_year - 1 + hour).to_numpy() / 365.25
+    f = np.stack([np.sin(2 * np.pi * hour), np.cos(2 * np.pi * hour),
+                  np.sin(2 * np.pi * doy), np.cos(2 * np.pi * doy)], axis=-1)
+    return f.astype(np.float32).reshape(*np.shape(times), 4)
+
+
+class Codec:
+    """Stack every non-time dim of each variable into features, normalise per variable, and undo it exactly."""
+
+    def __init__(self, template: xr.Dataset, mean: dict, std: dict):
+        self.template, self.mean, self.std = template, dict(mean), dict(std)
+        self.variables = [str(v) for v in template.data_vars]
+        self.sizes = [int(template[v].size) for v in self.variables]
+        self.valid = np.concatenate([template[v].notnull().values.ravel() for v in self.variables])
+
+    @classmethod
+    def fit(cls, ds: xr.Dataset) -> "Codec":
+        """Per-variable mean/std over all times and points (NaN ignored); template = time-mean field (NaN = never valid)."""
+        mean, std, fields = {}, {}, {}
+        for v in ds.data_vars:
+            vals = ds[v].values.astype(np.float64)
+            m, s = float(np.nanmean(vals)), float(np.nanstd(vals))
+            mean[str(v)], std[str(v)] = m, (s if s > 0 else 1.0)
+            fields[v] = ds[v].mean(TIME, skipna=True, keep_attrs=True).astype(ds[v].dtype)
+            fields[v].attrs = dict(ds[v].attrs)
+            fields[v].encoding = {}
+        template = xr.Dataset(fields, attrs=dict(ds.attrs))
+        template = template.drop_vars([c for c in template.coords if TIME in template[c].dims], errors="ignore")
+        return cls(template, mean, std)
+
+    @property
+    def num_features(self) -> int:
+        return int(sum(self.sizes))
+
+    def feature_dims(self, v: str) -> tuple:
+        return tuple(self.template[v].dims)
+
+    def encode(self, ds: xr.Dataset, label: str = "data") -> np.ndarray:
+        """Dataset (time, ...) -> normalised float32 (T, C); NaN stays NaN."""
+        parts = []
+        for v in self.variables:
+            if v not in ds.data_vars:
+                raise DataError(f"{label}: unknown variable '{v}' (the model was trained on {', '.join(self.variables)})")
+            dims = self.feature_dims(v)
+            if set(ds[v].dims) != set(dims) | {TIME}:
+                raise DataError(f"{label}: variable '{v}' has dims {ds[v].dims}, the model expects (time, {', '.join(dims)})")
+            da = ds[v].transpose(TIME, *dims)
+            if da.shape[1:] != self.template[v].shape:
+                raise DataError(f"{label}: variable '{v}' has shape {da.shape[1:]}, expected {self.template[v].shape}")
+            vals = da.values.reshape(da.shape[0], -1).astype(np.float64)
+            parts.append(((vals - self.mean[v]) / self.std[v]).astype(np.float32))
+        return np.concatenate(parts, axis=1)
+
+    def decode(self, values: np.ndarray, dims: tuple, coords: dict) -> xr.Dataset:
+        """(*lead, C) normalised -> Dataset with dims (*dims, <data dims>), original coords, units, attrs and dtypes."""
+        values = np.asarray(values)
+        lead = values.shape[:-1]
+        out, start = {}, 0
+        for v, n in zip(self.variables, self.sizes):
+            tmpl = self.template[v]
+            chunk = values[..., start:start + n].astype(np.float64) * self.std[v] + self.mean[v]
+            chunk = np.where(tmpl.notnull().values.ravel(), chunk, np.nan)
+            start += n
+            out[v] = xr.DataArray(chunk.reshape(*lead, *tmpl.shape).astype(tmpl.dtype), dims=(*dims, *tmpl.dims),
+                                  coords={**{k: c for k, c in coords.items()}, **{k: tmpl.coords[k] for k in tmpl.coords}},
+                                  attrs=dict(tmpl.attrs))
+        return xr.Dataset(out, attrs=dict(self.template.attrs))
+
+    def to_config(self) -> dict:
+        return {"variables": self.variables, "mean": self.mean, "std": self.std}
+
+    def save(self, path) -> None:
+        write_dataset(self.template, path)
+
+    @classmethod
+    def load(cls, path, config: dict) -> "Codec":
+        if not Path(path).exists():
+            raise DataError(f"{path}: missing codec template (is this a gendiff weather run folder?)")
+        with xr.open_dataset(path) as t:
+            template = t.load()
+        return cls(template, config["mean"], config["std"])
+
+
+def write_dataset(ds: xr.Dataset, path) -> Path:
+    """Write netCDF (default) or zarr (suffix .zarr) atomically: temporary sibling, then os.replace."""
+    path = Path(path)
+    ds = ds.copy()
+    for v in list(ds.variables):
+        ds[v].encoding = {k: e for k, e in ds[v].encoding.items() if k in ("units", "calendar")}
+    if path.suffix == ".zarr":
+        if importlib.util.find_spec("zarr") is None:
+            raise ConfigError(f"{path}: writing zarr needs the 'zarr' package (pip install 'gendiff[zarr]')")
+        import os
+        import shutil
+        import tempfile
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        try:
+            ds.to_zarr(tmp / "store.zarr", mode="w")
+            if path.exists():
+                shutil.rmtree(path)
+            os.replace(tmp / "store.zarr", path)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return path
+    with atomic_path(path) as tmp:
+        ds.to_netcdf(tmp)
+    return path

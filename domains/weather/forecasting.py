@@ -1,0 +1,126 @@
+"""Ensemble forecasts: one diffusion sample per member per horizon, rolled out autoregressively, returned as xarray."""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import xarray as xr
+from tqdm.auto import tqdm
+
+from gendiff.errors import ConfigError, DataError
+from gendiff.samplers import prior_sample, sample
+
+from .data import Codec, calendar_features, init_indices, open_data, parse_duration, time_step, write_dataset
+from .model import Run, anchor_of, load_run, make_inputs
+
+
+def forecast_dataset(codec: Codec, values: np.ndarray, init_times, step: pd.Timedelta, attrs: dict | None = None):
+    """(I, M, L, C) normalised -> Dataset(init_time, member, lead_time, <data dims>) with a valid_time coordinate."""
+    n_init, members, n_lead = values.shape[:3]
+    lead = pd.to_timedelta(np.arange(1, n_lead + 1) * step).to_numpy()
+    init = np.asarray(init_times, dtype="datetime64[ns]")
+    out = codec.decode(values, ("init_time", "member", "lead_time"),
+                       {"init_time": init, "member": np.arange(members), "lead_time": lead})
+    out = out.assign_coords(valid_time=(("init_time", "lead_time"), init[:, None] + lead[None, :]))
+    out["lead_time"].attrs["long_name"] = "forecast lead time"
+    out.attrs.update(attrs or {})
+    return out
+
+
+def sample_windows(run: Run, window: torch.Tensor, calendar: torch.Tensor, *, sampler: str, steps: int,
+                   generator: torch.Generator, progress: bool = False) -> torch.Tensor:
+    """Fill the horizon of windows (B, L, C) whose first `context` steps are known; returns (B, L, C)."""
+    valid = torch.from_numpy(run.codec.valid)
+    residual = bool(run.config.get("residual", False))
+    _, mask, cond = make_inputs(window, calendar, run.context, valid, residual)
+    horizon = torch.zeros(run.context + run.horizon, dtype=torch.bool)
+    horizon[run.context:] = True
+    gen_mask = valid[None, :, None] & horizon[None, None, :]
+    gen_mask = gen_mask.expand(window.shape[0], -1, -1)
+    like = torch.zeros(window.shape[0], window.shape[2], window.shape[1])
+    x_T = prior_sample(run.denoiser.schedule, run.space, like, mask=gen_mask, generator=generator)
+    x0 = sample(sampler, run.denoiser, x_T, run.denoiser.schedule, run.space, steps, mask=gen_mask, cond=cond,
+                generator=generator, progress=progress)
+    out = x0.transpose(1, 2).clone()
+    if residual:
+        out = out + anchor_of(window, run.context)[:, None, :]
+    out[:, :run.context] = window[:, :run.context]
+    out[:, :, ~valid] = float("nan")
+    return out
+
+
+def rollout(run: Run, values: np.ndarray, times: np.ndarray, init_idx: np.ndarray, n_lead: int, members: int, *,
+            sampler: str, steps: int, seed: int = 0, batch_size: int = 256, progress: bool = True) -> np.ndarray:
+    """Autoregressive ensemble: (I, M, n_lead, C); each chunk conditions on the last `context` steps so far."""
+    ctx, hor = run.context, run.horizon
+    step = times[1] - times[0]
+    chunks = math.ceil(n_lead / hor)
+    n_traj = len(init_idx) * members
+    hist = np.empty((n_traj, ctx + chunks * hor, values.shape[1]), dtype=np.float32)
+    ctx_vals = np.stack([values[i - ctx + 1:i + 1] for i in init_idx])  # (I, ctx, C)
+    hist[:, :ctx] = np.repeat(ctx_vals, members, axis=0)
+    t0 = np.repeat(times[init_idx], members)
+    offsets = np.arange(-ctx + 1, chunks * hor + 1)
+    cal = calendar_features(t0[:, None] + step * offsets[None, :])  # (n_traj, ctx + chunks*hor, 4)
+    generator = torch.Generator().manual_seed(int(seed))
+    bar = tqdm(total=chunks * math.ceil(n_traj / batch_size), disable=not progress, desc="forecast", leave=False)
+    with torch.no_grad():
+        for c in range(chunks):
+            sl = slice(c * hor, c * hor + ctx + hor)
+            for b in range(0, n_traj, batch_size):
+                w = torch.from_numpy(hist[b:b + batch_size, sl].copy())
+                w[:, ctx:] = float("nan")
+                filled = sample_windows(run, w, torch.from_numpy(cal[b:b + batch_size, sl]), sampler=sampler,
+                                        steps=steps, generator=generator)
+                hist[b:b + batch_size, c * hor + ctx:c * hor + ctx + hor] = filled[:, ctx:].numpy()
+                bar.update(1)
+    bar.close()
+    return hist[:, ctx:ctx + n_lead].reshape(len(init_idx), members, n_lead, values.shape[1])
+
+
+def forecast(run, data, *, init_period=None, init_times=None, init_every="6h", members: int = 16, lead="24h",
+             sampler: str | None = None, steps: int | None = None, seed: int = 0, batch_size: int = 256,
+             out=None, progress: bool = True) -> xr.Dataset:
+    """Ensemble forecasts from every init time in init_period (or the given init_times); optionally written to out."""
+    run = run if isinstance(run, Run) else load_run(run)
+    label = str(data) if isinstance(data, (str, Path)) else "data"
+    ds = open_data(data, run.codec.variables, name=label)
+    step = time_step(ds)
+    if step.total_seconds() != run.config["time_step_seconds"]:
+        raise DataError(f"{label}: time step {step} differs from the model's "
+                        f"{pd.Timedelta(seconds=run.config['time_step_seconds'])}")
+    if members < 1:
+        raise ConfigError(f"members={members} must be >= 1")
+    n_lead = parse_duration(lead, step, "lead")
+    if init_times is not None:
+        t = pd.DatetimeIndex(ds["time"].values)
+        want = pd.DatetimeIndex(np.atleast_1d(np.asarray(init_times, dtype="datetime64[ns]")))
+        missing = want.difference(t)
+        if len(missing):
+            raise DataError(f"{label}: init time(s) {', '.join(map(str, missing[:3]))} are not in the data "
+                            f"({t[0]} to {t[-1]}) (forecast period outside the data)")
+        idx = t.get_indexer(want)
+        if (idx - run.context + 1 < 0).any():
+            raise DataError(f"{label}: init time {want[0]} needs {run.context} steps of context before it "
+                            f"(forecast period outside the data)")
+    else:
+        idx = init_indices(ds, init_period, init_every, run.context, label)
+    values = run.codec.encode(ds, label)
+    sampler = sampler or run.config["sampler"]
+    steps = int(steps or run.config["sample_steps"])
+    t0 = time.perf_counter()
+    arr = rollout(run, values, ds["time"].values, idx, n_lead, members, sampler=sampler, steps=steps, seed=seed,
+                  batch_size=batch_size, progress=progress)
+    seconds = time.perf_counter() - t0
+    attrs = {"gendiff_run": str(run.path), "gendiff_model_source": run.config["source"],
+             "train_period": " to ".join(run.config["train_period"]), "sampler": sampler, "sampler_steps": steps,
+             "seed": seed, "forecast_seconds": round(seconds, 3),
+             "history": f"gendiff weather forecast, {len(idx)} inits x {members} members x {n_lead} leads"}
+    result = forecast_dataset(run.codec, arr, ds["time"].values[idx], step, attrs=attrs)
+    if out is not None:
+        write_dataset(result, out)
+    return result

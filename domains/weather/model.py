@@ -1,0 +1,151 @@
+"""Windows of past context plus future horizon as diffusion inputs: x0, MaskedSpace mask and conditioning channels."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gendiff.errors import DataError
+from gendiff.forward import Denoiser, append_dims
+from gendiff.io import torch_load_safe
+from gendiff.schedules import schedule_from_config
+from gendiff.spaces import MaskedSpace
+
+from .data import Codec
+from .unet1d import UNet1D
+
+CALENDAR = 4
+
+
+def cond_channels(num_features: int) -> int:
+    return num_features + 1 + CALENDAR
+
+
+def anchor_of(window: torch.Tensor, context: int) -> torch.Tensor:
+    """The last context step (B, C) of windows (B, L, C), NaN -> 0: forecasts are generated as departures from it."""
+    last = window[:, context - 1]
+    return torch.where(torch.isfinite(last), last, torch.zeros((), dtype=last.dtype))
+
+
+def make_inputs(window: torch.Tensor, calendar: torch.Tensor, context: int, valid: torch.Tensor,
+                residual: bool = True):
+    """window (B, L, C) normalised with NaN; first `context` steps known -> x0, mask, cond, each (B, *, L).
+
+    With `residual`, the window is taken relative to its last context step (persistence), as in tendency-predicting
+    weather models. x0: the window with NaN filled by 0; mask: finite horizon entries of features that are ever valid
+    (what is generated and scored); cond: [context values (0 where unknown), context flag per step, calendar].
+    """
+    if residual:
+        window = window - anchor_of(window, context)[:, None, :]
+    window = window.transpose(1, 2)  # (B, C, L)
+    finite = torch.isfinite(window)
+    x0 = torch.where(finite, window, torch.zeros((), dtype=window.dtype))
+    in_context = torch.zeros(window.shape[-1], dtype=torch.bool, device=window.device)
+    in_context[:context] = True
+    known = finite & in_context
+    mask = finite & ~in_context & valid[:, None]
+    flag = in_context.to(x0.dtype).expand(window.shape[0], 1, -1)
+    cond = torch.cat([torch.where(known, x0, torch.zeros((), dtype=x0.dtype)), flag,
+                      calendar.transpose(1, 2).to(x0.dtype)], dim=1)
+    return x0, mask, cond
+
+
+class WindowDataset(torch.utils.data.Dataset):
+    """All windows of length context + horizon starting at `starts` over normalised values (T, C)."""
+
+    def __init__(self, values: np.ndarray, calendar: np.ndarray, starts: np.ndarray, context: int, horizon: int,
+                 residual: bool = True):
+        self.values, self.calendar, self.residual = torch.from_numpy(values), torch.from_numpy(calendar), residual
+        self.starts, self.context, self.length = np.asarray(starts), context, context + horizon
+        self.valid = torch.from_numpy(np.isfinite(values).any(0))
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getitem__(self, i: int):
+        s = int(self.starts[i])
+        x0, mask, cond = make_inputs(self.values[None, s:s + self.length], self.calendar[None, s:s + self.length],
+                                     self.context, self.valid, self.residual)
+        return {"x0": x0[0], "mask": mask[0], "cond": cond[0]}
+
+
+def window_starts(n_times: int, index: np.ndarray, length: int, values: np.ndarray, context: int) -> np.ndarray:
+    """Window starts whose whole window lies inside the (contiguous) index and whose horizon has data."""
+    inside = np.zeros(n_times, dtype=bool)
+    inside[index] = True
+    starts = []
+    for s in range(n_times - length + 1):
+        if inside[s:s + length].all() and np.isfinite(values[s + context:s + length]).any():
+            starts.append(s)
+    return np.asarray(starts, dtype=np.int64)
+
+
+@dataclass
+class Run:
+    """A trained weather model loaded from its run folder."""
+
+    path: Path
+    config: dict
+    codec: Codec
+    denoiser: Denoiser
+    space: MaskedSpace
+
+    @property
+    def context(self) -> int:
+        return int(self.config["context_steps"])
+
+    @property
+    def horizon(self) -> int:
+        return int(self.config["horizon_steps"])
+
+
+class Preconditioned(torch.nn.Module):
+    """x0 = c_skip x_t + c_out F(c_in x_t, t) with c_skip = a s_d^2 / (a^2 s_d^2 + s^2), c_out = s s_d / sqrt(a^2 s_d^2 + s^2),
+    c_in = 1 / sqrt(a^2 s_d^2 + s^2): EDM's preconditioning (Karras et al. 2022, table 1) written for any (alpha, sigma)."""
+
+    def __init__(self, net: torch.nn.Module, schedule, sigma_data: float = 1.0):
+        super().__init__()
+        self.net, self.schedule, self.sigma_data = net, schedule, float(sigma_data)
+
+    def forward(self, x_t, t, *, mask=None, cond=None):
+        alpha, sigma = self.schedule.alpha_sigma(t)
+        alpha, sigma = append_dims(alpha.to(x_t), x_t.dim()), append_dims(sigma.to(x_t), x_t.dim())
+        sd2 = self.sigma_data**2
+        norm = torch.sqrt(alpha**2 * sd2 + sigma**2)
+        c_skip, c_out = alpha * sd2 / norm**2, sigma * self.sigma_data / norm
+        return c_skip * x_t + c_out * self.net(x_t / norm, t, mask=mask, cond=cond)
+
+
+def build_denoiser(config: dict) -> Denoiser:
+    """U-Net -> EDM-style preconditioning (x0 output) -> core Denoiser (eps for the samplers)."""
+    net = UNet1D(**config["net"])
+    schedule = schedule_from_config(config["schedule"])
+    if config.get("precondition", False):
+        return Denoiser(Preconditioned(net, schedule), schedule, prediction="x0", scale_input=False)
+    return Denoiser(net, schedule, prediction=config["prediction"])
+
+
+def load_run(path) -> Run:
+    """Read config.json, codec.nc and the EMA weights of checkpoint.pt from a run folder."""
+    import json
+
+    path = Path(path)
+    cfg_path = path / "config.json"
+    if not cfg_path.is_file():
+        raise DataError(f"{path}: not a gendiff weather run (no config.json)")
+    try:
+        config = json.loads(cfg_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{cfg_path}: unreadable JSON ({exc})") from None
+    if config.get("domain") != "weather":
+        raise DataError(f"{cfg_path}: domain is {config.get('domain')!r}, expected 'weather'")
+    codec = Codec.load(path / "codec.nc", config["codec"])
+    denoiser = build_denoiser(config)
+    state = torch_load_safe(path / "checkpoint.pt")
+    if not isinstance(state, dict) or "ema" not in state:
+        raise DataError(f"{path / 'checkpoint.pt'}: no EMA weights in checkpoint")
+    denoiser.load_state_dict(state["ema"])
+    denoiser.eval().requires_grad_(False)
+    return Run(path, config, codec, denoiser, MaskedSpace())

@@ -1,0 +1,93 @@
+"""PNG figures: skill against lead time per system, rank histograms, maps of ensemble mean, spread and truth."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from gendiff.io import atomic_path
+
+COLORS = {"model": "C3", "persistence": "C0", "climatology": "C2", "linear": "C1"}
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    _plt().close(fig)
+    return Path(path)
+
+
+def plot_skill(records: list[dict], path) -> Path:
+    """CRPS, RMSE, spread and spread-skill ratio against lead time, one line per system (and variable)."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
+    keys = sorted({(r["variable"], r["system"]) for r in records})
+    for v, system in keys:
+        rows = sorted((r for r in records if r["variable"] == v and r["system"] == system),
+                      key=lambda r: r["lead_time_hours"])
+        lead = [r["lead_time_hours"] for r in rows]
+        for ax, metric in zip(axes, ("crps", "rmse", "spread", "ssr")):
+            vals = [np.nan if r[metric] is None else r[metric] for r in rows]
+            ax.plot(lead, vals, marker=".", color=COLORS.get(system), label=f"{v} {system}" if len(
+                {k[0] for k in keys}) > 1 else system)
+    for ax, title in zip(axes, ("CRPS", "ensemble-mean RMSE", "ensemble spread", "spread / skill")):
+        ax.set_title(title)
+        ax.set_xlabel("lead time (h)")
+        ax.grid(alpha=0.3)
+    axes[3].axhline(1.0, color="k", lw=0.8, ls="--")
+    axes[0].legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_rank_histograms(hists: dict, path) -> Path:
+    """Rank histograms (summed over lead times) per (system, variable); flat = calibrated."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(hists), figsize=(3.2 * len(hists), 3), squeeze=False)
+    for ax, ((system, v), h) in zip(axes[0], hists.items()):
+        counts = h.sum([d for d in h.dims if d != "rank"]).values.astype(float)
+        ax.bar(np.arange(len(counts)), counts / max(counts.sum(), 1), color=COLORS.get(system, "C7"))
+        ax.axhline(1.0 / len(counts), color="k", lw=0.8, ls="--")
+        ax.set_title(f"{system} ({v})", fontsize=9)
+        ax.set_xlabel("rank of truth")
+    return _save(fig, path)
+
+
+def plot_maps(forecast: xr.DataArray, truth: xr.DataArray, path, init_index: int = 0, lead_index: int = -1) -> Path:
+    """Ensemble mean, spread and truth for one case; 2-D fields as maps, 1-D as lines, more dims: first slices."""
+    plt = _plt()
+    f = forecast.isel(init_time=init_index, lead_time=lead_index)
+    y = truth.isel(init_time=init_index, lead_time=lead_index)
+    space = [d for d in f.dims if d != "member"]
+    extra = space[:-2] if len(space) > 2 else []
+    f, y = f.isel({d: 0 for d in extra}), y.isel({d: 0 for d in extra})
+    mean, spread = f.mean("member"), f.std("member", ddof=1) if f.sizes["member"] > 1 else f.isel(member=0) * 0
+    when = f"init {np.datetime_as_string(forecast.init_time.values[init_index], unit='h')}, " \
+           f"lead {int(forecast.lead_time.values[lead_index] / np.timedelta64(1, 'h'))} h"
+    units = forecast.attrs.get("units", "")
+    if len(space) - len(extra) == 2:
+        fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+        lo, hi = float(np.nanmin([mean.min(), y.min()])), float(np.nanmax([mean.max(), y.max()]))
+        for ax, da, title, kw in ((axes[0], mean, "ensemble mean", {"vmin": lo, "vmax": hi}),
+                                  (axes[1], spread, "ensemble spread", {"cmap": "viridis"}),
+                                  (axes[2], y, "truth", {"vmin": lo, "vmax": hi})):
+            da.plot(ax=ax, cbar_kwargs={"label": units}, **kw)
+            ax.set_title(f"{title}\n{when}", fontsize=9)
+    else:
+        fig, ax = plt.subplots(figsize=(8, 3.5))
+        xs = np.arange(mean.size) if not mean.dims else mean[mean.dims[0]].values
+        ax.fill_between(xs, (mean - spread).values, (mean + spread).values, alpha=0.3, label="mean +/- spread")
+        ax.plot(xs, mean.values, label="ensemble mean")
+        ax.plot(xs, y.values, "k--", label="truth")
+        ax.set_title(f"{forecast.name}: {when}", fontsize=9)
+        ax.legend(fontsize=8)
+    return _save(fig, path)

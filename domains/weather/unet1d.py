@@ -1,0 +1,125 @@
+"""Temporal 1D U-Net over (batch, features, time): ResNet blocks with time embedding, attention at the coarsest level.
+
+Ho et al. 2020 (U-Net of app. B) in one dimension; features (grid points x variables) enter through a learned 1x1
+projection to `width` channels and leave through another, plus a learned noise-level-dependent skip of x_t
+(c_skip of Karras et al. 2022, eq. 7) so that fine-scale detail outside the projection's span is kept.
+With `known_in_cond`, the first `channels` conditioning channels hold known values of x at the steps where x_t is
+masked (zero); they are added to x_t so that one projection reads the noisy horizon and the clean context alike.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from gendiff.nn import SinusoidalTimeEmbedding
+
+
+def _norm(ch: int) -> nn.GroupNorm:
+    return nn.GroupNorm(min(8, ch) if ch % min(8, ch) == 0 else 1, ch)
+
+
+class ResBlock1d(nn.Module):
+    """GroupNorm-SiLU-Conv twice with a FiLM (scale, shift) from the time embedding (Dhariwal & Nichol 2021)."""
+
+    def __init__(self, cin: int, cout: int, temb_dim: int, dropout: float = 0.0):
+        super().__init__()
+        self.norm1, self.conv1 = _norm(cin), nn.Conv1d(cin, cout, 3, padding=1)
+        self.film = nn.Linear(temb_dim, 2 * cout)
+        self.norm2, self.drop = _norm(cout), nn.Dropout(dropout)
+        self.conv2 = nn.Conv1d(cout, cout, 3, padding=1)
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+        self.skip = nn.Conv1d(cin, cout, 1) if cin != cout else nn.Identity()
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        scale, shift = self.film(temb)[:, :, None].chunk(2, dim=1)
+        h = self.norm2(h) * (1 + scale) + shift
+        return self.skip(x) + self.conv2(self.drop(F.silu(h)))
+
+
+class Attention1d(nn.Module):
+    """Multi-head self-attention along time (Vaswani et al. 2017), residual, zero-initialised output."""
+
+    def __init__(self, ch: int, heads: int = 4):
+        super().__init__()
+        self.heads = heads
+        self.norm, self.qkv, self.out = _norm(ch), nn.Conv1d(ch, 3 * ch, 1), nn.Conv1d(ch, ch, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, n = x.shape
+        q, k, v = self.qkv(self.norm(x)).reshape(b, 3, self.heads, c // self.heads, n).transpose(-1, -2).unbind(1)
+        h = F.scaled_dot_product_attention(q, k, v)  # (b, heads, n, c/heads)
+        return x + self.out(h.transpose(-1, -2).reshape(b, c, n))
+
+
+class UNet1D(nn.Module):
+    """net(x_t (B, C, L), t (B,), *, mask, cond (B, C_cond, L)) -> (B, C, L); L is padded to the down-sampling factor."""
+
+    def __init__(self, channels: int, cond_channels: int = 0, width: int = 128, mults=(1, 2, 2),
+                 blocks_per_level: int = 1, heads: int = 4, dropout: float = 0.0, learned_skip: bool = True,
+                 known_in_cond: bool = False):
+        super().__init__()
+        self.config = {"channels": channels, "cond_channels": cond_channels, "width": width, "mults": list(mults),
+                       "blocks_per_level": blocks_per_level, "heads": heads, "dropout": dropout,
+                       "learned_skip": learned_skip, "known_in_cond": known_in_cond}
+        temb_dim = 4 * width
+        self.factor = 2 ** (len(mults) - 1)
+        self.temb = nn.Sequential(SinusoidalTimeEmbedding(width), nn.Linear(width, temb_dim), nn.SiLU(),
+                                  nn.Linear(temb_dim, temb_dim))
+        self.known_in_cond = known_in_cond
+        self.inp = nn.Conv1d(cond_channels if known_in_cond else channels + cond_channels, width, 1)
+        self.down, self.up = nn.ModuleList(), nn.ModuleList()
+        chans, ch = [width], width
+        for i, m in enumerate(mults):
+            for _ in range(blocks_per_level):
+                self.down.append(ResBlock1d(ch, width * m, temb_dim, dropout))
+                ch = width * m
+                chans.append(ch)
+            if i < len(mults) - 1:
+                self.down.append(nn.Conv1d(ch, ch, 3, stride=2, padding=1))
+                chans.append(ch)
+        self.mid = nn.ModuleList([ResBlock1d(ch, ch, temb_dim, dropout), Attention1d(ch, heads),
+                                  ResBlock1d(ch, ch, temb_dim, dropout)])
+        for i, m in reversed(list(enumerate(mults))):
+            for _ in range(blocks_per_level + 1):
+                self.up.append(ResBlock1d(ch + chans.pop(), width * m, temb_dim, dropout))
+                ch = width * m
+            if i > 0:
+                self.up.append(nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv1d(ch, ch, 3, padding=1)))
+        self.out = nn.Sequential(_norm(ch), nn.SiLU(), nn.Conv1d(ch, channels, 1))
+        nn.init.zeros_(self.out[-1].weight)
+        nn.init.zeros_(self.out[-1].bias)
+        self.skip_gain = nn.Linear(temb_dim, 1) if learned_skip else None
+        if self.skip_gain is not None:
+            nn.init.zeros_(self.skip_gain.weight)
+            nn.init.zeros_(self.skip_gain.bias)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, *, mask=None, cond=None) -> torch.Tensor:
+        length = x.shape[-1]
+        pad = (-length) % self.factor
+        if cond is None:
+            inp = x
+        elif self.known_in_cond:
+            c = x.shape[1]
+            inp = torch.cat([x + cond[:, :c].to(x.dtype), cond[:, c:].to(x.dtype)], dim=1)
+        else:
+            inp = torch.cat([x, cond.to(x.dtype)], dim=1)
+        inp = F.pad(inp, (0, pad))
+        temb = self.temb(t)
+        h = self.inp(inp)
+        skips = [h]
+        for layer in self.down:
+            h = layer(h, temb) if isinstance(layer, ResBlock1d) else layer(h)
+            skips.append(h)
+        for layer in self.mid:
+            h = layer(h, temb) if isinstance(layer, ResBlock1d) else layer(h)
+        for layer in self.up:
+            h = layer(torch.cat([h, skips.pop()], 1), temb) if isinstance(layer, ResBlock1d) else layer(h)
+        out = self.out(h)[..., :length]
+        if self.skip_gain is not None:
+            out = out + self.skip_gain(temb)[:, :, None] * x
+        return out

@@ -1,0 +1,268 @@
+"""Samplers as pure functions over one shared step skeleton (Design 7).
+
+Each sampler is `name(model, x_T, schedule, space, steps, *, mask, cond, null_cond, guidance, generator, known,
+callback, progress, timesteps, **options)` where `model(x_t, t, *, mask, cond)` returns eps. The skeleton walks the
+grid `schedule.timesteps(steps)` (t_max -> t_min), projects onto the space after every step, re-imposes known values
+(inpainting / forecasting), and finally denoises with the x0 prediction when sigma(t_min) > 0.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from .errors import ConfigError
+from .registry import Registry
+from .schedules import Schedule
+from .spaces import NoiseSpace
+
+SAMPLERS: Registry = Registry("sampler")
+
+
+@dataclass
+class Context:
+    """What a step needs: the guided eps model, the schedule, the space, and the RNG."""
+
+    model: Callable
+    schedule: Schedule
+    space: NoiseSpace
+    mask: object = None
+    cond: object = None
+    null_cond: object = None
+    guidance: float = 1.0
+    generator: torch.Generator | None = None
+    nfe: int = 0
+    options: dict = field(default_factory=dict)
+
+    def alpha_sigma(self, t: float) -> tuple[float, float]:
+        a, s = self.schedule.alpha_sigma(torch.tensor(t, dtype=torch.float64))
+        return float(a), float(s)
+
+    def eps(self, x: torch.Tensor, t: float) -> torch.Tensor:
+        """Classifier-free guided eps (Ho & Salimans 2022, eq. 6): eps_u + w (eps_c - eps_u); w = 1 is no guidance."""
+        tt = torch.full((x.shape[0],), t, dtype=x.dtype, device=x.device)
+        self.nfe += 1
+        if self.guidance == 1.0 or self.cond is None:
+            return self.model(x, tt, mask=self.mask, cond=self.cond)
+        e_c = self.model(x, tt, mask=self.mask, cond=self.cond)
+        e_u = self.model(x, tt, mask=self.mask, cond=self.null_cond)
+        return e_u + self.guidance * (e_c - e_u)
+
+    def x0_eps(self, x: torch.Tensor, t: float):
+        eps = self.eps(x, t)
+        a, s = self.alpha_sigma(t)
+        x0 = (x - s * eps) / a
+        clip = self.options.get("clip_x0")
+        if clip is not None:
+            x0 = x0.clamp(*clip)
+            eps = (x - a * x0) / s
+        return x0, eps
+
+    def noise(self, like: torch.Tensor) -> torch.Tensor:
+        return self.space.sample(like, self.mask, self.generator)
+
+
+def prior_sample(schedule: Schedule, space: NoiseSpace, like: torch.Tensor, mask=None, generator=None) -> torch.Tensor:
+    """x_T ~ N(0, (alpha^2 + sigma^2) I) on the space: the prior for unit-variance data at t_max."""
+    return space.sample(like, mask, generator) * schedule.prior_std()
+
+
+def _run(step, model, x_T, schedule, space, steps, *, mask=None, cond=None, null_cond=None, guidance=1.0,
+         generator=None, known=None, callback=None, progress=False, timesteps=None, denoise_final=True, **options):
+    grid = (schedule.timesteps(steps) if timesteps is None else torch.as_tensor(timesteps)).to(torch.float64).tolist()
+    if len(grid) < 2 or any(b >= a for a, b in zip(grid, grid[1:])):
+        raise ConfigError("sampler timesteps must be a decreasing sequence of at least two times")
+    ctx = Context(model, schedule, space, mask, cond, null_cond, float(guidance), generator, options=options)
+    if known is not None:
+        known_values, known_mask = known
+        known_mask = torch.as_tensor(known_mask, device=x_T.device).expand_as(x_T)
+
+    def impose(x, t):
+        if known is None:
+            return x
+        a, s = ctx.alpha_sigma(t)
+        noisy = a * known_values + s * ctx.noise(known_values) if s > 0 else known_values
+        return space.project(torch.where(known_mask, noisy, x), mask)
+
+    x = impose(space.project(x_T, mask), grid[0])
+    state: dict = {"n": len(grid) - 1}
+    with torch.no_grad():
+        for i in tqdm(range(len(grid) - 1), disable=not progress, desc=step.__name__.lstrip("_"), leave=False):
+            state["i"] = i
+            x = impose(space.project(step(ctx, x, grid[i], grid[i + 1], state), mask), grid[i + 1])
+            if callback is not None:
+                callback({"i": i, "t": grid[i], "s": grid[i + 1], "x": x, "nfe": ctx.nfe})
+        if denoise_final and ctx.alpha_sigma(grid[-1])[1] > 0:
+            x = space.project(ctx.x0_eps(x, grid[-1])[0], mask)
+        if known is not None:
+            x = torch.where(known_mask, known_values, x)
+    return x
+
+
+def _posterior_coefs(ctx, t, s):
+    """q(x_s | x_t, x_0) = N(c_xt x_t + c_x0 x_0, var) (Kingma et al. 2021, eqs. 6-8), in float64."""
+    a_t, s_t = ctx.alpha_sigma(t)
+    a_s, s_s = ctx.alpha_sigma(s)
+    a_ts = a_t / a_s
+    var_ts = s_t**2 - a_ts**2 * s_s**2
+    return a_ts * s_s**2 / s_t**2, a_s * var_ts / s_t**2, var_ts * s_s**2 / s_t**2
+
+
+def _ancestral(ctx, x, t, s, state):
+    """DDPM ancestral step (Ho et al. 2020, Algorithm 2), on any grid via the posterior of the strided chain."""
+    x0, _ = ctx.x0_eps(x, t)
+    c_xt, c_x0, var = _posterior_coefs(ctx, t, s)
+    mean = c_xt * x + c_x0 * x0
+    return mean + math.sqrt(max(var, 0.0)) * ctx.noise(x) if var > 0 else mean
+
+
+def _ddim(ctx, x, t, s, state):
+    """DDIM (Song et al. 2021a, eq. 12) with eta scaling the posterior standard deviation."""
+    eta = float(ctx.options.get("eta", 0.0))
+    x0, eps = ctx.x0_eps(x, t)
+    a_s, s_s = ctx.alpha_sigma(s)
+    std = eta * math.sqrt(max(_posterior_coefs(ctx, t, s)[2], 0.0))
+    out = a_s * x0 + math.sqrt(max(s_s**2 - std**2, 0.0)) * eps
+    return out + std * ctx.noise(x) if std > 0 else out
+
+
+def _sde_coefs(ctx, t, s):
+    """Interval drift f dt = log(alpha_t / alpha_s) and diffusion g^2 dt = sigma_t^2 - (alpha_t/alpha_s)^2 sigma_s^2."""
+    a_t, s_t = ctx.alpha_sigma(t)
+    a_s, s_s = ctx.alpha_sigma(s)
+    return math.log(a_t / a_s), max(s_t**2 - (a_t / a_s) ** 2 * s_s**2, 0.0), s_t
+
+
+def _em_step(ctx, x, t, s, last):
+    f_dt, g2_dt, s_t = _sde_coefs(ctx, t, s)
+    score = -ctx.eps(x, t) / s_t
+    mean = x - f_dt * x + g2_dt * score
+    return mean if last else mean + math.sqrt(g2_dt) * ctx.noise(x)
+
+
+def _euler_maruyama(ctx, x, t, s, state):
+    """Euler-Maruyama on the reverse-time SDE (Song et al. 2021, eq. 6); the last step returns the mean."""
+    return _em_step(ctx, x, t, s, state["i"] == state["n"] - 1)
+
+
+def _langevin_steps(ctx, x, t, n_steps, step_of):
+    _, s_t = ctx.alpha_sigma(t)
+    for _ in range(n_steps):
+        score = -ctx.eps(x, t) / s_t
+        z = ctx.noise(x)
+        h = step_of(score, z, s_t)
+        x = x + h * score + torch.sqrt(2 * h) * z
+    return x
+
+
+def _per_sample_norm(ctx, v):
+    return ctx.space.sum(v * v, ctx.mask).sqrt().mean()
+
+
+def _pc(ctx, x, t, s, state):
+    """Predictor-corrector (Song et al. 2021, Algorithm 1-3): Langevin corrector with target snr, then Euler-Maruyama."""
+    snr = float(ctx.options.get("snr", 0.16))
+    a_t, _ = ctx.alpha_sigma(t)
+    a_s, _ = ctx.alpha_sigma(s)
+    ratio2 = (a_t / a_s) ** 2
+
+    def step_of(score, z, s_t):
+        h = 2 * ratio2 * (snr * _per_sample_norm(ctx, z) / _per_sample_norm(ctx, score).clamp(min=1e-12)) ** 2
+        return h.to(score.dtype)
+
+    x = _langevin_steps(ctx, x, t, int(ctx.options.get("corrector_steps", 1)), step_of)
+    return _em_step(ctx, x, t, s, state["i"] == state["n"] - 1)
+
+
+def _langevin(ctx, x, t, s, state):
+    """Annealed Langevin dynamics (Song & Ermon 2019, Algorithm 1) at level s, step eps_rel * sigma_s^2."""
+    a_t, _ = ctx.alpha_sigma(t)
+    a_s, _ = ctx.alpha_sigma(s)
+    x = x * (a_s / a_t)
+    step_scale = float(ctx.options.get("step_scale", 0.1))
+    n_each = int(ctx.options.get("steps_each", 5))
+    return _langevin_steps(ctx, x, s, n_each, lambda score, z, s_t: torch.tensor(step_scale * s_t**2, dtype=z.dtype))
+
+
+def _heun(ctx, x, t, s, state):
+    """Heun's 2nd-order method on the probability-flow ODE (Karras et al. 2022, Algorithm 1, deterministic),
+    written for any schedule as dy/d(sigma/alpha) = eps with y = x / alpha."""
+    a_t, s_t = ctx.alpha_sigma(t)
+    a_s, s_s = ctx.alpha_sigma(s)
+    y, d = x / a_t, ctx.eps(x, t)
+    dsig = s_s / a_s - s_t / a_t
+    y_next = y + dsig * d
+    if s_s > 0:
+        d2 = ctx.eps(a_s * y_next, s)
+        y_next = y + dsig * 0.5 * (d + d2)
+    return a_s * y_next
+
+
+def _dpm_solver_pp(ctx, x, t, s, state):
+    """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2) in data prediction, first order on the first and last step."""
+    a_t, s_t = ctx.alpha_sigma(t)
+    a_s, s_s = ctx.alpha_sigma(s)
+    x0, _ = ctx.x0_eps(x, t)
+    lam_t = math.log(a_t / s_t)
+    last = state["i"] == state["n"] - 1
+    if s_s == 0:
+        return a_s * x0
+    D = x0
+    lam_s = math.log(a_s / s_s)
+    h = lam_s - lam_t
+    lower_final = last and ctx.options.get("lower_order_final", state["n"] < 15)
+    if state.get("x0_prev") is not None and not lower_final:
+        r = state["h_prev"] / h
+        D = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * state["x0_prev"]
+    state["x0_prev"], state["h_prev"] = x0, h
+    return (s_s / s_t) * x - a_s * math.expm1(-h) * D
+
+
+_STEPS = {
+    "ancestral": (_ancestral, lambda n, o: n),
+    "ddim": (_ddim, lambda n, o: n),
+    "euler_maruyama": (_euler_maruyama, lambda n, o: n),
+    "pc": (_pc, lambda n, o: n * (1 + int(o.get("corrector_steps", 1)))),
+    "langevin": (_langevin, lambda n, o: n * int(o.get("steps_each", 5))),
+    "heun": (_heun, lambda n, o: 2 * n),
+    "dpm_solver_pp": (_dpm_solver_pp, lambda n, o: n),
+}
+
+
+def _make(name: str, step):
+    def sampler(model, x_T, schedule, space, steps, **kwargs):
+        return _run(step, model, x_T, schedule, space, steps, **kwargs)
+
+    sampler.__name__ = name
+    sampler.__doc__ = step.__doc__
+    return SAMPLERS.register(name)(sampler)
+
+
+ancestral = _make("ancestral", _ancestral)
+ddim = _make("ddim", _ddim)
+euler_maruyama = _make("euler_maruyama", _euler_maruyama)
+pc = _make("pc", _pc)
+langevin = _make("langevin", _langevin)
+heun = _make("heun", _heun)
+dpm_solver_pp = _make("dpm_solver_pp", _dpm_solver_pp)
+
+
+def sample(name: str, model, x_T, schedule, space, steps, **kwargs) -> torch.Tensor:
+    """Run sampler `name` (see list_samplers) from x_T; returns the x0 sample."""
+    return SAMPLERS.get(name)(model, x_T, schedule, space, steps, **kwargs)
+
+
+def list_samplers() -> list[str]:
+    return SAMPLERS.names()
+
+
+def nfe(name: str, steps: int, schedule: Schedule | None = None, **options) -> int:
+    """Upper bound on network evaluations (without guidance doubling): steps of the sampler, plus the final denoise."""
+    SAMPLERS.get(name)
+    count = _STEPS[name][1](int(steps), options)
+    if schedule is not None and float(schedule.alpha_sigma(torch.tensor(schedule.t_min, dtype=torch.float64))[1]) > 0:
+        count += 1
+    return count

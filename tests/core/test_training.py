@@ -1,0 +1,226 @@
+"""Trainer unit tests: config, warm-up, accumulation, EMA, non-finite losses, atomic checkpoints, logs, weights."""
+import csv
+import importlib.util
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from gendiff.errors import ConfigError, DataError, TrainingError
+from gendiff.training import (TrainConfig, Trainer, advance, epoch_permutation, load_ema_weights, load_weights,
+                              warmup_lr)
+
+_spec = importlib.util.spec_from_file_location("gendiff_train_script", Path(__file__).with_name("_train_script.py"))
+script = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(script)
+
+
+def cfg(**kw):
+    base = dict(max_steps=10, batch_size=8, log_every=1, ckpt_every=5, lr=1e-2, ema_decay=0.9, grad_clip=None,
+                progress=False, device="cpu", seed=3)
+    return TrainConfig(**{**base, **kw})
+
+
+def make(tmp, name="run", step_fn=None, noisy=False, n=48, **kw):
+    step_fn = step_fn or script.make_step_fn(noisy)
+    return Trainer(script.make_model(noisy), step_fn, script.make_data(n), cfg(**kw), tmp / name)
+
+
+def params(module):
+    return [p.detach().clone() for p in module.parameters()]
+
+
+def read_log(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_config_validation_and_roundtrip():
+    c = cfg(betas=[0.8, 0.99])
+    assert c.betas == (0.8, 0.99)
+    assert TrainConfig.from_dict(c.to_dict()) == c
+    for bad in (dict(lr=0), dict(accumulate=0), dict(ema_decay=1.5), dict(betas=(0.9, 1.0)), dict(max_steps=0)):
+        with pytest.raises(ConfigError, match=next(iter(bad))):
+            cfg(**bad)
+    with pytest.raises(ConfigError, match="unknown field.*bogus"):
+        TrainConfig.from_dict({"bogus": 1})
+
+
+def test_warmup_lr_values(tmp_path):
+    c = cfg(lr=0.4, warmup_steps=4, max_steps=6)
+    assert [warmup_lr(s, c) for s in range(6)] == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.4, 0.4])
+    assert warmup_lr(0, cfg(lr=0.4, warmup_steps=0)) == 0.4
+    trainer = make(tmp_path, lr=0.4, warmup_steps=4, max_steps=6)
+    trainer.fit()
+    logged = [float(r["lr"]) for r in read_log(tmp_path / "run" / "log.csv")]
+    assert logged == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.4, 0.4])
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.4)
+
+
+def test_data_order_is_seeded_per_epoch_and_drops_remainder():
+    assert torch.equal(epoch_permutation(10, 1, 2), epoch_permutation(10, 1, 2))
+    assert not torch.equal(epoch_permutation(10, 1, 2), epoch_permutation(10, 1, 3))
+    assert sorted(epoch_permutation(10, 1, 0).tolist()) == list(range(10))
+    assert advance((0, 0), 10, 4) == (0, 4) and advance((0, 4), 10, 4) == (1, 0)
+
+
+def test_grad_accumulation_matches_full_batch(tmp_path):
+    full = make(tmp_path, "full", batch_size=8, accumulate=1, grad_clip=1.0)
+    full.fit()
+    half = make(tmp_path, "half", batch_size=4, accumulate=2, grad_clip=1.0)
+    half.fit()
+    assert half.position == full.position
+    # mean of two half-batch means vs one full-batch mean: equal up to float32 rounding (~1e-7 relative)
+    for a, b in zip(params(full.model) + params(full.ema_model), params(half.model) + params(half.ema_model)):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+    assert not torch.equal(params(full.model)[0], params(script.make_model(False))[0])
+
+
+def test_ema_math(tmp_path):
+    seen = []
+
+    def step_fn(model, batch, generator):
+        seen.append(params(model))
+        return script.make_step_fn(False)(model, batch, generator)
+
+    trainer = make(tmp_path, step_fn=step_fn, ema_decay=0.8, max_steps=4)
+    ema = params(trainer.ema_model)
+    assert all(torch.equal(e, p) for e, p in zip(ema, params(trainer.model)))
+    assert all(not p.requires_grad for p in trainer.ema_model.parameters())
+    trainer.fit()
+    for theta in seen[1:] + [params(trainer.model)]:
+        ema = [0.8 * e + 0.2 * t for e, t in zip(ema, theta)]
+    for e, got in zip(ema, params(trainer.ema_model)):
+        torch.testing.assert_close(got, e, atol=1e-7, rtol=1e-6)
+    assert not torch.allclose(ema[0], params(trainer.model)[0])
+
+
+def nan_at(steps, value=float("nan")):
+    calls = {"n": 0}
+
+    def step_fn(model, batch, generator):
+        loss = script.make_step_fn(False)(model, batch, generator)
+        calls["n"] += 1
+        return loss * value if calls["n"] - 1 in steps else loss
+
+    return step_fn
+
+
+def test_nonfinite_step_is_skipped_and_counted(tmp_path):
+    ref = make(tmp_path, "ref", max_steps=3)
+    ref.fit()
+    run = make(tmp_path, "nan", step_fn=nan_at({3}), max_steps=4)
+    summary = run.fit()
+    assert summary["nonfinite"] == 1 and summary["step"] == 4
+    for a, b in zip(params(ref.model) + params(ref.ema_model), params(run.model) + params(run.ema_model)):
+        assert torch.equal(a, b)  # the skipped step changed neither the weights nor the EMA
+    assert run.optimizer.state[next(run.model.parameters())]["step"] == 3
+    rows = read_log(tmp_path / "nan" / "log.csv")
+    assert [int(r["nonfinite"]) for r in rows] == [0, 0, 0, 1] and rows[-1]["loss"] == "nan"
+
+
+def test_isolated_infs_continue(tmp_path):
+    summary = make(tmp_path, step_fn=nan_at({2, 5, 6}, float("inf")), max_steps=10, max_nonfinite=3).fit()
+    assert summary["nonfinite"] == 3 and summary["step"] == 10 and math.isfinite(summary["loss"])
+
+
+def test_consecutive_nonfinite_raise_and_keep_last_good_checkpoint(tmp_path):
+    ref = make(tmp_path, "ref", max_steps=10)
+    ref.fit()
+    run = make(tmp_path, "bad", step_fn=nan_at(set(range(12, 100))), max_steps=30, max_nonfinite=3)
+    with pytest.raises(TrainingError, match=r"3 consecutive non-finite losses \(steps 13-15.*left intact"):
+        run.fit()
+    state = torch.load(tmp_path / "bad" / "checkpoint.pt", weights_only=True)
+    assert state["step"] == 10
+    for key in ("model", "ema"):
+        for name, value in torch.load(tmp_path / "ref" / "checkpoint.pt", weights_only=True)[key].items():
+            assert torch.equal(state[key][name], value)
+    assert int(read_log(tmp_path / "bad" / "log.csv")[-1]["nonfinite"]) == 3
+
+
+def test_checkpoint_refuses_nonfinite_weights(tmp_path):
+    trainer = make(tmp_path, max_steps=2)
+    trainer.fit()
+    before = (tmp_path / "run" / "checkpoint.pt").read_bytes()
+    with torch.no_grad():
+        next(trainer.model.parameters())[0, 0] = float("nan")
+    with pytest.raises(TrainingError, match="non-finite"):
+        trainer.save_checkpoint()
+    assert (tmp_path / "run" / "checkpoint.pt").read_bytes() == before
+
+
+def test_atomic_checkpoint_leaves_no_partial_file(tmp_path, monkeypatch):
+    trainer = make(tmp_path, max_steps=2)
+    trainer.fit()
+    path = tmp_path / "run" / "checkpoint.pt"
+    before = path.read_bytes()
+    real_save = torch.save
+
+    def failing_save(obj, f, *a, **kw):
+        real_save(obj, f, *a, **kw)
+        with open(f, "r+b") as fh:
+            fh.truncate(100)  # a torn write ...
+        raise OSError("disk full")  # ... then the failure
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    trainer.step += 1
+    with pytest.raises(OSError, match="disk full"):
+        trainer.save_checkpoint()
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in path.parent.iterdir()) == ["checkpoint.pt", "log.csv"]
+
+
+def test_log_csv_and_summary(tmp_path):
+    summary = make(tmp_path, max_steps=7, log_every=3).fit()
+    rows = read_log(tmp_path / "run" / "log.csv")
+    assert list(rows[0]) == ["step", "epoch", "loss", "lr", "samples_per_sec", "nonfinite"]
+    assert [int(r["step"]) for r in rows] == [3, 6, 7]
+    assert all(float(r["samples_per_sec"]) > 0 and math.isfinite(float(r["loss"])) for r in rows)
+    assert summary["step"] == 7 and summary["epoch"] == 1 and summary["resumed_from"] is None
+    assert summary["loss"] == pytest.approx(float(rows[-1]["loss"]), rel=1e-5)
+
+
+def test_load_weights(tmp_path):
+    trainer = make(tmp_path, max_steps=3)
+    trainer.fit()
+    ckpt = tmp_path / "run" / "checkpoint.pt"
+    ema, raw = load_ema_weights(ckpt, script.make_model(False)), load_weights(ckpt, script.make_model(False), ema=False)
+    assert all(torch.equal(a, b) for a, b in zip(params(ema), params(trainer.ema_model)))
+    assert all(torch.equal(a, b) for a, b in zip(params(raw), params(trainer.model)))
+    with pytest.raises(DataError, match="'ema' weights do not fit"):
+        load_weights(ckpt, torch.nn.Sequential(torch.nn.Linear(4, 3)))
+    torch.save({"foo": 1}, tmp_path / "other.pt")
+    with pytest.raises(DataError, match="other.pt"):
+        load_weights(tmp_path / "other.pt", script.make_model(False))
+
+
+def test_bad_inputs(tmp_path):
+    with pytest.raises(ConfigError, match="fewer than TrainConfig.batch_size"):
+        make(tmp_path, n=4)
+    bad = make(tmp_path, step_fn=lambda m, b, g: (m(b[0]) - b[1]) ** 2)
+    with pytest.raises(TrainingError, match="scalar loss"):
+        bad.fit()
+    with pytest.warns(UserWarning, match="bf16"):
+        make(tmp_path, "bf16", bf16=True)
+
+
+def test_collate_fn_and_dict_batches(tmp_path):
+    data = script.make_data(16)
+
+    def collate(items):
+        return {"x": torch.stack([i[0] for i in items]), "y": torch.stack([i[1] for i in items])}
+
+    def step_fn(model, batch, generator):
+        return torch.nn.functional.mse_loss(model(batch["x"]), batch["y"])
+
+    trainer = Trainer(script.make_model(False), step_fn, data, cfg(max_steps=3), tmp_path / "c", collate_fn=collate)
+    assert trainer.fit()["step"] == 3
+
+
+def test_worker_processes_give_the_same_run(tmp_path):
+    inline = make(tmp_path, "w0", max_steps=4, noisy=True)
+    inline.fit()
+    workers = make(tmp_path, "w1", max_steps=4, noisy=True, num_workers=1)
+    workers.fit()
+    assert all(torch.equal(a, b) for a, b in zip(params(inline.model), params(workers.model)))

@@ -1,0 +1,88 @@
+"""Images domain end to end: a tiny train -> sample -> evaluate run on sklearn's 8x8 digits, through Python and CLI."""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+import pytest
+import torch
+
+from gendiff.domains import images
+from gendiff.domains.images import cli
+from gendiff.errors import ConfigError, DataError
+
+torch.set_num_threads(1)
+TINY = dict(ch=16, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,), groups=8, dropout=0.0)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("images") / "run"
+    summary = images.train(data="digits", out=out, model=TINY, max_steps=40, batch_size=32, lr=2e-3,
+                           progress=False, log_every=10)
+    assert summary["step"] == 40 and math.isfinite(summary["loss"])
+    return out
+
+
+def test_run_folder_contents(run):
+    meta = json.loads((run / "config.json").read_text())
+    assert meta["image_size"] == 8 and meta["model"]["num_classes"] == 10 and meta["data"] == "digits"
+    assert (run / "checkpoint.pt").is_file() and (run / "log.csv").is_file()
+    denoiser, meta2 = images.load_run(run)
+    assert meta2 == meta and not denoiser.training
+
+
+def test_sample_is_seeded_and_conditional(run, tmp_path):
+    a = images.sample(run=run, n=6, sampler="ddim", steps=4, guidance=2.0, seed=3, labels="balanced",
+                      out=tmp_path / "grid.png")
+    b = images.sample(run=run, n=6, sampler="ddim", steps=4, guidance=2.0, seed=3, labels=[0, 1, 2, 3, 4, 5])
+    c = images.sample(run=run, n=6, sampler="ddim", steps=4, guidance=2.0, seed=4, labels="balanced")
+    assert a.shape == (6, 1, 8, 8) and a.dtype == torch.uint8
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert (tmp_path / "grid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for name in ("ancestral", "dpm_solver_pp", "heun"):
+        assert images.sample(run=run, n=2, sampler=name, steps=3, seed=0).shape == (2, 1, 8, 8)
+    with pytest.raises(ConfigError, match="labels"):
+        images.sample(run=run, n=2, steps=2, guidance=3.0)
+    with pytest.raises(ConfigError, match=r"\[0, 9\]"):
+        images.sample(run=run, n=2, steps=2, labels=[0, 12])
+
+
+def test_evaluate_metrics(run):
+    m = images.evaluate(run=run, n=40, sampler="ddim", steps=4, guidance=2.0, unconditional_n=20, nll_n=4,
+                        classifier_epochs=2)
+    for key in ("fd", "kid", "conditional_accuracy", "class_entropy", "fd_real_halves", "nll_bits_per_dim"):
+        assert key in m and math.isfinite(m[key]), key
+    assert 0.0 <= m["conditional_accuracy"] <= 1.0 and m["fd"] >= 0 and 0 <= m["class_entropy"] <= math.log(10) + 1e-9
+    assert m["nll_bits_per_dim"] > 0
+    assert (run / "classifier.pt").is_file()
+    with pytest.raises(DataError, match="not found"):
+        images.evaluate(run=run, n=8, steps=2, inception=str(run / "missing.pth"), reference=False,
+                        classifier_epochs=2)
+
+
+def test_resume_continues_the_same_run(run):
+    summary = images.train(data="digits", out=run, model=TINY, max_steps=45, batch_size=32, lr=2e-3,
+                           progress=False, resume=True)
+    assert summary["step"] == 45 and summary["resumed_from"] == 40
+    with pytest.raises(ConfigError, match="model"):
+        images.train(data="digits", out=run, model={**TINY, "ch": 8}, max_steps=50, progress=False, resume=True)
+
+
+def _cli(verb: str, argv: list[str]) -> int:
+    add, run_fn = cli.VERBS[verb]
+    parser = argparse.ArgumentParser()
+    add(parser)
+    return run_fn(parser.parse_args(argv))
+
+
+def test_cli_sample_and_evaluate(run, tmp_path, capsys):
+    assert _cli("sample", ["--run", str(run), "--n", "4", "--steps", "3", "--guidance", "2", "--out",
+                           str(tmp_path / "g.png"), "--quiet"]) == 0
+    assert (tmp_path / "g.png").is_file()
+    assert _cli("evaluate", ["--run", str(run), "--n", "20", "--steps", "3", "--unconditional-n", "10", "--json",
+                             "--quiet", "--out", str(tmp_path / "m.json")]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["n"] == 20 and json.loads((tmp_path / "m.json").read_text())["fd"] == printed["fd"]
+    assert set(cli.VERBS) == {"train", "sample", "evaluate", "demo"}

@@ -1,0 +1,125 @@
+"""Weather model path: masks keep NaN out of the loss, the U-Net's shapes, and a tiny train/forecast/evaluate run."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import xarray as xr
+
+from gendiff.errors import DataError
+from gendiff.losses import diffusion_loss
+from gendiff.schedules import get_schedule
+from gendiff.spaces import MaskedSpace
+from gendiff.domains import weather
+from gendiff.domains.weather.data import Codec, calendar_features
+from gendiff.domains.weather.model import WindowDataset, build_denoiser, cond_channels
+from gendiff.domains.weather.unet1d import UNet1D
+
+torch.set_num_threads(1)
+ERA5 = Path(__file__).parents[2] / "../shared/data/era5_uk_t2m_2019-03.nc"
+
+
+def hourly_dataset(days=8, seed=0):
+    rng = np.random.default_rng(seed)
+    time = pd.date_range("2021-06-01", periods=24 * days, freq="1h")
+    hour = np.asarray(time.hour)
+    lat, lon = np.array([52.0, 51.0, 50.0]), np.array([0.0, 1.0, 2.0, 3.0])
+    base = 15 + 5 * np.sin(2 * np.pi * (hour - 9) / 24)[:, None, None]
+    t2m = (base + rng.normal(0, 0.5, (len(time), 3, 4)) + lat[None, :, None] * 0.1).astype(np.float32)
+    t2m[:, 0, 0] = np.nan  # sea point: never valid
+    t2m[30:33, 2, 3] = np.nan  # a gap
+    return xr.Dataset({"t2m": (("time", "latitude", "longitude"), t2m, {"units": "degC", "long_name": "temp"})},
+                      coords={"time": time, "latitude": lat, "longitude": lon}, attrs={"title": "toy"})
+
+
+def test_nan_cells_never_reach_the_loss():
+    ds = hourly_dataset()
+    codec = Codec.fit(ds)
+    values = codec.encode(ds)
+    data = WindowDataset(values, calendar_features(ds["time"].values), np.arange(20, 30), 6, 6)
+    batch = torch.utils.data.default_collate([data[i] for i in range(len(data))])
+    x0, mask, cond = batch["x0"], batch["mask"], batch["cond"]
+    assert torch.isfinite(x0).all() and torch.isfinite(cond).all()
+    assert not mask[:, 0].any()  # the never-valid feature
+    assert not mask[:, :, :6].any()  # context is conditioning, not generated
+    gap = torch.from_numpy(~np.isfinite(np.stack([values[s:s + 12] for s in range(20, 30)]))).transpose(1, 2)
+    assert not (mask & gap).any() and gap[:, :, 6:].any()
+    config = {"net": {"channels": 12, "cond_channels": cond_channels(12), "width": 16, "mults": [1, 2],
+                      "known_in_cond": True}, "schedule": {"name": "cosine", "num_train_steps": 1000},
+              "prediction": "x0"}
+    den = build_denoiser(config)
+    sched, space = get_schedule("cosine"), MaskedSpace()
+    kw = dict(mask=mask, cond=cond, t=torch.full((10,), 0.5), noise=torch.randn(x0.shape, generator=torch.Generator().manual_seed(0)))
+    loss = diffusion_loss(den, x0, sched, space, **kw)
+    poisoned = torch.where(mask, x0, torch.full_like(x0, 1e6))
+    loss_poisoned = diffusion_loss(den, poisoned, sched, space, **{**kw, "noise": kw["noise"] * 1})
+    assert torch.isfinite(loss).all()
+    torch.testing.assert_close(loss, loss_poisoned)
+
+
+def test_unet1d_shapes_and_odd_lengths():
+    net = UNet1D(5, 3, width=16, mults=(1, 2, 2))
+    for length in (7, 16, 33):
+        out = net(torch.randn(2, 5, length), torch.rand(2), cond=torch.randn(2, 3, length))
+        assert out.shape == (2, 5, length)
+
+
+def test_tiny_end_to_end(tmp_path):
+    ds = hourly_dataset()
+    summary = weather.train(ds, tmp_path / "run", train_period="2021-06-01:2021-06-06", context="6h", horizon="6h",
+                            net={"width": 16, "mults": [1, 2]}, max_steps=15, batch_size=8, sample_steps=4,
+                            progress=False)
+    assert summary["step"] == 15 and np.isfinite(summary["loss"])
+    fc = weather.forecast(tmp_path / "run", ds, init_period="2021-06-07:2021-06-07T06:00", init_every="6h",
+                          members=3, lead="9h", out=tmp_path / "fc.nc", progress=False)
+    assert dict(fc.sizes) == {"init_time": 2, "member": 3, "lead_time": 9, "latitude": 3, "longitude": 4}
+    assert fc["t2m"].attrs["units"] == "degC" and fc.attrs["title"] == "toy"
+    assert fc["t2m"].isel(latitude=0, longitude=0).isnull().all()
+    assert fc["t2m"].isel(latitude=slice(1, None)).notnull().all()
+    assert (fc["valid_time"].values[1, 0] == np.datetime64("2021-06-07T07:00"))
+    on_disk = xr.open_dataset(tmp_path / "fc.nc")
+    xr.testing.assert_allclose(on_disk.load(), fc)
+    records = weather.evaluate(tmp_path / "fc.nc", ds, out=tmp_path / "scores")
+    assert {r["system"] for r in records} == {"model", "persistence", "climatology", "linear"}
+    assert len(records) == 4 * 9
+    assert all(r["crps"] is not None and r["crps"] >= 0 for r in records)
+    assert set(records[0]) >= {"variable", "lead_time_hours", "system", "crps", "rmse", "spread", "ssr"}
+    for name in ("skill.png", "rank_histogram.png", "maps_t2m.png", "scores.json"):
+        assert (tmp_path / "scores" / name).stat().st_size > 0
+    with pytest.raises(DataError, match="outside the data"):
+        weather.forecast(tmp_path / "run", ds, init_period="2021-06-01:2021-06-01T03:00", progress=False)
+
+
+def _cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "gendiff.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=120)
+
+
+def test_cli_bad_input_exit_2_one_line(tmp_path):
+    ds = hourly_dataset().drop_vars("t2m").assign(q=lambda d: d["latitude"] * 0)  # no time dim anywhere
+    ds.to_netcdf(tmp_path / "notime.nc")
+    r = _cli("train", "weather", "--data", tmp_path / "notime.nc", "--out", tmp_path / "run", "--quiet")
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("gendiff: error:") and "notime.nc" in lines[0]
+    r = _cli("evaluate", "weather", "--forecast", tmp_path / "missing.nc", "--json")
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("gendiff: error:")
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.skipif(not ERA5.exists(), reason=f"ERA5 sample not found at {ERA5} (shared data folder absent)")
+def test_era5_sample_round_trip():
+    era5 = weather.resolve_data(str(ERA5))
+    from gendiff.domains.weather.data import open_data
+
+    ds = open_data(era5, "t2m")
+    codec = Codec.fit(ds.isel(time=slice(0, 48)))
+    values = codec.encode(ds.isel(time=slice(0, 48)))
+    assert values.shape == (48, 33 * 49)
+    back = codec.decode(values, ("time",), {"time": ds["time"].values[:48]})
+    xr.testing.assert_allclose(back, ds.isel(time=slice(0, 48)).load(), atol=1e-4)
+    assert back["t2m"].attrs["units"] == "K"
