@@ -144,7 +144,8 @@ def run_quality(args) -> dict:
     results = {"model": args.model, "hidden": args.hidden, "layers": args.layers, "batch_size": args.batch_size,
                "train_seconds": round(train_s, 1), "train_steps": summary["step"], "final_loss": summary["loss"],
                "samplers": {}}
-    for sampler, steps, n in (("ancestral", 1000, args.n_ancestral), (args.fast_sampler, 50, args.n_fast)):
+    plan = [("ancestral", 1000, args.n_ancestral)] + [(f, 50, args.n_fast) for f in args.fast_samplers.split(",")]
+    for sampler, steps, n in plan:
         if n <= 0:
             continue
         t1 = time.time()
@@ -215,9 +216,9 @@ def main(argv=None) -> int:
     q.add_argument("--train-minutes", type=float, default=12.0)
     q.add_argument("--n-ancestral", type=int, default=200)
     q.add_argument("--n-fast", type=int, default=1000)
-    q.add_argument("--fast-sampler", default="heun")
+    q.add_argument("--fast-samplers", default="heun,dpm_solver_pp", help="comma-separated 50-step samplers")
     q.add_argument("--sample-batch", type=int, default=250)
-    q.add_argument("--threads", type=int, default=2)
+    q.add_argument("--threads", type=int, default=1, help="1: OpenMP threads spin badly on shared, loaded cores")
     args = p.parse_args(argv)
     res = run_speed(args) if args.part == "speed" else run_quality(args)
     print(json.dumps(res, indent=1, default=str))

@@ -94,7 +94,8 @@ def lorenz96(out: Path, steps: int, members: int, sigmas=(0.1,)) -> dict:
         ens = perfect_model_ensemble(ds, fc["init_time"].values, lead_steps, members, sigma=sigma)
         pm = fc["x"].copy(data=ens.astype(np.float32))  # dims (init_time, member, lead_time, site)
         perfect[sigma] = score(pm, truth)["crps"]
-    return {"train": summary, "records": records, "lead_hours": (fc["lead_time"].values / np.timedelta64(1, "h")).tolist(),
+    hours = (fc["lead_time"].values / np.timedelta64(1, "h")).tolist()
+    return {"train": summary, "records": records, "lead_hours": hours,
             "model_crps": model.values.tolist(),
             "perfect_crps": {str(s): p.values.tolist() for s, p in perfect.items()},
             "inits": int(fc.sizes["init_time"]), "members": members}
@@ -175,6 +176,13 @@ def main(argv=None) -> int:
     p.add_argument("--results", default=str(RESULTS))
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    import gendiff.domains.weather.baselines  # noqa: F401  (load all code now, so later edits cannot mix in)
+    import gendiff.domains.weather.demo_l96  # noqa: F401
+    import gendiff.domains.weather.fit  # noqa: F401
+    import gendiff.domains.weather.forecasting  # noqa: F401
+    import gendiff.domains.weather.lorenz96  # noqa: F401
+    import gendiff.domains.weather.plots  # noqa: F401
+    import gendiff.domains.weather.scoring  # noqa: F401
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     parts = args.parts.split(",")

@@ -119,5 +119,10 @@ class Denoiser(nn.Module):
     def x0(self, x_t, t, *, mask=None, cond=None):
         return self.x0_eps(x_t, t, mask=mask, cond=cond)[0]
 
-    def forward(self, x_t, t, *, mask=None, cond=None):
+    def forward(self, x_t, t, *, mask=None, cond=None, output: str = "eps"):
+        """eps by default; output="raw" gives the network's own prediction (the loss calls this through DDP)."""
+        if output == "raw":
+            return self.raw(x_t, t, mask=mask, cond=cond)
+        if output == "x0":
+            return self.x0_eps(x_t, t, mask=mask, cond=cond)[0]
         return self.x0_eps(x_t, t, mask=mask, cond=cond)[1]

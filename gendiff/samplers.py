@@ -180,9 +180,11 @@ def _pc(ctx, x, t, s, state):
 def _langevin(ctx, x, t, s, state):
     """Annealed Langevin dynamics (Song & Ermon 2019, Algorithm 1) at level s, step eps_rel * sigma_s^2."""
     a_t, _ = ctx.alpha_sigma(t)
-    a_s, _ = ctx.alpha_sigma(s)
+    a_s, s_s = ctx.alpha_sigma(s)
+    if s_s == 0:  # a noise-free level has no score: denoise from the last noisy level (Tweedie)
+        return a_s * ctx.x0_eps(x, t)[0]
     x = x * (a_s / a_t)
-    step_scale = float(ctx.options.get("step_scale", 0.1))
+    step_scale = float(ctx.options.get("step_scale", 0.2))
     n_each = int(ctx.options.get("steps_each", 5))
     return _langevin_steps(ctx, x, s, n_each, lambda score, z, s_t: torch.tensor(step_scale * s_t**2, dtype=z.dtype))
 
@@ -221,14 +223,14 @@ def _dpm_solver_pp(ctx, x, t, s, state):
     return (s_s / s_t) * x - a_s * math.expm1(-h) * D
 
 
-_STEPS = {
-    "ancestral": (_ancestral, lambda n, o: n),
-    "ddim": (_ddim, lambda n, o: n),
-    "euler_maruyama": (_euler_maruyama, lambda n, o: n),
-    "pc": (_pc, lambda n, o: n * (1 + int(o.get("corrector_steps", 1)))),
-    "langevin": (_langevin, lambda n, o: n * int(o.get("steps_each", 5))),
-    "heun": (_heun, lambda n, o: 2 * n),
-    "dpm_solver_pp": (_dpm_solver_pp, lambda n, o: n),
+_STEPS = {  # network evaluations for n steps, given whether the grid ends at sigma = 0
+    "ancestral": (_ancestral, lambda n, o, zero: n),
+    "ddim": (_ddim, lambda n, o, zero: n),
+    "euler_maruyama": (_euler_maruyama, lambda n, o, zero: n),
+    "pc": (_pc, lambda n, o, zero: n * (1 + int(o.get("corrector_steps", 1)))),
+    "langevin": (_langevin, lambda n, o, zero: (n - zero) * int(o.get("steps_each", 5)) + zero),
+    "heun": (_heun, lambda n, o, zero: 2 * n - zero),
+    "dpm_solver_pp": (_dpm_solver_pp, lambda n, o, zero: n),
 }
 
 
@@ -259,10 +261,9 @@ def list_samplers() -> list[str]:
     return SAMPLERS.names()
 
 
-def nfe(name: str, steps: int, schedule: Schedule | None = None, **options) -> int:
-    """Upper bound on network evaluations (without guidance doubling): steps of the sampler, plus the final denoise."""
+def nfe(name: str, steps: int, schedule: Schedule, **options) -> int:
+    """Network evaluations of one sampler run (without the doubling of classifier-free guidance)."""
     SAMPLERS.get(name)
-    count = _STEPS[name][1](int(steps), options)
-    if schedule is not None and float(schedule.alpha_sigma(torch.tensor(schedule.t_min, dtype=torch.float64))[1]) > 0:
-        count += 1
-    return count
+    final_sigma = float(schedule.alpha_sigma(torch.tensor(schedule.t_min, dtype=torch.float64))[1])
+    zero = int(final_sigma == 0)
+    return _STEPS[name][1](int(steps), options, zero) + (1 - zero)

@@ -43,17 +43,23 @@ class GaussianMixture:
         """grad_x log p_t(x) at one noise level (alpha, sigma), in float64."""
         x = x.to(torch.float64)
         cov = alpha**2 * self.covs + sigma**2 * torch.eye(self.dim, dtype=torch.float64)  # (K, d, d)
-        prec = torch.linalg.inv(cov)
-        diff = x[:, None, :] - alpha * self.means[None]  # (B, K, d)
-        prec_diff = torch.einsum("kij,bkj->bki", prec, diff)
-        logp = torch.log(self.weights)[None] - 0.5 * (diff * prec_diff).sum(-1) - 0.5 * torch.logdet(cov)[None]
-        resp = torch.softmax(logp, dim=1)
-        return -(resp[..., None] * prec_diff).sum(1)
+        prec, logdet = torch.linalg.inv(cov), torch.logdet(cov)
+        grads, logps = [], []
+        for k in range(self.means.shape[0]):
+            diff = x - alpha * self.means[k]
+            pd = diff @ prec[k]
+            grads.append(pd)
+            logps.append(torch.log(self.weights[k]) - 0.5 * logdet[k] - 0.5 * torch.linalg.vecdot(diff, pd))
+        resp = torch.softmax(torch.stack(logps, 1), dim=1)
+        return -sum(resp[:, k : k + 1] * g for k, g in enumerate(grads))
 
     def eps_model(self, schedule: Schedule):
         """A model(x_t, t) -> exact eps = -sigma_t * score, usable by every sampler."""
 
         def model(x, t, *, mask=None, cond=None):
+            if bool((t == t[0]).all()):
+                alpha, sigma = (float(v) for v in schedule.alpha_sigma(t[:1].to(torch.float64)[0]))
+                return (-sigma * self.score(x, alpha, sigma)).to(x.dtype)
             levels = torch.unique(t)
             out = torch.empty_like(x)
             for level in levels.tolist():

@@ -37,6 +37,16 @@ def _model_config(data: ImageData, model: dict | None) -> UNetConfig:
     return UNetConfig.from_dict(base)
 
 
+def _absolute_spec(spec: str) -> str:
+    """Folder paths (and the ROOT of 'name:ROOT') made absolute, so a run evaluates from any working directory."""
+    name, sep, root = spec.partition(":")
+    if sep and root and name.lower() in ("mnist-full", "fashion-mnist", "cifar10"):
+        return f"{name}:{Path(root).resolve()}"
+    if spec not in ("mnist", "digits") and Path(spec).is_dir():
+        return str(Path(spec).resolve())
+    return spec
+
+
 def build_denoiser(meta: dict):
     """Rebuild (Denoiser(UNet), schedule) from a run's config dict."""
     from gendiff.forward import Denoiser
@@ -69,11 +79,12 @@ def train(data: str = "mnist", out: str | Path = "runs/images", *, image_size: i
           channels: int | None = None, model: dict | None = None, schedule: str | dict = "linear",
           prediction: str = "eps", p_uncond: float = 0.1, max_steps: int = 2000, time_budget: float | None = None,
           seed: int = 0, test_fraction: float = 0.2, resume: bool | str = False, compile: bool = False,
-          channels_last: bool | None = None, progress: bool = True, **train_config) -> dict:
+          channels_last: bool | None = None, progress: bool = True, download: bool = False, **train_config) -> dict:
     """Train a class-conditional (when labels exist) U-Net on `data` into run folder `out`; returns a summary dict.
 
     `time_budget` (seconds) stops at the first checkpoint chunk that would overrun it, `max_steps` still caps it.
     Extra keyword arguments go to gendiff.training.TrainConfig (lr, batch_size, ema_decay, bf16, device, ...).
+    `download` lets torchvision fetch MNIST / Fashion-MNIST / CIFAR-10 files that are not under ROOT yet.
     """
     from gendiff.io import write_json_atomic
     from gendiff.schedules import get_schedule, schedule_config
@@ -82,8 +93,9 @@ def train(data: str = "mnist", out: str | Path = "runs/images", *, image_size: i
     if not 0.0 <= p_uncond < 1.0:
         raise ConfigError(f"p_uncond must be in [0, 1), got {p_uncond}")
     out = Path(out)
+    data = _absolute_spec(str(data))
     train_data = load_data(data, "train", image_size=image_size, channels=channels, seed=seed,
-                           test_fraction=test_fraction)
+                           test_fraction=test_fraction, download=download)
     sched_cfg = {"name": schedule} if isinstance(schedule, str) else dict(schedule)
     sched = get_schedule(**sched_cfg)
     meta = {
@@ -94,7 +106,8 @@ def train(data: str = "mnist", out: str | Path = "runs/images", *, image_size: i
     }
     defaults = dict(lr=2e-4, batch_size=64, warmup_steps=min(500, max_steps // 10), grad_clip=1.0, seed=seed,
                     ckpt_every=max(1, min(1000, max_steps)), log_every=max(1, min(50, max_steps // 10 or 1)),
-                    progress=progress, ema_decay=min(0.9995, max(0.9, 1.0 - 10.0 / max_steps)))
+                    progress=progress, ema_decay=0.995 if time_budget is not None else
+                    min(0.9995, max(0.9, 1.0 - 10.0 / max_steps)))
     defaults.update(train_config)
     config = TrainConfig(**{**defaults, "max_steps": max_steps})
     old = out / CONFIG_NAME
@@ -115,7 +128,7 @@ def train(data: str = "mnist", out: str | Path = "runs/images", *, image_size: i
     if channels_last if channels_last is not None else device.type == "cuda":
         denoiser = denoiser.to(memory_format=torch.channels_last)
     if compile:
-        denoiser.net = torch.compile(denoiser.net)
+        denoiser.net.compile()  # in place: state_dict keys (and so checkpoints) stay those of the plain U-Net
     dataset = ImageDataset(train_data)
     step_fn = make_step_fn(sched, train_data.num_classes if meta["model"]["num_classes"] is not None else None,
                            p_uncond)
@@ -145,7 +158,7 @@ def _fit_within(denoiser, step_fn, dataset, config, out, resume, budget: float, 
             affordable = int(left / per_step)
             if affordable < 1:
                 break
-            n = min(chunk, affordable, target - step)
+            n = min(chunk, max(1, affordable // 2), target - step)  # shrinking chunks: overrun < ~1 step
         else:
             n = min(20, target - step)
         cfg = dataclasses.replace(config, max_steps=step + n)
@@ -203,12 +216,17 @@ def resolve_labels(labels, n: int, num_classes: int | None) -> torch.Tensor | No
 
 def sample(run, n: int = 64, sampler: str = "ddim", steps: int = 50, guidance: float = 1.0, seed: int = 0,
            labels=None, *, batch_size: int = 250, out: str | Path | None = None, device: str = "auto",
-           progress: bool = False, bf16: bool = False, **sampler_options) -> torch.Tensor:
-    """n uint8 images (n, C, H, W) from a run (folder or a (denoiser, meta) pair); PNG grid to `out` if given."""
+           progress: bool = False, bf16: bool = False, clip: bool = True, **sampler_options) -> torch.Tensor:
+    """n uint8 images (n, C, H, W) from a run (folder or a (denoiser, meta) pair); PNG grid to `out` if given.
+
+    `clip` clamps each x0 prediction to the pixel range [-1, 1] (as in Ho et al. 2020's sampler; the core's
+    `clip_x0` option, used by the samplers that step through x0: ancestral, ddim, dpm_solver_pp)."""
     from gendiff.samplers import prior_sample
     from gendiff.samplers import sample as core_sample
     from gendiff.spaces import EuclideanSpace
 
+    if clip:
+        sampler_options.setdefault("clip_x0", (-1.0, 1.0))
     if n < 1 or steps < 1 or batch_size < 1:
         raise ConfigError(f"n, steps and batch_size must be >= 1 (got {n}, {steps}, {batch_size})")
     denoiser, meta = load_run(run, device) if isinstance(run, (str, Path)) else run

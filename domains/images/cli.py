@@ -55,6 +55,7 @@ def add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA)")
     p.add_argument("--compile", action="store_true", help="torch.compile the U-Net")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--download", action="store_true", help="let torchvision download mnist-full/fashion-mnist/cifar10")
     _common(p)
 
 
@@ -67,7 +68,8 @@ def run_train(args) -> int:
     summary = train(args.data, args.out, image_size=args.image_size, channels=args.channels, model=model,
                     schedule=args.schedule, prediction=args.prediction, p_uncond=args.p_uncond, max_steps=args.steps,
                     time_budget=None if args.minutes is None else 60 * args.minutes, seed=args.seed,
-                    resume=args.resume, compile=args.compile, progress=not args.quiet, batch_size=args.batch_size,
+                    resume=args.resume, compile=args.compile, download=args.download, progress=not args.quiet,
+                    batch_size=args.batch_size,
                     lr=args.lr, bf16=args.bf16, device=args.device)
     print(json.dumps(summary))
     return 0

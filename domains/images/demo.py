@@ -18,7 +18,7 @@ def demo(out: str | Path = "runs/images-demo", *, seconds: float = 70.0, n: int 
     out = Path(out)
     run = out / "run"
     summary = train("mnist", run, model=DEMO_MODEL, max_steps=100000, time_budget=seconds, batch_size=32, lr=2e-3,
-                    warmup_steps=20, ema_decay=0.99, resume="auto", progress=progress, device=device)
+                    warmup_steps=20, ema_decay=0.95, resume="auto", progress=progress, device=device)
     metrics = evaluate(run, n=n, sampler="ddim", steps=20, guidance=guidance, unconditional_n=100,
                        samples_png=out / "samples.png", progress=progress, device=device, classifier_epochs=5)
     metrics["train_steps"], metrics["train_seconds"] = summary["step"], summary["wall_seconds"]

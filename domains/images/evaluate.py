@@ -108,6 +108,7 @@ def bits_per_dim(denoiser, test, n: int, seed: int = 0, batch_size: int = 50) ->
     dev = next(denoiser.parameters()).device
     x0 = to_model(test.images[:n]).to(dev)
     gen = torch.Generator(device=dev).manual_seed(seed)
-    vals = [nll_bits_per_dim(denoiser, x0[i:i + batch_size], denoiser.schedule, EuclideanSpace(), generator=gen)
+    vals = [nll_bits_per_dim(denoiser, x0[i:i + batch_size], denoiser.schedule, EuclideanSpace(), generator=gen,
+                             decoder="discretized")
             for i in range(0, len(x0), batch_size)]
     return float(torch.cat([torch.as_tensor(v).reshape(-1) for v in vals]).float().mean())

@@ -64,7 +64,7 @@ def class_entropy(predictions, num_classes: int) -> float:
     """Entropy (nats) of the histogram of predicted classes; log(num_classes) means every class equally often."""
     counts = np.bincount(np.asarray(predictions, dtype=np.int64), minlength=num_classes).astype(np.float64)
     p = counts / max(counts.sum(), 1.0)
-    return float(-(p[p > 0] * np.log(p[p > 0])).sum())
+    return float(-(p[p > 0] * np.log(p[p > 0])).sum()) + 0.0  # + 0.0 turns -0.0 into 0.0
 
 
 class FeatureClassifier(nn.Module):

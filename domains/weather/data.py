@@ -209,10 +209,12 @@ class Codec:
         parts = []
         for v in self.variables:
             if v not in ds.data_vars:
-                raise DataError(f"{label}: unknown variable '{v}' (the model was trained on {', '.join(self.variables)})")
+                raise DataError(f"{label}: unknown variable '{v}' "
+                                f"(the model was trained on {', '.join(self.variables)})")
             dims = self.feature_dims(v)
             if set(ds[v].dims) != set(dims) | {TIME}:
-                raise DataError(f"{label}: variable '{v}' has dims {ds[v].dims}, the model expects (time, {', '.join(dims)})")
+                raise DataError(f"{label}: variable '{v}' has dims {ds[v].dims}, "
+                                f"the model expects (time, {', '.join(dims)})")
             da = ds[v].transpose(TIME, *dims)
             if da.shape[1:] != self.template[v].shape:
                 raise DataError(f"{label}: variable '{v}' has shape {da.shape[1:]}, expected {self.template[v].shape}")
@@ -231,7 +233,7 @@ class Codec:
             chunk = np.where(tmpl.notnull().values.ravel(), chunk, np.nan)
             start += n
             out[v] = xr.DataArray(chunk.reshape(*lead, *tmpl.shape).astype(tmpl.dtype), dims=(*dims, *tmpl.dims),
-                                  coords={**{k: c for k, c in coords.items()}, **{k: tmpl.coords[k] for k in tmpl.coords}},
+                                  coords={**coords, **{k: tmpl.coords[k] for k in tmpl.coords}},
                                   attrs=dict(tmpl.attrs))
         return xr.Dataset(out, attrs=dict(self.template.attrs))
 

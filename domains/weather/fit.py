@@ -9,14 +9,14 @@ import pandas as pd
 import torch
 
 from gendiff.errors import ConfigError, DataError
-from gendiff.io import write_json_atomic
+from gendiff.io import torch_save_atomic, write_json_atomic
 from gendiff.losses import diffusion_loss
 from gendiff.schedules import get_schedule, schedule_config
 from gendiff.spaces import MaskedSpace
 from gendiff.training import TrainConfig, Trainer
 
 from .data import Codec, calendar_features, open_data, parse_duration, period_indices, time_step
-from .model import WindowDataset, build_denoiser, cond_channels, window_starts
+from .model import HourlyClimatology, WindowDataset, build_denoiser, cond_channels, window_starts
 
 NET_DEFAULTS = {"width": 64, "mults": (1, 2, 2), "blocks_per_level": 1, "heads": 4, "dropout": 0.1,
                 "learned_skip": True}
@@ -35,8 +35,8 @@ def make_step_fn(schedule, space):
 
 
 def train(data, out, *, variables=None, train_period=None, context="24h", horizon="24h", schedule="cosine",
-          prediction="x0", precondition=False, residual=True, net: dict | None = None, sampler="ancestral", sample_steps=50,
-          resume=False, progress=True, **config) -> dict:
+          prediction="x0", precondition=False, residual=True, net: dict | None = None, sampler="ancestral",
+          sample_steps=50, resume=False, progress=True, **config) -> dict:
     """Fit a weather forecast model on `data` (path, Dataset or DataArray); writes a run folder `out`; returns a summary."""
     label = str(data) if isinstance(data, (str, Path)) else "data"
     ds = open_data(data, variables, name=label)
@@ -86,6 +86,9 @@ def train(data, out, *, variables=None, train_period=None, context="24h", horizo
     write_json_atomic(out / "config.json", run_cfg)
     torch.manual_seed(tcfg.seed)
     denoiser = build_denoiser(run_cfg)
+    clim = HourlyClimatology.fit(values, times, idx)
+    torch_save_atomic(clim.state(), out / "climatology.pt")
+    values = values - clim.at(times)
     dataset = WindowDataset(values, calendar_features(times), starts, ctx_steps, hor_steps, residual=bool(residual))
     trainer = Trainer(denoiser, make_step_fn(sched, MaskedSpace()), dataset, tcfg, out,
                       resume="auto" if resume == "auto" else bool(resume))

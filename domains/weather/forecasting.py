@@ -109,13 +109,16 @@ def forecast(run, data, *, init_period=None, init_times=None, init_every="6h", m
                             f"(forecast period outside the data)")
     else:
         idx = init_indices(ds, init_period, init_every, run.context, label)
-    values = run.codec.encode(ds, label)
+    times = ds["time"].values
+    values = run.codec.encode(ds, label) - run.climatology.at(times)
     sampler = sampler or run.config["sampler"]
     steps = int(steps or run.config["sample_steps"])
     t0 = time.perf_counter()
-    arr = rollout(run, values, ds["time"].values, idx, n_lead, members, sampler=sampler, steps=steps, seed=seed,
+    arr = rollout(run, values, times, idx, n_lead, members, sampler=sampler, steps=steps, seed=seed,
                   batch_size=batch_size, progress=progress)
     seconds = time.perf_counter() - t0
+    valid = times[idx][:, None] + (times[1] - times[0]) * np.arange(1, n_lead + 1)[None, :]
+    arr = arr + run.climatology.at(valid)[:, None]
     attrs = {"gendiff_run": str(run.path), "gendiff_model_source": run.config["source"],
              "train_period": " to ".join(run.config["train_period"]), "sampler": sampler, "sampler_steps": steps,
              "seed": seed, "forecast_seconds": round(seconds, 3),

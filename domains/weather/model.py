@@ -1,10 +1,12 @@
 """Windows of past context plus future horizon as diffusion inputs: x0, MaskedSpace mask and conditioning channels."""
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from gendiff.errors import DataError
@@ -33,22 +35,22 @@ def make_inputs(window: torch.Tensor, calendar: torch.Tensor, context: int, vali
                 residual: bool = True):
     """window (B, L, C) normalised with NaN; first `context` steps known -> x0, mask, cond, each (B, *, L).
 
-    With `residual`, the window is taken relative to its last context step (persistence), as in tendency-predicting
-    weather models. x0: the window with NaN filled by 0; mask: finite horizon entries of features that are ever valid
-    (what is generated and scored); cond: [context values (0 where unknown), context flag per step, calendar].
+    x0: the window (NaN filled by 0), taken relative to its last context step when `residual` (the model generates
+    departures from persistence, as tendency-predicting weather models do); mask: finite horizon entries of features
+    that are ever valid (what is generated and scored); cond: [context values as given (0 where unknown), context flag
+    per step, calendar features], so the network sees the absolute state it starts from.
     """
-    if residual:
-        window = window - anchor_of(window, context)[:, None, :]
-    window = window.transpose(1, 2)  # (B, C, L)
+    target = window - anchor_of(window, context)[:, None, :] if residual else window
+    window, target = window.transpose(1, 2), target.transpose(1, 2)  # (B, C, L)
     finite = torch.isfinite(window)
-    x0 = torch.where(finite, window, torch.zeros((), dtype=window.dtype))
+    zero = torch.zeros((), dtype=window.dtype)
+    x0 = torch.where(finite, target, zero)
     in_context = torch.zeros(window.shape[-1], dtype=torch.bool, device=window.device)
     in_context[:context] = True
     known = finite & in_context
     mask = finite & ~in_context & valid[:, None]
     flag = in_context.to(x0.dtype).expand(window.shape[0], 1, -1)
-    cond = torch.cat([torch.where(known, x0, torch.zeros((), dtype=x0.dtype)), flag,
-                      calendar.transpose(1, 2).to(x0.dtype)], dim=1)
+    cond = torch.cat([torch.where(known, window, zero), flag, calendar.transpose(1, 2).to(x0.dtype)], dim=1)
     return x0, mask, cond
 
 
@@ -82,6 +84,51 @@ def window_starts(n_times: int, index: np.ndarray, length: int, values: np.ndarr
     return np.asarray(starts, dtype=np.int64)
 
 
+class HourlyClimatology:
+    """Per-feature mean by hour of day over the training period (normalised units), subtracted before the network.
+
+    The static fine-scale pattern and the local diurnal cycle then bypass the network's low-rank projections; the
+    model forecasts anomalies (relative to their last context step when `residual`)."""
+
+    def __init__(self, hours: np.ndarray, mean: np.ndarray):
+        self.hours, self.mean = np.asarray(hours, dtype=np.float64), np.asarray(mean, dtype=np.float32)
+
+    @classmethod
+    def fit(cls, values: np.ndarray, times: np.ndarray, index: np.ndarray) -> "HourlyClimatology":
+        from .baselines import hour_of_day
+
+        step = pd.Timedelta(times[1] - times[0])
+        if pd.Timedelta(days=1) % step != pd.Timedelta(0):
+            return cls(np.zeros(1), np.zeros((1, values.shape[1]), np.float32))  # no daily cycle to remove
+        h = hour_of_day(times[index])
+        hours = np.unique(h)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean = np.stack([np.nanmean(values[index][h == k], axis=0) for k in hours])
+        return cls(hours, np.nan_to_num(mean))
+
+    def at(self, times) -> np.ndarray:
+        """(*times.shape, C) climatological mean at the given times."""
+        from .baselines import hour_of_day
+
+        if len(self.hours) == 1:
+            return np.broadcast_to(self.mean[0], (*np.shape(times), self.mean.shape[1]))
+        h = hour_of_day(times)
+        pos = np.searchsorted(self.hours, h)
+        pos = np.clip(pos, 0, len(self.hours) - 1)
+        if not np.allclose(self.hours[pos], h):
+            raise DataError(f"times at hour(s) {sorted(set(h[~np.isclose(self.hours[pos], h)]))[:3]} of day were "
+                            f"not seen in training (hours {self.hours.tolist()})")
+        return self.mean[pos]
+
+    def state(self) -> dict:
+        return {"hours": torch.from_numpy(self.hours), "mean": torch.from_numpy(self.mean)}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "HourlyClimatology":
+        return cls(state["hours"].numpy(), state["mean"].numpy())
+
+
 @dataclass
 class Run:
     """A trained weather model loaded from its run folder."""
@@ -91,6 +138,7 @@ class Run:
     codec: Codec
     denoiser: Denoiser
     space: MaskedSpace
+    climatology: HourlyClimatology
 
     @property
     def context(self) -> int:
@@ -148,4 +196,5 @@ def load_run(path) -> Run:
         raise DataError(f"{path / 'checkpoint.pt'}: no EMA weights in checkpoint")
     denoiser.load_state_dict(state["ema"])
     denoiser.eval().requires_grad_(False)
-    return Run(path, config, codec, denoiser, MaskedSpace())
+    clim = HourlyClimatology.from_state(torch_load_safe(path / "climatology.pt"))
+    return Run(path, config, codec, denoiser, MaskedSpace(), clim)

@@ -89,7 +89,8 @@ class UNet1D(nn.Module):
                 self.up.append(ResBlock1d(ch + chans.pop(), width * m, temb_dim, dropout))
                 ch = width * m
             if i > 0:
-                self.up.append(nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv1d(ch, ch, 3, padding=1)))
+                self.up.append(nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
+                                             nn.Conv1d(ch, ch, 3, padding=1)))
         self.out = nn.Sequential(_norm(ch), nn.SiLU(), nn.Conv1d(ch, channels, 1))
         nn.init.zeros_(self.out[-1].weight)
         nn.init.zeros_(self.out[-1].bias)

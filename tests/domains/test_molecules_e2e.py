@@ -76,22 +76,37 @@ def test_fast_samplers_and_errors(runs, tmp_path):
         molecules.sample(run=tmp_path / "missing", n=2)
 
 
-def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "gendiff.cli", *args], capture_output=True, text=True, timeout=120)
+def _cli(capsys, *args):
+    """gendiff.cli.main in-process: (exit code, stdout, stderr)."""
+    from gendiff.cli import main
+
+    try:
+        code = main(list(args))
+    except SystemExit as exc:
+        code = exc.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
 
 
-def test_cli(runs, tmp_path):
+def test_cli(runs, tmp_path, capsys):
     out = tmp_path / "cli.sdf"
-    r = _cli("sample", "molecules", "--run", str(runs["egnn"]), "--n", "4", "--sampler", "heun", "--steps", "4",
-             "--out", str(out))
-    assert r.returncode == 0, r.stderr
+    code, _, err = _cli(capsys, "sample", "molecules", "--run", str(runs["egnn"]), "--n", "4", "--sampler", "heun",
+                        "--steps", "4", "--out", str(out))
+    assert code == 0, err
     assert out.is_file() and out.with_suffix(".png").is_file()
-    r = _cli("evaluate", "molecules", "--input", str(out), "--json")
-    assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout.strip().splitlines()[-1])["n"] == 4
+    code, stdout, err = _cli(capsys, "evaluate", "molecules", "--input", str(out), "--json")
+    assert code == 0, err
+    assert json.loads(stdout.strip().splitlines()[-1])["n"] == 4
     for bad in (["train", "molecules", "--model", "schnet", "--out", str(tmp_path / "r")],
-                ["sample", "molecules", "--run", str(tmp_path / "nope"), "--out", str(tmp_path / "m.sdf")]):
-        r = _cli(*bad)
-        assert r.returncode == 2, (bad, r.stdout, r.stderr)
-        lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-        assert len(lines) == 1 and lines[0].startswith("gendiff: error:"), r.stderr
+                ["sample", "molecules", "--run", str(tmp_path / "nope"), "--out", str(tmp_path / "m.sdf")],
+                ["evaluate", "molecules", "--input", str(tmp_path / "nope.xyz")]):
+        code, _, err = _cli(capsys, *bad)
+        lines = [ln for ln in err.splitlines() if ln.strip()]
+        assert code == 2 and len(lines) == 1 and lines[0].startswith("gendiff: error:"), (bad, err)
+
+
+def test_cli_entry_point_exit_code(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "gendiff.cli", "train", "molecules", "--model", "schnet", "--out",
+                        str(tmp_path / "r")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == ["gendiff: error: --model 'schnet': expected one of egnn, e3nn"]

@@ -53,7 +53,8 @@ def test_nan_cells_never_reach_the_loss():
               "prediction": "x0"}
     den = build_denoiser(config)
     sched, space = get_schedule("cosine"), MaskedSpace()
-    kw = dict(mask=mask, cond=cond, t=torch.full((10,), 0.5), noise=torch.randn(x0.shape, generator=torch.Generator().manual_seed(0)))
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))
+    kw = dict(mask=mask, cond=cond, t=torch.full((10,), 0.5), noise=noise)
     loss = diffusion_loss(den, x0, sched, space, **kw)
     poisoned = torch.where(mask, x0, torch.full_like(x0, 1e6))
     loss_poisoned = diffusion_loss(den, poisoned, sched, space, **{**kw, "noise": kw["noise"] * 1})

@@ -1,0 +1,87 @@
+"""`gendiff train|sample|evaluate|forecast|demo <domain> ...`: argparse front end over the domains' cli modules.
+
+Each domain's `cli.py` exposes `VERBS = {verb: (add_arguments, run)}`. Errors (GendiffError, bad arguments, missing
+files) print one line `gendiff: error: ...` on stderr and exit with status 2, without a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from . import __version__
+from .errors import GendiffError
+
+DOMAINS = ("images", "weather", "molecules")
+VERB_HELP = {
+    "train": "train a model on a domain's data",
+    "sample": "draw samples from a trained run",
+    "evaluate": "score samples, forecasts or files",
+    "forecast": "ensemble forecasts from a trained run (weather)",
+    "demo": "train briefly on embedded data, sample and evaluate",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2 (argparse prints usage too; we keep it to the error line)
+        sys.stderr.write(f"gendiff: error: {message}\n")
+        sys.exit(2)
+
+
+def _domain_verbs(domain: str) -> dict:
+    try:
+        module = importlib.import_module(f"gendiff.domains.{domain}.cli")
+    except ImportError as exc:
+        return {"__import_error__": exc}
+    return getattr(module, "VERBS", {})
+
+
+def _list_command(args) -> int:
+    from .samplers import list_samplers
+    from .schedules import list_schedules
+
+    print("samplers: " + ", ".join(list_samplers()))
+    print("schedules: " + ", ".join(list_schedules()))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="gendiff", description="Domain-general diffusion models: images, weather, molecules.")
+    parser.add_argument("--version", action="version", version=f"gendiff {__version__}")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
+    verbs.required = True
+    lst = verbs.add_parser("list", help="list the registered samplers and schedules")
+    lst.set_defaults(_run=_list_command)
+    tables = {d: _domain_verbs(d) for d in DOMAINS}
+    for verb, help_text in VERB_HELP.items():
+        vp = verbs.add_parser(verb, help=help_text, description=help_text)
+        domains = vp.add_subparsers(dest="domain", metavar="DOMAIN", parser_class=_Parser)
+        domains.required = True
+        for domain, table in tables.items():
+            if verb not in table:
+                continue
+            add_arguments, run = table[verb]
+            dp = domains.add_parser(domain, help=f"{verb} {domain}", description=f"gendiff {verb} {domain}")
+            add_arguments(dp)
+            dp.set_defaults(_run=run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except GendiffError as exc:
+        sys.stderr.write(f"gendiff: error: {exc}\n")
+        return 2
+    except FileNotFoundError as exc:
+        sys.stderr.write(f"gendiff: error: {exc.filename or exc}: no such file or directory\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("gendiff: error: interrupted\n")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""The denoising loss (unreduced, then reduced by the space), SNR weightings, the variational bound and bits per dimension."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .errors import ConfigError
+from .forward import append_dims, q_sample
+from .schedules import Schedule
+from .spaces import NoiseSpace
+
+
+def _inner(model):
+    """The Denoiser behind DDP (or any wrapper exposing .module)."""
+    return getattr(model, "module", model)
+
+
+class SNRWeight:
+    """w = SNR(t) on the eps-loss, i.e. the plain x0-loss (Kingma et al. 2021, eq. 13 up to dSNR/dt)."""
+
+    def __call__(self, log_snr: torch.Tensor, prediction: str) -> torch.Tensor:
+        snr = log_snr.exp()
+        return {"eps": snr, "x0": torch.ones_like(snr), "v": snr / (snr + 1)}[prediction]
+
+
+class MinSNRWeight:
+    """Min-SNR-gamma (Hang et al. 2023, eq. 8): x0-loss weight min(SNR, gamma), expressed for each parametrization."""
+
+    def __init__(self, gamma: float = 5.0):
+        if gamma <= 0:
+            raise ConfigError(f"min-SNR gamma must be positive, got {gamma}")
+        self.gamma = gamma
+
+    def __call__(self, log_snr: torch.Tensor, prediction: str) -> torch.Tensor:
+        snr = log_snr.exp()
+        clipped = snr.clamp(max=self.gamma)
+        return {"eps": clipped / snr, "x0": clipped, "v": clipped / (snr + 1)}[prediction]
+
+
+def snr_weight() -> SNRWeight:
+    return SNRWeight()
+
+
+def min_snr_weight(gamma: float = 5.0) -> MinSNRWeight:
+    return MinSNRWeight(gamma)
+
+
+def diffusion_loss(denoiser, x0: torch.Tensor, schedule: Schedule, space: NoiseSpace, *, mask=None, cond=None,
+                   t=None, noise=None, generator=None, weighting=None, t_per_sample=None) -> torch.Tensor:
+    """Per-sample denoising loss; L_simple (Ho et al. 2020, eq. 14) for eps prediction and no weighting.
+
+    `denoiser` is a forward.Denoiser (possibly DDP-wrapped); t is drawn per sample and expanded per row by the
+    space (graphs: t[batch]); noise comes from the space; the error is reduced over valid elements by the space.
+    """
+    n = space.num_samples(x0, mask)
+    if t is None:
+        if t_per_sample is None:
+            t_per_sample = schedule.sample_t(n, generator=generator, device=x0.device)
+        t = space.per_row(t_per_sample.to(x0.device), mask)
+    if noise is None:
+        noise = space.sample(x0, mask, generator)
+    x0 = space.project(x0, mask)
+    x_t = space.project(q_sample(x0, t, noise, schedule), mask)
+    out = denoiser(x_t, t, mask=mask, cond=cond, output="raw")
+    inner = _inner(denoiser)
+    alpha, sigma = inner.coefficients(x0, t)
+    err = (out - inner.target(x0, noise, alpha, sigma)) ** 2
+    if weighting is not None:
+        w = weighting(schedule.log_snr(t).to(x0.device), inner.prediction)
+        err = err * append_dims(w.to(err.dtype), err.dim())
+    return space.reduce(err, mask)
+
+
+def _vlb_grid(schedule: Schedule, num_steps: int | None) -> torch.Tensor:
+    if schedule.num_train_steps is not None and num_steps in (None, schedule.num_train_steps):
+        T = schedule.num_train_steps
+        return torch.arange(1, T + 1, dtype=torch.float64) / T
+    return torch.linspace(max(schedule.t_min, 1e-5), schedule.t_max, num_steps or 1000, dtype=torch.float64)
+
+
+def _std_normal_cdf(x):
+    return 0.5 * (1 + torch.erf(x / math.sqrt(2)))
+
+
+def discretized_gaussian_nll(x0, mean, std, bin_width: float = 2 / 255):
+    """-log P(x0) for 8-bit data in [-1, 1] under a Gaussian binned into 256 cells (Ho et al. 2020, eq. 13)."""
+    upper = torch.where(x0 > 1 - 1e-3, torch.full_like(x0, float("inf")), (x0 + bin_width / 2 - mean) / std)
+    lower = torch.where(x0 < -1 + 1e-3, torch.full_like(x0, float("-inf")), (x0 - bin_width / 2 - mean) / std)
+    mass = (_std_normal_cdf(upper) - _std_normal_cdf(lower)).clamp(min=1e-12)
+    return -mass.log()
+
+
+@torch.no_grad()
+def vlb_terms(denoiser, x0: torch.Tensor, schedule: Schedule, space: NoiseSpace, *, mask=None, cond=None,
+              num_steps: int | None = None, n_t: int | None = 32, generator=None, decoder: str = "gaussian") -> dict:
+    """Per-sample terms of the variational bound in nats (Ho et al. 2020, eq. 5; Kingma et al. 2021, eq. 13-16).
+
+    prior: KL(q(x_T | x0) || N(0, prior_std^2)); diffusion: sum_i 0.5 (SNR(s) - SNR(t)) ||x0 - x0_hat(x_t)||^2 over the
+    grid, estimated from `n_t` uniformly drawn steps per sample (all steps if n_t is None); reconstruction:
+    -log p(x0 | x_{t_1}) with a Gaussian ("gaussian", continuous data) or binned ("discretized", 8-bit images) decoder.
+    """
+    if decoder not in ("gaussian", "discretized"):
+        raise ConfigError(f"decoder must be 'gaussian' or 'discretized', got {decoder!r}")
+    inner = _inner(denoiser)
+    grid = _vlb_grid(schedule, num_steps)
+    x0 = space.project(x0, mask)
+    n = space.num_samples(x0, mask)
+    dof = space.dof(x0, mask).to(torch.float64)
+    sq = space.sum(x0.to(torch.float64) ** 2, mask)
+    a_T, s_T = (float(v) for v in schedule.alpha_sigma(grid[-1]))
+    pv = schedule.prior_std() ** 2
+    prior = 0.5 * dof * (math.log(pv / s_T**2) + s_T**2 / pv - 1) + 0.5 * a_T**2 * sq / pv
+
+    snr = schedule.log_snr(grid).exp()
+    steps = torch.arange(1, grid.numel())
+    if n_t is None:
+        draws = [torch.full((n,), int(i)) for i in steps]
+    else:
+        draws = [steps[torch.randint(0, steps.numel(), (n,), generator=generator)] for _ in range(n_t)]
+    diffusion = torch.zeros(n, dtype=torch.float64, device=x0.device)
+    for idx in draws:
+        t = grid[idx].to(x0.dtype).to(x0.device)
+        noise = space.sample(x0, mask, generator)
+        t_rows = space.per_row(t, mask)
+        x_t = space.project(q_sample(x0, t_rows, noise, schedule), mask)
+        x0_hat = space.project(inner.x0(x_t, t_rows, mask=mask, cond=cond), mask)
+        err = space.sum(((x0 - x0_hat) ** 2).to(torch.float64), mask)
+        diffusion += 0.5 * (snr[idx - 1] - snr[idx]).to(err) * err
+    diffusion *= steps.numel() / len(draws)
+
+    t1 = torch.full((n,), float(grid[0]), dtype=x0.dtype, device=x0.device)
+    a1, s1 = (float(v) for v in schedule.alpha_sigma(grid[0]))
+    t1_rows = space.per_row(t1, mask)
+    x_1 = space.project(q_sample(x0, t1_rows, space.sample(x0, mask, generator), schedule), mask)
+    mean = space.project(inner.x0(x_1, t1_rows, mask=mask, cond=cond), mask)
+    std = s1 / a1
+    if decoder == "discretized":
+        recon = space.sum(discretized_gaussian_nll(x0, mean, std).to(torch.float64), mask)
+    else:
+        recon = 0.5 * space.sum(((x0 - mean) ** 2).to(torch.float64), mask) / std**2
+        recon = recon + 0.5 * dof * math.log(2 * math.pi * std**2)
+    return {"prior": prior, "diffusion": diffusion, "reconstruction": recon, "dof": dof}
+
+
+def nll_bits_per_dim(denoiser, x0, schedule, space, **kwargs) -> torch.Tensor:
+    """Upper bound on the negative log-likelihood per degree of freedom, in bits (per sample)."""
+    terms = vlb_terms(denoiser, x0, schedule, space, **kwargs)
+    total = terms["prior"] + terms["diffusion"] + terms["reconstruction"]
+    return total / (terms["dof"].clamp(min=1) * math.log(2))
