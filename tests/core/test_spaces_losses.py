@@ -135,3 +135,18 @@ def test_nll_bound_on_gaussian_data_with_exact_denoiser():
     se = float(bpd.std()) / math.sqrt(bpd.numel())
     assert abs(float(bpd.mean()) - expected) < 5 * se, (float(bpd.mean()), expected, se)
     assert expected > 0.5 * math.log2(2 * math.pi * math.e)
+
+
+def test_checks_raise_on_broken_invariants():
+    from gendiff import checks
+
+    x, batch = _graph_batch([3, 4])
+    checks.assert_zero_com(spaces.ZeroCoMSpace().project(x, batch), batch)
+    with pytest.raises(checks.InvariantError):
+        checks.assert_zero_com(x + 1.0, batch)
+    with pytest.raises(checks.InvariantError):
+        checks.assert_finite(torch.tensor([1.0, float("nan")]), "loss")
+    mask = torch.tensor([True, False])
+    checks.assert_masked(torch.tensor([5.0, 0.0]), mask)
+    with pytest.raises(checks.InvariantError):
+        checks.assert_masked(torch.tensor([5.0, 1.0]), mask)
