@@ -1,6 +1,6 @@
 """Images benchmarks: `speed` (our U-Net vs diffusers' UNet2DModel) and `quality` (time-budgeted MNIST training).
 
-    python benchmarks/images.py speed   [--device cpu] [--batch 16] [--rounds 5]
+    python benchmarks/images.py speed   [--device cpu] [--batch 16] [--rounds 15]
     python benchmarks/images.py quality [--minutes 30] [--n 1000] [--n-ancestral 1000] [--guidance 3]
 
 Each writes its section of benchmarks/results_images.md (command, machine, date, numbers) and a JSON next to it.
@@ -115,69 +115,75 @@ def speed(args) -> dict:
         if dev.type == "cuda":
             torch.cuda.synchronize()
 
-    def train_rate(name) -> float:
+    gens = {k: torch.Generator(device=dev).manual_seed(0) for k in models}
+    x_T = torch.randn(x0.shape, generator=torch.Generator(device=dev).manual_seed(1), device=dev)
+
+    def train_step(name) -> float:
+        """Seconds for one optimizer step (loss, backward, AdamW) on the shared batch."""
         den, opt = models[name]
         den.train()
-        gen = torch.Generator(device=dev).manual_seed(0)
-        for i in range(args.train_steps + 1):
-            if i == 1:
-                sync()
-                t0 = time.perf_counter()
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=args.bf16):
-                loss = step_fn(den, (x0, labels), gen)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
         sync()
-        return args.train_steps * args.batch / (time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=args.bf16):
+            loss = step_fn(den, (x0, labels), gens[name])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sync()
+        return time.perf_counter() - t0
 
-    def sample_rate(name) -> float:
+    def sample_steps(name) -> float:
+        """Seconds per sampler step of a core DDIM run of --sample-steps steps (conditional, no guidance)."""
         den, _ = models[name]
         den.eval()
-        gen = torch.Generator(device=dev).manual_seed(0)
-        x_T = torch.randn(x0.shape, generator=gen, device=dev)
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=args.bf16):
-            sample("ddim", den, x_T, schedule, space, 2, cond=labels, generator=gen)  # warm-up
-            sync()
-            t0 = time.perf_counter()
-            sample("ddim", den, x_T, schedule, space, args.sample_steps, cond=labels, generator=gen)
         sync()
-        return args.sample_steps / (time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=args.bf16):
+            sample("ddim", den, x_T, schedule, space, args.sample_steps, cond=labels, generator=gens[name])
+        sync()
+        return (time.perf_counter() - t0) / args.sample_steps
 
+    for name in models:  # warm-up (allocator, oneDNN kernels)
+        train_step(name)
+        sample_steps(name)
     rows = {k: {"train": [], "sample": []} for k in models}
     for r in range(args.rounds):
         order = ("gendiff", "diffusers") if r % 2 == 0 else ("diffusers", "gendiff")
-        for name in order:
-            rows[name]["train"].append(train_rate(name))
-            rows[name]["sample"].append(sample_rate(name))
-        print(f"round {r}: " + ", ".join(f"{k} train {v['train'][-1]:.1f} img/s sample {v['sample'][-1]:.2f} step/s"
+        for kind, fn in (("train", train_step), ("sample", sample_steps)):
+            for name in order:
+                rows[name][kind].append(fn(name))
+        print(f"round {r}: " + ", ".join(f"{k} train {v['train'][-1]:.2f} s/step, sample {v['sample'][-1]:.3f} s/step"
                                           for k, v in rows.items()), file=sys.stderr, flush=True)
-    ratio = lambda kind: [a / b for a, b in zip(rows["gendiff"][kind], rows["diffusers"][kind])]  # noqa: E731
+    ratio = lambda kind: [b / a for a, b in zip(rows["gendiff"][kind], rows["diffusers"][kind])]  # noqa: E731
+    total = lambda kind: sum(rows["diffusers"][kind]) / sum(rows["gendiff"][kind])  # noqa: E731
     out = {
         "device": machine(dev), "batch": args.batch, "rounds": args.rounds, "params_gendiff": n_ours,
         "params_diffusers": n_theirs, "param_ratio": n_ours / n_theirs, "config": cfg,
-        "train_img_per_s": {k: statistics.median(v["train"]) for k, v in rows.items()},
-        "sample_steps_per_s": {k: statistics.median(v["sample"]) for k, v in rows.items()},
+        "train_img_per_s": {k: args.batch / statistics.median(v["train"]) for k, v in rows.items()},
+        "sample_steps_per_s": {k: 1.0 / statistics.median(v["sample"]) for k, v in rows.items()},
         "train_ratio_median": statistics.median(ratio("train")), "train_ratios": ratio("train"),
         "sample_ratio_median": statistics.median(ratio("sample")), "sample_ratios": ratio("sample"),
+        "train_ratio_total": total("train"), "sample_ratio_total": total("sample"),
         "bf16": args.bf16, "channels_last": args.channels_last,
     }
     body = [
         "## Speed: gendiff U-Net vs diffusers 0.42 UNet2DModel",
-        f"- command: `{' '.join(sys.argv)}`",
+        f"- command: `nice -n 10 python {' '.join(sys.argv)}`",
         f"- machine: {out['device']}",
         f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
         f"- config: {cfg}, 32x32x1, 10 classes + null; parameters gendiff {n_ours:,} vs diffusers {n_theirs:,} "
         f"(ratio {out['param_ratio']:.4f}); batch {args.batch}; same MNIST batch, same loss (core eps-loss with "
         f"label dropout), AdamW; sampling = core DDIM, {args.sample_steps} steps, conditional; "
-        f"{args.rounds} alternated rounds, medians",
+        f"{args.rounds} rounds, each timing one training step and one sampling run of each model back to back "
+        f"(order alternating), after one warm-up of each; rates are medians, ratios the median of per-round ratios "
+        f"(and total time ratio)",
         "",
         "| | gendiff | diffusers | ratio (gendiff / diffusers) |",
         "|---|---|---|---|",
         f"| training images/s | {out['train_img_per_s']['gendiff']:.1f} | {out['train_img_per_s']['diffusers']:.1f} | "
-        f"**{out['train_ratio_median']:.3f}** (per round: {', '.join(f'{v:.3f}' for v in out['train_ratios'])}) |",
+        f"**{out['train_ratio_median']:.3f}** (total-time ratio {out['train_ratio_total']:.3f}) |",
         f"| sampling steps/s | {out['sample_steps_per_s']['gendiff']:.2f} | {out['sample_steps_per_s']['diffusers']:.2f}"
-        f" | **{out['sample_ratio_median']:.3f}** (per round: {', '.join(f'{v:.3f}' for v in out['sample_ratios'])}) |",
+        f" | **{out['sample_ratio_median']:.3f}** (total-time ratio {out['sample_ratio_total']:.3f}) |",
         "",
         "No GPU was available in this session, so only the CPU goal (ratio >= 1.0) was measured; the same command "
         "with `--device cuda --bf16 --channels-last` measures the GPU path.",
@@ -203,6 +209,8 @@ def quality(args) -> dict:
     print(f"trained {summary['step']} steps in {train_s:.0f} s", file=sys.stderr, flush=True)
     results = []
     plan = [("ddim", 50, args.n), ("dpm_solver_pp", 20, args.n), ("ancestral", 1000, args.n_ancestral)]
+    plan = [p for p in plan if p[0] in args.samplers.split(",")]
+    mine = HERE / f"results_images_quality{args.tag}.json"
     for i, (sampler, steps, n) in enumerate(plan):
         if n <= 0:
             continue
@@ -212,12 +220,21 @@ def quality(args) -> dict:
                      nll_n=args.nll_n if sampler == "ddim" else 0)
         results.append(m)
         print(json.dumps(m), file=sys.stderr, flush=True)
-        (HERE / "results_images_quality.json").write_text(json.dumps({"train": summary, "results": results},
-                                                                     indent=2))
+        mine.write_text(json.dumps({"train": summary, "results": results, "argv": sys.argv}, indent=2))
+        everything = [m for f in sorted(HERE.glob("results_images_quality*.json"))
+                      for m in json.loads(f.read_text())["results"] if m["run"] == str(run)]
+        everything.sort(key=lambda m: ("ddim", "dpm_solver_pp", "ancestral").index(m["sampler"]))
+        write_quality(args, summary, train_s, everything, pending=[p for p in plan[i + 1:] if p[2] > 0])
+    return {"train": summary, "results": results}
+
+
+def write_quality(args, summary: dict, train_s: float, results: list, pending: list) -> None:
     ref = results[0]
     body = [
         "## Quality: embedded MNIST (5,000 digits; 4,000 train / 1,000 held out), CPU, time-budgeted",
-        f"- command: `nice -n 10 {' '.join(sys.argv)}`",
+        f"- command: `nice -n 10 python {' '.join(sys.argv)}`"
+        + (" (training by the same command without --eval-only, stopped once training had finished)"
+           if args.eval_only else ""),
         f"- machine: {machine(torch.device('cpu'))}; 2 cores shared with 4 other engineers' jobs during the run",
         f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
         f"- model: {QUALITY_MODEL}, {summary['parameters']:,} parameters, linear schedule (T=1000), eps-prediction, "
@@ -244,8 +261,9 @@ def quality(args) -> dict:
     best = max(m["conditional_accuracy"] for m in results)
     body.append(f"\nGoal (>= 0.90 conditional accuracy): {'met' if best >= 0.9 else 'NOT met'} "
                 f"(best {best:.3f}).")
+    if pending:
+        body.append("\nStill running when this was written: " + ", ".join(f"{p[0]} {p[1]} steps" for p in pending))
     write_section("quality", "\n".join(body))
-    return {"train": summary, "results": results}
 
 
 def main(argv=None) -> int:
@@ -254,9 +272,8 @@ def main(argv=None) -> int:
     s = sub.add_parser("speed")
     s.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     s.add_argument("--batch", type=int, default=16)
-    s.add_argument("--rounds", type=int, default=5)
-    s.add_argument("--train-steps", type=int, default=3)
-    s.add_argument("--sample-steps", type=int, default=5)
+    s.add_argument("--rounds", type=int, default=15)
+    s.add_argument("--sample-steps", type=int, default=2)
     s.add_argument("--bf16", action="store_true")
     s.add_argument("--channels-last", action="store_true")
     s.add_argument("--threads", type=int, default=None)
@@ -273,6 +290,8 @@ def main(argv=None) -> int:
     q.add_argument("--nll-n", type=int, default=0)
     q.add_argument("--png", action="store_true", help="write sample grids next to the results")
     q.add_argument("--eval-only", action="store_true", help="evaluate the finished run in --run without training")
+    q.add_argument("--samplers", default="ddim,dpm_solver_pp,ancestral", help="which of the three to evaluate")
+    q.add_argument("--tag", default="", help="suffix of this process's JSON (parallel evaluations of one run)")
     q.add_argument("--threads", type=int, default=None)
     args = p.parse_args(argv)
     if args.threads:

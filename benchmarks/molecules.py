@@ -134,14 +134,19 @@ def run_quality(args) -> dict:
     torch.set_num_threads(args.threads)
     run = Path(args.run)
     t0 = time.time()
-    if not (run / "checkpoint.pt").exists():
+    previous = json.loads((run / "train_summary.json").read_text()) if (run / "checkpoint.pt").exists() else None
+    if previous is None or args.resume:
         molecules.train(data="qm9", model=args.model, out=run, max_minutes=args.train_minutes, max_steps=10**7,
                         batch_size=args.batch_size, lr=args.lr, ema_decay=args.ema_decay, hidden=args.hidden,
-                        layers=args.layers, seed=0, log_every=50, ckpt_every=10**6)
-    train_s = time.time() - t0
+                        layers=args.layers, seed=0, log_every=50, ckpt_every=10**6, resume=previous is not None)
+    train_s = time.time() - t0 + float((previous or {}).get("total_train_seconds", 0.0))
     summary = json.loads((run / "train_summary.json").read_text())
+    if previous is None or args.resume:
+        summary["total_train_seconds"] = train_s
+        (run / "train_summary.json").write_text(json.dumps(summary))
     ref = qm9_reference_smiles()
     results = {"model": args.model, "hidden": args.hidden, "layers": args.layers, "batch_size": args.batch_size,
+               "lr": args.lr, "ema_decay": args.ema_decay, "threads": args.threads,
                "train_seconds": round(train_s, 1), "train_steps": summary["step"], "final_loss": summary["loss"],
                "samplers": {}}
     plan = [("ancestral", 1000, args.n_ancestral)] + [(f, 50, args.n_fast) for f in args.fast_samplers.split(",")]
@@ -190,7 +195,9 @@ def _markdown(part: str, res: dict) -> str:
         f"{m['sample_seconds']} |\n" for name, m in res["samplers"].items())
     return head + (
         f"- model: {res['model']} ({res['hidden']} features, {res['layers']} layers), batch {res['batch_size']}, "
-        f"trained {res['train_steps']} steps in {res['train_seconds']} s (final loss {res['final_loss']:.4g})\n\n"
+        f"trained {res['train_steps']} steps in {res['train_seconds']} s in total (final loss "
+        f"{res['final_loss']:.4g}), lr {res['lr']}, EMA {res['ema_decay']}, {res['threads']} thread(s), cores shared "
+        "with other jobs\n\n"
         "| sampler | N | atom stab. | mol. stab. | validity | uniqueness | novelty | sampling s |\n"
         "|---|---|---|---|---|---|---|---|\n" + rows)
 
@@ -214,6 +221,7 @@ def main(argv=None) -> int:
     q.add_argument("--lr", type=float, default=5e-4)
     q.add_argument("--ema-decay", type=float, default=0.995)
     q.add_argument("--train-minutes", type=float, default=12.0)
+    q.add_argument("--resume", action="store_true", help="continue training an existing --run for --train-minutes")
     q.add_argument("--n-ancestral", type=int, default=200)
     q.add_argument("--n-fast", type=int, default=1000)
     q.add_argument("--fast-samplers", default="heun,dpm_solver_pp", help="comma-separated 50-step samplers")

@@ -76,7 +76,7 @@ def evaluate(run: str | Path, n: int = 1000, sampler: str = "ddim", steps: int =
     if samples_png is not None:
         from .grid import save_grid
 
-        order = torch.argsort(torch.arange(n) % k, stable=True)[:100] if conditional else torch.arange(min(n, 100))
+        order = torch.argsort(torch.arange(min(n, 10 * k)) % k, stable=True) if conditional else torch.arange(min(n, 100))
         save_grid(pix[order], samples_png, nrow=10, scale=2 if meta["image_size"] <= 32 else 1)
     un = n if unconditional_n is None else unconditional_n
     if un > 0:

@@ -148,8 +148,7 @@ class UNet(nn.Module):
         self.time_mlp = nn.Sequential(nn.Linear(ch, temb_dim), nn.SiLU(), nn.Linear(temb_dim, temb_dim))
         self.num_classes = cfg.num_classes
         if cfg.num_classes is not None:
-            self.class_embed = nn.Embedding(cfg.num_classes + 1, temb_dim)
-            nn.init.normal_(self.class_embed.weight, std=0.02)
+            self.class_embed = nn.Embedding(cfg.num_classes + 1, temb_dim)  # N(0, 1) init: a strong signal
         self.conv_in = nn.Conv2d(cfg.in_channels, ch, 3, padding=1)
 
         chans = [ch]

@@ -123,7 +123,10 @@ def _fit(denoiser, step_fn, dataset, collate_fn, train_cfg: dict, seed: int, out
         summary = trainer.fit()
         per_step = (time.time() - t0) / max(1, summary["step"] - done)
         done = summary["step"]
-        chunk = max(1, min(500, int(0.25 * (deadline - time.time()) / per_step)))
+        left = deadline - time.time()
+        if left < per_step:
+            break
+        chunk = max(1, min(500, int(0.5 * left / per_step)))
     return summary
 
 

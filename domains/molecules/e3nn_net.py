@@ -116,7 +116,9 @@ class E3NNDenoiser(nn.Module):
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, *, mask=None, cond=None) -> torch.Tensor:
         if x_t.dim() != 2 or x_t.shape[1] != self.n_dims + self.in_node_nf:
-            raise ConfigError(f"E3NNDenoiser expects x_t of shape (N, {self.n_dims + self.in_node_nf}), got {tuple(x_t.shape)}")
+            raise ConfigError(
+                f"E3NNDenoiser expects x_t of shape (N, {self.n_dims + self.in_node_nf}), got {tuple(x_t.shape)}"
+            )
         batch = mask if mask is not None else x_t.new_zeros(x_t.shape[0], dtype=torch.long)
         pos, h = x_t[:, :3], x_t[:, 3:]
         parts = [h, t.reshape(-1, 1).to(h.dtype).expand(h.shape[0], 1)]

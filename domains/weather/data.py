@@ -163,13 +163,14 @@ def init_indices(ds: xr.Dataset, init_period, init_every, context: int, label: s
     return idx
 
 
-def calendar_features(times) -> np.ndarray:
-    """(T, 4) sin/cos of hour of day and of day of year."""
+def calendar_features(times, day_of_year: bool = True) -> np.ndarray:
+    """(T, 4) sin/cos of hour of day and of day of year (zeros when day_of_year is False)."""
     t = pd.DatetimeIndex(np.asarray(times).ravel())
     hour = (t.hour + t.minute / 60.0 + t.second / 3600.0).to_numpy() / 24.0
     doy = (t.day_of_year - 1 + hour).to_numpy() / 365.25
+    on = 1.0 if day_of_year else 0.0
     f = np.stack([np.sin(2 * np.pi * hour), np.cos(2 * np.pi * hour),
-                  np.sin(2 * np.pi * doy), np.cos(2 * np.pi * doy)], axis=-1)
+                  on * np.sin(2 * np.pi * doy), on * np.cos(2 * np.pi * doy)], axis=-1)
     return f.astype(np.float32).reshape(*np.shape(times), 4)
 
 

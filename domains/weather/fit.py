@@ -71,6 +71,8 @@ def train(data, out, *, variables=None, train_period=None, context="24h", horizo
         "time_step_seconds": step.total_seconds(), "context_steps": ctx_steps, "horizon_steps": hor_steps,
         "schedule": schedule_config(sched), "prediction": prediction, "precondition": bool(precondition),
         "residual": bool(residual),
+        # day of year only when the training data span a year: with less it is a key to memorise single days
+        "day_of_year": bool(pd.Timedelta(times[idx[-1]] - times[idx[0]]) >= pd.Timedelta(days=365)),
         "net": net_cfg, "codec": codec.to_config(),
         "sampler": sampler, "sample_steps": int(sample_steps), "train": tcfg.to_dict(), "windows": int(len(starts)),
     }
@@ -89,7 +91,7 @@ def train(data, out, *, variables=None, train_period=None, context="24h", horizo
     clim = HourlyClimatology.fit(values, times, idx)
     torch_save_atomic(clim.state(), out / "climatology.pt")
     values = values - clim.at(times)
-    dataset = WindowDataset(values, calendar_features(times), starts, ctx_steps, hor_steps, residual=bool(residual))
+    dataset = WindowDataset(values, calendar_features(times, run_cfg["day_of_year"]), starts, ctx_steps, hor_steps, residual=bool(residual))
     trainer = Trainer(denoiser, make_step_fn(sched, MaskedSpace()), dataset, tcfg, out,
                       resume="auto" if resume == "auto" else bool(resume))
     summary = trainer.fit()

@@ -2,7 +2,8 @@
 
 Ho et al. 2020 (U-Net of app. B) in one dimension; features (grid points x variables) enter through a learned 1x1
 projection to `width` channels and leave through another, plus a learned noise-level-dependent skip of x_t
-(c_skip of Karras et al. 2022, eq. 7) so that fine-scale detail outside the projection's span is kept.
+(c_skip of Karras et al. 2022, eq. 7; here a learned gain per sample and time step, since the variance of the
+target grows with lead time) so that fine-scale detail outside the projection's span is kept.
 With `known_in_cond`, the first `channels` conditioning channels hold known values of x at the steps where x_t is
 masked (zero); they are added to x_t so that one projection reads the noisy horizon and the clean context alike.
 """
@@ -95,9 +96,11 @@ class UNet1D(nn.Module):
         nn.init.zeros_(self.out[-1].weight)
         nn.init.zeros_(self.out[-1].bias)
         self.skip_gain = nn.Linear(temb_dim, 1) if learned_skip else None
-        if self.skip_gain is not None:
-            nn.init.zeros_(self.skip_gain.weight)
-            nn.init.zeros_(self.skip_gain.bias)
+        self.skip_head = nn.Conv1d(ch, 1, 1) if learned_skip else None  # per-step gain: variance grows with lead
+        for layer in (self.skip_gain, self.skip_head):
+            if layer is not None:
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, *, mask=None, cond=None) -> torch.Tensor:
         length = x.shape[-1]
@@ -122,5 +125,6 @@ class UNet1D(nn.Module):
             h = layer(torch.cat([h, skips.pop()], 1), temb) if isinstance(layer, ResBlock1d) else layer(h)
         out = self.out(h)[..., :length]
         if self.skip_gain is not None:
-            out = out + self.skip_gain(temb)[:, :, None] * x
+            gain = self.skip_gain(temb)[:, :, None] + self.skip_head(h)[..., :length]
+            out = out + gain * x
         return out

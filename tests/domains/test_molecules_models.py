@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from gendiff.domains.molecules.egnn import EGNN, fully_connected_edges, remove_mean
+from gendiff.domains.molecules.egnn import fully_connected_edges, remove_mean
 from gendiff.domains.molecules.model import (
     STATE_DIM, AtomCountDistribution, build_net, decode, encode, molecule_space,
 )
