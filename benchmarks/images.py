@@ -10,8 +10,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -25,19 +23,7 @@ SPEED_MODEL = dict(ch=64, ch_mult=(1, 2, 2), num_res_blocks=2, attn_resolutions=
 QUALITY_MODEL = dict(ch=16, ch_mult=(1, 2, 4), num_res_blocks=1, attn_resolutions=(8,), dropout=0.0, groups=8)
 
 
-def machine(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{cpu}, {os.cpu_count()} visible cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
-            f" (CPU only: no GPU in this session)")
+from _machine import machine  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 
 def write_section(name: str, body: str) -> None:

@@ -10,8 +10,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -163,13 +161,7 @@ def run_quality(args) -> dict:
     return results
 
 
-def _machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        model = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        model = cpu
-    return f"{model}, {os.cpu_count()} CPU cores visible (shared), no GPU, torch {torch.__version__}"
+from _machine import machine as _machine  # noqa: E402
 
 
 def _markdown(part: str, res: dict) -> str:

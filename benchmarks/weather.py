@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import subprocess
 import sys
 import time
 from datetime import datetime, timezone
@@ -27,18 +25,7 @@ LEADS = (6, 12, 24)
 SYSTEMS = ("model", "persistence", "climatology", "linear")
 
 
-def machine() -> str:
-    cpu = platform.processor() or "cpu"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{platform.node() or 'host'}: {cpu}, {torch.get_num_threads()} torch thread(s), "
-            f"{subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} visible cores (shared), "
-            f"no GPU (torch {torch.__version__}, CUDA available: {torch.cuda.is_available()})")
+from _machine import machine  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 
 def era5(out: Path, steps: int, members: int, sample_steps: int, sampler: str, net: dict | None = None,

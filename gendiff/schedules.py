@@ -7,6 +7,7 @@ in float32 unless t itself is float64.
 """
 from __future__ import annotations
 
+import abc
 import math
 from dataclasses import dataclass, field
 
@@ -24,7 +25,7 @@ def _as_t(t) -> tuple[torch.Tensor, torch.dtype]:
     return t.to(torch.float64), out_dtype
 
 
-class Schedule:
+class Schedule(abc.ABC):
     """Base class: subclasses define `_log_alpha_sigma(t)` in float64; everything else derives from it."""
 
     name = "schedule"
@@ -32,8 +33,9 @@ class Schedule:
     t_max = 1.0
     num_train_steps: int | None = None  # discrete schedules: T
 
+    @abc.abstractmethod
     def _log_alpha_sigma(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        raise NotImplementedError
+        """(log alpha_t, log sigma_t) in float64."""
 
     def alpha_sigma(self, t) -> tuple[torch.Tensor, torch.Tensor]:
         """(alpha_t, sigma_t), same shape as t."""
