@@ -189,6 +189,16 @@ def _langevin(ctx, x, t, s, state):
     return _langevin_steps(ctx, x, s, n_each, lambda score, z, s_t: torch.tensor(step_scale * s_t**2, dtype=z.dtype))
 
 
+def _heun_corrects(a_t, s_t, a_s, s_s, options):
+    """Whether Heun applies its 2nd-order correction on the step t -> s (floats or tensors of grid values).
+
+    Over a step that shrinks sigma/alpha by orders of magnitude (cosine's first step: 2e4 -> 22) the trapezoid rule
+    weights the end-point slope over the whole interval and is far worse than Euler, which is exact there for a locally
+    constant denoiser; so the correction is kept to steps with a bounded ratio, and never taken into sigma = 0.
+    """
+    return (s_s > 0) & (s_t / a_t <= float(options.get("max_ratio", 100.0)) * (s_s / a_s))
+
+
 def _heun(ctx, x, t, s, state):
     """Heun's 2nd-order method on the probability-flow ODE (Karras et al. 2022, Algorithm 1, deterministic),
     written for any schedule as dy/d(sigma/alpha) = eps with y = x / alpha."""
@@ -197,10 +207,7 @@ def _heun(ctx, x, t, s, state):
     y, d = x / a_t, ctx.eps(x, t)
     dsig = s_s / a_s - s_t / a_t
     y_next = y + dsig * d
-    # Over a step that shrinks sigma/alpha by orders of magnitude (cosine's first step: 2e4 -> 22) the trapezoid rule
-    # weights the end-point slope over the whole interval and is far worse than Euler; Euler is exact there for a
-    # locally constant denoiser, so the correction is kept to steps with a bounded ratio.
-    if s_s > 0 and (s_t / a_t) <= float(ctx.options.get("max_ratio", 100.0)) * (s_s / a_s):
+    if _heun_corrects(a_t, s_t, a_s, s_s, ctx.options):
         d2 = ctx.eps(a_s * y_next, s)
         y_next = y + dsig * 0.5 * (d + d2)
     return a_s * y_next
@@ -226,14 +233,14 @@ def _dpm_solver_pp(ctx, x, t, s, state):
     return (s_s / s_t) * x - a_s * math.expm1(-h) * D
 
 
-_STEPS = {  # network evaluations for n steps, given whether the grid ends at sigma = 0
-    "ancestral": (_ancestral, lambda n, o, zero: n),
-    "ddim": (_ddim, lambda n, o, zero: n),
-    "euler_maruyama": (_euler_maruyama, lambda n, o, zero: n),
-    "pc": (_pc, lambda n, o, zero: n * (1 + int(o.get("corrector_steps", 1)))),
-    "langevin": (_langevin, lambda n, o, zero: (n - zero) * int(o.get("steps_each", 5)) + zero),
-    "heun": (_heun, None),  # counted from the grid in nfe()
-    "dpm_solver_pp": (_dpm_solver_pp, lambda n, o, zero: n),
+_NFE = {  # network evaluations for n steps, given the grid's (alpha, sigma) and whether it ends at sigma = 0
+    "ancestral": lambda n, o, a, sig, zero: n,
+    "ddim": lambda n, o, a, sig, zero: n,
+    "euler_maruyama": lambda n, o, a, sig, zero: n,
+    "pc": lambda n, o, a, sig, zero: n * (1 + int(o.get("corrector_steps", 1))),
+    "langevin": lambda n, o, a, sig, zero: (n - zero) * int(o.get("steps_each", 5)) + zero,
+    "heun": lambda n, o, a, sig, zero: n + int(_heun_corrects(a[:-1], sig[:-1], a[1:], sig[1:], o).sum()),
+    "dpm_solver_pp": lambda n, o, a, sig, zero: n,
 }
 
 
@@ -267,11 +274,6 @@ def list_samplers() -> list[str]:
 def nfe(name: str, steps: int, schedule: Schedule, **options) -> int:
     """Network evaluations of one sampler run (without the doubling of classifier-free guidance)."""
     SAMPLERS.get(name)
-    grid = schedule.timesteps(steps).to(torch.float64)
-    alpha, sigma = schedule.alpha_sigma(grid)
+    alpha, sigma = schedule.alpha_sigma(schedule.timesteps(steps).to(torch.float64))
     zero = int(float(sigma[-1]) == 0)
-    if name == "heun":
-        ratio = sigma / alpha
-        corrected = (sigma[1:] > 0) & (ratio[:-1] <= float(options.get("max_ratio", 100.0)) * ratio[1:])
-        return int(steps) + int(corrected.sum()) + (1 - zero)
-    return _STEPS[name][1](int(steps), options, zero) + (1 - zero)
+    return _NFE[name](int(steps), options, alpha, sigma, zero) + (1 - zero)

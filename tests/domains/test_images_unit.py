@@ -1,6 +1,8 @@
 """Images domain, fast unit tests: U-Net shapes and conditioning, pixel codec, loaders, FD / KID against oracles."""
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -136,7 +138,7 @@ def test_mnist_idx_files_read_without_torchvision(tmp_path):
         D.load_data(f"mnist-full:{tmp_path}", "train")
 
 
-def test_cifar10_pickles_read_without_torchvision(tmp_path):
+def test_cifar10_pickles_read_without_torchvision(tmp_path, monkeypatch):
     rng = np.random.default_rng(2)
     folder = tmp_path / "cifar-10-batches-py"
     folder.mkdir()
@@ -145,6 +147,9 @@ def test_cifar10_pickles_read_without_torchvision(tmp_path):
     data = D.load_data(f"cifar10:{tmp_path}", "test")
     assert torch.equal(data.images, torch.from_numpy(imgs)) and data.labels.tolist() == labs
     assert data.classes[3] == "cat"
+    # torchvision is hidden so that this never reaches the network, even where torchvision is installed
+    monkeypatch.setitem(sys.modules, "torchvision", None)
+    monkeypatch.setitem(sys.modules, "torchvision.datasets", None)
     with pytest.raises(DataError, match="torchvision"):
         D.load_data(f"cifar10:{tmp_path}", "train", download=True)
 
