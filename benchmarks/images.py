@@ -20,7 +20,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results_images.md"
 SPEED_MODEL = dict(ch=64, ch_mult=(1, 2, 2), num_res_blocks=2, attn_resolutions=(16,), dropout=0.1, groups=32)
-QUALITY_MODEL = dict(ch=16, ch_mult=(1, 2, 4), num_res_blocks=1, attn_resolutions=(8,), dropout=0.0, groups=8)
+QUALITY_MODEL = dict(ch=16, ch_mult=(1, 2, 4), num_res_blocks=1, attn_resolutions=(7,), dropout=0.0, groups=8)
 
 
 from _machine import machine  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
@@ -188,7 +188,7 @@ def quality(args) -> dict:
     if args.eval_only:
         summary = json.loads((run / "train_summary.json").read_text())
     else:
-        summary = train("mnist", run, model=QUALITY_MODEL, max_steps=10**6, time_budget=60 * args.minutes,
+        summary = train("mnist", run, image_size=args.image_size, model=QUALITY_MODEL, max_steps=10**6, time_budget=60 * args.minutes,
                         batch_size=args.batch, lr=args.lr, warmup_steps=100, ema_decay=args.ema, progress=False,
                         ckpt_every=500, log_every=50, resume="auto")
     train_s = summary["wall_seconds"]
@@ -203,7 +203,7 @@ def quality(args) -> dict:
         m = evaluate(run, n=n, sampler=sampler, steps=steps, guidance=args.guidance, seed=0,
                      unconditional_n=args.n_uncond if sampler == "ddim" else 0, reference=True,
                      samples_png=HERE / f"images_{sampler}.png" if args.png else None,
-                     nll_n=args.nll_n if sampler == "ddim" else 0)
+                     nll_n=args.nll_n if sampler == "ddim" else 0, compile=args.compile)
         results.append(m)
         print(json.dumps(m), file=sys.stderr, flush=True)
         mine.write_text(json.dumps({"train": summary, "results": results, "argv": sys.argv}, indent=2))
@@ -217,11 +217,12 @@ def quality(args) -> dict:
 def write_quality(args, summary: dict, train_s: float, results: list, pending: list) -> None:
     ref = results[0]
     body = [
-        "## Quality: embedded MNIST (5,000 digits; 4,000 train / 1,000 held out), CPU, time-budgeted",
+        f"## Quality: embedded MNIST (5,000 digits, {args.image_size}x{args.image_size}; 4,000 train / 1,000 held out), "
+        "CPU, time-budgeted",
         f"- command: `nice -n 10 python {' '.join(sys.argv)}`"
         + (" (training by the same command without --eval-only, stopped once training had finished)"
            if args.eval_only else ""),
-        f"- machine: {machine(torch.device('cpu'))}; 2 cores shared with 4 other engineers' jobs during the run",
+        f"- machine: {machine(torch.device('cpu'))}" + (f"; {args.note}" if args.note else ""),
         f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
         f"- model: {QUALITY_MODEL}, {summary['parameters']:,} parameters, linear schedule (T=1000), eps-prediction, "
         f"label dropout 0.1; trained {summary['step']} steps x batch {args.batch} in {train_s / 60:.1f} min "
@@ -279,6 +280,9 @@ def main(argv=None) -> int:
     q.add_argument("--samplers", default="ddim,dpm_solver_pp,ancestral", help="which of the three to evaluate")
     q.add_argument("--tag", default="", help="suffix of this process's JSON (parallel evaluations of one run)")
     q.add_argument("--threads", type=int, default=None)
+    q.add_argument("--image-size", type=int, default=28, help="28: MNIST as is; 32: zero-padded as Ho et al.")
+    q.add_argument("--compile", action="store_true", help="torch.compile the U-Net for sampling")
+    q.add_argument("--note", default="", help="a remark on the machine's load, written next to it")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -29,14 +29,15 @@ from _machine import machine  # noqa: E402  (benchmarks/ is on sys.path when run
 
 
 def era5(out: Path, steps: int, members: int, sample_steps: int, sampler: str, net: dict | None = None,
-         weight_decay: float = 0.0) -> dict:
+         weight_decay: float = 0.0, context_noise: float = 0.0, **train_kw) -> dict:
     """Train on 1-24 March, forecast every 6 h init of 25-30 March to 24 h, score model and baselines."""
     from gendiff.domains import weather
 
     t0 = time.perf_counter()
     summary = weather.train(str(ERA5), out / "era5-run", variables=["t2m"], train_period="2019-03-01:2019-03-24",
                             context="24h", horizon="24h", max_steps=steps, sample_steps=sample_steps, sampler=sampler,
-                            net=net, weight_decay=weight_decay, resume="auto", progress=False)
+                            net=net, weight_decay=weight_decay, context_noise=context_noise, resume="auto",
+                            progress=False, **train_kw)
     t_train = time.perf_counter() - t0
     fc = weather.forecast(out / "era5-run", str(ERA5), init_period="2019-03-25:2019-03-30", init_every="6h",
                           members=members, lead="24h", out=out / "era5-forecast.nc", progress=False)
@@ -70,7 +71,7 @@ def lorenz96(out: Path, steps: int, members: int, sigmas=(0.1,)) -> dict:
     ds = lorenz96_dataset(4000)
     summary = weather.train(ds, out / "l96-run", train_period="2000-01-01:2002-03-31", context="48h",
                             horizon="48h", net={"width": 64, "mults": [1, 2], "dropout": 0.0}, max_steps=steps,
-                            lr=1e-3, sample_steps=25, resume="auto", progress=False)
+                            lr=1e-3, sample_steps=50, resume="auto", progress=False)
     fc = weather.forecast(out / "l96-run", ds, init_period="2002-05-01:2002-09-20", init_every="72h",
                           members=members, lead="120h", out=out / "l96-forecast.nc", progress=False)
     records = weather.evaluate(fc, ds, out=out / "l96-scores")
@@ -158,12 +159,15 @@ def main(argv=None) -> int:
     p.add_argument("--era5-steps", type=int, default=1200)
     p.add_argument("--l96-steps", type=int, default=1500)
     p.add_argument("--members", type=int, default=16)
-    p.add_argument("--sample-steps", type=int, default=50)
-    p.add_argument("--sampler", default="ancestral")
+    p.add_argument("--sample-steps", type=int, default=100)
+    p.add_argument("--sampler", default="euler_maruyama")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--width", type=int, default=64, help="ERA5 U-Net base channels")
     p.add_argument("--dropout", type=float, default=0.1)
     p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--precondition", type=int, default=1, help="EDM preconditioning of the network (1/0)")
+    p.add_argument("--prediction", default="x0", help="x0, eps or v (without preconditioning)")
+    p.add_argument("--context-noise", type=float, default=0.0, help="conditioning augmentation (std, normalised)")
     p.add_argument("--results", default=str(RESULTS))
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -183,7 +187,8 @@ def main(argv=None) -> int:
             print(f"ERA5 sample not found at {ERA5}; skipping the ERA5 part", file=sys.stderr)
         else:
             res["era5"] = era5(out, args.era5_steps, args.members, args.sample_steps, args.sampler,
-                               {"width": args.width, "dropout": args.dropout}, args.weight_decay)
+                               {"width": args.width, "dropout": args.dropout}, args.weight_decay,
+                               args.context_noise, precondition=bool(args.precondition), prediction=args.prediction)
             (out / "era5.json").write_text(json.dumps(res["era5"], indent=1, default=str))
             print(json.dumps({k: v for k, v in res["era5"].items() if k != "records"}), flush=True)
     if "speed" in parts and (out / "era5-run" / "checkpoint.pt").exists():

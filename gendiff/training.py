@@ -41,6 +41,7 @@ class TrainConfig:
     batch_size: int = 32
     grad_clip: float | None = 1.0
     ema_decay: float = 0.999
+    ema_warmup: bool = True
     accumulate: int = 1
     bf16: bool = False
     log_every: int = 50
@@ -75,6 +76,14 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"TrainConfig: unknown field(s) {', '.join(unknown)}")
         return cls(**d)
+
+
+def ema_decay_at(step: int, config: TrainConfig) -> float:
+    """EMA decay after optimizer step `step` (1-based): min(ema_decay, (1 + step) / (10 + step)) with `ema_warmup`
+    (diffusers' EMAModel default), so early averages are not dominated by the random initialisation."""
+    if not config.ema_warmup:
+        return config.ema_decay
+    return min(config.ema_decay, (1.0 + step) / (10.0 + step))
 
 
 def warmup_lr(step: int, config: TrainConfig) -> float:
@@ -244,7 +253,8 @@ class Trainer:
             _seed_globals(self.config.seed, self.ctx.rank, self.step)
             self.generator.manual_seed(mix_seed(self.config.seed, 1, self.ctx.rank, self.step))
         old = state.get("config", {})
-        changed = [k for k in ("seed", "batch_size", "accumulate", "lr", "warmup_steps", "ema_decay")
+        changed = [k for k in ("seed", "batch_size", "accumulate", "lr", "warmup_steps", "ema_decay",
+                                 "ema_warmup")
                    if k in old and old[k] != getattr(self.config, k)]
         if changed:
             warnings.warn(f"{self.ckpt_path}: resuming with changed TrainConfig field(s) {', '.join(changed)}")
@@ -330,7 +340,7 @@ class Trainer:
                             self.step, losses, self.nonfinite_run, self.nonfinite_total)
             return None
         self.optimizer.step()
-        ema_update(self.ema_model, self.model, cfg.ema_decay)
+        ema_update(self.ema_model, self.model, ema_decay_at(self.step, cfg))
         self.nonfinite_run = 0
         return sum(losses) / len(losses)
 

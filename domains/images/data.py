@@ -190,8 +190,21 @@ def _fit_size(data: ImageData, image_size: int | None) -> ImageData:
     if image_size is None or data.images.shape[-1] == image_size:
         return data
     h = data.images.shape[-1]
-    images = pad_to(data.images, image_size) if data.name == "mnist" and image_size >= h else resize(data.images, image_size)
+    if data.name == "mnist" and image_size >= h:
+        images = pad_to(data.images, image_size)
+    elif data.name == "mnist" and image_size >= 28 and not _border(data.images, (h - image_size) // 2).any():
+        lo = (h - image_size) // 2  # the embedded set is 28x28 padded to 32: 28 crops the padding, pixel-exact
+        images = data.images[..., lo:lo + image_size, lo:lo + image_size].contiguous()
+    else:
+        images = resize(data.images, image_size)
     return ImageData(images, data.labels, data.classes, data.name)
+
+
+def _border(images: torch.Tensor, width: int) -> torch.Tensor:
+    """The pixels within `width` of the edge (what a centre crop would drop)."""
+    keep = torch.zeros(images.shape[-2:], dtype=torch.bool)
+    keep[width:images.shape[-2] - width, width:images.shape[-1] - width] = True
+    return images[..., ~keep]
 
 
 def load_data(spec: str, split: str = "train", *, image_size: int | None = None, channels: int | None = None,

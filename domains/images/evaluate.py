@@ -48,13 +48,13 @@ def real_reference(clf, train, test, n: int, seed: int = 0) -> dict:
 def evaluate(run: str | Path, n: int = 1000, sampler: str = "ddim", steps: int = 50, guidance: float = 3.0,
              seed: int = 0, *, unconditional_n: int | None = None, nll_n: int = 0, inception: str | None = None,
              batch_size: int = 250, device: str = "auto", samples_png: str | Path | None = None,
-             progress: bool = False, reference: bool = True, classifier_epochs: int = 12,
+             progress: bool = False, reference: bool = True, classifier_epochs: int = 12, compile: bool = False,
              **sampler_options) -> dict:
     """Metrics dict for a run: fd, kid, conditional_accuracy (class-conditional guided samples), class entropy of
     unconditional samples, optional bits/dim on `nll_n` held-out images and Inception FID from a local weights file."""
     t0 = time.perf_counter()
     run = Path(run)
-    denoiser, meta = load_run(run, device)
+    denoiser, meta = load_run(run, device, compile)
     clf, train, test = run_classifier(run, meta, progress, classifier_epochs)
     k = len(train.classes)
     conditional = meta["model"]["num_classes"] is not None

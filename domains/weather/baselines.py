@@ -39,6 +39,21 @@ def hourly_climatology(values: np.ndarray, times, train_idx: np.ndarray, valid_t
     return out
 
 
+def fit_ar(a: np.ndarray, order: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature AR(order) by least squares on consecutive rows of anomalies a (T, C); NaN pairs are left out.
+
+    Returns phi (C, order), lag 1 first, and the one-step residuals (T - order, C), 0 where a pair was left out."""
+    p = order
+    target = a[p:]
+    lags = np.stack([a[p - k:len(a) - k] for k in range(1, p + 1)], axis=-1)  # (n, C, p)
+    ok = np.isfinite(target) & np.isfinite(lags).all(-1)
+    lags0, target0 = np.where(ok[..., None], lags, 0.0), np.where(ok, target, 0.0)
+    gram = np.einsum("ncp,ncq->cpq", lags0, lags0) + 1e-6 * np.eye(p)
+    rhs = np.einsum("ncp,nc->cp", lags0, target0)
+    phi = np.linalg.solve(gram, rhs[..., None])[..., 0]  # (C, p)
+    return phi, np.where(ok, target - np.einsum("ncp,cp->nc", lags0, phi), 0.0)
+
+
 class LinearAR:
     """Per-feature AR(p) on hour-of-day anomalies with spatially correlated Gaussian noise (residual covariance)."""
 
@@ -56,15 +71,7 @@ class LinearAR:
             warnings.simplefilter("ignore", RuntimeWarning)  # never-valid features: all-NaN means stay NaN
             self.clim = {h: np.nanmean(x[hours == h], axis=0) for h in np.unique(hours)}
         a = x - np.stack([self.clim[h] for h in hours])
-        p = self.order
-        target = a[p:]
-        lags = np.stack([a[p - k:len(a) - k] for k in range(1, p + 1)], axis=-1)  # (n, C, p)
-        ok = np.isfinite(target) & np.isfinite(lags).all(-1)
-        lags0, target0 = np.where(ok[..., None], lags, 0.0), np.where(ok, target, 0.0)
-        gram = np.einsum("ncp,ncq->cpq", lags0, lags0) + 1e-6 * np.eye(p)
-        rhs = np.einsum("ncp,nc->cp", lags0, target0)
-        self.phi = np.linalg.solve(gram, rhs[..., None])[..., 0]  # (C, p)
-        resid = np.where(ok, target - np.einsum("ncp,cp->nc", lags0, self.phi), 0.0)
+        self.phi, resid = fit_ar(a, self.order)
         self.resid = (resid - resid.mean(0)) / np.sqrt(max(len(resid) - 1, 1))
         return self
 

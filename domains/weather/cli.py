@@ -36,8 +36,10 @@ def add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--width", type=int, default=96, help="U-Net base channels")
     p.add_argument("--schedule", default="cosine")
-    p.add_argument("--sampler", default="ancestral", help="default sampler stored with the run")
-    p.add_argument("--sample-steps", type=int, default=50)
+    p.add_argument("--sampler", default="euler_maruyama", help="default sampler stored with the run")
+    p.add_argument("--sample-steps", type=int, default=100)
+    p.add_argument("--calibration", type=float, default=0.15,
+                   help="fraction of the training period (its end) held out to calibrate the ensemble spread; 0: off")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     _common(p)
@@ -50,7 +52,8 @@ def run_train(args) -> int:
     summary = train(args.data, args.out, variables=args.vars, train_period=_period(args.train_period),
                     context=args.context, horizon=args.horizon, max_steps=args.steps, batch_size=args.batch_size,
                     lr=args.lr, net={"width": args.width}, schedule=args.schedule, sampler=args.sampler,
-                    sample_steps=args.sample_steps, seed=args.seed, resume=args.resume, progress=not args.quiet)
+                    sample_steps=args.sample_steps, calibration=args.calibration, seed=args.seed, resume=args.resume,
+                    progress=not args.quiet)
     print(json.dumps(summary))
     return 0
 

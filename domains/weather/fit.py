@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from gendiff.spaces import MaskedSpace
 from gendiff.training import TrainConfig, Trainer
 
 from .data import Codec, calendar_features, open_data, parse_duration, period_indices, time_step
-from .model import HourlyClimatology, WindowDataset, build_denoiser, cond_channels, window_starts
+from .model import ARBase, HourlyClimatology, WindowDataset, build_denoiser, cond_channels, window_starts
 
 NET_DEFAULTS = {"width": 64, "mults": (1, 2, 2), "blocks_per_level": 1, "heads": 4, "dropout": 0.1,
                 "learned_skip": True}
@@ -24,10 +25,21 @@ TRAIN_DEFAULTS = {"max_steps": 3000, "batch_size": 32, "lr": 5e-4, "warmup_steps
                   "grad_clip": 1.0, "log_every": 50, "ckpt_every": 500, "seed": 0}
 
 
-def make_step_fn(schedule, space):
-    """Per-window masked eps/x0 loss (core diffusion_loss) averaged over the batch."""
+def make_step_fn(schedule, space, context_noise: float = 0.0):
+    """Per-window masked eps/x0 loss (core diffusion_loss) averaged over the batch.
+
+    `context_noise` > 0 adds N(0, context_noise^2) to the known context values the network is conditioned on
+    (conditioning augmentation, Ho et al. 2022, "Cascaded diffusion models"): with a few weeks of data the network
+    otherwise keys on exact context values, memorises the training days and gives over-confident ensembles."""
     def step_fn(model, batch, generator):
-        loss = diffusion_loss(model, batch["x0"], schedule, space, mask=batch["mask"], cond=batch["cond"],
+        cond = batch["cond"]
+        if context_noise > 0:
+            x0 = batch["x0"]
+            c = x0.shape[1]
+            known = (cond[:, c:c + 1] > 0) & batch["mask"].any(-1, keepdim=True)  # context steps x valid features
+            noise = torch.randn(cond[:, :c].shape, generator=generator, device=cond.device, dtype=cond.dtype)
+            cond = torch.cat([cond[:, :c] + context_noise * noise * known, cond[:, c:]], 1)
+        loss = diffusion_loss(model, batch["x0"], schedule, space, mask=batch["mask"], cond=cond,
                               generator=generator)
         return loss.mean()
 
@@ -35,9 +47,22 @@ def make_step_fn(schedule, space):
 
 
 def train(data, out, *, variables=None, train_period=None, context="24h", horizon="24h", schedule="cosine",
-          prediction="x0", precondition=False, residual=True, net: dict | None = None, sampler="ancestral",
-          sample_steps=50, resume=False, progress=True, **config) -> dict:
-    """Fit a weather forecast model on `data` (path, Dataset or DataArray); writes a run folder `out`; returns a summary."""
+          prediction="x0", precondition=True, residual=True, base: str | None = "linear", ar_order: int = 2,
+          net: dict | None = None, sampler="euler_maruyama", sample_steps=100, context_noise: float = 0.0,
+          calibration: float = 0.15, resume=False, progress=True, **config) -> dict:
+    """Fit a weather forecast model on `data` (path, Dataset or DataArray); writes a run folder `out`; returns a summary.
+
+    The network generates the horizon as departures from `base`: "linear" (a per-feature AR(`ar_order`) mean
+    forecast fitted on the training period, model.ARBase), or None (from the last context step when `residual`,
+    else the anomalies themselves). `context_noise`: see make_step_fn. `calibration`: the fraction of the training
+    period, at its end, kept from the network and used to fit the ensemble spread calibration (calibrate.py);
+    0 turns it off. The codec, climatology and AR base use the whole period."""
+    if not 0.0 <= calibration < 0.5:
+        raise ConfigError(f"calibration={calibration!r} must be in [0, 0.5)")
+    if not context_noise >= 0:
+        raise ConfigError(f"context_noise={context_noise!r} must be >= 0")
+    if base not in (None, "linear"):
+        raise ConfigError(f"base={base!r}: expected 'linear' or None")
     label = str(data) if isinstance(data, (str, Path)) else "data"
     ds = open_data(data, variables, name=label)
     step = time_step(ds)
@@ -51,7 +76,9 @@ def train(data, out, *, variables=None, train_period=None, context="24h", horizo
             raise DataError(f"{label}: variable '{v}' is all NaN in the training period {train_period}")
     values = codec.encode(ds, label)
     times = ds["time"].values
-    starts = window_starts(len(times), idx, ctx_steps + hor_steps, values, ctx_steps)
+    n_hold = int(round(len(idx) * calibration))
+    idx_net, idx_hold = idx[:len(idx) - n_hold], idx[len(idx) - n_hold:]
+    starts = window_starts(len(times), idx_net, ctx_steps + hor_steps, values, ctx_steps)
     unknown = sorted(set(config) - set(TRAIN_DEFAULTS) - {f for f in TrainConfig.__dataclass_fields__})
     if unknown:
         raise ConfigError(f"train: unknown option(s) {', '.join(unknown)}")
@@ -70,7 +97,9 @@ def train(data, out, *, variables=None, train_period=None, context="24h", horizo
         "train_period": [str(pd.Timestamp(times[idx[0]])), str(pd.Timestamp(times[idx[-1]]))],
         "time_step_seconds": step.total_seconds(), "context_steps": ctx_steps, "horizon_steps": hor_steps,
         "schedule": schedule_config(sched), "prediction": prediction, "precondition": bool(precondition),
-        "residual": bool(residual),
+        "residual": bool(residual), "base": base, "ar_order": int(ar_order),
+        "context_noise": float(context_noise), "calibration": float(calibration),
+        "network_period": [str(pd.Timestamp(times[idx_net[0]])), str(pd.Timestamp(times[idx_net[-1]]))],
         # day of year only when the training data span a year: with less it is a key to memorise single days
         "day_of_year": bool(pd.Timedelta(times[idx[-1]] - times[idx[0]]) >= pd.Timedelta(days=365)),
         "net": net_cfg, "codec": codec.to_config(),
@@ -91,10 +120,24 @@ def train(data, out, *, variables=None, train_period=None, context="24h", horizo
     clim = HourlyClimatology.fit(values, times, idx)
     torch_save_atomic(clim.state(), out / "climatology.pt")
     values = values - clim.at(times)
-    dataset = WindowDataset(values, calendar_features(times, run_cfg["day_of_year"]), starts, ctx_steps, hor_steps, residual=bool(residual))
-    trainer = Trainer(denoiser, make_step_fn(sched, MaskedSpace()), dataset, tcfg, out,
+    ar = None
+    if base == "linear":
+        ar = ARBase.fit(values, idx, int(ar_order), starts, ctx_steps, hor_steps)
+        torch_save_atomic(ar.state(), out / "ar.pt")
+    dataset = WindowDataset(values, calendar_features(times, run_cfg["day_of_year"]), starts, ctx_steps, hor_steps,
+                            residual=bool(residual), base=ar)
+    trainer = Trainer(denoiser, make_step_fn(sched, MaskedSpace(), float(context_noise)), dataset, tcfg, out,
                       resume="auto" if resume == "auto" else bool(resume))
     summary = trainer.fit()
     summary.update(parameters=int(sum(p.numel() for p in denoiser.parameters())), windows=int(len(starts)),
                    run=str(out))
+    from . import calibrate
+
+    (out / calibrate.FILE).unlink(missing_ok=True)
+    inits = calibrate.calibration_inits(idx_hold, hor_steps, int(idx[-1])) if n_hold else np.empty(0, int)
+    if len(inits) >= 2:
+        summary["calibration"] = calibrate.fit_spread_calibration(out, ds, inits)
+    elif n_hold:
+        warnings.warn(f"{label}: the last {calibration:.0%} of the training period holds {len(inits)} init time(s) "
+                      "with a full horizon; the ensemble spread is left uncalibrated")
     return summary

@@ -36,7 +36,10 @@ def sample_windows(run: Run, window: torch.Tensor, calendar: torch.Tensor, *, sa
     """Fill the horizon of windows (B, L, C) whose first `context` steps are known; returns (B, L, C)."""
     valid = torch.from_numpy(run.codec.valid)
     residual = bool(run.config.get("residual", False))
-    _, mask, cond = make_inputs(window, calendar, run.context, valid, residual)
+    base = scale = None
+    if run.ar is not None:
+        base, scale = run.ar.window_base(window, run.context), run.ar.window_scale(window.shape[1], run.context)
+    _, mask, cond = make_inputs(window, calendar, run.context, valid, residual, base, scale)
     horizon = torch.zeros(run.context + run.horizon, dtype=torch.bool)
     horizon[run.context:] = True
     gen_mask = valid[None, :, None] & horizon[None, None, :]
@@ -46,7 +49,9 @@ def sample_windows(run: Run, window: torch.Tensor, calendar: torch.Tensor, *, sa
     x0 = sample(sampler, run.denoiser, x_T, run.denoiser.schedule, run.space, steps, mask=gen_mask, cond=cond,
                 generator=generator, progress=progress)
     out = x0.transpose(1, 2).clone()
-    if residual:
+    if base is not None:
+        out = out * scale + base
+    elif residual:
         out = out + anchor_of(window, run.context)[:, None, :]
     out[:, :run.context] = window[:, :run.context]
     out[:, :, ~valid] = float("nan")
@@ -84,8 +89,10 @@ def rollout(run: Run, values: np.ndarray, times: np.ndarray, init_idx: np.ndarra
 
 def forecast(run, data, *, init_period=None, init_times=None, init_every="6h", members: int = 16, lead="24h",
              sampler: str | None = None, steps: int | None = None, seed: int = 0, batch_size: int = 256,
-             out=None, progress: bool = True) -> xr.Dataset:
-    """Ensemble forecasts from every init time in init_period (or the given init_times); optionally written to out."""
+             out=None, progress: bool = True, calibrated: bool = True) -> xr.Dataset:
+    """Ensemble forecasts from every init time in init_period (or the given init_times); optionally written to out.
+
+    `calibrated`: rescale members about their mean by the run's spread calibration (calibrate.py), when it has one."""
     run = run if isinstance(run, Run) else load_run(run)
     label = str(data) if isinstance(data, (str, Path)) else "data"
     ds = open_data(data, run.codec.variables, name=label)
@@ -117,11 +124,16 @@ def forecast(run, data, *, init_period=None, init_times=None, init_every="6h", m
     arr = rollout(run, values, times, idx, n_lead, members, sampler=sampler, steps=steps, seed=seed,
                   batch_size=batch_size, progress=progress)
     seconds = time.perf_counter() - t0
+    from . import calibrate
+
+    calib = calibrate.load(run.path) if calibrated else None
+    if calib is not None:
+        arr = calibrate.apply(arr, calib["factors"], run.codec)
     valid = times[idx][:, None] + (times[1] - times[0]) * np.arange(1, n_lead + 1)[None, :]
     arr = arr + run.climatology.at(valid)[:, None]
     attrs = {"gendiff_run": str(run.path), "gendiff_model_source": run.config["source"],
              "train_period": " to ".join(run.config["train_period"]), "sampler": sampler, "sampler_steps": steps,
-             "seed": seed, "forecast_seconds": round(seconds, 3),
+             "seed": seed, "forecast_seconds": round(seconds, 3), "spread_calibration": int(calib is not None),
              "history": f"gendiff weather forecast, {len(idx)} inits x {members} members x {n_lead} leads"}
     result = forecast_dataset(run.codec, arr, ds["time"].values[idx], step, attrs=attrs)
     if out is not None:

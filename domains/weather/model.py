@@ -31,16 +31,93 @@ def anchor_of(window: torch.Tensor, context: int) -> torch.Tensor:
     return torch.where(torch.isfinite(last), last, torch.zeros((), dtype=last.dtype))
 
 
+class ARBase:
+    """Per-feature AR(p) mean forecast of anomalies, rolled from the context over the horizon.
+
+    With `base="linear"` the network generates the departures of the future from this deterministic forecast (as
+    CorrDiff generates residuals of a regression model): the linear part of the predictability is exact from the
+    start, and the network's capacity goes to the state-dependent, spatially correlated error distribution."""
+
+    def __init__(self, phi, scale=None):
+        self.phi = torch.as_tensor(np.asarray(phi), dtype=torch.float32)  # (C, p), lag 1 first
+        self.scale = None if scale is None else torch.as_tensor(np.asarray(scale), dtype=torch.float32)  # (H, C)
+
+    @classmethod
+    def fit(cls, values: np.ndarray, index: np.ndarray, order: int = 2, starts: np.ndarray | None = None,
+            context: int | None = None, horizon: int | None = None) -> "ARBase":
+        """Least-squares AR(order) per feature on values[index]; with training window `starts`, also the RMS error
+        of its forecast per lead and feature (`scale`, H x C), by which the generated departures are divided so
+        that the network sees unit-variance targets at every lead (the diffusion schedules assume unit-variance
+        data; the departures grow from a few hundredths of a standard deviation at the first step)."""
+        from .baselines import fit_ar
+
+        phi, _ = fit_ar(np.asarray(values[index], dtype=np.float64), order)
+        ar = cls(phi)
+        if starts is not None:
+            sq, n = np.zeros((horizon, values.shape[1])), np.zeros((horizon, values.shape[1]))
+            for chunk in np.array_split(np.asarray(starts), max(1, len(starts) // 256)):
+                w = torch.from_numpy(np.stack([values[s:s + context + horizon] for s in chunk]))
+                err = (w - ar.window_base(w, context))[:, context:].double().numpy()
+                ok = np.isfinite(err)
+                sq += np.where(ok, err, 0.0).__pow__(2).sum(0)
+                n += ok.sum(0)
+            rms = np.sqrt(sq / np.maximum(n, 1))
+            floor = max(1e-3, 1e-2 * float(np.nanmax(rms)))
+            ar.scale = torch.from_numpy(np.where(n > 0, np.maximum(rms, floor), 1.0)).float()
+        return ar
+
+    @property
+    def order(self) -> int:
+        return int(self.phi.shape[1])
+
+    def window_base(self, window: torch.Tensor, context: int) -> torch.Tensor:
+        """(B, L, C): the context as given (NaN -> 0), then the AR mean from the last `order` context steps."""
+        known = torch.nan_to_num(window[:, :context], nan=0.0)
+        if context < self.order:
+            raise DataError(f"the AR base needs a context of at least {self.order} steps, got {context}")
+        phi = self.phi.to(known)
+        lags = [known[:, context - 1 - k] for k in range(self.order)]
+        steps = []
+        for _ in range(window.shape[1] - context):
+            nxt = sum(phi[:, k] * lags[k] for k in range(self.order))
+            steps.append(nxt)
+            lags = [nxt] + lags[:-1]
+        return torch.cat([known, torch.stack(steps, 1)], 1) if steps else known
+
+    def window_scale(self, length: int, context: int) -> torch.Tensor:
+        """(L, C): 1 over the context, `scale` over the horizon (ones without a fitted scale)."""
+        out = torch.ones(length, self.phi.shape[0])
+        if self.scale is not None:
+            if length - context != self.scale.shape[0]:
+                raise DataError(f"AR scale was fitted for a {self.scale.shape[0]}-step horizon, not {length - context}")
+            out[context:] = self.scale
+        return out
+
+    def state(self) -> dict:
+        return {"phi": self.phi, **({} if self.scale is None else {"scale": self.scale})}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "ARBase":
+        scale = state.get("scale")
+        return cls(state["phi"].numpy(), None if scale is None else scale.numpy())
+
+
 def make_inputs(window: torch.Tensor, calendar: torch.Tensor, context: int, valid: torch.Tensor,
-                residual: bool = True):
+                residual: bool = True, base: torch.Tensor | None = None, scale: torch.Tensor | None = None):
     """window (B, L, C) normalised with NaN; first `context` steps known -> x0, mask, cond, each (B, *, L).
 
-    x0: the window (NaN filled by 0), taken relative to its last context step when `residual` (the model generates
-    departures from persistence, as tendency-predicting weather models do); mask: finite horizon entries of features
-    that are ever valid (what is generated and scored); cond: [context values as given (0 where unknown), context flag
-    per step, calendar features], so the network sees the absolute state it starts from.
+    x0: the window (NaN filled by 0), taken relative to `base` (B, L, C) when given (ARBase.window_base), else to its
+    last context step when `residual` (the model generates departures from persistence, as tendency-predicting
+    weather models do), and divided by `scale` (L, C) when given (ARBase.window_scale); mask: finite horizon entries of features that are ever valid (what is generated and
+    scored); cond: [context values as given (0 where unknown), context flag per step, calendar features], so the
+    network sees the absolute state it starts from.
     """
-    target = window - anchor_of(window, context)[:, None, :] if residual else window
+    if base is not None:
+        target = window - base
+        if scale is not None:
+            target = target / scale.to(target)
+    else:
+        target = window - anchor_of(window, context)[:, None, :] if residual else window
     window, target = window.transpose(1, 2), target.transpose(1, 2)  # (B, C, L)
     finite = torch.isfinite(window)
     zero = torch.zeros((), dtype=window.dtype)
@@ -58,8 +135,9 @@ class WindowDataset(torch.utils.data.Dataset):
     """All windows of length context + horizon starting at `starts` over normalised values (T, C)."""
 
     def __init__(self, values: np.ndarray, calendar: np.ndarray, starts: np.ndarray, context: int, horizon: int,
-                 residual: bool = True):
+                 residual: bool = True, base: ARBase | None = None):
         self.values, self.calendar, self.residual = torch.from_numpy(values), torch.from_numpy(calendar), residual
+        self.base = base
         self.starts, self.context, self.length = np.asarray(starts), context, context + horizon
         self.valid = torch.from_numpy(np.isfinite(values).any(0))
 
@@ -68,8 +146,12 @@ class WindowDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int):
         s = int(self.starts[i])
-        x0, mask, cond = make_inputs(self.values[None, s:s + self.length], self.calendar[None, s:s + self.length],
-                                     self.context, self.valid, self.residual)
+        window = self.values[None, s:s + self.length]
+        base = scale = None
+        if self.base is not None:
+            base, scale = self.base.window_base(window, self.context), self.base.window_scale(self.length, self.context)
+        x0, mask, cond = make_inputs(window, self.calendar[None, s:s + self.length], self.context, self.valid,
+                                     self.residual, base, scale)
         return {"x0": x0[0], "mask": mask[0], "cond": cond[0]}
 
 
@@ -139,6 +221,7 @@ class Run:
     denoiser: Denoiser
     space: MaskedSpace
     climatology: HourlyClimatology
+    ar: ARBase | None = None
 
     @property
     def context(self) -> int:
@@ -197,4 +280,5 @@ def load_run(path) -> Run:
     denoiser.load_state_dict(state["ema"])
     denoiser.eval().requires_grad_(False)
     clim = HourlyClimatology.from_state(torch_load_safe(path / "climatology.pt"))
-    return Run(path, config, codec, denoiser, MaskedSpace(), clim)
+    ar = ARBase.from_state(torch_load_safe(path / "ar.pt")) if config.get("base") == "linear" else None
+    return Run(path, config, codec, denoiser, MaskedSpace(), clim, ar)

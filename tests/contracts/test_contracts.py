@@ -27,9 +27,11 @@ class _Linear(torch.nn.Module):
     def __init__(self):
         super().__init__()
         self.calls = 0
+        self.rows = 0
 
     def forward(self, x, t, *, mask=None, cond=None):
         self.calls += 1
+        self.rows += x.shape[0]
         shift = 0.0 if cond is None else 0.3 * cond
         return 0.5 * x + 0.1 * t.reshape(-1, *([1] * (x.dim() - 1))) + shift
 
@@ -90,7 +92,15 @@ class TestDenseConditioningContract:
         plain, *_ = self._run(name, schedule_name, kind, cond=cond, null_cond=null, guidance=1.0)
         guided, model, *_ = self._run(name, schedule_name, kind, cond=cond, null_cond=null, guidance=3.0)
         assert not torch.allclose(plain, guided)
-        assert model.calls == 2 * samplers.nfe(name, 4, schedules.get_schedule(schedule_name))
+        n = samplers.nfe(name, 4, schedules.get_schedule(schedule_name))
+        rows = _setup(kind)[1].shape[0]
+        assert model.rows == 2 * n * rows  # conditional and unconditional eps at every evaluation
+        # without a mask the two passes are one batched call; masked, or with cfg_batch=False, two calls
+        assert model.calls == (n if kind == "euclidean" else 2 * n)
+        apart, model2, *_ = self._run(name, schedule_name, kind, cond=cond, null_cond=null, guidance=3.0,
+                                      cfg_batch=False)
+        assert model2.calls == 2 * n
+        torch.testing.assert_close(apart, guided, atol=1e-6, rtol=1e-6)
 
 
 @pytest.mark.parametrize("kind", ["euclidean", "masked", "zero_com", "product"])

@@ -77,20 +77,22 @@ def test_grad_accumulation_matches_full_batch(tmp_path):
     assert not torch.equal(params(full.model)[0], params(script.make_model(False))[0])
 
 
-def test_ema_math(tmp_path):
+@pytest.mark.parametrize("warmup", [False, True])
+def test_ema_math(tmp_path, warmup):
     seen = []
 
     def step_fn(model, batch, generator):
         seen.append(params(model))
         return script.make_step_fn(False)(model, batch, generator)
 
-    trainer = make(tmp_path, step_fn=step_fn, ema_decay=0.8, max_steps=4)
+    trainer = make(tmp_path, step_fn=step_fn, ema_decay=0.8, ema_warmup=warmup, max_steps=4)
     ema = params(trainer.ema_model)
     assert all(torch.equal(e, p) for e, p in zip(ema, params(trainer.model)))
     assert all(not p.requires_grad for p in trainer.ema_model.parameters())
     trainer.fit()
-    for theta in seen[1:] + [params(trainer.model)]:
-        ema = [0.8 * e + 0.2 * t for e, t in zip(ema, theta)]
+    for n, theta in enumerate(seen[1:] + [params(trainer.model)], start=1):
+        d = min(0.8, (1 + n) / (10 + n)) if warmup else 0.8  # warm-up: 2/11, 3/12, 4/13, 5/14 < 0.8
+        ema = [d * e + (1 - d) * t for e, t in zip(ema, theta)]
     for e, got in zip(ema, params(trainer.ema_model)):
         torch.testing.assert_close(got, e, atol=1e-7, rtol=1e-6)
     assert not torch.allclose(ema[0], params(trainer.model)[0])

@@ -62,6 +62,18 @@ def test_dataarray_input_and_write_atomic(tmp_path):
     xr.testing.assert_identical(open_data(path).load(), ds[["t", "p"]])
 
 
+def test_zarr_round_trip(tmp_path):
+    pytest.importorskip("zarr")
+    ds = multi_var_dataset()
+    path = write_dataset(ds, tmp_path / "x.zarr")
+    assert [p.name for p in tmp_path.iterdir()] == ["x.zarr"]  # no temporary store left behind
+    back = open_data(path, ["t"]).load()
+    xr.testing.assert_allclose(back, ds[["t"]])
+    assert back["t"].attrs == ds["t"].attrs and back.attrs == ds.attrs
+    write_dataset(ds.isel(time=slice(0, 5)), path)  # overwriting replaces the store
+    assert open_data(path, ["t"]).sizes["time"] == 5
+
+
 def _err(excinfo, *words):
     msg = str(excinfo.value)
     for w in words:

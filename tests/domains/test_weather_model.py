@@ -16,7 +16,7 @@ from gendiff.schedules import get_schedule
 from gendiff.spaces import MaskedSpace
 from gendiff.domains import weather
 from gendiff.domains.weather.data import Codec, calendar_features
-from gendiff.domains.weather.model import WindowDataset, build_denoiser, cond_channels
+from gendiff.domains.weather.model import ARBase, WindowDataset, build_denoiser, cond_channels
 from gendiff.domains.weather.unet1d import UNet1D
 
 torch.set_num_threads(1)
@@ -62,6 +62,50 @@ def test_nan_cells_never_reach_the_loss():
     torch.testing.assert_close(loss, loss_poisoned)
 
 
+def test_ar_base_recovers_coefficients_and_rolls_the_recursion():
+    rng = np.random.default_rng(0)
+    phi = np.array([[1.5, -0.6], [0.5, 0.2], [0.0, 0.0]])  # (C, p): two stationary AR(2) features, one white
+    a = np.zeros((5000, 3))
+    for i in range(2, len(a)):
+        a[i] = phi[:, 0] * a[i - 1] + phi[:, 1] * a[i - 2] + rng.normal(0, 1, 3)
+    a[100:103, 1] = np.nan  # gaps are left out of the fit
+    ar = ARBase.fit(a.astype(np.float32), np.arange(len(a)), order=2)
+    np.testing.assert_allclose(ar.phi.numpy(), phi, atol=0.05)
+    window = torch.from_numpy(a[None, 1000:1012].astype(np.float32))
+    window[:, 6:] = float("nan")  # horizon unknown
+    window[0, 5, 2] = float("nan")  # a missing context value counts as 0 (the anomaly mean)
+    base = ar.window_base(window, 6)
+    assert base.shape == window.shape and torch.isfinite(base).all()
+    torch.testing.assert_close(base[:, :6], torch.nan_to_num(window[:, :6]))
+    x = base[0, :6].double().tolist()
+    p = ar.phi.double()
+    for j in range(6, 12):
+        x.append((p[:, 0] * torch.tensor(x[-1]) + p[:, 1] * torch.tensor(x[-2])).tolist())
+        torch.testing.assert_close(base[0, j].double(), torch.tensor(x[-1], dtype=torch.float64), atol=1e-5, rtol=1e-5)
+    with pytest.raises(DataError, match="context of at least 2"):
+        ar.window_base(window, 1)
+
+
+def test_spread_calibration_rescales_about_the_mean():
+    from types import SimpleNamespace
+
+    from gendiff.domains.weather.calibrate import apply, calibration_inits
+
+    rng = np.random.default_rng(1)
+    values = rng.normal(size=(5, 8, 4, 3)).astype(np.float32)
+    values[:, :, :, 2] = np.nan  # a never-valid feature
+    codec = SimpleNamespace(variables=["a", "b"], sizes=[2, 1])
+    out = apply(values, {"a": [2.0, 0.5], "b": [3.0]}, codec)
+    np.testing.assert_allclose(out.mean(1)[..., :2], values.mean(1)[..., :2], atol=1e-5)  # mean kept
+    dev, dev0 = out - out.mean(1, keepdims=True), values - values.mean(1, keepdims=True)
+    np.testing.assert_allclose(dev[:, :, 0, :2], 2.0 * dev0[:, :, 0, :2], atol=1e-5)
+    np.testing.assert_allclose(dev[:, :, 3, :2], 0.5 * dev0[:, :, 3, :2], atol=1e-5)  # beyond: the last factor
+    assert np.isnan(out[..., 2]).all()
+    np.testing.assert_array_equal(apply(values[:, :1], {"a": [2.0]}, codec), values[:, :1])  # one member: as is
+    inits = calibration_inits(np.arange(100, 130), horizon=6, last=129, n=4)
+    assert len(inits) == 4 and inits.min() >= 100 and inits.max() + 6 <= 129
+
+
 def test_unet1d_shapes_and_odd_lengths():
     net = UNet1D(5, 3, width=16, mults=(1, 2, 2))
     for length in (7, 16, 33):
@@ -89,6 +133,9 @@ def test_tiny_end_to_end(tmp_path):
     assert len(records) == 4 * 9
     assert all(r["crps"] is not None and r["crps"] >= 0 for r in records)
     assert set(records[0]) >= {"variable", "lead_time_hours", "system", "crps", "rmse", "spread", "ssr"}
+    calib = json.loads((tmp_path / "run" / "calibration.json").read_text())
+    assert len(calib["factors"]["t2m"]) == 6 and fc.attrs["spread_calibration"] == 1
+    assert all(0.5 <= k <= 5.0 for k in calib["factors"]["t2m"])
     for name in ("skill.png", "rank_histogram.png", "maps_t2m.png", "scores.json"):
         assert (tmp_path / "scores" / name).stat().st_size > 0
     with pytest.raises(DataError, match="outside the data"):
