@@ -154,7 +154,7 @@ def speed(args) -> dict:
     }
     body = [
         "## Speed: gendiff U-Net vs diffusers 0.42 UNet2DModel",
-        f"- command: `nice -n 10 python {' '.join(sys.argv)}`",
+        f"- command: `python {' '.join(sys.argv)}`",
         f"- machine: {out['device']}",
         f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
         f"- config: {cfg}, 32x32x1, 10 classes + null; parameters gendiff {n_ours:,} vs diffusers {n_theirs:,} "
@@ -219,7 +219,7 @@ def write_quality(args, summary: dict, train_s: float, results: list, pending: l
     body = [
         f"## Quality: embedded MNIST (5,000 digits, {args.image_size}x{args.image_size}; 4,000 train / 1,000 held out), "
         "CPU, time-budgeted",
-        f"- command: `nice -n 10 python {' '.join(sys.argv)}`"
+        f"- command: `python {' '.join(sys.argv)}`"
         + (" (training by the same command without --eval-only, stopped once training had finished)"
            if args.eval_only else ""),
         f"- machine: {machine(torch.device('cpu'))}" + (f"; {args.note}" if args.note else ""),

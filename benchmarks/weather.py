@@ -110,8 +110,11 @@ def write_results(res: dict, command: str) -> str:
         e = res["era5"]
         tr = e["train"]
         lines += ["### ERA5 UK 2 m temperature (33 x 49 grid, hourly, March 2019)", "",
-                  f"Train 1-24 March ({tr['windows']} windows of 24 h context + 24 h horizon, {tr['step']} steps, "
-                  f"{tr['parameters']:,} parameters, {e['train_seconds']:.0f} s); forecast every 6 h init of 25-30 "
+                  f"Train 1-24 March: AR(2) base, codec and climatology on all of it; the network on its first 85% "
+                  f"({tr['windows']} windows of 24 h context + 24 h horizon, {tr['step']} steps, "
+                  f"{tr['parameters']:,} parameters); the ensemble calibration (mean shrinkage and spread, "
+                  f"domains/weather/calibrate.py) on {len(tr.get('calibration', {}).get('inits', []))} inits in the "
+                  f"last 15%; {e['train_seconds']:.0f} s in all. Forecast every 6 h init of 25-30 "
                   f"March ({e['inits']} inits x {e['members']} members) to 24 h ({e['forecast_seconds']:.0f} s). "
                   "CRPS in K, cos(latitude)-weighted; persistence is a one-member ensemble (CRPS = MAE); "
                   "climatology = the training days' values at the valid hour; linear = per-point AR(2) on hour-of-day "

@@ -1,10 +1,15 @@
-"""Spread calibration: per-lead, per-variable inflation of the ensemble about its mean, fitted on held-out days.
+"""Ensemble calibration fitted on held-out days: per variable and lead, shrink the mean departure, inflate the spread.
 
-A diffusion model fitted to a few weeks of data is over-confident (its members agree more than its errors warrant).
-`fit_spread_calibration` forecasts from init times in the last part of the training period, which the network did
-not train on, and sets, per variable and lead, k = RMSE(ensemble mean) / (sqrt((M+1)/M) spread), the factor that
-makes the spread-skill ratio of those forecasts 1 (Fortin et al. 2014). `apply` rescales members about their mean
-by k; the ensemble mean is unchanged. Leads beyond the calibrated ones reuse the last factor.
+A diffusion model fitted to a few weeks of data is over-confident: its members agree more than its errors warrant,
+and part of the departure of its ensemble mean from the AR base forecast is noise learnt from the training days.
+`fit_calibration` forecasts from init times in the last part of the training period, which the network did not
+train on, and fits per variable and lead (EMOS-style post-processing, Gneiting et al. 2005):
+  a = clip(<d, e> / <d, d>, 0, 1), d = ensemble mean - base, e = truth - base   (least-squares shrinkage), then
+  k = RMSE(base + a d) / (sqrt((M+1)/M) spread)                                  (spread-skill ratio 1, Fortin 2014),
+where the RMSE is the AR base's RMS error over all network-training windows times the held-out ratio
+RMSE(base + a d) / RMSE(base): a few held-out days alone set the error level by their weather (calm or stormy).
+`apply` returns base + a (mean - base) + k (member - mean). Leads beyond the calibrated ones reuse the last values.
+Without an AR base only k is fitted (a = 1).
 """
 from __future__ import annotations
 
@@ -27,33 +32,51 @@ def calibration_inits(idx_hold: np.ndarray, horizon: int, last: int, n: int = 16
     return np.unique(ok[np.linspace(0, len(ok) - 1, min(n, len(ok))).round().astype(int)])
 
 
-def fit_spread_calibration(run_dir, ds, init_idx: np.ndarray, members: int = 16, seed: int = 12345) -> dict:
-    """Forecast from `init_idx` with the run's network (no calibration yet), score, write calibration.json."""
-    from .forecasting import forecast
-    from .metrics import score
-    from .scoring import truth_at_valid_time
+def fit_calibration(run_dir, ds, init_idx: np.ndarray, members: int = 16, seed: int = 12345) -> dict:
+    """Forecast from `init_idx` with the run's network (uncalibrated), fit a and k, write calibration.json."""
+    from .forecasting import base_trajectory, rollout
+    from .model import load_run
 
+    run = load_run(run_dir)
     times = ds["time"].values
-    lead = f"{int(round(_horizon_hours(run_dir)))}h"
-    fc = forecast(run_dir, ds, init_times=times[init_idx], members=members, lead=lead, seed=seed, progress=False,
-                  calibrated=False)
-    factors, ssr = {}, {}
-    for v in fc.data_vars:
-        truth = truth_at_valid_time(ds[v], fc["valid_time"])
-        s = score(fc[v], truth)
-        raw = np.sqrt(members / (members + 1.0)) * s["rmse"].values / s["spread"].values
-        raw = np.where(np.isfinite(raw), raw, 1.0)
-        factors[str(v)] = np.clip(raw, *LIMITS).round(4).tolist()
-        ssr[str(v)] = s["ssr"].values.round(4).tolist()
-    out = {"factors": factors, "raw_ssr": ssr, "members": members, "inits": [str(t)[:16] for t in times[init_idx]],
-           "method": "k = RMSE / (sqrt((M+1)/M) spread) per variable and lead on held-out training days"}
+    values = run.codec.encode(ds) - run.climatology.at(times)
+    n_lead = run.horizon
+    ens = rollout(run, values, times, init_idx, n_lead, members, sampler=run.config["sampler"],
+                  steps=int(run.config["sample_steps"]), seed=seed, progress=False).astype(np.float64)
+    truth = np.stack([values[i + 1:i + 1 + n_lead] for i in init_idx]).astype(np.float64)
+    base = base_trajectory(run, values, init_idx, n_lead)
+    mean = ens.mean(1)
+    base = mean if base is None else base.astype(np.float64)
+    shrink, factors, raw_ssr = {}, {}, {}
+    start = 0
+    for v, size in zip(run.codec.variables, run.codec.sizes):
+        sl = slice(start, start + size)
+        start += size
+        d, e = mean[..., sl] - base[..., sl], truth[..., sl] - base[..., sl]
+        ok = np.isfinite(d) & np.isfinite(e)
+        d, e = np.where(ok, d, 0.0), np.where(ok, e, 0.0)
+        dd = (d * d).sum((0, 2))
+        a = np.clip(np.where(dd > 0, (d * e).sum((0, 2)) / np.maximum(dd, 1e-300), 1.0), 0.0, 1.0)
+        n = np.maximum(ok.sum((0, 2)), 1)
+        rmse_raw = np.sqrt(((d - e) ** 2).sum((0, 2)) / n)
+        rmse = np.sqrt(((a[None, :, None] * d - e) ** 2).sum((0, 2)) / n)
+        if run.ar is not None and run.ar.scale is not None:
+            # error level from the AR base's RMS error over all network-training windows (weeks, not the few
+            # held-out days, whose weather may be calmer or stormier than usual), times the held-out gain of a
+            rmse_base = np.sqrt((e ** 2).sum((0, 2)) / n)
+            level = np.sqrt((run.ar.scale[:, sl].double().numpy() ** 2).mean(1))
+            rmse = level * np.where(rmse_base > 0, rmse / np.maximum(rmse_base, 1e-300), 1.0)
+        var = np.where(ok[:, None], ens[..., sl], np.nan).var(1, ddof=1)
+        spread = np.sqrt(np.nansum(var, axis=(0, 2)) / n)
+        c = np.sqrt((members + 1.0) / members)
+        k = np.where(spread > 0, rmse / np.maximum(c * spread, 1e-300), 1.0)
+        shrink[v] = a.round(4).tolist()
+        factors[v] = np.clip(k, *LIMITS).round(4).tolist()
+        raw_ssr[v] = np.where(rmse_raw > 0, c * spread / np.maximum(rmse_raw, 1e-300), np.nan).round(4).tolist()
+    out = {"shrink": shrink, "factors": factors, "raw_ssr": raw_ssr, "members": members,
+           "inits": [str(t)[:16] for t in times[init_idx]], "method": __doc__.split("\n\n")[0]}
     write_json_atomic(Path(run_dir) / FILE, out)
     return out
-
-
-def _horizon_hours(run_dir) -> float:
-    cfg = json.loads((Path(run_dir) / "config.json").read_text())
-    return cfg["horizon_steps"] * cfg["time_step_seconds"] / 3600.0
 
 
 def load(run_dir) -> dict | None:
@@ -61,17 +84,23 @@ def load(run_dir) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def apply(values: np.ndarray, factors: dict, codec) -> np.ndarray:
-    """values (I, M, L, C) normalised ensemble -> members rescaled about their mean by k[variable][lead]."""
-    if values.shape[1] < 2:
+def apply(values: np.ndarray, calib: dict, codec, base: np.ndarray | None = None) -> np.ndarray:
+    """values (I, M, L, C) normalised ensemble, base (I, L, C) or None -> base + a (mean - base) + k (member - mean)."""
+    if values.shape[1] < 2 and base is None:
         return values
-    out = values.copy()
     mean = values.mean(1, keepdims=True)  # NaN cells are NaN in every member and stay NaN
+    out = values.copy()
+    idx = np.arange(values.shape[2])
     start = 0
     for v, size in zip(codec.variables, codec.sizes):
-        k = np.asarray(factors.get(v, [1.0]), dtype=values.dtype)
-        k = k[np.minimum(np.arange(values.shape[2]), len(k) - 1)]  # beyond the calibrated leads: the last factor
         sl = slice(start, start + size)
-        out[:, :, :, sl] = mean[:, :, :, sl] + k[None, None, :, None] * (values[:, :, :, sl] - mean[:, :, :, sl])
         start += size
+        k = np.asarray(calib.get("factors", {}).get(v, [1.0]), dtype=values.dtype)
+        a = np.asarray(calib.get("shrink", {}).get(v, [1.0]), dtype=values.dtype)
+        k, a = k[np.minimum(idx, len(k) - 1)], a[np.minimum(idx, len(a) - 1)]  # beyond: the last values
+        centre = mean[..., sl]
+        if base is not None:
+            b = base[:, None, :, sl].astype(values.dtype)
+            centre = b + a[None, None, :, None] * (centre - b)
+        out[..., sl] = centre + k[None, None, :, None] * (values[..., sl] - mean[..., sl])
     return out

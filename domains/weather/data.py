@@ -268,7 +268,9 @@ def write_dataset(ds: xr.Dataset, path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
         try:
-            ds.to_zarr(tmp / "store.zarr", mode="w")
+            # zarr format 2: read by every zarr implementation (v3 has no spec yet for fixed-width strings)
+            zarr_major = int(importlib.import_module("zarr").__version__.split(".")[0])
+            ds.to_zarr(tmp / "store.zarr", mode="w", **({"zarr_format": 2} if zarr_major >= 3 else {}))
             if path.exists():
                 shutil.rmtree(path)
             os.replace(tmp / "store.zarr", path)

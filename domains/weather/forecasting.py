@@ -58,6 +58,17 @@ def sample_windows(run: Run, window: torch.Tensor, calendar: torch.Tensor, *, sa
     return out
 
 
+def base_trajectory(run: Run, values: np.ndarray, init_idx: np.ndarray, n_lead: int) -> np.ndarray | None:
+    """(I, n_lead, C): the AR base forecast from each init's context (None for runs without an AR base)."""
+    if run.ar is None:
+        return None
+    ctx = run.context
+    w = np.full((len(init_idx), ctx + n_lead, values.shape[1]), np.nan, dtype=np.float32)
+    w[:, :ctx] = np.stack([values[i - ctx + 1:i + 1] for i in init_idx])
+    with torch.no_grad():
+        return run.ar.window_base(torch.from_numpy(w), ctx)[:, ctx:].numpy()
+
+
 def rollout(run: Run, values: np.ndarray, times: np.ndarray, init_idx: np.ndarray, n_lead: int, members: int, *,
             sampler: str, steps: int, seed: int = 0, batch_size: int = 256, progress: bool = True) -> np.ndarray:
     """Autoregressive ensemble: (I, M, n_lead, C); each chunk conditions on the last `context` steps so far."""
@@ -128,7 +139,7 @@ def forecast(run, data, *, init_period=None, init_times=None, init_every="6h", m
 
     calib = calibrate.load(run.path) if calibrated else None
     if calib is not None:
-        arr = calibrate.apply(arr, calib["factors"], run.codec)
+        arr = calibrate.apply(arr, calib, run.codec, base_trajectory(run, values, idx, n_lead))
     valid = times[idx][:, None] + (times[1] - times[0]) * np.arange(1, n_lead + 1)[None, :]
     arr = arr + run.climatology.at(valid)[:, None]
     attrs = {"gendiff_run": str(run.path), "gendiff_model_source": run.config["source"],

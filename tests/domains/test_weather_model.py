@@ -95,13 +95,18 @@ def test_spread_calibration_rescales_about_the_mean():
     values = rng.normal(size=(5, 8, 4, 3)).astype(np.float32)
     values[:, :, :, 2] = np.nan  # a never-valid feature
     codec = SimpleNamespace(variables=["a", "b"], sizes=[2, 1])
-    out = apply(values, {"a": [2.0, 0.5], "b": [3.0]}, codec)
+    out = apply(values, {"factors": {"a": [2.0, 0.5], "b": [3.0]}}, codec)
     np.testing.assert_allclose(out.mean(1)[..., :2], values.mean(1)[..., :2], atol=1e-5)  # mean kept
     dev, dev0 = out - out.mean(1, keepdims=True), values - values.mean(1, keepdims=True)
     np.testing.assert_allclose(dev[:, :, 0, :2], 2.0 * dev0[:, :, 0, :2], atol=1e-5)
     np.testing.assert_allclose(dev[:, :, 3, :2], 0.5 * dev0[:, :, 3, :2], atol=1e-5)  # beyond: the last factor
     assert np.isnan(out[..., 2]).all()
-    np.testing.assert_array_equal(apply(values[:, :1], {"a": [2.0]}, codec), values[:, :1])  # one member: as is
+    np.testing.assert_array_equal(apply(values[:, :1], {"factors": {"a": [2.0]}}, codec), values[:, :1])
+    base = rng.normal(size=(5, 4, 3)).astype(np.float32)  # shrinkage pulls the mean towards the base forecast
+    out = apply(values, {"factors": {"a": [1.0]}, "shrink": {"a": [0.25]}}, codec, base)
+    want = base[..., :2] + 0.25 * (values.mean(1)[..., :2] - base[..., :2])
+    np.testing.assert_allclose(out.mean(1)[..., :2], want, atol=1e-5)
+    np.testing.assert_allclose(out - out.mean(1, keepdims=True), values - values.mean(1, keepdims=True), atol=1e-5)
     inits = calibration_inits(np.arange(100, 130), horizon=6, last=129, n=4)
     assert len(inits) == 4 and inits.min() >= 100 and inits.max() + 6 <= 129
 
@@ -136,6 +141,7 @@ def test_tiny_end_to_end(tmp_path):
     calib = json.loads((tmp_path / "run" / "calibration.json").read_text())
     assert len(calib["factors"]["t2m"]) == 6 and fc.attrs["spread_calibration"] == 1
     assert all(0.5 <= k <= 5.0 for k in calib["factors"]["t2m"])
+    assert len(calib["shrink"]["t2m"]) == 6 and all(0.0 <= a <= 1.0 for a in calib["shrink"]["t2m"])
     for name in ("skill.png", "rank_histogram.png", "maps_t2m.png", "scores.json"):
         assert (tmp_path / "scores" / name).stat().st_size > 0
     with pytest.raises(DataError, match="outside the data"):
