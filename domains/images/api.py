@@ -195,7 +195,7 @@ def load_run(run: str | Path, device: str = "auto", compile: bool = False):
     load_ema_weights(run / "checkpoint.pt", denoiser)
     denoiser = denoiser.to(_device(device)).eval()
     if compile:
-        denoiser.net = torch.compile(denoiser.net, dynamic=False)
+        denoiser.net.compile(dynamic=False)  # in place, as in train: the module and its state_dict keys stay
     return denoiser, meta
 
 

@@ -32,14 +32,15 @@ def calibration_inits(idx_hold: np.ndarray, horizon: int, last: int, n: int = 16
     return np.unique(ok[np.linspace(0, len(ok) - 1, min(n, len(ok))).round().astype(int)])
 
 
-def fit_calibration(run_dir, ds, init_idx: np.ndarray, members: int = 16, seed: int = 12345) -> dict:
-    """Forecast from `init_idx` with the run's network (uncalibrated), fit a and k, write calibration.json."""
+def fit_calibration(run_dir, values: np.ndarray, times: np.ndarray, init_idx: np.ndarray, members: int = 16,
+                    seed: int = 12345) -> dict:
+    """Forecast from `init_idx` with the run's network (uncalibrated), fit a and k, write calibration.json.
+
+    `values` (T, C) are the data as the network sees them: encoded by the run's codec, climatology removed."""
     from .forecasting import base_trajectory, rollout
     from .model import load_run
 
     run = load_run(run_dir)
-    times = ds["time"].values
-    values = run.codec.encode(ds) - run.climatology.at(times)
     n_lead = run.horizon
     ens = rollout(run, values, times, init_idx, n_lead, members, sampler=run.config["sampler"],
                   steps=int(run.config["sample_steps"]), seed=seed, progress=False).astype(np.float64)

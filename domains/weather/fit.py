@@ -136,7 +136,7 @@ def train(data, out, *, variables=None, train_period=None, context="24h", horizo
     (out / calibrate.FILE).unlink(missing_ok=True)
     inits = calibrate.calibration_inits(idx_hold, hor_steps, int(idx[-1])) if n_hold else np.empty(0, int)
     if len(inits) >= 2:
-        summary["calibration"] = calibrate.fit_calibration(out, ds, inits)
+        summary["calibration"] = calibrate.fit_calibration(out, values, times, inits)
     elif n_hold:
         warnings.warn(f"{label}: the last {calibration:.0%} of the training period holds {len(inits)} init time(s) "
                       "with a full horizon; the ensemble spread is left uncalibrated")

@@ -81,7 +81,8 @@ def rollout(run: Run, values: np.ndarray, times: np.ndarray, init_idx: np.ndarra
     hist[:, :ctx] = np.repeat(ctx_vals, members, axis=0)
     t0 = np.repeat(times[init_idx], members)
     offsets = np.arange(-ctx + 1, chunks * hor + 1)
-    cal = calendar_features(t0[:, None] + step * offsets[None, :], bool(run.config.get("day_of_year", True)))  # (n_traj, ctx + chunks*hor, 4)
+    cal = calendar_features(t0[:, None] + step * offsets[None, :],  # (n_traj, ctx + chunks*hor, 4)
+                            bool(run.config.get("day_of_year", True)))
     generator = torch.Generator().manual_seed(int(seed))
     bar = tqdm(total=chunks * math.ceil(n_traj / batch_size), disable=not progress, desc="forecast", leave=False)
     with torch.no_grad():

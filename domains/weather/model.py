@@ -59,7 +59,7 @@ class ARBase:
                 w = torch.from_numpy(np.stack([values[s:s + context + horizon] for s in chunk]))
                 err = (w - ar.window_base(w, context))[:, context:].double().numpy()
                 ok = np.isfinite(err)
-                sq += np.where(ok, err, 0.0).__pow__(2).sum(0)
+                sq += (np.where(ok, err, 0.0) ** 2).sum(0)
                 n += ok.sum(0)
             rms = np.sqrt(sq / np.maximum(n, 1))
             floor = max(1e-3, 1e-2 * float(np.nanmax(rms)))
@@ -108,8 +108,8 @@ def make_inputs(window: torch.Tensor, calendar: torch.Tensor, context: int, vali
 
     x0: the window (NaN filled by 0), taken relative to `base` (B, L, C) when given (ARBase.window_base), else to its
     last context step when `residual` (the model generates departures from persistence, as tendency-predicting
-    weather models do), and divided by `scale` (L, C) when given (ARBase.window_scale); mask: finite horizon entries of features that are ever valid (what is generated and
-    scored); cond: [context values as given (0 where unknown), context flag per step, calendar features], so the
+    weather models do), and divided by `scale` (L, C) when given (ARBase.window_scale); mask: finite horizon
+    entries of features that are ever valid (what is generated and scored); cond: [context values as given (0 where unknown), context flag per step, calendar features], so the
     network sees the absolute state it starts from.
     """
     if base is not None:
@@ -139,6 +139,7 @@ class WindowDataset(torch.utils.data.Dataset):
         self.values, self.calendar, self.residual = torch.from_numpy(values), torch.from_numpy(calendar), residual
         self.base = base
         self.starts, self.context, self.length = np.asarray(starts), context, context + horizon
+        self.scale = None if base is None else base.window_scale(self.length, context)  # the same for every window
         self.valid = torch.from_numpy(np.isfinite(values).any(0))
 
     def __len__(self) -> int:
@@ -147,11 +148,9 @@ class WindowDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int):
         s = int(self.starts[i])
         window = self.values[None, s:s + self.length]
-        base = scale = None
-        if self.base is not None:
-            base, scale = self.base.window_base(window, self.context), self.base.window_scale(self.length, self.context)
+        base = None if self.base is None else self.base.window_base(window, self.context)
         x0, mask, cond = make_inputs(window, self.calendar[None, s:s + self.length], self.context, self.valid,
-                                     self.residual, base, scale)
+                                     self.residual, base, self.scale)
         return {"x0": x0[0], "mask": mask[0], "cond": cond[0]}
 
 
