@@ -75,8 +75,12 @@ def setup(device_name: str) -> tuple[DistContext, torch.device]:
     return ctx, device
 
 
-def teardown(ctx: DistContext) -> None:
+def teardown(ctx: DistContext, clean: bool = True) -> None:
+    """Leave the job this process joined. After a clean finish all ranks meet at a barrier first, so no rank
+    tears down gloo/nccl connections while a peer still has traffic in flight (which aborts the peer)."""
     if ctx.owns_group and dist.is_initialized():
+        if clean:
+            dist.barrier()
         dist.destroy_process_group()
         ctx.owns_group = False
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import csv
 import dataclasses
+import gc
 import logging
 import random
 import sys
@@ -182,7 +183,7 @@ class Trainer:
         try:
             self._build(model, resume)
         except BaseException:
-            D.teardown(self.ctx)
+            D.teardown(self.ctx, clean=False)
             raise
 
     def _build(self, model: nn.Module, resume: bool | str) -> None:
@@ -388,10 +389,19 @@ class Trainer:
                     self.save_checkpoint()
             if self.step > start or not self.ckpt_path.exists():
                 self.save_checkpoint()
+            clean = True
+        except BaseException:
+            clean = False
+            raise
         finally:
             bar.close()
             del batches
-            D.teardown(self.ctx)
+            # drop the DDP wrapper (its reducer holds the process group) before the group goes away, so the
+            # gloo/nccl threads stop now rather than during interpreter shutdown
+            if self.train_model is not self.model:
+                self.train_model = self.model
+                gc.collect()
+            D.teardown(self.ctx, clean=clean)
         seconds = time.perf_counter() - t0
         return {"step": self.step, "loss": last_loss, "nonfinite": self.nonfinite_total,
                 "epoch": self.position[0], "seconds": seconds, "resumed_from": self.resumed_from,
