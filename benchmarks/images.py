@@ -203,7 +203,8 @@ def quality(args) -> dict:
         m = evaluate(run, n=n, sampler=sampler, steps=steps, guidance=args.guidance, seed=0,
                      unconditional_n=args.n_uncond if sampler == "ddim" else 0, reference=True,
                      samples_png=HERE / f"images_{sampler}.png" if args.png else None,
-                     nll_n=args.nll_n if sampler == "ddim" else 0, compile=args.compile)
+                     nll_n=args.nll_n if sampler == "ddim" else 0, compile=args.compile,
+                     cache=args.cache, batch_size=args.sample_batch)
         results.append(m)
         print(json.dumps(m), file=sys.stderr, flush=True)
         mine.write_text(json.dumps({"train": summary, "results": results, "argv": sys.argv}, indent=2))
@@ -276,6 +277,8 @@ def main(argv=None) -> int:
     q.add_argument("--n-uncond", type=int, default=500)
     q.add_argument("--nll-n", type=int, default=0)
     q.add_argument("--png", action="store_true", help="write sample grids next to the results")
+    q.add_argument("--cache", default=None, help="save conditional samples here batch by batch; a re-run resumes")
+    q.add_argument("--sample-batch", type=int, default=250)
     q.add_argument("--eval-only", action="store_true", help="evaluate the finished run in --run without training")
     q.add_argument("--samplers", default="ddim,dpm_solver_pp,ancestral", help="which of the three to evaluate")
     q.add_argument("--tag", default="", help="suffix of this process's JSON (parallel evaluations of one run)")

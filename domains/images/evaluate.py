@@ -45,13 +45,41 @@ def real_reference(clf, train, test, n: int, seed: int = 0) -> dict:
     }
 
 
+def cached_sample(run, n: int, cache: str | Path, *, seed: int = 0, batch_size: int = 250, labels=None,
+                  **kw) -> torch.Tensor:
+    """`sample` in batches that are each saved to `cache` as they finish and reused on a re-run, so a long
+    evaluation (ancestral 1000 steps on CPU) can be stopped and resumed. Batch j draws its noise from seed
+    `seed * 100003 + j`, so it does not depend on the batches before it; results therefore differ from one
+    uncached `sample` call with the same seed. Files are keyed by sampler, steps, guidance, seed, n and batch."""
+    from gendiff.io import torch_save_atomic
+
+    cache = Path(cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    key = (f"{kw.get('sampler', 'ddim')}_{kw.get('steps', 50)}_g{kw.get('guidance', 1.0)}_s{seed}_n{n}"
+           f"_b{batch_size}" + ("" if labels is None else "_cond"))
+    chunks = []
+    for j, i in enumerate(range(0, n, batch_size)):
+        b = min(batch_size, n - i)
+        path = cache / f"{key}_{j:04d}.pt"
+        if path.is_file():
+            chunk = torch.load(path, weights_only=True)
+        else:
+            lab = None if labels is None else labels[i:i + b]
+            chunk = sample(run, b, seed=seed * 100003 + j, batch_size=b, labels=lab, **kw)
+            torch_save_atomic(chunk, path)
+        chunks.append(chunk)
+    return torch.cat(chunks)
+
+
 def evaluate(run: str | Path, n: int = 1000, sampler: str = "ddim", steps: int = 50, guidance: float = 3.0,
              seed: int = 0, *, unconditional_n: int | None = None, nll_n: int = 0, inception: str | None = None,
              batch_size: int = 250, device: str = "auto", samples_png: str | Path | None = None,
              progress: bool = False, reference: bool = True, classifier_epochs: int = 12, compile: bool = False,
-             **sampler_options) -> dict:
+             cache: str | Path | None = None, **sampler_options) -> dict:
     """Metrics dict for a run: fd, kid, conditional_accuracy (class-conditional guided samples), class entropy of
-    unconditional samples, optional bits/dim on `nll_n` held-out images and Inception FID from a local weights file."""
+    unconditional samples, optional bits/dim on `nll_n` held-out images and Inception FID from a local weights file.
+
+    `cache`: a folder where the conditional samples are saved batch by batch and reused (see `cached_sample`)."""
     t0 = time.perf_counter()
     run = Path(run)
     denoiser, meta = load_run(run, device, compile)
@@ -59,12 +87,16 @@ def evaluate(run: str | Path, n: int = 1000, sampler: str = "ddim", steps: int =
     k = len(train.classes)
     conditional = meta["model"]["num_classes"] is not None
     out = {"run": str(run), "data": meta["data"], "sampler": sampler, "steps": steps, "n": n, "seed": seed,
-           "guidance": guidance if conditional else None, "held_out_n": len(test)}
+           "guidance": guidance if conditional else None, "held_out_n": len(test),
+           "batch_seeds": cache is not None and conditional}
     f_test, _ = classify(clf, to_model(test.images))
     common = dict(sampler=sampler, steps=steps, seed=seed, batch_size=batch_size, progress=progress, **sampler_options)
     if conditional:
         labels = torch.arange(n) % k
-        pix = sample((denoiser, meta), n, guidance=guidance, labels=labels, **common)
+        if cache is not None:
+            pix = cached_sample((denoiser, meta), n, cache, guidance=guidance, labels=labels, **common)
+        else:
+            pix = sample((denoiser, meta), n, guidance=guidance, labels=labels, **common)
         f_gen, pred = classify(clf, to_model(pix))
         out["conditional_accuracy"] = float((pred == labels).float().mean())
     else:

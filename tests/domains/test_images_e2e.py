@@ -49,6 +49,25 @@ def test_sample_is_seeded_and_conditional(run, tmp_path):
         images.sample(run=run, n=2, steps=2, labels=[0, 12])
 
 
+def test_cached_sample_resumes_batch_by_batch(run, tmp_path):
+    from gendiff.domains.images.evaluate import cached_sample
+
+    kw = dict(sampler="ddim", steps=3, guidance=2.0, seed=5, batch_size=4, labels=torch.arange(10) % 10)
+    a = cached_sample(run, 10, tmp_path / "c", **kw)
+    files = sorted((tmp_path / "c").iterdir())
+    assert a.shape == (10, 1, 8, 8) and a.dtype == torch.uint8 and len(files) == 3
+    files[1].unlink()  # as if stopped during batch 1: only it is drawn again, from its own seed
+    stamps = [f.stat().st_mtime_ns for f in (files[0], files[2])]
+    assert torch.equal(cached_sample(run, 10, tmp_path / "c", **kw), a)
+    assert [f.stat().st_mtime_ns for f in (files[0], files[2])] == stamps
+    batch1 = images.sample(run=run, n=4, sampler="ddim", steps=3, guidance=2.0, seed=5 * 100003 + 1,
+                           labels=list(range(4, 8)))
+    assert torch.equal(a[4:8], batch1)
+    m = images.evaluate(run=run, n=10, steps=3, guidance=2.0, seed=5, batch_size=4, unconditional_n=0,
+                        reference=False, classifier_epochs=2, cache=tmp_path / "c")
+    assert m["batch_seeds"] and len(list((tmp_path / "c").iterdir())) == 3  # evaluate reused the cached batches
+
+
 def test_evaluate_metrics(run):
     m = images.evaluate(run=run, n=40, sampler="ddim", steps=4, guidance=2.0, unconditional_n=20, nll_n=4,
                         classifier_epochs=2)
