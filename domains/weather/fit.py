@@ -122,10 +122,10 @@ def train(data, out, *, variables=None, train_period=None, context="24h", horizo
     values = values - clim.at(times)
     ar = None
     if base == "linear":
-        ar = ARBase.fit(values, idx, int(ar_order), starts, ctx_steps, hor_steps)
+        ar = ARBase.fit(values, idx, int(ar_order), starts, ctx_steps, hor_steps, times, codec.sizes)
         torch_save_atomic(ar.state(), out / "ar.pt")
     dataset = WindowDataset(values, calendar_features(times, run_cfg["day_of_year"]), starts, ctx_steps, hor_steps,
-                            residual=bool(residual), base=ar)
+                            residual=bool(residual), base=ar, times=times)
     trainer = Trainer(denoiser, make_step_fn(sched, MaskedSpace(), float(context_noise)), dataset, tcfg, out,
                       resume="auto" if resume == "auto" else bool(resume))
     summary = trainer.fit()

@@ -32,13 +32,17 @@ def forecast_dataset(codec: Codec, values: np.ndarray, init_times, step: pd.Time
 
 
 def sample_windows(run: Run, window: torch.Tensor, calendar: torch.Tensor, *, sampler: str, steps: int,
-                   generator: torch.Generator, progress: bool = False) -> torch.Tensor:
-    """Fill the horizon of windows (B, L, C) whose first `context` steps are known; returns (B, L, C)."""
+                   generator: torch.Generator, progress: bool = False, init_times=None) -> torch.Tensor:
+    """Fill the horizon of windows (B, L, C) whose first `context` steps are known; returns (B, L, C).
+
+    `init_times` (B,): the time of each window's last context step, which sets the AR base's time-of-day error
+    level (ARBase.diurnal); without it the all-hours level is used."""
     valid = torch.from_numpy(run.codec.valid)
     residual = bool(run.config.get("residual", False))
     base = scale = None
     if run.ar is not None:
-        base, scale = run.ar.window_base(window, run.context), run.ar.window_scale(window.shape[1], run.context)
+        slots = None if init_times is None else run.ar.slots(init_times)
+        base, scale = run.ar.window_base(window, run.context), run.ar.window_scale(window.shape[1], run.context, slots)
     _, mask, cond = make_inputs(window, calendar, run.context, valid, residual, base, scale)
     horizon = torch.zeros(run.context + run.horizon, dtype=torch.bool)
     horizon[run.context:] = True
@@ -92,7 +96,8 @@ def rollout(run: Run, values: np.ndarray, times: np.ndarray, init_idx: np.ndarra
                 w = torch.from_numpy(hist[b:b + batch_size, sl].copy())
                 w[:, ctx:] = float("nan")
                 filled = sample_windows(run, w, torch.from_numpy(cal[b:b + batch_size, sl]), sampler=sampler,
-                                        steps=steps, generator=generator)
+                                        steps=steps, generator=generator,
+                                        init_times=t0[b:b + batch_size] + step * (c * hor))
                 hist[b:b + batch_size, c * hor + ctx:c * hor + ctx + hor] = filled[:, ctx:].numpy()
                 bar.update(1)
     bar.close()

@@ -38,37 +38,81 @@ class ARBase:
     CorrDiff generates residuals of a regression model): the linear part of the predictability is exact from the
     start, and the network's capacity goes to the state-dependent, spatially correlated error distribution."""
 
-    def __init__(self, phi, scale=None):
+    def __init__(self, phi, scale=None, diurnal=None, step_seconds: float | None = None):
         self.phi = torch.as_tensor(np.asarray(phi), dtype=torch.float32)  # (C, p), lag 1 first
         self.scale = None if scale is None else torch.as_tensor(np.asarray(scale), dtype=torch.float32)  # (H, C)
+        # (S, H, C): the error level's factor by the init's time of day (S slots of one time step per day)
+        self.diurnal = None if diurnal is None else torch.as_tensor(np.asarray(diurnal), dtype=torch.float32)
+        self.step_seconds = step_seconds
+
+    MIN_SLOT_WINDOWS = 5
 
     @classmethod
     def fit(cls, values: np.ndarray, index: np.ndarray, order: int = 2, starts: np.ndarray | None = None,
-            context: int | None = None, horizon: int | None = None) -> "ARBase":
+            context: int | None = None, horizon: int | None = None, times: np.ndarray | None = None,
+            groups: list[int] | None = None) -> "ARBase":
         """Least-squares AR(order) per feature on values[index]; with training window `starts`, also the RMS error
         of its forecast per lead and feature (`scale`, H x C), by which the generated departures are divided so
         that the network sees unit-variance targets at every lead (the diffusion schedules assume unit-variance
-        data; the departures grow from a few hundredths of a standard deviation at the first step)."""
+        data; the departures grow from a few hundredths of a standard deviation at the first step).
+
+        With `times` and a time step that divides a day, the error level also depends on the init's time of day
+        (`diurnal`, S x H x C, S = steps per day): a 6 h forecast of 2 m temperature made at 06 UTC runs through the
+        morning warming and errs twice as much as one made at 00 UTC. The factor is the RMS error of the windows
+        whose init falls in that slot over the all-window RMS, pooled over the features of each variable (`groups`:
+        feature counts per variable) so that a few weeks of data give a stable estimate; 1 for slots with fewer
+        than MIN_SLOT_WINDOWS windows."""
         from .baselines import fit_ar
 
         phi, _ = fit_ar(np.asarray(values[index], dtype=np.float64), order)
         ar = cls(phi)
-        if starts is not None:
-            sq, n = np.zeros((horizon, values.shape[1])), np.zeros((horizon, values.shape[1]))
-            for chunk in np.array_split(np.asarray(starts), max(1, len(starts) // 256)):
-                w = torch.from_numpy(np.stack([values[s:s + context + horizon] for s in chunk]))
-                err = (w - ar.window_base(w, context))[:, context:].double().numpy()
-                ok = np.isfinite(err)
-                sq += (np.where(ok, err, 0.0) ** 2).sum(0)
-                n += ok.sum(0)
-            rms = np.sqrt(sq / np.maximum(n, 1))
-            floor = max(1e-3, 1e-2 * float(np.nanmax(rms)))
-            ar.scale = torch.from_numpy(np.where(n > 0, np.maximum(rms, floor), 1.0)).float()
+        if starts is None:
+            return ar
+        starts = np.asarray(starts)
+        c = values.shape[1]
+        n_slots, slot = 1, np.zeros(len(starts), dtype=np.int64)
+        if times is not None and len(times) > 1:
+            step_s = pd.Timedelta(times[1] - times[0]).total_seconds()
+            if 0 < step_s < 86400 and 86400 % step_s == 0:
+                ar.step_seconds, n_slots = step_s, int(86400 // step_s)
+                slot = ar.slots(times[starts + context - 1])
+        sq, n = np.zeros((n_slots, horizon, c)), np.zeros((n_slots, horizon, c))
+        for chunk in np.array_split(np.arange(len(starts)), max(1, len(starts) // 256)):
+            w = torch.from_numpy(np.stack([values[s:s + context + horizon] for s in starts[chunk]]))
+            err = (w - ar.window_base(w, context))[:, context:].double().numpy()
+            ok = np.isfinite(err)
+            np.add.at(sq, slot[chunk], np.where(ok, err, 0.0) ** 2)
+            np.add.at(n, slot[chunk], ok)
+        rms = np.sqrt(sq.sum(0) / np.maximum(n.sum(0), 1))
+        floor = max(1e-3, 1e-2 * float(np.nanmax(rms)))
+        ar.scale = torch.from_numpy(np.where(n.sum(0) > 0, np.maximum(rms, floor), 1.0)).float()
+        if n_slots > 1:
+            fac = np.ones((n_slots, horizon, c))
+            counts = np.bincount(slot, minlength=n_slots)
+            start = 0
+            for size in (groups or [c]):
+                g = slice(start, start + size)
+                start += size
+                ms_all = sq[:, :, g].sum((0, 2)) / np.maximum(n[:, :, g].sum((0, 2)), 1)  # (H,)
+                ms_slot = sq[:, :, g].sum(2) / np.maximum(n[:, :, g].sum(2), 1)  # (S, H)
+                f = np.sqrt(ms_slot / np.maximum(ms_all, 1e-300))
+                f = np.where((counts[:, None] >= cls.MIN_SLOT_WINDOWS) & (ms_slot > 0), f, 1.0)
+                fac[:, :, g] = f[:, :, None]
+            ar.diurnal = torch.from_numpy(fac).float()
         return ar
 
     @property
     def order(self) -> int:
         return int(self.phi.shape[1])
+
+    def slots(self, init_times) -> np.ndarray:
+        """Time-of-day slot of each init time (0 when the error level has no time-of-day factor)."""
+        t = pd.DatetimeIndex(np.asarray(init_times).ravel())
+        if self.step_seconds is None:
+            return np.zeros(len(t), dtype=np.int64)
+        sec = t.hour * 3600 + t.minute * 60 + t.second
+        n_slots = int(86400 // self.step_seconds)
+        return (np.asarray(sec) // int(self.step_seconds)).astype(np.int64) % n_slots
 
     def window_base(self, window: torch.Tensor, context: int) -> torch.Tensor:
         """(B, L, C): the context as given (NaN -> 0), then the AR mean from the last `order` context steps."""
@@ -84,22 +128,42 @@ class ARBase:
             lags = [nxt] + lags[:-1]
         return torch.cat([known, torch.stack(steps, 1)], 1) if steps else known
 
-    def window_scale(self, length: int, context: int) -> torch.Tensor:
-        """(L, C): 1 over the context, `scale` over the horizon (ones without a fitted scale)."""
+    def window_scale(self, length: int, context: int, slots=None) -> torch.Tensor:
+        """(L, C): 1 over the context, `scale` over the horizon (ones without a fitted scale); with `slots` (B,),
+        the init times' time-of-day slots, (B, L, C) with the horizon scaled by the time-of-day factor."""
         out = torch.ones(length, self.phi.shape[0])
         if self.scale is not None:
             if length - context != self.scale.shape[0]:
                 raise DataError(f"AR scale was fitted for a {self.scale.shape[0]}-step horizon, not {length - context}")
             out[context:] = self.scale
+        if slots is None:
+            return out
+        out = out.expand(len(slots), -1, -1).clone()
+        if self.scale is not None and self.diurnal is not None:
+            out[:, context:] *= self.diurnal[torch.as_tensor(np.asarray(slots), dtype=torch.long)]
         return out
 
+    def level(self, slots=None) -> torch.Tensor:
+        """(H, C): the RMS error level per lead, averaged in square over the given init slots (all windows if None)."""
+        if slots is None or self.diurnal is None:
+            return self.scale
+        f = self.diurnal[torch.as_tensor(np.asarray(slots), dtype=torch.long)]
+        return self.scale * (f ** 2).mean(0).sqrt()
+
     def state(self) -> dict:
-        return {"phi": self.phi, **({} if self.scale is None else {"scale": self.scale})}
+        out = {"phi": self.phi}
+        if self.scale is not None:
+            out["scale"] = self.scale
+        if self.diurnal is not None:
+            out.update(diurnal=self.diurnal, step_seconds=torch.tensor(float(self.step_seconds), dtype=torch.float64))
+        return out
 
     @classmethod
     def from_state(cls, state: dict) -> "ARBase":
-        scale = state.get("scale")
-        return cls(state["phi"].numpy(), None if scale is None else scale.numpy())
+        scale, diurnal = state.get("scale"), state.get("diurnal")
+        step = state.get("step_seconds")
+        return cls(state["phi"].numpy(), None if scale is None else scale.numpy(),
+                   None if diurnal is None else diurnal.numpy(), None if step is None else float(step))
 
 
 def make_inputs(window: torch.Tensor, calendar: torch.Tensor, context: int, valid: torch.Tensor,
@@ -108,7 +172,7 @@ def make_inputs(window: torch.Tensor, calendar: torch.Tensor, context: int, vali
 
     x0: the window (NaN filled by 0), taken relative to `base` (B, L, C) when given (ARBase.window_base), else to its
     last context step when `residual` (the model generates departures from persistence, as tendency-predicting
-    weather models do), and divided by `scale` (L, C) when given (ARBase.window_scale); mask: finite horizon
+    weather models do), and divided by `scale` (L, C) or (B, L, C) when given (ARBase.window_scale); mask: finite horizon
     entries of features that are ever valid (what is generated and scored); cond: [context values as given (0 where unknown), context flag per step, calendar features], so the
     network sees the absolute state it starts from.
     """
@@ -135,11 +199,16 @@ class WindowDataset(torch.utils.data.Dataset):
     """All windows of length context + horizon starting at `starts` over normalised values (T, C)."""
 
     def __init__(self, values: np.ndarray, calendar: np.ndarray, starts: np.ndarray, context: int, horizon: int,
-                 residual: bool = True, base: ARBase | None = None):
+                 residual: bool = True, base: ARBase | None = None, times: np.ndarray | None = None):
         self.values, self.calendar, self.residual = torch.from_numpy(values), torch.from_numpy(calendar), residual
         self.base = base
         self.starts, self.context, self.length = np.asarray(starts), context, context + horizon
-        self.scale = None if base is None else base.window_scale(self.length, context)  # the same for every window
+        self.scale = self.slot = None
+        if base is not None:  # one (L, C) scale per time-of-day slot of the init, built once
+            self.slot = (base.slots(times[self.starts + context - 1]) if times is not None
+                         else np.zeros(len(self.starts), dtype=np.int64))
+            n_slots = 1 if base.diurnal is None else base.diurnal.shape[0]
+            self.scale = base.window_scale(self.length, context, np.arange(n_slots))
         self.valid = torch.from_numpy(np.isfinite(values).any(0))
 
     def __len__(self) -> int:
@@ -149,8 +218,9 @@ class WindowDataset(torch.utils.data.Dataset):
         s = int(self.starts[i])
         window = self.values[None, s:s + self.length]
         base = None if self.base is None else self.base.window_base(window, self.context)
+        scale = None if self.scale is None else self.scale[self.slot[i]]
         x0, mask, cond = make_inputs(window, self.calendar[None, s:s + self.length], self.context, self.valid,
-                                     self.residual, base, self.scale)
+                                     self.residual, base, scale)
         return {"x0": x0[0], "mask": mask[0], "cond": cond[0]}
 
 

@@ -111,6 +111,64 @@ def test_spread_calibration_rescales_about_the_mean():
     assert len(inits) == 4 and inits.min() >= 100 and inits.max() + 6 <= 129
 
 
+def test_variance_model_fit_and_apply():
+    from types import SimpleNamespace
+
+    from gendiff.domains.weather.calibrate import apply, fit_variance
+
+    rng = np.random.default_rng(3)
+    s = rng.uniform(0.1, 1.0, size=(40, 3))  # (I, H) ensemble variances
+    y = np.stack([0.3 + 2.0 * s[:, 0], 0.8 - 0.5 * s[:, 1], 1.5 * s[:, 2] - 0.1], 1)
+    c, g = fit_variance(s, y)
+    np.testing.assert_allclose([c[0], g[0]], [0.3, 2.0], atol=1e-9)  # exact linear relation recovered
+    assert g[1] == 0 and c[1] == pytest.approx(y[:, 1].mean())  # spread anti-correlated with error: constant
+    assert c[2] == 0 and g[2] == pytest.approx((s[:, 2] * y[:, 2]).sum() / (s[:, 2] ** 2).sum())  # c < 0: origin
+
+    m = 10
+    values = rng.normal(size=(6, m, 2, 4)) * np.array([0.5, 1, 2, 3, 1, 1])[:, None, None, None]
+    values[..., 3] = np.nan  # a never-valid cell
+    codec = SimpleNamespace(variables=["t"], sizes=[4])
+    calib = {"var_const": {"t": [0.4, 0.9]}, "var_slope": {"t": [0.5, 0.0]}, "factors": {"t": [9.0]}}
+    out = apply(values.astype(np.float32), calib, codec)
+    corr = (m + 1) / m
+    s_in = corr * np.var(values[..., :3], axis=1, ddof=1).mean(-1)
+    s_out = corr * np.var(out[..., :3], axis=1, ddof=1).mean(-1)
+    want = np.clip(np.stack([0.4 + 0.5 * s_in[:, 0], np.full(6, 0.9)], 1) / s_in, 0.25, 25.0) * s_in
+    np.testing.assert_allclose(s_out, want, rtol=1e-4)  # per init and lead: variance c + g S (k within LIMITS)
+    np.testing.assert_allclose(out.mean(1)[..., :3], values.mean(1)[..., :3], atol=1e-5)
+    assert np.isnan(out[..., 3]).all()
+
+
+def test_ar_base_error_level_by_time_of_day():
+    rng = np.random.default_rng(4)
+    times = pd.date_range("2021-01-01", periods=24 * 60, freq="h").values
+    hour = pd.DatetimeIndex(times).hour.to_numpy()
+    amp = np.where((hour >= 6) & (hour < 12), 3.0, 1.0)  # innovations three times larger from 06 to 12 UTC
+    a = np.zeros((len(times), 4))
+    for i in range(1, len(a)):
+        a[i] = 0.8 * a[i - 1] + amp[i] * rng.normal(0, 1, 4)
+    a = a.astype(np.float32)
+    context, horizon = 3, 2
+    starts = np.arange(len(a) - context - horizon)
+    ar = ARBase.fit(a, np.arange(len(a)), 1, starts, context, horizon, times, groups=[2, 2])
+    assert ar.diurnal.shape == (24, horizon, 4) and ar.step_seconds == 3600
+    init_hour = pd.DatetimeIndex(times[starts + context - 1]).hour.to_numpy()
+    err = a[starts + context] - ar.phi[:, 0].numpy() * a[starts + context - 1]  # lead-1 errors
+    for h in (3, 8):
+        want = np.sqrt((err[init_hour == h] ** 2).mean(0)) / np.sqrt((err ** 2).mean(0))
+        np.testing.assert_allclose(ar.diurnal[h, 0].numpy(), want.mean(), rtol=0.1)
+    assert ar.diurnal[8, 0, 0] > 2 * ar.diurnal[3, 0, 0]  # 09 UTC valid time sits in the noisy hours
+    torch.testing.assert_close(ar.diurnal[:, :, 0], ar.diurnal[:, :, 1])  # pooled over a variable's features
+    scale = ar.window_scale(context + horizon, context, ar.slots(times[[10, 5]]))
+    assert scale.shape == (2, context + horizon, 4) and (scale[:, :context] == 1).all()
+    torch.testing.assert_close(scale[0, context:], ar.scale * ar.diurnal[10])
+    torch.testing.assert_close(ar.window_scale(context + horizon, context)[context:], ar.scale)
+    back = ARBase.from_state(ar.state())
+    assert back.step_seconds == 3600 and torch.equal(back.diurnal, ar.diurnal)
+    daily = ARBase.fit(a[::24], np.arange(60), 1, np.arange(50), context, horizon, times[::24])
+    assert daily.diurnal is None and (daily.slots(times[:3]) == 0).all()  # a daily step has no time of day
+
+
 def test_unet1d_shapes_and_odd_lengths():
     net = UNet1D(5, 3, width=16, mults=(1, 2, 2))
     for length in (7, 16, 33):
@@ -141,6 +199,9 @@ def test_tiny_end_to_end(tmp_path):
     calib = json.loads((tmp_path / "run" / "calibration.json").read_text())
     assert len(calib["factors"]["t2m"]) == 6 and fc.attrs["spread_calibration"] == 1
     assert all(0.5 <= k <= 5.0 for k in calib["factors"]["t2m"])
+    assert len(calib["var_const"]["t2m"]) == len(calib["var_slope"]["t2m"]) == 6
+    assert all(c >= 0 for c in calib["var_const"]["t2m"] + calib["var_slope"]["t2m"])
+    assert any(c + g > 0 for c, g in zip(calib["var_const"]["t2m"], calib["var_slope"]["t2m"]))
     assert len(calib["shrink"]["t2m"]) == 6 and all(0.0 <= a <= 1.0 for a in calib["shrink"]["t2m"])
     for name in ("skill.png", "rank_histogram.png", "maps_t2m.png", "scores.json"):
         assert (tmp_path / "scores" / name).stat().st_size > 0
