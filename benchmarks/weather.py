@@ -29,7 +29,7 @@ from _machine import machine  # noqa: E402  (benchmarks/ is on sys.path when run
 
 
 def era5(out: Path, steps: int, members: int, sample_steps: int, sampler: str, net: dict | None = None,
-         weight_decay: float = 0.0, context_noise: float = 0.0, **train_kw) -> dict:
+         weight_decay: float = 0.0, context_noise: float = 0.0, seed: int = 0, **train_kw) -> dict:
     """Train on 1-24 March, forecast every 6 h init of 25-30 March to 24 h, score model and baselines."""
     from gendiff.domains import weather
 
@@ -37,12 +37,12 @@ def era5(out: Path, steps: int, members: int, sample_steps: int, sampler: str, n
     summary = weather.train(str(ERA5), out / "era5-run", variables=["t2m"], train_period="2019-03-01:2019-03-24",
                             context="24h", horizon="24h", max_steps=steps, sample_steps=sample_steps, sampler=sampler,
                             net=net, weight_decay=weight_decay, context_noise=context_noise, resume="auto",
-                            progress=False, **train_kw)
+                            progress=False, seed=seed, **train_kw)
     t_train = time.perf_counter() - t0
     fc = weather.forecast(out / "era5-run", str(ERA5), init_period="2019-03-25:2019-03-30", init_every="6h",
-                          members=members, lead="24h", out=out / "era5-forecast.nc", progress=False)
+                          members=members, lead="24h", out=out / "era5-forecast.nc", progress=False, seed=seed)
     records = weather.evaluate(out / "era5-forecast.nc", str(ERA5), out=out / "era5-scores")
-    return {"train": summary, "train_seconds": t_train, "forecast_seconds": fc.attrs["forecast_seconds"],
+    return {"train": summary, "train_seconds": t_train, "seed": seed, "forecast_seconds": fc.attrs["forecast_seconds"],
             "inits": int(fc.sizes["init_time"]), "members": int(fc.sizes["member"]), "records": records}
 
 
@@ -171,6 +171,7 @@ def main(argv=None) -> int:
     p.add_argument("--precondition", type=int, default=1, help="EDM preconditioning of the network (1/0)")
     p.add_argument("--prediction", default="x0", help="x0, eps or v (without preconditioning)")
     p.add_argument("--context-noise", type=float, default=0.0, help="conditioning augmentation (std, normalised)")
+    p.add_argument("--seed", type=int, default=0, help="ERA5 training and forecast seed (replicates)")
     p.add_argument("--results", default=str(RESULTS))
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -191,7 +192,8 @@ def main(argv=None) -> int:
         else:
             res["era5"] = era5(out, args.era5_steps, args.members, args.sample_steps, args.sampler,
                                {"width": args.width, "dropout": args.dropout}, args.weight_decay,
-                               args.context_noise, precondition=bool(args.precondition), prediction=args.prediction)
+                               args.context_noise, seed=args.seed, precondition=bool(args.precondition),
+                               prediction=args.prediction)
             (out / "era5.json").write_text(json.dumps(res["era5"], indent=1, default=str))
             print(json.dumps({k: v for k, v in res["era5"].items() if k != "records"}), flush=True)
     if "speed" in parts and (out / "era5-run" / "checkpoint.pt").exists():

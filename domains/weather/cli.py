@@ -70,6 +70,10 @@ def add_forecast(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=None, help="override the run's sampler steps")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=256, help="windows sampled at once")
+    p.add_argument("--chain-base", choices=("level", "ar"), default="level",
+                   help="AR base of horizons past the first: from the generated context's level (default) or its "
+                        "last steps")
+    p.add_argument("--raw", action="store_true", help="skip the run's ensemble calibration")
     _common(p)
 
 
@@ -79,7 +83,8 @@ def run_forecast(args) -> int:
 
     ds = forecast(args.run, args.data, init_period=_period(args.init_period), init_every=args.init_every,
                   members=args.members, lead=args.lead, sampler=args.sampler, steps=args.steps, seed=args.seed,
-                  batch_size=args.batch_size, out=args.out, progress=not args.quiet)
+                  batch_size=args.batch_size, out=args.out, progress=not args.quiet, chain_base=args.chain_base,
+                  calibrated=not args.raw)
     print(f"wrote {args.out}: {dict(ds.sizes)} in {ds.attrs['forecast_seconds']} s", file=sys.stderr)
     return 0
 

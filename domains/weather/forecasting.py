@@ -32,17 +32,19 @@ def forecast_dataset(codec: Codec, values: np.ndarray, init_times, step: pd.Time
 
 
 def sample_windows(run: Run, window: torch.Tensor, calendar: torch.Tensor, *, sampler: str, steps: int,
-                   generator: torch.Generator, progress: bool = False, init_times=None) -> torch.Tensor:
+                   generator: torch.Generator, progress: bool = False, init_times=None,
+                   level_only_base: bool = False) -> torch.Tensor:
     """Fill the horizon of windows (B, L, C) whose first `context` steps are known; returns (B, L, C).
 
     `init_times` (B,): the time of each window's last context step, which sets the AR base's time-of-day error
-    level (ARBase.diurnal); without it the all-hours level is used."""
+    level (ARBase.diurnal); without it the all-hours level is used. `level_only_base`: see ARBase.window_base."""
     valid = torch.from_numpy(run.codec.valid)
     residual = bool(run.config.get("residual", False))
     base = scale = None
     if run.ar is not None:
         slots = None if init_times is None else run.ar.slots(init_times)
-        base, scale = run.ar.window_base(window, run.context), run.ar.window_scale(window.shape[1], run.context, slots)
+        base = run.ar.window_base(window, run.context, level_only_base)
+        scale = run.ar.window_scale(window.shape[1], run.context, slots)
     _, mask, cond = make_inputs(window, calendar, run.context, valid, residual, base, scale)
     horizon = torch.zeros(run.context + run.horizon, dtype=torch.bool)
     horizon[run.context:] = True
@@ -74,8 +76,14 @@ def base_trajectory(run: Run, values: np.ndarray, init_idx: np.ndarray, n_lead: 
 
 
 def rollout(run: Run, values: np.ndarray, times: np.ndarray, init_idx: np.ndarray, n_lead: int, members: int, *,
-            sampler: str, steps: int, seed: int = 0, batch_size: int = 256, progress: bool = True) -> np.ndarray:
-    """Autoregressive ensemble: (I, M, n_lead, C); each chunk conditions on the last `context` steps so far."""
+            sampler: str, steps: int, seed: int = 0, batch_size: int = 256, progress: bool = True,
+            chain_base: str = "level") -> np.ndarray:
+    """Autoregressive ensemble: (I, M, n_lead, C); each chunk conditions on the last `context` steps so far.
+
+    `chain_base`: how the AR base of the chunks after the first starts from their generated context: "level"
+    (the mean of its last steps, ARBase.window_base(level_only=True)) or "ar" (its last steps, as for real data)."""
+    if chain_base not in ("level", "ar"):
+        raise ConfigError(f"chain_base={chain_base!r}: expected 'level' or 'ar'")
     ctx, hor = run.context, run.horizon
     step = times[1] - times[0]
     chunks = math.ceil(n_lead / hor)
@@ -97,7 +105,8 @@ def rollout(run: Run, values: np.ndarray, times: np.ndarray, init_idx: np.ndarra
                 w[:, ctx:] = float("nan")
                 filled = sample_windows(run, w, torch.from_numpy(cal[b:b + batch_size, sl]), sampler=sampler,
                                         steps=steps, generator=generator,
-                                        init_times=t0[b:b + batch_size] + step * (c * hor))
+                                        init_times=t0[b:b + batch_size] + step * (c * hor),
+                                        level_only_base=c > 0 and chain_base == "level")
                 hist[b:b + batch_size, c * hor + ctx:c * hor + ctx + hor] = filled[:, ctx:].numpy()
                 bar.update(1)
     bar.close()
@@ -106,10 +115,11 @@ def rollout(run: Run, values: np.ndarray, times: np.ndarray, init_idx: np.ndarra
 
 def forecast(run, data, *, init_period=None, init_times=None, init_every="6h", members: int = 16, lead="24h",
              sampler: str | None = None, steps: int | None = None, seed: int = 0, batch_size: int = 256,
-             out=None, progress: bool = True, calibrated: bool = True) -> xr.Dataset:
+             out=None, progress: bool = True, calibrated: bool = True, chain_base: str = "level") -> xr.Dataset:
     """Ensemble forecasts from every init time in init_period (or the given init_times); optionally written to out.
 
-    `calibrated`: rescale members about their mean by the run's spread calibration (calibrate.py), when it has one."""
+    `calibrated`: rescale members about their mean by the run's spread calibration (calibrate.py), when it has one.
+    `chain_base`: the AR base of horizons rolled out past the first (see rollout)."""
     run = run if isinstance(run, Run) else load_run(run)
     label = str(data) if isinstance(data, (str, Path)) else "data"
     ds = open_data(data, run.codec.variables, name=label)
@@ -139,7 +149,7 @@ def forecast(run, data, *, init_period=None, init_times=None, init_every="6h", m
     steps = int(steps or run.config["sample_steps"])
     t0 = time.perf_counter()
     arr = rollout(run, values, times, idx, n_lead, members, sampler=sampler, steps=steps, seed=seed,
-                  batch_size=batch_size, progress=progress)
+                  batch_size=batch_size, progress=progress, chain_base=chain_base)
     seconds = time.perf_counter() - t0
     from . import calibrate
 
@@ -151,6 +161,7 @@ def forecast(run, data, *, init_period=None, init_times=None, init_every="6h", m
     attrs = {"gendiff_run": str(run.path), "gendiff_model_source": run.config["source"],
              "train_period": " to ".join(run.config["train_period"]), "sampler": sampler, "sampler_steps": steps,
              "seed": seed, "forecast_seconds": round(seconds, 3), "spread_calibration": int(calib is not None),
+             "chain_base": chain_base,
              "history": f"gendiff weather forecast, {len(idx)} inits x {members} members x {n_lead} leads"}
     result = forecast_dataset(run.codec, arr, ds["time"].values[idx], step, attrs=attrs)
     if out is not None:

@@ -114,13 +114,19 @@ class ARBase:
         n_slots = int(86400 // self.step_seconds)
         return (np.asarray(sec) // int(self.step_seconds)).astype(np.int64) % n_slots
 
-    def window_base(self, window: torch.Tensor, context: int) -> torch.Tensor:
-        """(B, L, C): the context as given (NaN -> 0), then the AR mean from the last `order` context steps."""
+    def window_base(self, window: torch.Tensor, context: int, level_only: bool = False) -> torch.Tensor:
+        """(B, L, C): the context as given (NaN -> 0), then the AR mean from the last `order` context steps.
+
+        `level_only`: start the recursion from the mean of those steps in every lag (their level, no slope), for
+        contexts that are themselves generated (chained horizons): they are rougher step to step than real data,
+        and an AR fitted close to a unit root (Lorenz-96: 1.87, -0.93) turns that roughness into growing swings."""
         known = torch.nan_to_num(window[:, :context], nan=0.0)
         if context < self.order:
             raise DataError(f"the AR base needs a context of at least {self.order} steps, got {context}")
         phi = self.phi.to(known)
         lags = [known[:, context - 1 - k] for k in range(self.order)]
+        if level_only:
+            lags = [torch.stack(lags).mean(0)] * self.order
         steps = []
         for _ in range(window.shape[1] - context):
             nxt = sum(phi[:, k] * lags[k] for k in range(self.order))

@@ -10,7 +10,7 @@ import pytest
 import torch
 import xarray as xr
 
-from gendiff.errors import DataError
+from gendiff.errors import ConfigError, DataError
 from gendiff.losses import diffusion_loss
 from gendiff.schedules import get_schedule
 from gendiff.spaces import MaskedSpace
@@ -84,6 +84,13 @@ def test_ar_base_recovers_coefficients_and_rolls_the_recursion():
         torch.testing.assert_close(base[0, j].double(), torch.tensor(x[-1], dtype=torch.float64), atol=1e-5, rtol=1e-5)
     with pytest.raises(DataError, match="context of at least 2"):
         ar.window_base(window, 1)
+    flat = ar.window_base(window, 6, level_only=True)  # chained horizons: from the context's level, no slope
+    torch.testing.assert_close(flat[:, :6], base[:, :6])
+    lvl = base[0, 4:6].double().mean(0)
+    y = [lvl, lvl]
+    for j in range(6, 12):
+        y.append(p[:, 0] * y[-1] + p[:, 1] * y[-2])
+        torch.testing.assert_close(flat[0, j].double(), y[-1], atol=1e-5, rtol=1e-5)
 
 
 def test_spread_calibration_rescales_about_the_mean():
@@ -207,6 +214,15 @@ def test_tiny_end_to_end(tmp_path):
         assert (tmp_path / "scores" / name).stat().st_size > 0
     with pytest.raises(DataError, match="outside the data"):
         weather.forecast(tmp_path / "run", ds, init_period="2021-06-01:2021-06-01T03:00", progress=False)
+    assert fc.attrs["chain_base"] == "level"
+    ar_chain = weather.forecast(tmp_path / "run", ds, init_period="2021-06-07:2021-06-07T06:00", members=3, lead="9h",
+                                progress=False, chain_base="ar")
+    xr.testing.assert_allclose(ar_chain["t2m"].isel(lead_time=slice(0, 6)), fc["t2m"].isel(lead_time=slice(0, 6)))
+    assert not np.allclose(ar_chain["t2m"].isel(lead_time=slice(6, None)).fillna(0),
+                           fc["t2m"].isel(lead_time=slice(6, None)).fillna(0))  # the chained horizon differs
+    with pytest.raises(ConfigError, match="chain_base"):
+        weather.forecast(tmp_path / "run", ds, init_period="2021-06-07:2021-06-07T06:00", progress=False,
+                         chain_base="smooth")
 
 
 def _cli(*args, cwd=None):
