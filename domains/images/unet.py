@@ -57,6 +57,12 @@ def _time_embedding(dim: int) -> nn.Module:
     return SinusoidalTimeEmbedding(dim)
 
 
+def _act(x: torch.Tensor) -> torch.Tensor:
+    """SiLU of a fresh tensor (a GroupNorm output), in place when no graph is recorded: sampling then skips one
+    full-size allocation per activation; training keeps SiLU's input for its backward."""
+    return F.silu(x, inplace=not torch.is_grad_enabled())
+
+
 class ResBlock(nn.Module):
     """Wide ResNet block (Zagoruyko & Komodakis 2016) with the time embedding added after the first conv (Ho et al.)."""
 
@@ -73,9 +79,9 @@ class ResBlock(nn.Module):
         self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
 
     def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
+        h = self.conv1(_act(self.norm1(x)))
         h += self.temb_proj(F.silu(temb))[:, :, None, None]  # in place: a conv's backward never needs its output
-        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        h = self.conv2(self.dropout(_act(self.norm2(h))))
         h += self.skip(x)
         return h
 
@@ -231,7 +237,7 @@ class UNet(nn.Module):
                 h = attn(block(torch.cat([h, skips.pop()], dim=1), temb))
             if i < len(self.upsample):
                 h = self.upsample[i](h)
-        out = self.conv_out(F.silu(self.norm_out(h)))
+        out = self.conv_out(_act(self.norm_out(h)))
         return out.to(x.dtype)
 
 
