@@ -60,7 +60,8 @@ def _open_path(path: Path) -> xr.Dataset:
         if suffix in (".grib", ".grib2", ".grb", ".grb2"):
             if importlib.util.find_spec("cfgrib") is None:
                 raise DataError(f"{path}: reading GRIB needs the 'cfgrib' package (pip install 'gendiff[grib]')")
-            return xr.open_dataset(path, engine="cfgrib")
+            # indexpath "": no .idx index file is written next to the user's data
+            return xr.open_dataset(path, engine="cfgrib", backend_kwargs={"indexpath": ""})
         return xr.open_dataset(path)
     except DataError:
         raise

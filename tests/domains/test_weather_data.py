@@ -80,6 +80,51 @@ def _err(excinfo, *words):
         assert w in msg, msg
 
 
+def _write_grib(path, values, times, lats, lons):
+    """GRIB2 2 m temperature messages (one per time) written with ecCodes from its regular lat-lon sample."""
+    eccodes = pytest.importorskip("eccodes")
+    with open(path, "wb") as f:
+        for t, field in zip(pd.DatetimeIndex(times), values):
+            h = eccodes.codes_grib_new_from_samples("regular_ll_sfc_grib2")
+            for key, val in (("paramId", 167), ("Ni", len(lons)), ("Nj", len(lats)),
+                             ("latitudeOfFirstGridPointInDegrees", float(lats[0])),
+                             ("latitudeOfLastGridPointInDegrees", float(lats[-1])),
+                             ("longitudeOfFirstGridPointInDegrees", float(lons[0])),
+                             ("longitudeOfLastGridPointInDegrees", float(lons[-1])),
+                             ("iDirectionIncrementInDegrees", float(lons[1] - lons[0])),
+                             ("jDirectionIncrementInDegrees", float(lats[0] - lats[1])),
+                             ("dataDate", int(t.strftime("%Y%m%d"))), ("dataTime", int(t.strftime("%H%M"))),
+                             ("bitsPerValue", 24)):
+                eccodes.codes_set(h, key, val)
+            eccodes.codes_set_values(h, np.asarray(field, dtype=np.float64).ravel())
+            eccodes.codes_write(h, f)
+            eccodes.codes_release(h)
+
+
+def test_grib_input(tmp_path):
+    pytest.importorskip("cfgrib")
+    times = pd.date_range("2021-06-01", periods=30, freq="h")
+    lats, lons = np.array([52.0, 51.5, 51.0]), np.array([0.0, 0.5, 1.0, 1.5])
+    vals = 280 + np.random.default_rng(0).normal(size=(30, 3, 4))
+    path = tmp_path / "t2m.grib2"
+    _write_grib(path, vals, times, lats, lons)
+    ds = open_data(path, ["t2m"])
+    assert ds["t2m"].dims == ("time", "latitude", "longitude") and ds["t2m"].attrs["units"] == "K"
+    np.testing.assert_array_equal(ds["time"].values, times.values)
+    np.testing.assert_allclose(ds["latitude"].values, lats)
+    np.testing.assert_allclose(ds["longitude"].values, lons)
+    np.testing.assert_allclose(ds["t2m"].values, vals, atol=1e-3)  # 24-bit packing
+    codec = Codec.fit(ds)  # GRIB data go through the same stacking as netCDF
+    enc = codec.encode(ds, "grib")
+    assert enc.shape == (30, 12) and np.isfinite(enc).all()
+    back = codec.decode(enc, ("time",), {"time": ds["time"].values})
+    np.testing.assert_allclose(back["t2m"].transpose(*ds["t2m"].dims).values, ds["t2m"].values, atol=1e-3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t2m.grib2"]  # no .idx index left beside the data
+    (tmp_path / "bad.grib2").write_bytes(b"GRIB" + b"\0" * 64)
+    with pytest.raises(DataError, match="bad.grib2"):
+        open_data(tmp_path / "bad.grib2", ["t2m"])
+
+
 def test_bad_inputs_raise_data_errors(tmp_path):
     ds = multi_var_dataset()
     with pytest.raises(DataError) as e:
