@@ -39,7 +39,8 @@ def calibration_inits(idx_hold: np.ndarray, horizon: int, last: int, n: int = 16
 
 def fit_calibration(run_dir, values: np.ndarray, times: np.ndarray, init_idx: np.ndarray, members: int = 16,
                     seed: int = 12345) -> dict:
-    """Forecast from `init_idx` with the run's network (uncalibrated), fit a and k, write calibration.json.
+    """Forecast from `init_idx` with the run's network (uncalibrated), fit a, c and g, write calibration.json
+    (with the fixed per-lead inflation `factors` of the earlier method and the raw SSR, for the record).
 
     `values` (T, C) are the data as the network sees them: encoded by the run's codec, climatology removed."""
     from .forecasting import base_trajectory, rollout
@@ -64,8 +65,9 @@ def fit_calibration(run_dir, values: np.ndarray, times: np.ndarray, init_idx: np
         d, e = np.where(ok, d, 0.0), np.where(ok, e, 0.0)
         dd = (d * d).sum((0, 2))
         a = np.clip(np.where(dd > 0, (d * e).sum((0, 2)) / np.maximum(dd, 1e-300), 1.0), 0.0, 1.0)
-        n_i = np.maximum(ok.sum(2), 1)  # (I, H) valid cells per init and lead
-        n = n_i.sum(0)
+        n_raw = ok.sum(2)  # (I, H) valid cells per init and lead; inits without any take no part in the fit
+        has = n_raw > 0
+        n_i, n = np.maximum(n_raw, 1), np.maximum(n_raw.sum(0), 1)
         rmse_raw = np.sqrt(((d - e) ** 2).sum((0, 2)) / n)
         sq_err = ((a[None, :, None] * d - e) ** 2).sum(2) / n_i  # (I, H): E_i
         rmse = np.sqrt((sq_err * n_i).sum(0) / n)
@@ -79,9 +81,9 @@ def fit_calibration(run_dir, values: np.ndarray, times: np.ndarray, init_idx: np
         ens_var = c * c * np.nansum(var, axis=2) / n_i  # (I, H): S_i
         spread = np.sqrt((ens_var * n_i).sum(0) / n) / c
         k = np.where(spread > 0, rmse / np.maximum(c * spread, 1e-300), 1.0)
-        const, slope = fit_variance(ens_var, sq_err)
+        const, slope = fit_variance(ens_var, sq_err, has)
         target = rmse ** 2  # the mean variance the model should give on these inits
-        fitted = (const[None] + slope[None] * ens_var).mean(0)
+        fitted = ((const[None] + slope[None] * ens_var) * has).sum(0) / np.maximum(has.sum(0), 1)
         q = np.where(fitted > 0, target / np.maximum(fitted, 1e-300), 1.0)
         shrink[v] = a.round(4).tolist()
         factors[v] = np.clip(k, *LIMITS).round(4).tolist()
@@ -95,11 +97,16 @@ def fit_calibration(run_dir, values: np.ndarray, times: np.ndarray, init_idx: np
     return out
 
 
-def fit_variance(ens_var: np.ndarray, sq_err: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per lead, non-negative least squares of sq_err (I, H) on [1, ens_var (I, H)]: (c, g), each (H,)."""
-    const, slope = np.empty(ens_var.shape[1]), np.empty(ens_var.shape[1])
+def fit_variance(ens_var: np.ndarray, sq_err: np.ndarray,
+                 use: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per lead, non-negative least squares of sq_err (I, H) on [1, ens_var (I, H)] over the inits `use` (I, H)
+    marks (all by default): (c, g), each (H,); (0, 0) for a lead without any."""
+    const, slope = np.zeros(ens_var.shape[1]), np.zeros(ens_var.shape[1])
     for h in range(ens_var.shape[1]):
-        x, y = ens_var[:, h], sq_err[:, h]
+        rows = slice(None) if use is None else use[:, h]
+        x, y = ens_var[rows, h], sq_err[rows, h]
+        if len(x) == 0:
+            continue
         g = np.cov(x, y, bias=True)[0, 1] / x.var() if len(x) > 1 and x.var() > 0 else 0.0
         cst = y.mean() - g * x.mean()
         if g < 0 or not np.isfinite(g):  # the ensemble spread does not track the error: a constant variance

@@ -146,15 +146,18 @@ class ARBase:
             return out
         out = out.expand(len(slots), -1, -1).clone()
         if self.scale is not None and self.diurnal is not None:
-            out[:, context:] *= self.diurnal[torch.as_tensor(np.asarray(slots), dtype=torch.long)]
+            out[:, context:] *= self._slot_factors(slots)
         return out
+
+    def _slot_factors(self, slots) -> torch.Tensor:
+        """(B, H, C): the time-of-day factors of the given slots."""
+        return self.diurnal[torch.as_tensor(np.asarray(slots), dtype=torch.long)]
 
     def level(self, slots=None) -> torch.Tensor:
         """(H, C): the RMS error level per lead, averaged in square over the given init slots (all windows if None)."""
         if slots is None or self.diurnal is None:
             return self.scale
-        f = self.diurnal[torch.as_tensor(np.asarray(slots), dtype=torch.long)]
-        return self.scale * (f ** 2).mean(0).sqrt()
+        return self.scale * (self._slot_factors(slots) ** 2).mean(0).sqrt()
 
     def state(self) -> dict:
         out = {"phi": self.phi}

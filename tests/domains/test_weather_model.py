@@ -130,6 +130,11 @@ def test_variance_model_fit_and_apply():
     np.testing.assert_allclose([c[0], g[0]], [0.3, 2.0], atol=1e-9)  # exact linear relation recovered
     assert g[1] == 0 and c[1] == pytest.approx(y[:, 1].mean())  # spread anti-correlated with error: constant
     assert c[2] == 0 and g[2] == pytest.approx((s[:, 2] * y[:, 2]).sum() / (s[:, 2] ** 2).sum())  # c < 0: origin
+    use = np.ones_like(s, dtype=bool)
+    use[::2, 0], use[:, 1] = False, False  # inits without valid cells take no part; a lead without any gives (0, 0)
+    c_u, g_u = fit_variance(s, y, use)
+    c_sub, g_sub = fit_variance(s[1::2], y[1::2])
+    assert (c_u[0], g_u[0]) == pytest.approx((c_sub[0], g_sub[0])) and (c_u[1], g_u[1]) == (0.0, 0.0)
 
     m = 10
     values = rng.normal(size=(6, m, 2, 4)) * np.array([0.5, 1, 2, 3, 1, 1])[:, None, None, None]
