@@ -5,6 +5,7 @@ import math
 
 import torch
 
+from .device import table_dtype
 from .errors import ConfigError
 from .forward import append_dims, q_sample
 from .schedules import Schedule
@@ -16,26 +17,54 @@ def _inner(model):
     return getattr(model, "module", model)
 
 
-class SNRWeight:
-    """w = SNR(t) on the eps-loss, i.e. the plain x0-loss (Kingma et al. 2021, eq. 13 up to dSNR/dt)."""
+class Weighting:
+    """A loss weighting written as the weight w(lambda) of the x0-loss ||x0 - x0_hat||^2 (Hang et al. 2023, sec. 3);
+    diffusion_loss turns it into the weight of whatever the network predicts, on any schedule.
+    `weighting(log_snr, prediction)` gives that weight directly for the eps, x0 and v of a VP schedule."""
+
+    def x0_weight(self, log_snr: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
 
     def __call__(self, log_snr: torch.Tensor, prediction: str) -> torch.Tensor:
         snr = log_snr.exp()
-        return {"eps": snr, "x0": torch.ones_like(snr), "v": snr / (snr + 1)}[prediction]
+        w = self.x0_weight(log_snr)
+        scale2 = {"eps": 1 / snr, "x0": torch.ones_like(snr), "v": 1 / (snr + 1)}
+        if prediction not in scale2:
+            raise ConfigError(f"prediction {prediction!r}: VP weights exist for eps, x0 and v; "
+                              "diffusion_loss handles the others")
+        return w * scale2[prediction]
 
 
-class MinSNRWeight:
-    """Min-SNR-gamma (Hang et al. 2023, eq. 8): x0-loss weight min(SNR, gamma), expressed for each parametrization."""
+class SNRWeight(Weighting):
+    """x0-loss weight SNR(t): the plain eps-loss L_simple (Ho et al. 2020, eq. 14), whatever is predicted."""
+
+    def x0_weight(self, log_snr):
+        return log_snr.exp()
+
+
+class MinSNRWeight(Weighting):
+    """Min-SNR-gamma (Hang et al. 2023, eq. 8): x0-loss weight min(SNR, gamma)."""
 
     def __init__(self, gamma: float = 5.0):
         if gamma <= 0:
             raise ConfigError(f"min-SNR gamma must be positive, got {gamma}")
         self.gamma = gamma
 
-    def __call__(self, log_snr: torch.Tensor, prediction: str) -> torch.Tensor:
-        snr = log_snr.exp()
-        clipped = snr.clamp(max=self.gamma)
-        return {"eps": clipped / snr, "x0": clipped, "v": clipped / (snr + 1)}[prediction]
+    def x0_weight(self, log_snr):
+        return log_snr.exp().clamp(max=self.gamma)
+
+
+class ClampedSNRWeight(Weighting):
+    """x0-loss weight clamp(SNR, low, high) (the truncated SNR weighting of x0 prediction; EQGAT-diff,
+    Le et al. 2024, sec. 3.2)."""
+
+    def __init__(self, low: float = 0.05, high: float = 1.5):
+        if not 0 <= low < high:
+            raise ConfigError(f"clamped SNR weight needs 0 <= low < high, got {low}, {high}")
+        self.low, self.high = low, high
+
+    def x0_weight(self, log_snr):
+        return log_snr.exp().clamp(self.low, self.high)
 
 
 def snr_weight() -> SNRWeight:
@@ -44,6 +73,10 @@ def snr_weight() -> SNRWeight:
 
 def min_snr_weight(gamma: float = 5.0) -> MinSNRWeight:
     return MinSNRWeight(gamma)
+
+
+def clamped_snr_weight(low: float = 0.05, high: float = 1.5) -> ClampedSNRWeight:
+    return ClampedSNRWeight(low, high)
 
 
 def diffusion_loss(denoiser, x0: torch.Tensor, schedule: Schedule, space: NoiseSpace, *, mask=None, cond=None,
@@ -65,10 +98,14 @@ def diffusion_loss(denoiser, x0: torch.Tensor, schedule: Schedule, space: NoiseS
     out = denoiser(x_t, t, mask=mask, cond=cond, output="raw")
     inner = _inner(denoiser)
     alpha, sigma = inner.coefficients(x0, t)
-    err = (out - inner.target(x0, noise, alpha, sigma)) ** 2
+    err = (out - inner.target(x0, noise, alpha, sigma, t)) ** 2
     if weighting is not None:
-        w = weighting(schedule.log_snr(t).to(x0.device), inner.prediction)
-        err = err * append_dims(w.to(err.dtype), err.dim())
+        log_snr = append_dims(schedule.log_snr(t).to(x0.device), err.dim())
+        if isinstance(weighting, Weighting):  # x0-loss weight times (d x0 / d output)^2: any parametrization
+            w = weighting.x0_weight(log_snr).to(err.dtype) * inner.x0_error_scale(alpha, sigma, t).to(err.dtype) ** 2
+        else:
+            w = append_dims(weighting(schedule.log_snr(t).to(x0.device), inner.prediction).to(err.dtype), err.dim())
+        err = err * w
     return space.reduce(err, mask)
 
 
@@ -105,29 +142,32 @@ def vlb_terms(denoiser, x0: torch.Tensor, schedule: Schedule, space: NoiseSpace,
     inner = _inner(denoiser)
     grid = _vlb_grid(schedule, num_steps)
     x0 = space.project(x0, mask)
+    device, f64 = x0.device, table_dtype(x0.device)
     n = space.num_samples(x0, mask)
-    dof = space.dof(x0, mask).to(torch.float64)
-    sq = space.sum(x0.to(torch.float64) ** 2, mask)
+    dof = space.dof(x0, mask).to(f64)
+    sq = space.sum(x0.to(f64) ** 2, mask)
     a_T, s_T = (float(v) for v in schedule.alpha_sigma(grid[-1]))
     pv = schedule.prior_std() ** 2
     prior = 0.5 * dof * (math.log(pv / s_T**2) + s_T**2 / pv - 1) + 0.5 * a_T**2 * sq / pv
 
-    snr = schedule.log_snr(grid).exp()
-    steps = torch.arange(1, grid.numel())
+    draw_device = generator.device if generator is not None else device
+    snr = schedule.log_snr(grid).exp().to(device, f64)
+    grid_d = grid.to(device, f64)
     if n_t is None:
-        draws = [torch.full((n,), int(i)) for i in steps]
+        draws = [torch.full((n,), i, device=device) for i in range(1, grid.numel())]
     else:
-        draws = [steps[torch.randint(0, steps.numel(), (n,), generator=generator)] for _ in range(n_t)]
-    diffusion = torch.zeros(n, dtype=torch.float64, device=x0.device)
+        draws = [torch.randint(1, grid.numel(), (n,), generator=generator, device=draw_device).to(device)
+                 for _ in range(n_t)]
+    diffusion = torch.zeros(n, dtype=f64, device=device)
     for idx in draws:
-        t = grid[idx].to(x0.dtype).to(x0.device)
+        t = grid_d[idx].to(x0.dtype)
         noise = space.sample(x0, mask, generator)
         t_rows = space.per_row(t, mask)
         x_t = space.project(q_sample(x0, t_rows, noise, schedule), mask)
         x0_hat = space.project(inner.x0(x_t, t_rows, mask=mask, cond=cond), mask)
-        err = space.sum(((x0 - x0_hat) ** 2).to(torch.float64), mask)
+        err = space.sum(((x0 - x0_hat) ** 2).to(f64), mask)
         diffusion += 0.5 * (snr[idx - 1] - snr[idx]).to(err) * err
-    diffusion *= steps.numel() / len(draws)
+    diffusion *= (grid.numel() - 1) / len(draws)
 
     t1 = torch.full((n,), float(grid[0]), dtype=x0.dtype, device=x0.device)
     a1, s1 = (float(v) for v in schedule.alpha_sigma(grid[0]))
@@ -136,9 +176,9 @@ def vlb_terms(denoiser, x0: torch.Tensor, schedule: Schedule, space: NoiseSpace,
     mean = space.project(inner.x0(x_1, t1_rows, mask=mask, cond=cond), mask)
     std = s1 / a1
     if decoder == "discretized":
-        recon = space.sum(discretized_gaussian_nll(x0, mean, std).to(torch.float64), mask)
+        recon = space.sum(discretized_gaussian_nll(x0, mean, std).to(f64), mask)
     else:
-        recon = 0.5 * space.sum(((x0 - mean) ** 2).to(torch.float64), mask) / std**2
+        recon = 0.5 * space.sum(((x0 - mean) ** 2).to(f64), mask) / std**2
         recon = recon + 0.5 * dof * math.log(2 * math.pi * std**2)
     return {"prior": prior, "diffusion": diffusion, "reconstruction": recon, "dof": dof}
 

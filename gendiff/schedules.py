@@ -13,16 +13,22 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .device import table_dtype
 from .errors import ConfigError
 from .registry import Registry
 
 SCHEDULES: Registry = Registry("schedule")
 
 
+SPACINGS = ("uniform", "log_snr", "karras")
+SIGMA_RATIO_RANGE = (2e-3, 2e3)  # sigma/alpha where the schedule itself reaches 0 or infinity (flow's ends)
+
+
 def _as_t(t) -> tuple[torch.Tensor, torch.dtype]:
+    """t in float64 on its own device (float32 on MPS, which has no float64) and the dtype to return."""
     t = torch.as_tensor(t)
     out_dtype = torch.float64 if t.dtype == torch.float64 else torch.float32
-    return t.to(torch.float64), out_dtype
+    return t.to(table_dtype(t.device)), out_dtype
 
 
 class Schedule(abc.ABC):
@@ -49,16 +55,94 @@ class Schedule(abc.ABC):
         log_a, log_s = self._log_alpha_sigma(t64)
         return (2 * (log_a - log_s)).to(dtype)
 
-    def timesteps(self, n: int) -> torch.Tensor:
-        """n + 1 decreasing times from t_max to t_min (uniform in t; the schedule shapes the noise levels)."""
-        if int(n) < 1:
+    def alpha_sigma_dot(self, t) -> tuple[torch.Tensor, torch.Tensor]:
+        """(d alpha / dt, d sigma / dt) by autograd through the float64 definition (velocity prediction needs it)."""
+        t64, dtype = _as_t(t)
+        with torch.enable_grad():
+            tt = t64.detach().clone().requires_grad_(True)
+            log_a, log_s = self._log_alpha_sigma(tt)
+            a, s = log_a.exp(), log_s.exp()
+            da, = torch.autograd.grad(a.sum(), tt, retain_graph=True)
+            ds, = torch.autograd.grad(s.sum(), tt)
+        return da.to(dtype), ds.to(dtype)
+
+    def timesteps(self, n: int, spacing: str = "uniform", rho: float = 7.0) -> torch.Tensor:
+        """n + 1 decreasing times from t_max to t_min (CPU float32: the grid steers the loop, the data never sees it).
+
+        spacing 'uniform' is uniform in t; 'log_snr' is uniform in log-SNR (Lu et al. 2022, DPM-Solver sec. 3.3);
+        'karras' is EDM's rho-spacing of sigma/alpha (Karras et al. 2022, eq. 5). For the last two, when sigma(t_min)
+        is 0 the first n points span t_max to the first noisy time and the last step goes to t_min; where sigma/alpha
+        is 0 or infinite at an end (flow), the span is clamped to SIGMA_RATIO_RANGE and the end itself kept. Discrete
+        schedules round to their training steps, keeping the grid strictly decreasing."""
+        n = int(n)
+        if n < 1:
             raise ConfigError(f"number of steps must be >= 1, got {n}")
-        grid = torch.linspace(self.t_max, self.t_min, int(n) + 1, dtype=torch.float64)
+        if spacing not in SPACINGS:
+            raise ConfigError(f"spacing must be one of {SPACINGS}, got {spacing!r}")
+        if spacing == "uniform":
+            grid = torch.linspace(self.t_max, self.t_min, n + 1, dtype=torch.float64)
+        else:
+            grid = self._spaced_grid(n, spacing, float(rho))
         if self.num_train_steps is not None:
-            grid = torch.round(grid * self.num_train_steps) / self.num_train_steps
-            if torch.unique(grid).numel() != grid.numel():
-                raise ConfigError(f"{n} steps exceed the {self.num_train_steps} steps of schedule {self.name!r}")
+            grid = self._round_to_train_steps(grid, n)
         return grid.to(torch.float32)
+
+    def sigma_ratio(self, t) -> torch.Tensor:
+        """sigma_t / alpha_t (EDM's sigma; exp(-log_snr / 2)), in float64."""
+        t64 = torch.as_tensor(t, dtype=torch.float64)
+        log_a, log_s = self._log_alpha_sigma(t64)
+        return (log_s - log_a).exp()
+
+    def t_of_sigma_ratio(self, ratio: torch.Tensor) -> torch.Tensor:
+        """Inverse of sigma_ratio on [t_min, t_max] by bisection (sigma/alpha increases with t on every schedule)."""
+        ratio = torch.as_tensor(ratio, dtype=torch.float64)
+        lo = torch.full_like(ratio, float(self.t_min))
+        hi = torch.full_like(ratio, float(self.t_max))
+        target = ratio.log()
+        for _ in range(80):
+            mid = 0.5 * (lo + hi)
+            up = self.sigma_ratio(mid).log() < target
+            lo, hi = torch.where(up, mid, lo), torch.where(up, hi, mid)
+        return 0.5 * (lo + hi)
+
+    def _first_noisy_time(self) -> float:
+        if float(self.sigma_ratio(self.t_min)) > 0:
+            return float(self.t_min)
+        if self.num_train_steps is not None:
+            return 1.0 / self.num_train_steps
+        return float(self.t_of_sigma_ratio(torch.tensor(SIGMA_RATIO_RANGE[0])))
+
+    def _spaced_grid(self, n: int, spacing: str, rho: float) -> torch.Tensor:
+        lo_t = self._first_noisy_time()
+        ends_at_zero = lo_t > self.t_min
+        m = n if ends_at_zero else n + 1  # points spaced in the chosen variable
+        r_hi = float(self.sigma_ratio(self.t_max))
+        r_lo = float(self.sigma_ratio(lo_t))
+        r_hi = min(max(r_hi, SIGMA_RATIO_RANGE[0]), SIGMA_RATIO_RANGE[1])
+        r_lo = min(max(r_lo, SIGMA_RATIO_RANGE[0]), r_hi)
+        u = torch.linspace(0, 1, m, dtype=torch.float64)
+        if spacing == "log_snr":
+            ratios = torch.exp(math.log(r_hi) + u * (math.log(r_lo) - math.log(r_hi)))
+        else:
+            ratios = (r_hi ** (1 / rho) + u * (r_lo ** (1 / rho) - r_hi ** (1 / rho))) ** rho
+        grid = self.t_of_sigma_ratio(ratios) if m > 1 else torch.tensor([float(self.t_max)], dtype=torch.float64)
+        grid[0] = float(self.t_max)
+        if m > 1:
+            grid[-1] = lo_t
+        if ends_at_zero:
+            grid = torch.cat([grid, torch.tensor([float(self.t_min)], dtype=torch.float64)])
+        return grid
+
+    def _round_to_train_steps(self, grid: torch.Tensor, n: int) -> torch.Tensor:
+        """Round to i / T; then push points up (from the low end) so that each lies at least one step above the
+        next: the grid stays strictly decreasing where a spacing crowds several points into one training step."""
+        T = self.num_train_steps
+        idx = torch.round(grid * T).long().tolist()
+        for k in range(len(idx) - 2, -1, -1):
+            idx[k] = max(idx[k], idx[k + 1] + 1)
+        if idx[0] > round(self.t_max * T):
+            raise ConfigError(f"{n} steps exceed the {T} steps of schedule {self.name!r}")
+        return torch.tensor(idx, dtype=torch.float64) / T
 
     def sample_t(self, n: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
         """Training times: uniform on [t_min, t_max]; discrete schedules draw i in {1..T} and return i / T."""
@@ -89,6 +173,16 @@ class TabulatedSchedule(Schedule):
         full = torch.cat([abar.new_ones(1), abar])
         self._log_abar = full.log()
         self._log_1m_abar = torch.log1p(-full.clamp(max=1.0))  # -inf at t = 0 (sigma = 0)
+        self._tables: dict = {}
+
+    def tables(self, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log alpha_bar, log(1 - alpha_bar)) on `device`, cached per device (Design 13)."""
+        device = torch.device(device)
+        key = str(device)
+        if key not in self._tables:
+            dtype = table_dtype(device)
+            self._tables[key] = (self._log_abar.to(device, dtype), self._log_1m_abar.to(device, dtype))
+        return self._tables[key]
 
     def _interp(self, table: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         u = (t.clamp(0.0, 1.0) * self.num_train_steps)
@@ -100,7 +194,8 @@ class TabulatedSchedule(Schedule):
         return torch.where(w >= 1, b, out)
 
     def _log_alpha_sigma(self, t):
-        return 0.5 * self._interp(self._log_abar, t), 0.5 * self._interp(self._log_1m_abar, t)
+        log_abar, log_1m_abar = self.tables(t.device)
+        return 0.5 * self._interp(log_abar, t), 0.5 * self._interp(log_1m_abar, t)
 
 
 def _betas_to_schedule(betas: torch.Tensor, name: str) -> TabulatedSchedule:
@@ -199,10 +294,27 @@ class EDMSchedule(Schedule):
         return torch.zeros_like(t), self.rho * torch.log(lo + t * (hi - lo))
 
 
+@dataclass(repr=False)
+class FlowSchedule(Schedule):
+    """Rectified flow / conditional optimal-transport path (Liu et al. 2023; Lipman et al. 2023, eq. 20 with
+    sigma_min = 0): alpha_t = 1 - t, sigma_t = t, so x_1 is pure noise (alpha = 0: train it with velocity, v or x0
+    prediction, never eps)."""
+
+    name: str = field(default="flow")
+
+    def _log_alpha_sigma(self, t):
+        return torch.log1p(-t), torch.log(t)
+
+    def alpha_sigma_dot(self, t):
+        t64, dtype = _as_t(t)
+        return torch.full_like(t64, -1.0).to(dtype), torch.ones_like(t64).to(dtype)
+
+
 SCHEDULES.register("vp")(VPSDE)
 SCHEDULES.register("subvp")(SubVPSDE)
 SCHEDULES.register("ve")(VESDE)
 SCHEDULES.register("edm")(EDMSchedule)
+SCHEDULES.register("flow")(FlowSchedule)
 
 
 def get_schedule(name: str | Schedule, **kwargs) -> Schedule:

@@ -53,6 +53,25 @@ class GaussianMixture:
         resp = torch.softmax(torch.stack(logps, 1), dim=1)
         return -sum(resp[:, k : k + 1] * g for k, g in enumerate(grads))
 
+    def posterior_mean(self, x: torch.Tensor, alpha: float, sigma: float) -> torch.Tensor:
+        """E[x0 | x_t = x] = sum_k r_k(x) (mu_k + alpha Sigma_k C_k^-1 (x - alpha mu_k)), C_k = alpha^2 Sigma_k +
+        sigma^2 I: defined at alpha = 0 too (where it is the mixture mean), unlike Tweedie's (x + sigma^2 score) / alpha."""
+        x = x.to(torch.float64)
+        cov = alpha**2 * self.covs + sigma**2 * torch.eye(self.dim, dtype=torch.float64)
+        prec, logdet = torch.linalg.inv(cov), torch.logdet(cov)
+        means, logps = [], []
+        for k in range(self.means.shape[0]):
+            diff = x - alpha * self.means[k]
+            pd = diff @ prec[k]
+            means.append(self.means[k] + alpha * pd @ self.covs[k])
+            logps.append(torch.log(self.weights[k]) - 0.5 * logdet[k] - 0.5 * torch.linalg.vecdot(diff, pd))
+        resp = torch.softmax(torch.stack(logps, 1), dim=1)
+        return sum(resp[:, k : k + 1] * m for k, m in enumerate(means))
+
+    def x0_eps_model(self, schedule: Schedule) -> "ExactPair":
+        """A model with the exact x0_eps(x_t, t) (what a Denoiser offers samplers): valid where alpha = 0 (flow)."""
+        return ExactPair(self, schedule)
+
     def eps_model(self, schedule: Schedule):
         """A model(x_t, t) -> exact eps = -sigma_t * score, usable by every sampler."""
 
@@ -69,6 +88,25 @@ class GaussianMixture:
             return out
 
         return model
+
+
+class ExactPair:
+    """The mixture's exact (E[x0 | x_t], E[eps | x_t]) at one noise level per call (rows share t in samplers)."""
+
+    def __init__(self, gm: GaussianMixture, schedule: Schedule, scale: float = 1.0):
+        self.gm, self.schedule, self.scale = gm, schedule, scale
+
+    def x0_eps(self, x, t, *, mask=None, cond=None):
+        alpha, sigma = (float(v) for v in self.schedule.alpha_sigma(t[:1].to(torch.float64)[0]))
+        x0 = self.gm.posterior_mean(x, alpha, sigma)
+        eps = (x.to(torch.float64) - alpha * x0) / sigma
+        if self.scale != 1.0:  # a wrong model for negative controls: eps scaled, x0 kept consistent with it
+            eps = self.scale * eps
+            x0 = (x.to(torch.float64) - sigma * eps) / alpha if alpha > 0 else x0
+        return x0.to(x.dtype), eps.to(x.dtype)
+
+    def __call__(self, x, t, *, mask=None, cond=None):
+        return self.x0_eps(x, t)[1]
 
 
 def sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, n_proj: int = 256, seed: int = 0) -> float:

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, default_collate
 
 from . import distributed as D
 from .distributed import StepBatches, advance, epoch_permutation, mix_seed  # noqa: F401  (public here)
+from .device import make_generator
 from .errors import ConfigError, DataError, TrainingError
 from .io import torch_load_safe, torch_save_atomic, write_text_atomic
 
@@ -194,14 +195,12 @@ class Trainer:
         if len(dataset) < config.batch_size:
             raise ConfigError(f"dataset has {len(dataset)} items, fewer than "
                               f"TrainConfig.batch_size={config.batch_size}")
-        self.bf16 = config.bf16 and self.device.type == "cuda"
-        if config.bf16 and not self.bf16:
-            warnings.warn("TrainConfig.bf16=True is ignored on CPU (bf16 autocast is used on CUDA only)")
+        self.bf16 = bool(config.bf16)  # bf16 autocast on the training device (CUDA, CPU; MPS where torch has it)
         self.model = model.to(self.device)
         self.ema_model = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, betas=config.betas,
                                            weight_decay=config.weight_decay)
-        self.generator = torch.Generator(device=self.device).manual_seed(mix_seed(config.seed, 1, self.ctx.rank))
+        self.generator = make_generator(self.device, mix_seed(config.seed, 1, self.ctx.rank))
         self.step, self.position = 0, (0, 0)
         self.nonfinite_total = self.nonfinite_run = 0
         self.resumed_from: int | None = None
@@ -297,7 +296,7 @@ class Trainer:
     def _micro_step(self, batch, sync: bool, skip_backward: bool) -> tuple[float, bool]:
         """Forward (and backward unless skipped) on one micro-batch; returns (rank-mean loss, any rank non-finite)."""
         with D.no_sync(self.train_model, not sync):
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.bf16):
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
                 loss = self.step_fn(self.train_model, batch, self.generator)
             if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
                 raise TrainingError(f"step_fn must return a scalar loss tensor, got {type(loss).__name__} "

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from gendiff import losses, samplers, schedules, spaces
+from gendiff.errors import ConfigError
 from gendiff.forward import Denoiser
 
 SAMPLERS = samplers.list_samplers()
@@ -46,14 +47,26 @@ def _check_space(space, x, mask):
         assert means.abs().max() < 1e-6 * (1 + pos.abs().max())
 
 
+def _zero_alpha(schedule):
+    return float(schedule.alpha_sigma(schedule.t_max)[0]) == 0.0
+
+
 def _run_sampler(name, schedule_name, kind, seed=0, **kw):
     space, like, mask = _setup(kind)
     schedule = schedules.get_schedule(schedule_name)
     model = _Linear()
+    if _zero_alpha(schedule):  # flow: eps gives no x0 at t = 1, so the contract model predicts the velocity
+        counted = model
+        model = Denoiser(counted, schedule, prediction="velocity")
+        model.calls = property(lambda self: counted.calls)
+        return (*_sample_with(name, model, schedule, space, like, mask, seed, kw)[:1], counted, space, mask, schedule)
+    return _sample_with(name, model, schedule, space, like, mask, seed, kw)[0], model, space, mask, schedule
+
+
+def _sample_with(name, model, schedule, space, like, mask, seed, kw):
     g = torch.Generator().manual_seed(seed)
     x_T = samplers.prior_sample(schedule, space, like, mask, generator=g)
-    out = samplers.sample(name, model, x_T, schedule, space, 4, mask=mask, generator=g, **kw)
-    return out, model, space, mask, schedule
+    return (samplers.sample(name, model, x_T, schedule, space, 4, mask=mask, generator=g, **kw),)
 
 
 @pytest.mark.parametrize("kind", ["euclidean", "masked", "zero_com", "product"])
@@ -110,7 +123,7 @@ def test_loss_contract(kind, schedule_name):
     schedule = schedules.get_schedule(schedule_name)
     x0 = space.project(torch.randn(like.shape, generator=torch.Generator().manual_seed(1)), mask)
     net = torch.nn.Linear(like.shape[-1], like.shape[-1])
-    d = Denoiser(_Wrap(net), schedule)
+    d = Denoiser(_Wrap(net), schedule, prediction="velocity" if _zero_alpha(schedule) else "eps")
     loss = losses.diffusion_loss(d, x0, schedule, space, mask=mask, generator=torch.Generator().manual_seed(2))
     assert loss.shape == (space.num_samples(x0, mask),) and torch.isfinite(loss).all() and (loss >= 0).all()
     loss.mean().backward()
@@ -124,3 +137,29 @@ class _Wrap(torch.nn.Module):
 
     def forward(self, x, t, *, mask=None, cond=None):
         return self.net(x)
+
+
+@pytest.mark.parametrize("name", SAMPLERS)
+def test_eps_only_model_on_zero_alpha_schedule_is_refused(name):
+    space, like, mask = _setup("euclidean")
+    schedule = schedules.get_schedule("flow")
+    with pytest.raises(ConfigError, match="alpha = 0"):
+        samplers.sample(name, _Linear(), torch.randn(like.shape), schedule, space, 4)
+    with pytest.raises(ConfigError, match="alpha = 0"):
+        Denoiser(_Linear(), schedule, prediction="eps")
+
+
+@pytest.mark.parametrize("name", SAMPLERS)
+def test_unknown_option_raises(name):
+    space, like, mask = _setup("euclidean")
+    schedule = schedules.get_schedule("cosine")
+    with pytest.raises(ConfigError, match=f"sampler '{name}' has no option 'etaa'"):
+        samplers.sample(name, _Linear(), torch.randn(like.shape), schedule, space, 4, etaa=0.5)
+
+
+@pytest.mark.parametrize("name", SAMPLERS)
+def test_clip_x0_acts_in_every_sampler(name):
+    """clip_x0 bounds every x0 the sampler uses, so a tight clip changes every sampler's output."""
+    plain, *_ = _run_sampler(name, "cosine", "euclidean")
+    clipped, *_ = _run_sampler(name, "cosine", "euclidean", clip_x0=(-0.01, 0.01))
+    assert not torch.allclose(plain, clipped)

@@ -20,6 +20,14 @@ CASES = [  # sampler, schedule, steps, options
     ("heun", "edm", 35, {}),
     ("dpm_solver_pp", "cosine", 20, {}),
     ("langevin", "ve", 200, {"steps_each": 5, "step_scale": 0.2}),
+    ("euler", "cosine", 100, {}),
+    # rectified flow (alpha_t = 1 - t, sigma_t = t): the exact (x0, eps) pair, since eps alone gives no x0 at t = 1
+    ("euler", "flow", 200, {}),
+    ("heun", "flow", 35, {}),
+    ("dpm_solver_pp", "flow", 20, {}),
+    ("ddim", "flow", 200, {}),
+    ("ancestral", "flow", 500, {}),
+    ("euler_maruyama", "flow", 1000, {}),
 ]
 
 
@@ -34,18 +42,22 @@ def mixture():
 def _draw(gm, name, schedule_name, steps, options, scale=1.0):
     schedule = schedules.get_schedule(schedule_name)
     space = spaces.EuclideanSpace()
-    exact = gm.eps_model(schedule)
-    model = exact if scale == 1.0 else (lambda x, t, **kw: scale * exact(x, t, **kw))
+    if schedule.alpha_sigma(schedule.t_max)[0] == 0:
+        model = gm.x0_eps_model(schedule)
+        model.scale = scale
+    else:
+        exact = gm.eps_model(schedule)
+        model = exact if scale == 1.0 else (lambda x, t, **kw: scale * exact(x, t, **kw))
     g = torch.Generator().manual_seed(1)
     x_T = samplers.prior_sample(schedule, space, torch.zeros(N, 2), generator=g)
     return samplers.sample(name, model, x_T, schedule, space, steps, generator=g, **options)
 
 
 def test_cases_cover_every_sampler():
-    assert sorted(c[0] for c in CASES) == samplers.list_samplers()
+    assert sorted({c[0] for c in CASES}) == samplers.list_samplers()
 
 
-@pytest.mark.parametrize("name,schedule_name,steps,options", CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("name,schedule_name,steps,options", CASES, ids=[f"{c[0]}-{c[1]}" for c in CASES])
 def test_sampler_reproduces_mixture(mixture, name, schedule_name, steps, options):
     gm, ref, null_sw = mixture
     x = _draw(gm, name, schedule_name, steps, options)
@@ -56,9 +68,10 @@ def test_sampler_reproduces_mixture(mixture, name, schedule_name, steps, options
     assert sw < BOUND_FACTOR * null_sw, f"sliced Wasserstein {sw:.4f} >= {BOUND_FACTOR} x null {null_sw:.4f}"
 
 
-def test_wrong_eps_is_caught(mixture):
+@pytest.mark.parametrize("name,schedule_name,steps", [("ddim", "cosine", 100), ("euler", "flow", 200)])
+def test_wrong_eps_is_caught(mixture, name, schedule_name, steps):
     """Negative control: eps 10% too large must fail the same checks."""
     gm, ref, null_sw = mixture
-    x = _draw(gm, "ddim", "cosine", 100, {}, scale=1.1)
+    x = _draw(gm, name, schedule_name, steps, {}, scale=1.1)
     z_mean, z_cov = toy.moment_zscores(x, gm)
     assert z_cov.max() > 5 or toy.sliced_wasserstein(x, ref) > BOUND_FACTOR * null_sw
