@@ -35,6 +35,14 @@ class Weighting:
         return w * scale2[prediction]
 
 
+class ConstantWeight(Weighting):
+    """x0-loss weight 1: the plain x0 regression loss, whatever the network predicts (with EDM preconditioning,
+    ||D - x0||^2 instead of EDM's 1/c_out^2-weighted form)."""
+
+    def x0_weight(self, log_snr):
+        return torch.ones_like(log_snr)
+
+
 class SNRWeight(Weighting):
     """x0-loss weight SNR(t): the plain eps-loss L_simple (Ho et al. 2020, eq. 14), whatever is predicted."""
 
@@ -65,6 +73,10 @@ class ClampedSNRWeight(Weighting):
 
     def x0_weight(self, log_snr):
         return log_snr.exp().clamp(self.low, self.high)
+
+
+def constant_weight() -> ConstantWeight:
+    return ConstantWeight()
 
 
 def snr_weight() -> SNRWeight:
