@@ -29,11 +29,23 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _domain_verbs(domain: str) -> dict:
+    """The domain's VERBS table, or {"__unavailable__": reason} when its module cannot be imported."""
     try:
         module = importlib.import_module(f"gendiff.domains.{domain}.cli")
-    except ImportError as exc:
-        return {"__import_error__": exc}
+    except Exception as exc:  # a missing or broken dependency (ImportError, OSError from a shared library, ...)
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return {"__unavailable__": f"{reason} ({type(exc).__name__})"}
     return getattr(module, "VERBS", {})
+
+
+def _unavailable(domain: str, reason: str):
+    def add_arguments(parser):
+        parser.set_defaults(_accepts_any=True)  # whatever follows, the answer is that the domain is unavailable
+
+    def run(args):
+        raise GendiffError(f"{domain} is unavailable: {reason}")
+
+    return add_arguments, run
 
 
 def _list_command(args) -> int:
@@ -42,6 +54,22 @@ def _list_command(args) -> int:
 
     print("samplers: " + ", ".join(list_samplers()))
     print("schedules: " + ", ".join(list_schedules()))
+    for domain in DOMAINS:
+        table = _domain_verbs(domain)
+        state = f"unavailable: {table['__unavailable__']}" if "__unavailable__" in table else ", ".join(
+            v for v in VERB_HELP if v in table)
+        print(f"domain {domain}: {state}")
+    from .runs import list_pretrained
+
+    rows = list_pretrained()
+    print("pretrained models (use --run pretrained:NAME):" + ("" if rows else " none shipped"))
+    for row in rows:
+        if "error" in row:
+            print(f"  {row['name']}: broken ({row['error']})")
+            continue
+        metrics = ", ".join(f"{k} {v:.4g}" for k, v in row["metrics"].items())
+        print(f"  {row['name']} ({row['domain']}, {row['bytes'] / 1e6:.1f} MB, {row['steps']} steps): "
+              f"{metrics or 'no metrics on its card'}")
     return 0
 
 
@@ -58,9 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
         domains = vp.add_subparsers(dest="domain", metavar="DOMAIN", parser_class=_Parser)
         domains.required = True
         for domain, table in tables.items():
-            if verb not in table:
+            if "__unavailable__" in table:
+                add_arguments, run = _unavailable(domain, table["__unavailable__"])
+            elif verb not in table:
                 continue
-            add_arguments, run = table[verb]
+            else:
+                add_arguments, run = table[verb]
             dp = domains.add_parser(domain, help=f"{verb} {domain}", description=f"gendiff {verb} {domain}")
             add_arguments(dp)
             dp.set_defaults(_run=run)
@@ -69,7 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "_accepts_any", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args._run(args) or 0)
     except GendiffError as exc:

@@ -134,14 +134,18 @@ class Schedule(abc.ABC):
         return grid
 
     def _round_to_train_steps(self, grid: torch.Tensor, n: int) -> torch.Tensor:
-        """Round to i / T; then push points up (from the low end) so that each lies at least one step above the
-        next: the grid stays strictly decreasing where a spacing crowds several points into one training step."""
+        """Round to i / T, keeping the grid strictly decreasing where a spacing crowds several points into one
+        training step: each point is clamped to the window its position allows, then pushed below its
+        predecessor."""
         T = self.num_train_steps
-        idx = torch.round(grid * T).long().tolist()
-        for k in range(len(idx) - 2, -1, -1):
-            idx[k] = max(idx[k], idx[k + 1] + 1)
-        if idx[0] > round(self.t_max * T):
+        top, bottom = round(self.t_max * T), round(self.t_min * T)
+        if top - bottom < n:
             raise ConfigError(f"{n} steps exceed the {T} steps of schedule {self.name!r}")
+        idx = torch.round(grid * T).long().tolist()
+        last = len(idx) - 1
+        idx = [min(max(v, bottom + (last - k)), top - k) for k, v in enumerate(idx)]
+        for k in range(1, len(idx)):
+            idx[k] = min(idx[k], idx[k - 1] - 1)
         return torch.tensor(idx, dtype=torch.float64) / T
 
     def sample_t(self, n: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:

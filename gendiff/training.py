@@ -53,6 +53,7 @@ class TrainConfig:
     num_workers: int = 0
     device: str = "auto"
     progress: bool = True
+    time_budget: float | None = None  # seconds of wall-clock training per fit(); stops before a step would overrun
 
     def __post_init__(self):
         self.betas = tuple(float(b) for b in self.betas)
@@ -63,6 +64,7 @@ class TrainConfig:
             "ckpt_every": self.ckpt_every >= 1, "max_nonfinite": self.max_nonfinite >= 1,
             "num_workers": self.num_workers >= 0, "grad_clip": self.grad_clip is None or self.grad_clip >= 0,
             "betas": len(self.betas) == 2 and all(0.0 <= b < 1.0 for b in self.betas),
+            "time_budget": self.time_budget is None or self.time_budget > 0,
         }
         for name, ok in checks.items():
             if not ok:
@@ -344,14 +346,26 @@ class Trainer:
         self.nonfinite_run = 0
         return sum(losses) / len(losses)
 
+    def _out_of_time(self, t0: float, start: int) -> bool:
+        """Whether one more step (at the mean step time so far) would overrun the budget; ranks agree."""
+        elapsed = time.perf_counter() - t0
+        per_step = elapsed / max(self.step - start, 1)
+        over = float(elapsed + per_step > self.config.time_budget)
+        if self.ctx.enabled:
+            over = float(D.all_reduce_sum(torch.tensor([over], device=self.device), self.ctx).item())
+        return over > 0
+
     def fit(self) -> dict:
-        """Train until config.max_steps; checkpoint every ckpt_every steps and at the end; returns a summary."""
+        """Train until config.max_steps, or until config.time_budget seconds would be overrun by one more step;
+        checkpoint every ckpt_every steps and at the end; returns a summary (`stopped`: 'max_steps' or
+        'time_budget'; `cpu_seconds`: this process's CPU time)."""
         cfg = self.config
         if self.ctx.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             if self.resumed_from is None and self.log_path.exists():
                 self.log_path.unlink()
-        start, t0 = self.step, time.perf_counter()
+        start, t0, cpu0 = self.step, time.perf_counter(), time.process_time()
+        stopped = "max_steps"
         window_t, window_steps, window_losses, last_loss = time.perf_counter(), 0, [], float("nan")
         show = cfg.progress and self.ctx.is_main and sys.stderr.isatty()
         from tqdm.auto import tqdm
@@ -386,6 +400,9 @@ class Trainer:
                         f"checkpoint {self.ckpt_path} was left intact")
                 if self.step % cfg.ckpt_every == 0 and self.step < cfg.max_steps:
                     self.save_checkpoint()
+                if cfg.time_budget is not None and self.step < cfg.max_steps and self._out_of_time(t0, start):
+                    stopped = "time_budget"
+                    break
             if self.step > start or not self.ckpt_path.exists():
                 self.save_checkpoint()
             clean = True
@@ -402,7 +419,8 @@ class Trainer:
                 gc.collect()
             D.teardown(self.ctx, clean=clean)
         seconds = time.perf_counter() - t0
-        return {"step": self.step, "loss": last_loss, "nonfinite": self.nonfinite_total,
-                "epoch": self.position[0], "seconds": seconds, "resumed_from": self.resumed_from,
+        return {"step": self.step, "loss": last_loss, "nonfinite": self.nonfinite_total, "stopped": stopped,
+                "epoch": self.position[0], "seconds": seconds, "cpu_seconds": time.process_time() - cpu0,
+                "resumed_from": self.resumed_from,
                 "samples_per_sec": (self.step - start) * cfg.batch_size * cfg.accumulate / max(seconds, 1e-9),
                 "checkpoint": str(self.ckpt_path)}

@@ -1,10 +1,14 @@
-"""Devices the device tests run on: always `meta` (no data, but any cross-device operation raises, as on a GPU),
-and `cuda` where a GPU is present (skipped elsewhere). Import DEVICES and parametrize over it."""
+"""Devices the device tests run on: `meta` (no data, but any cross-device operation raises, as on a GPU), plus
+`cuda` where a GPU is present. GENDIFF_TEST_DEVICES (comma-separated) overrides the list; tests/test_cuda.py
+uses it to run every device test on CUDA, and is skipped where there is no GPU."""
+import os
+
 import pytest
 import torch
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
-DEVICES = ["meta", pytest.param("cuda", marks=CUDA, id="cuda")]
+_env = os.environ.get("GENDIFF_TEST_DEVICES", "")
+DEVICES = [d for d in _env.split(",") if d] if _env else ["meta"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
 def generator_for(device):

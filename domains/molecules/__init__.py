@@ -4,6 +4,9 @@
     molecules.train(data="qm9", model="egnn", out="runs/qm9", max_steps=1000)
     mols = molecules.sample(run="runs/qm9", n=100, sampler="heun", steps=50)
     molecules.evaluate(molecules=mols)   # atom/molecule stability, validity, uniqueness (, novelty)
+
+Every verb that computes takes device='auto' (CUDA, else MPS, else CPU; gendiff.device.resolve_device); training
+and sampling take bf16=True (bfloat16 autocast) and compile=True (torch.compile of the network, dynamic shapes).
 """
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ from gendiff.errors import ConfigError, DataError
 RUN_CONFIG = "config.json"
 CHECKPOINT = "checkpoint.pt"
 _TRAIN_KEYS = ("max_steps", "batch_size", "lr", "weight_decay", "warmup_steps", "grad_clip", "ema_decay", "accumulate",
-               "log_every", "ckpt_every", "max_nonfinite", "num_workers", "max_minutes", "bf16", "device")
+               "log_every", "ckpt_every", "max_nonfinite", "num_workers", "max_minutes", "bf16")
 
 
 def _load_training_data(data, limit):
@@ -62,30 +65,35 @@ def _split_config(model: str, config: dict):
 
 def train(data="qm9", model: str = "egnn", out="runs/molecules", *, schedule: str = "polynomial",
           prediction: str = "eps", seed: int = 0, limit: int | None = None, progress: bool = True,
-          resume: bool = False, **config) -> Path:
-    """Train a molecule denoiser; writes OUT/config.json, OUT/checkpoint.pt (EMA weights), OUT/log.csv."""
+          resume: bool = False, device: str = "auto", compile: bool = False, **config) -> Path:
+    """Train a molecule denoiser; writes OUT/config.json, OUT/checkpoint.pt (EMA weights), OUT/log.csv.
+
+    `device`: 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'; bf16=True trains under bfloat16 autocast (the Trainer's);
+    `compile` compiles the network (dynamic shapes; checkpoints keep the eager module's keys)."""
     import torch
 
-    from gendiff.forward import Denoiser
+    from gendiff.device import resolve_device
     from gendiff.io import write_json_atomic
     from gendiff.schedules import get_schedule, schedule_config
 
     from .data import ATOMIC_NUMBERS, ELEMENTS
-    from .model import MODELS, NORM_VALUES, build_net, make_step_fn
+    from .model import MODELS, NORM_VALUES, build_denoiser, make_step_fn
 
     if model not in MODELS:
         raise ConfigError(f"model {model!r}: expected one of {', '.join(MODELS)}")
     net_cfg, train_cfg = _split_config(model, dict(config))
+    resolve_device(device)  # a bad or missing device fails here, before any data is read
+    train_cfg["device"] = str(device)  # resolved again by the Trainer, per process (LOCAL_RANK under torchrun)
     out = Path(out)
     dataset, collate_fn, sizes = _load_training_data(data, limit)
     sched = get_schedule(schedule)
     torch.manual_seed(seed)
-    denoiser = Denoiser(build_net(model, **net_cfg), sched, prediction=prediction, scale_input=True)
+    denoiser = build_denoiser(model, sched, prediction, net_cfg, compile=compile)
     run_cfg = {"domain": "molecules", "model": model, "net": net_cfg, "schedule": schedule_config(sched),
                "prediction": prediction, "atom_counts": {str(k): v for k, v in sizes.histogram.items()},
                "elements": list(ELEMENTS), "atomic_numbers": list(ATOMIC_NUMBERS), "norm_values": list(NORM_VALUES),
                "data": str(data) if isinstance(data, (str, os.PathLike)) else f"<{len(dataset)} molecules>",
-               "train": dict(train_cfg, seed=seed, limit=limit)}
+               "train": dict(train_cfg, seed=seed, limit=limit, compile=bool(compile))}
     if (out / CHECKPOINT).exists():
         if not resume:
             raise ConfigError(f"{out / CHECKPOINT} exists; pass resume=True (--resume) or choose another --out")
@@ -130,14 +138,18 @@ def _fit(denoiser, step_fn, dataset, collate_fn, train_cfg: dict, seed: int, out
     return summary
 
 
-def load_run(run, device: str = "cpu"):
-    """Rebuild (EMA denoiser, schedule, atom-count distribution, config) from a run folder."""
-    from gendiff.forward import Denoiser
+def load_run(run, device: str = "auto", compile: bool = False):
+    """Rebuild (EMA denoiser on `device`, in eval mode, schedule, atom-count distribution, config) from a run folder.
+
+    `device` goes through gendiff.device.resolve_device ('auto': CUDA, else MPS, else CPU); `compile` compiles the
+    network in place (dynamic shapes)."""
+    from gendiff.device import resolve_device
     from gendiff.schedules import schedule_from_config
     from gendiff.training import load_ema_weights
 
-    from .model import AtomCountDistribution, build_net
+    from .model import AtomCountDistribution, build_denoiser
 
+    device = resolve_device(device)
     run = Path(run)
     cfg_path, ckpt = run / RUN_CONFIG, run / CHECKPOINT
     if not cfg_path.is_file():
@@ -147,28 +159,35 @@ def load_run(run, device: str = "cpu"):
     try:
         cfg = json.loads(cfg_path.read_text())
         sched = schedule_from_config(cfg["schedule"])
-        denoiser = Denoiser(build_net(cfg["model"], **cfg["net"]), sched, prediction=cfg["prediction"])
+        denoiser = build_denoiser(cfg["model"], sched, cfg["prediction"], cfg["net"])
         sizes = AtomCountDistribution({int(k): v for k, v in cfg["atom_counts"].items()})
     except (KeyError, TypeError, json.JSONDecodeError) as exc:
         raise DataError(f"{cfg_path}: malformed run config ({type(exc).__name__}: {exc})") from None
     load_ema_weights(ckpt, denoiser)
-    return denoiser.to(device).eval(), sched, sizes, cfg
+    denoiser = denoiser.to(device).eval()
+    if compile:
+        denoiser.net.compile(dynamic=True)  # after loading: in place, the state_dict keys stay the eager ones
+    return denoiser, sched, sizes, cfg
 
 
 def sample(run, n: int = 100, sampler: str = "ancestral", steps: int = 1000, seed: int = 0, *,
-           batch_size: int = 256, device: str = "cpu", progress: bool = True, **sampler_kw) -> list:
-    """Sample n molecules (list of Data: pos, z, x, charge) from a trained run; sizes from the training histogram."""
-    import torch
+           batch_size: int = 256, device: str = "auto", progress: bool = True, bf16: bool = False,
+           compile: bool = False, **sampler_kw) -> list:
+    """Sample n molecules (list of Data: pos, z, x, charge) from a trained run; sizes from the training histogram.
+
+    Sizes are drawn on the CPU with `seed` (so a seed gives the same sizes on every device), the molecules on
+    `device` with seed + 1; `bf16` runs the network under bfloat16 autocast, `compile` compiles it first."""
+    from gendiff.device import make_generator
 
     from .model import sample_molecules
 
-    denoiser, sched, sizes, _ = load_run(run, device)
     if int(n) < 1:
         raise ConfigError(f"n={n}: number of molecules must be >= 1")
-    counts = sizes.sample(int(n), torch.Generator().manual_seed(int(seed)))
-    gen = torch.Generator(device=device).manual_seed(int(seed) + 1)
+    denoiser, sched, sizes, _ = load_run(run, device, compile=compile)
+    counts = sizes.sample(int(n), make_generator("cpu", int(seed)))
+    gen = make_generator(next(denoiser.parameters()).device, int(seed) + 1)
     return sample_molecules(denoiser, sched, n, counts, sampler=sampler, steps=steps, generator=gen,
-                            batch_size=batch_size, progress=progress, **sampler_kw)
+                            batch_size=batch_size, progress=progress, bf16=bf16, **sampler_kw)
 
 
 def evaluate(input=None, molecules: Sequence | None = None, reference=None) -> dict:
@@ -205,7 +224,8 @@ def write_molecules(path, mols: Sequence) -> Path:
     return draw_grid(path.with_suffix(".png"), list(mols))
 
 
-def demo(out="demo_molecules", model: str = "egnn", minutes: float = 1.5, n: int = 64, seed: int = 0) -> dict:
+def demo(out="demo_molecules", model: str = "egnn", minutes: float = 1.5, n: int = 64, seed: int = 0,
+         device: str = "auto") -> dict:
     """Train a small model briefly on QM9, sample n molecules, write molecules.sdf/.png and metrics.json to OUT."""
     from gendiff.io import write_json_atomic
 
@@ -213,9 +233,9 @@ def demo(out="demo_molecules", model: str = "egnn", minutes: float = 1.5, n: int
     small = dict(hidden=64, layers=4) if model == "egnn" else dict(hidden=16, layers=2, mul_vectors=4)
     t0 = time.time()
     train(data="qm9", model=model, out=out / "run", seed=seed, limit=20_000, max_minutes=float(minutes),
-          max_steps=1_000_000, batch_size=64, lr=5e-4, ema_decay=0.99, **small)
+          max_steps=1_000_000, batch_size=64, lr=5e-4, ema_decay=0.99, device=device, **small)
     train_s = time.time() - t0
-    mols = sample(out / "run", n=n, sampler="heun", steps=50, seed=seed)
+    mols = sample(out / "run", n=n, sampler="heun", steps=50, seed=seed, device=device)
     write_molecules(out / "molecules.sdf", mols)
     metrics = evaluate(molecules=mols)
     metrics.update(train_seconds=round(train_s, 1), sampler="heun", steps=50, n=len(mols), model=model)

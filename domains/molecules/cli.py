@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from gendiff.device import add_device_argument  # light: gendiff itself already imports torch
+
 MODELS = ("egnn", "e3nn")
 
 
@@ -28,8 +30,15 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=None, help="train on the first LIMIT molecules only")
     p.add_argument("--max-minutes", type=float, default=None, help="stop after this much training time")
     p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    _precision_arguments(p, "train")
+    add_device_argument(p)
     p.add_argument("--seed", type=int, default=0)
+
+
+def _precision_arguments(p: argparse.ArgumentParser, verb: str) -> None:
+    p.add_argument("--bf16", action="store_true", help=f"{verb} under bfloat16 autocast (CUDA, CPU)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the network (dynamic shapes; the first batches pay the compilation)")
 
 
 def run_train(args) -> int:
@@ -38,8 +47,10 @@ def run_train(args) -> int:
     config = {k: v for k, v in dict(max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr,
                                     hidden=args.hidden, layers=args.layers, limit=args.limit,
                                     max_minutes=args.max_minutes).items() if v is not None}
+    if args.bf16:
+        config["bf16"] = True
     train(data=args.data, model=_check_model(args.model), out=args.out, schedule=args.schedule, seed=args.seed,
-          resume=args.resume, device=args.device, **config)
+          resume=args.resume, device=args.device, compile=args.compile, **config)
     print(f"trained run in {args.out}")
     return 0
 
@@ -51,7 +62,8 @@ def add_sample_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=256, help="molecules denoised together")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    _precision_arguments(p, "sample")
+    add_device_argument(p)
     p.add_argument("--out", required=True, help="output .sdf or .xyz (a PNG grid is written next to it)")
 
 
@@ -61,7 +73,7 @@ def run_sample(args) -> int:
     from . import sample, write_molecules
 
     mols = sample(run=args.run, n=args.n, sampler=args.sampler, steps=args.steps, seed=args.seed,
-                  batch_size=args.batch_size, device=args.device)
+                  batch_size=args.batch_size, device=args.device, bf16=args.bf16, compile=args.compile)
     png = write_molecules(args.out, mols)
     print(f"wrote {len(mols)} molecules to {args.out} and {png or Path(args.out).with_suffix('.png')}")
     return 0
@@ -91,12 +103,14 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--minutes", type=float, default=1.5, help="training time budget (sampling adds ~15 s)")
     p.add_argument("--n", type=int, default=64, help="molecules to sample")
     p.add_argument("--seed", type=int, default=0)
+    add_device_argument(p)
 
 
 def run_demo(args) -> int:
     from . import demo
 
-    metrics = demo(out=args.out, model=_check_model(args.model), minutes=args.minutes, n=args.n, seed=args.seed)
+    metrics = demo(out=args.out, model=_check_model(args.model), minutes=args.minutes, n=args.n, seed=args.seed,
+                   device=args.device)
     print(json.dumps(metrics, sort_keys=True))
     return 0
 

@@ -9,6 +9,7 @@ from typing import Sequence
 
 import torch
 
+from gendiff.device import table_dtype
 from gendiff.errors import ConfigError, DataError
 from gendiff.spaces import GraphEuclideanSpace, ProductSpace, ZeroCoMSpace
 
@@ -32,17 +33,20 @@ def molecule_space() -> ProductSpace:
     return ProductSpace([(ZeroCoMSpace(), 3), (GraphEuclideanSpace(), FEATURE_DIM)])
 
 
-def encode(batch) -> tuple[torch.Tensor, torch.Tensor]:
-    """A torch-geometric Batch -> (x0 (N, 9) scaled and centred, batch vector (N,))."""
+def encode(batch, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A torch-geometric Batch -> (x0 (N, 9) scaled and centred, batch vector (N,)), on `device` (default: the
+    batch's own). Only the fields used are moved; the caller's batch is left where it was (PyG's `.to` moves in place)."""
     for key in ("pos", "x", "charge"):
         if getattr(batch, key, None) is None:
             raise DataError(f"molecule batch has no field {key!r} (expected pos, x, charge; see molecules.data)")
-    vec = batch.batch if getattr(batch, "batch", None) is not None else torch.zeros(
-        batch.pos.shape[0], dtype=torch.long, device=batch.pos.device)
-    if batch.x.shape[-1] != NUM_TYPES:
-        raise DataError(f"molecule field 'x' has {batch.x.shape[-1]} columns, expected {NUM_TYPES} ({ELEMENTS})")
-    pos = ZeroCoMSpace().project(batch.pos.float() / NORM_VALUES[0], vec)
-    x0 = torch.cat([pos, batch.x.float() / NORM_VALUES[1], batch.charge.float().reshape(-1, 1) / NORM_VALUES[2]], -1)
+    device = batch.pos.device if device is None else torch.device(device)
+    pos, onehot, charge = (getattr(batch, key).to(device) for key in ("pos", "x", "charge"))
+    vec = batch.batch.to(device) if getattr(batch, "batch", None) is not None else torch.zeros(
+        pos.shape[0], dtype=torch.long, device=device)
+    if onehot.shape[-1] != NUM_TYPES:
+        raise DataError(f"molecule field 'x' has {onehot.shape[-1]} columns, expected {NUM_TYPES} ({ELEMENTS})")
+    pos = ZeroCoMSpace().project(pos.float() / NORM_VALUES[0], vec)
+    x0 = torch.cat([pos, onehot.float() / NORM_VALUES[1], charge.float().reshape(-1, 1) / NORM_VALUES[2]], -1)
     return x0, vec
 
 
@@ -79,6 +83,20 @@ def build_net(model: str = "egnn", **kwargs) -> torch.nn.Module:
     raise ConfigError(f"--model {model!r}: expected one of {', '.join(MODELS)}")
 
 
+def build_denoiser(model: str, schedule, prediction: str = "eps", net: dict | None = None,
+                   compile: bool = False):
+    """The molecule Denoiser (inputs scaled to unit variance) around build_net(model, **net); train and load_run
+    build it here. `compile` compiles the network in place (nn.Module.compile, so the module and its state_dict
+    keys stay those of the eager one and checkpoints load either way) with dynamic shapes: node and edge counts
+    change from batch to batch, and static shapes would recompile for every new molecule-size mix."""
+    from gendiff.forward import Denoiser
+
+    denoiser = Denoiser(build_net(model, **(net or {})), schedule, prediction=prediction, scale_input=True)
+    if compile:
+        denoiser.net.compile(dynamic=True)
+    return denoiser
+
+
 def make_step_fn(schedule, space=None, weighting=None):
     """Trainer step: encode the batch, per-graph times, eps-loss reduced per molecule by the space, mean over graphs."""
     from gendiff.losses import diffusion_loss
@@ -87,7 +105,7 @@ def make_step_fn(schedule, space=None, weighting=None):
 
     def step_fn(model, batch, generator=None):
         device = next(model.parameters()).device
-        x0, vec = encode(batch.to(device))
+        x0, vec = encode(batch, device)
         num_graphs = int(vec.max()) + 1
         t = schedule.sample_t(num_graphs, generator=generator, device=device)
         loss = diffusion_loss(model, x0, schedule, space, mask=vec, t_per_sample=t, generator=generator,
@@ -121,15 +139,21 @@ class AtomCountDistribution:
         return cls({int(n): int(c) for n, c in enumerate(counts.tolist()) if c})
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        idx = torch.multinomial(self.probs, int(n), replacement=True, generator=generator)
-        return self.sizes[idx]
+        """n atom counts (a CPU LongTensor: host-side sizes that shape the batch), drawn on the generator's device."""
+        device = generator.device if generator is not None else torch.device("cpu")
+        probs = self.probs.to(device, table_dtype(device))
+        idx = torch.multinomial(probs, int(n), replacement=True, generator=generator)
+        return self.sizes[idx.cpu()]
 
     def log_prob(self, sizes: torch.Tensor) -> torch.Tensor:
-        table = torch.full((int(self.sizes.max()) + 1,), float("-inf"), dtype=torch.float64)
-        table[self.sizes] = self.probs.log()
+        """log p(N) per entry of `sizes`, on the device of `sizes` (-inf outside the histogram)."""
         sizes = torch.as_tensor(sizes, dtype=torch.long)
-        out = torch.full(sizes.shape, float("-inf"), dtype=torch.float64)
-        ok = sizes < table.numel()
+        device = sizes.device
+        dtype = table_dtype(device)
+        table = torch.full((int(self.sizes.max()) + 1,), float("-inf"), dtype=dtype, device=device)
+        table[self.sizes.to(device)] = self.probs.log().to(device, dtype)
+        out = torch.full(sizes.shape, float("-inf"), dtype=dtype, device=device)
+        ok = (sizes >= 0) & (sizes < table.numel())
         out[ok] = table[sizes[ok]]
         return out
 
@@ -137,8 +161,12 @@ class AtomCountDistribution:
 @torch.no_grad()
 def sample_molecules(denoiser, schedule, n: int, sizes: AtomCountDistribution | torch.Tensor, *,
                      sampler: str = "ancestral", steps: int = 1000, generator: torch.Generator | None = None,
-                     batch_size: int = 256, cond=None, progress: bool = True, **sampler_kw) -> list:
-    """Draw N per molecule, then run a core sampler from the prior in the molecule space and decode (EDM Alg. 2)."""
+                     batch_size: int = 256, cond=None, progress: bool = True, bf16: bool = False,
+                     **sampler_kw) -> list:
+    """Draw N per molecule, then run a core sampler from the prior in the molecule space and decode (EDM Alg. 2).
+
+    Everything runs on the denoiser's device, with `generator`'s draws (make_generator(device, seed)); `bf16`
+    runs the network under bfloat16 autocast (matmuls in bf16, the sampler's own arithmetic stays float32)."""
     from tqdm import tqdm
 
     from gendiff.samplers import prior_sample
@@ -149,6 +177,7 @@ def sample_molecules(denoiser, schedule, n: int, sizes: AtomCountDistribution | 
     if int(batch_size) < 1:
         raise ConfigError(f"batch_size={batch_size} must be >= 1")
     counts = sizes.sample(int(n), generator) if isinstance(sizes, AtomCountDistribution) else torch.as_tensor(sizes)
+    counts = counts.cpu().long()
     if counts.numel() != int(n) or (counts < 1).any():
         raise ConfigError(f"need {n} atom counts >= 1, got {counts.tolist()[:10]}...")
     device = next(denoiser.parameters()).device
@@ -157,12 +186,26 @@ def sample_molecules(denoiser, schedule, n: int, sizes: AtomCountDistribution | 
     chunks = torch.split(counts, int(batch_size))
     bar = tqdm(chunks, desc=f"sampling ({sampler}, {steps} steps)", disable=not progress, leave=False)
     for chunk in bar:
-        batch = torch.repeat_interleave(torch.arange(len(chunk)), chunk).to(device)
-        like = torch.zeros(batch.numel(), STATE_DIM, device=device)
+        total = int(chunk.sum())  # sizes are host-side: the batch vector is built on the device without a sync
+        batch = torch.repeat_interleave(torch.arange(len(chunk), device=device), chunk.to(device),
+                                        output_size=total)
+        like = torch.zeros(total, STATE_DIM, device=device)
         x_T = prior_sample(schedule, space, like, mask=batch, generator=generator)
-        x0 = run_sampler(sampler, denoiser, x_T, schedule, space, int(steps), mask=batch, cond=cond,
-                         generator=generator, **sampler_kw)
+        with _autocast(device, bf16):
+            x0 = run_sampler(sampler, denoiser, x_T, schedule, space, int(steps), mask=batch, cond=cond,
+                             generator=generator, **sampler_kw)
+        x0 = x0.float()
         if not torch.isfinite(x0).all():
             raise ConfigError(f"sampler {sampler!r} produced non-finite values; try more steps or another sampler")
         mols.extend(decode(x0, batch))
     return mols
+
+
+def _autocast(device: torch.device, enabled: bool):
+    """bfloat16 autocast on `device` when enabled; a no-op context otherwise (autocast rejects some device types,
+    such as meta, even when disabled)."""
+    import contextlib
+
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)

@@ -1,12 +1,16 @@
 """Weather and climate: xarray in, calibrated ensemble forecasts and WeatherBench2-style skill scores out.
 
 Public verbs (same shapes as the other domains):
-    train(data=..., out=..., **config)            -> summary dict; writes a run folder
-    forecast(run, data, init_period=..., members=..., lead=..., out=None) -> xarray.Dataset
+    train(data=..., out=..., device="auto", bf16=False, compile=False, **config) -> summary dict; writes a run folder
+    forecast(run, data, init_period=..., members=..., lead=..., out=None, device=None, bf16=False, compile=False)
+                                                  -> xarray.Dataset
     sample(...)                                   -> forecast alias (the model is a conditional forecaster)
-    evaluate(forecast, truth, out=None)           -> list of score records (model and baselines)
-    demo(out)                                     -> Lorenz-96 train / forecast / evaluate in about two minutes
+    evaluate(forecast, truth, out=None)           -> list of score records (model and baselines; numpy, no device)
+    demo(out, device="auto")                      -> Lorenz-96 train / forecast / evaluate in about two minutes
 `data` is a path (netCDF, zarr, GRIB with cfgrib), an xarray Dataset or DataArray, or "lorenz96" (the default).
+`device`: 'auto' (CUDA, else MPS, else CPU), 'cpu', 'cuda', 'cuda:N' or 'mps' (gendiff.device.resolve_device);
+the network, its inputs, the AR base and the random draws live there, and results come back to the CPU only
+where they become xarray.
 """
 from __future__ import annotations
 
@@ -48,11 +52,11 @@ def evaluate(forecast, truth=None, **kwargs) -> list[dict]:
     return _evaluate(forecast, resolve_data(truth), **kwargs)
 
 
-def demo(out="runs/weather-demo", **kwargs) -> dict:
+def demo(out="runs/weather-demo", device="auto", **kwargs) -> dict:
     """Lorenz-96 end to end (train, forecast, evaluate, plots) sized for about two minutes on two CPU cores."""
     from .demo_l96 import run_demo
 
-    return run_demo(out, **kwargs)
+    return run_demo(out, device=device, **kwargs)
 
 
 __all__ = ["train", "forecast", "sample", "evaluate", "demo", "resolve_data"]

@@ -38,15 +38,16 @@ def calibration_inits(idx_hold: np.ndarray, horizon: int, last: int, n: int = 16
 
 
 def fit_calibration(run_dir, values: np.ndarray, times: np.ndarray, init_idx: np.ndarray, members: int = 16,
-                    seed: int = 12345) -> dict:
-    """Forecast from `init_idx` with the run's network (uncalibrated), fit a, c and g, write calibration.json
-    (with the fixed per-lead inflation `factors` of the earlier method and the raw SSR, for the record).
+                    seed: int = 12345, device="cpu") -> dict:
+    """Forecast from `init_idx` with the run's network (uncalibrated) on `device`, fit a, c and g, write
+    calibration.json (with the fixed per-lead inflation `factors` of the earlier method and the raw SSR, for the
+    record).
 
     `values` (T, C) are the data as the network sees them: encoded by the run's codec, climatology removed."""
     from .forecasting import base_trajectory, rollout
     from .model import load_run
 
-    run = load_run(run_dir)
+    run = load_run(run_dir, device=device)
     n_lead = run.horizon
     ens = rollout(run, values, times, init_idx, n_lead, members, sampler=run.config["sampler"],
                   steps=int(run.config["sample_steps"]), seed=seed, progress=False).astype(np.float64)
@@ -75,7 +76,7 @@ def fit_calibration(run_dir, values: np.ndarray, times: np.ndarray, init_idx: np
             # error level from the AR base's RMS error over all network-training windows (weeks, not the few
             # held-out days, whose weather may be calmer or stormier than usual), times the held-out gain of a
             rmse_base = np.sqrt((e ** 2).sum((0, 2)) / n)
-            level = np.sqrt((run.ar.level(run.ar.slots(times[init_idx]))[:, sl].double().numpy() ** 2).mean(1))
+            level = np.sqrt((run.ar.level(run.ar.slots(times[init_idx]))[:, sl].double().cpu().numpy() ** 2).mean(1))
             rmse = level * np.where(rmse_base > 0, rmse / np.maximum(rmse_base, 1e-300), 1.0)
         var = np.where(ok[:, None], ens[..., sl], np.nan).var(1, ddof=1)  # (I, L, C)
         ens_var = c * c * np.nansum(var, axis=2) / n_i  # (I, H): S_i

@@ -5,6 +5,8 @@ import argparse
 import json
 import sys
 
+from gendiff.device import add_device_argument  # light: gendiff itself already imports torch
+
 
 def _period(text: str):
     from .data import parse_period
@@ -17,6 +19,13 @@ def _threads(args) -> None:
         import torch
 
         torch.set_num_threads(args.threads)
+
+
+def _compute(p: argparse.ArgumentParser) -> None:
+    """Options of the verbs that run the network: --device, --bf16, --compile."""
+    add_device_argument(p)
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the network")
+    p.add_argument("--compile", action="store_true", help="torch.compile the network (pays off on long runs)")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -42,6 +51,7 @@ def add_train(p: argparse.ArgumentParser) -> None:
                    help="fraction of the training period (its end) held out to calibrate the ensemble spread; 0: off")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    _compute(p)
     _common(p)
 
 
@@ -53,7 +63,7 @@ def run_train(args) -> int:
                     context=args.context, horizon=args.horizon, max_steps=args.steps, batch_size=args.batch_size,
                     lr=args.lr, net={"width": args.width}, schedule=args.schedule, sampler=args.sampler,
                     sample_steps=args.sample_steps, calibration=args.calibration, seed=args.seed, resume=args.resume,
-                    progress=not args.quiet)
+                    progress=not args.quiet, device=args.device, bf16=args.bf16, compile=args.compile)
     print(json.dumps(summary))
     return 0
 
@@ -74,6 +84,7 @@ def add_forecast(p: argparse.ArgumentParser) -> None:
                    help="AR base of horizons past the first: from the generated context's level (default) or its "
                         "last steps")
     p.add_argument("--raw", action="store_true", help="skip the run's ensemble calibration")
+    _compute(p)
     _common(p)
 
 
@@ -84,7 +95,7 @@ def run_forecast(args) -> int:
     ds = forecast(args.run, args.data, init_period=_period(args.init_period), init_every=args.init_every,
                   members=args.members, lead=args.lead, sampler=args.sampler, steps=args.steps, seed=args.seed,
                   batch_size=args.batch_size, out=args.out, progress=not args.quiet, chain_base=args.chain_base,
-                  calibrated=not args.raw)
+                  calibrated=not args.raw, device=args.device, bf16=args.bf16, compile=args.compile)
     print(f"wrote {args.out}: {dict(ds.sizes)} in {ds.attrs['forecast_seconds']} s", file=sys.stderr)
     return 0
 
@@ -120,6 +131,7 @@ def run_evaluate(args) -> int:
 def add_demo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs/weather-demo", help="folder for data, run, forecast, scores and plots")
     p.add_argument("--steps", type=int, default=None, help="training steps (default: sized for ~2 minutes)")
+    add_device_argument(p)
     _common(p)
 
 
@@ -127,7 +139,7 @@ def run_demo(args) -> int:
     _threads(args)
     from .demo_l96 import format_table, run_demo as _demo
 
-    result = _demo(args.out, max_steps=args.steps, progress=not args.quiet)
+    result = _demo(args.out, max_steps=args.steps, progress=not args.quiet, device=args.device)
     print(format_table(result["records"]))
     print(f"done in {result['seconds']['total']} s; plots and scores in {args.out}/scores", file=sys.stderr)
     return 0

@@ -18,8 +18,9 @@ DEMO = {"n_times": 3200, "train_period": ("2000-01-01", "2001-12-31"), "init_per
         "lr": 1e-3, "sample_steps": 25}
 
 
-def run_demo(out, *, max_steps: int | None = None, progress: bool = True, **overrides) -> dict:
-    """Returns the summary also written to out/summary.json (scores of model and baselines at each lead)."""
+def run_demo(out, *, max_steps: int | None = None, progress: bool = True, device="auto", **overrides) -> dict:
+    """Returns the summary also written to out/summary.json (scores of model and baselines at each lead);
+    training and forecasting on `device` (gendiff.device.resolve_device), scoring on the CPU (numpy)."""
     from . import scoring as _evaluate
     from .forecasting import forecast
     from .fit import train
@@ -34,10 +35,11 @@ def run_demo(out, *, max_steps: int | None = None, progress: bool = True, **over
     summary = train(ds, out / "run", train_period=cfg["train_period"], context=cfg["context"],
                     horizon=cfg["horizon"], net=cfg["net"], max_steps=cfg["max_steps"], batch_size=cfg["batch_size"],
                     lr=cfg["lr"], sample_steps=cfg["sample_steps"], progress=progress, warmup_steps=50,
-                    ckpt_every=10**9, resume="auto")
+                    ckpt_every=10**9, resume="auto", device=device)
     t_train = time.perf_counter() - t0
     fc = forecast(out / "run", ds, init_period=cfg["init_period"], init_every=cfg["init_every"],
-                  members=cfg["members"], lead=cfg["lead"], out=out / "forecast.nc", progress=progress)
+                  members=cfg["members"], lead=cfg["lead"], out=out / "forecast.nc", progress=progress,
+                  device=device)
     t_fc = time.perf_counter() - t0 - t_train
     records = _evaluate.evaluate(fc, ds, out=out / "scores")
     result = {"seconds": {"train": round(t_train, 1), "forecast": round(t_fc, 1),

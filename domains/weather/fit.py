@@ -9,15 +9,17 @@ import numpy as np
 import pandas as pd
 import torch
 
+from gendiff.device import resolve_device
 from gendiff.errors import ConfigError, DataError
-from gendiff.io import torch_save_atomic, write_json_atomic
-from gendiff.losses import diffusion_loss
+from gendiff.io import torch_load_safe, torch_save_atomic, write_json_atomic
+from gendiff.losses import constant_weight, diffusion_loss
 from gendiff.schedules import get_schedule, schedule_config
 from gendiff.spaces import MaskedSpace
 from gendiff.training import TrainConfig, Trainer
 
 from .data import Codec, calendar_features, open_data, parse_duration, period_indices, time_step
-from .model import ARBase, HourlyClimatology, WindowDataset, build_denoiser, cond_channels, window_starts
+from .model import (ARBase, HourlyClimatology, WindowDataset, build_denoiser, compile_network, cond_channels,
+                    is_old_state, window_starts)
 
 NET_DEFAULTS = {"width": 64, "mults": (1, 2, 2), "blocks_per_level": 1, "heads": 4, "dropout": 0.1,
                 "learned_skip": True}
@@ -25,8 +27,11 @@ TRAIN_DEFAULTS = {"max_steps": 3000, "batch_size": 32, "lr": 5e-4, "warmup_steps
                   "grad_clip": 1.0, "log_every": 50, "ckpt_every": 500, "seed": 0}
 
 
-def make_step_fn(schedule, space, context_noise: float = 0.0):
-    """Per-window masked eps/x0 loss (core diffusion_loss) averaged over the batch.
+def make_step_fn(schedule, space, context_noise: float = 0.0, weighting=None):
+    """Per-window masked eps/x0 loss (core diffusion_loss, with `weighting`) averaged over the batch.
+
+    For the preconditioned network train passes losses.constant_weight(): the plain ||x0_hat - x0||^2 over the
+    generated cells, the objective the weather runs have always been trained (and benchmarked) with.
 
     `context_noise` > 0 adds N(0, context_noise^2) to the known context values the network is conditioned on
     (conditioning augmentation, Ho et al. 2022, "Cascaded diffusion models"): with a few weeks of data the network
@@ -40,7 +45,7 @@ def make_step_fn(schedule, space, context_noise: float = 0.0):
             noise = torch.randn(cond[:, :c].shape, generator=generator, device=cond.device, dtype=cond.dtype)
             cond = torch.cat([cond[:, :c] + context_noise * noise * known, cond[:, c:]], 1)
         loss = diffusion_loss(model, batch["x0"], schedule, space, mask=batch["mask"], cond=cond,
-                              generator=generator)
+                              generator=generator, weighting=weighting)
         return loss.mean()
 
     return step_fn
@@ -49,14 +54,20 @@ def make_step_fn(schedule, space, context_noise: float = 0.0):
 def train(data, out, *, variables=None, train_period=None, context="24h", horizon="24h", schedule="cosine",
           prediction="x0", precondition=True, residual=True, base: str | None = "linear", ar_order: int = 2,
           net: dict | None = None, sampler="euler_maruyama", sample_steps=100, context_noise: float = 0.0,
-          calibration: float = 0.15, resume=False, progress=True, **config) -> dict:
+          calibration: float = 0.15, resume=False, progress=True, device="auto", bf16: bool = False,
+          compile: bool = False, **config) -> dict:
     """Fit a weather forecast model on `data` (path, Dataset or DataArray); writes a run folder `out`; returns a summary.
 
     The network generates the horizon as departures from `base`: "linear" (a per-feature AR(`ar_order`) mean
     forecast fitted on the training period, model.ARBase), or None (from the last context step when `residual`,
     else the anomalies themselves). `context_noise`: see make_step_fn. `calibration`: the fraction of the training
     period, at its end, kept from the network and used to fit the ensemble spread calibration (calibrate.py);
-    0 turns it off. The codec, climatology and AR base use the whole period."""
+    0 turns it off. The codec, climatology and AR base use the whole period.
+
+    `device`: where the network trains and the calibration forecasts run ('auto', 'cpu', 'cuda', 'cuda:N', 'mps');
+    the windows are built on the CPU and moved there by the Trainer. `bf16`: bfloat16 autocast in the training
+    steps (TrainConfig.bf16); `compile`: torch.compile the network for training (model.compile_network)."""
+    resolve_device(device)  # a bad --device fails before any work
     if not 0.0 <= calibration < 0.5:
         raise ConfigError(f"calibration={calibration!r} must be in [0, 0.5)")
     if not context_noise >= 0:
@@ -84,7 +95,8 @@ def train(data, out, *, variables=None, train_period=None, context="24h", horizo
         raise ConfigError(f"train: unknown option(s) {', '.join(unknown)}")
     steps = int(config.get("max_steps", TRAIN_DEFAULTS["max_steps"]))
     ema = min(0.999, max(0.9, 1.0 - 10.0 / steps))  # EMA time constant ~ a tenth of the run (no EMA warm-up in core)
-    tcfg = TrainConfig(**{**TRAIN_DEFAULTS, "ema_decay": ema, "progress": progress, **config})
+    tcfg = TrainConfig(**{**TRAIN_DEFAULTS, "ema_decay": ema, "progress": progress, **config,
+                          "device": str(device), "bf16": bool(bf16)})
     if len(starts) < tcfg.batch_size:
         raise DataError(f"{label}: training period {train_period} holds {len(starts)} windows of "
                         f"{ctx_steps + hor_steps} steps, fewer than batch_size={tcfg.batch_size}")
@@ -97,6 +109,7 @@ def train(data, out, *, variables=None, train_period=None, context="24h", horizo
         "train_period": [str(pd.Timestamp(times[idx[0]])), str(pd.Timestamp(times[idx[-1]]))],
         "time_step_seconds": step.total_seconds(), "context_steps": ctx_steps, "horizon_steps": hor_steps,
         "schedule": schedule_config(sched), "prediction": prediction, "precondition": bool(precondition),
+        "sigma_data": 1.0,
         "residual": bool(residual), "base": base, "ar_order": int(ar_order),
         "context_noise": float(context_noise), "calibration": float(calibration),
         "network_period": [str(pd.Timestamp(times[idx_net[0]])), str(pd.Timestamp(times[idx_net[-1]]))],
@@ -108,6 +121,11 @@ def train(data, out, *, variables=None, train_period=None, context="24h", horizo
     out = Path(out)
     if (out / "checkpoint.pt").exists() and not resume:
         raise ConfigError(f"{out}: already holds a trained run; pass resume=True (--resume) or choose another --out")
+    if resume and (out / "checkpoint.pt").is_file():
+        ckpt = torch_load_safe(out / "checkpoint.pt")
+        if isinstance(ckpt, dict) and is_old_state(ckpt.get("model", {}), run_cfg):
+            raise DataError(f"{out / 'checkpoint.pt'}: written by an older gendiff (network keys net.net.*); "
+                            "it cannot be resumed: retrain the run (its forecasts still load)")
     if resume and (out / "config.json").exists():
         old = json.loads((out / "config.json").read_text())
         if old.get("net") != json.loads(json.dumps(net_cfg)) or old.get("variables") != codec.variables:
@@ -126,8 +144,11 @@ def train(data, out, *, variables=None, train_period=None, context="24h", horizo
         torch_save_atomic(ar.state(), out / "ar.pt")
     dataset = WindowDataset(values, calendar_features(times, run_cfg["day_of_year"]), starts, ctx_steps, hor_steps,
                             residual=bool(residual), base=ar, times=times)
-    trainer = Trainer(denoiser, make_step_fn(sched, MaskedSpace(), float(context_noise)), dataset, tcfg, out,
-                      resume="auto" if resume == "auto" else bool(resume))
+    weighting = constant_weight() if precondition else None
+    trainer = Trainer(denoiser, make_step_fn(sched, MaskedSpace(), float(context_noise), weighting), dataset, tcfg,
+                      out, resume="auto" if resume == "auto" else bool(resume))
+    if compile:
+        compile_network(trainer.model)  # after the Trainer's EMA copy, which stays eager (same state_dict keys)
     summary = trainer.fit()
     summary.update(parameters=int(sum(p.numel() for p in denoiser.parameters())), windows=int(len(starts)),
                    run=str(out))
@@ -136,7 +157,7 @@ def train(data, out, *, variables=None, train_period=None, context="24h", horizo
     (out / calibrate.FILE).unlink(missing_ok=True)
     inits = calibrate.calibration_inits(idx_hold, hor_steps, int(idx[-1])) if n_hold else np.empty(0, int)
     if len(inits) >= 2:
-        summary["calibration"] = calibrate.fit_calibration(out, values, times, inits)
+        summary["calibration"] = calibrate.fit_calibration(out, values, times, inits, device=trainer.device)
     elif n_hold:
         warnings.warn(f"{label}: the last {calibration:.0%} of the training period holds {len(inits)} init time(s) "
                       "with a full horizon; the ensemble spread is left uncalibrated")

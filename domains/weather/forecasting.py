@@ -1,6 +1,7 @@
 """Ensemble forecasts: one diffusion sample per member per horizon, rolled out autoregressively, returned as xarray."""
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from pathlib import Path
@@ -11,11 +12,12 @@ import torch
 import xarray as xr
 from tqdm.auto import tqdm
 
+from gendiff.device import make_generator
 from gendiff.errors import ConfigError, DataError
 from gendiff.samplers import prior_sample, sample
 
 from .data import Codec, calendar_features, init_indices, open_data, parse_duration, time_step, write_dataset
-from .model import Run, anchor_of, load_run, make_inputs
+from .model import Run, anchor_of, compile_network, load_run, make_inputs
 
 
 def forecast_dataset(codec: Codec, values: np.ndarray, init_times, step: pd.Timedelta, attrs: dict | None = None):
@@ -32,13 +34,16 @@ def forecast_dataset(codec: Codec, values: np.ndarray, init_times, step: pd.Time
 
 
 def sample_windows(run: Run, window: torch.Tensor, calendar: torch.Tensor, *, sampler: str, steps: int,
-                   generator: torch.Generator, progress: bool = False, init_times=None,
-                   level_only_base: bool = False) -> torch.Tensor:
+                   generator: torch.Generator | None, progress: bool = False, init_times=None,
+                   level_only_base: bool = False, bf16: bool = False) -> torch.Tensor:
     """Fill the horizon of windows (B, L, C) whose first `context` steps are known; returns (B, L, C).
 
-    `init_times` (B,): the time of each window's last context step, which sets the AR base's time-of-day error
-    level (ARBase.diurnal); without it the all-hours level is used. `level_only_base`: see ARBase.window_base."""
-    valid = torch.from_numpy(run.codec.valid)
+    Everything is computed on the device of `window` (and `calendar`), where the run's network must be too
+    (Run.to). `init_times` (B,): the time of each window's last context step, which sets the AR base's time-of-day
+    error level (ARBase.diurnal); without it the all-hours level is used. `level_only_base`: see
+    ARBase.window_base. `bf16`: the network under bfloat16 autocast (the sampler's updates stay float32)."""
+    device = window.device
+    valid = torch.from_numpy(run.codec.valid).to(device)
     residual = bool(run.config.get("residual", False))
     base = scale = None
     if run.ar is not None:
@@ -46,17 +51,19 @@ def sample_windows(run: Run, window: torch.Tensor, calendar: torch.Tensor, *, sa
         base = run.ar.window_base(window, run.context, level_only_base)
         scale = run.ar.window_scale(window.shape[1], run.context, slots)
     _, mask, cond = make_inputs(window, calendar, run.context, valid, residual, base, scale)
-    horizon = torch.zeros(run.context + run.horizon, dtype=torch.bool)
+    horizon = torch.zeros(run.context + run.horizon, dtype=torch.bool, device=device)
     horizon[run.context:] = True
     gen_mask = valid[None, :, None] & horizon[None, None, :]
     gen_mask = gen_mask.expand(window.shape[0], -1, -1)
-    like = torch.zeros(window.shape[0], window.shape[2], window.shape[1])
+    like = torch.zeros(window.shape[0], window.shape[2], window.shape[1], device=device)
     x_T = prior_sample(run.denoiser.schedule, run.space, like, mask=gen_mask, generator=generator)
-    x0 = sample(sampler, run.denoiser, x_T, run.denoiser.schedule, run.space, steps, mask=gen_mask, cond=cond,
-                generator=generator, progress=progress)
-    out = x0.transpose(1, 2).clone()
+    precision = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    with precision:
+        x0 = sample(sampler, run.denoiser, x_T, run.denoiser.schedule, run.space, steps, mask=gen_mask, cond=cond,
+                    generator=generator, progress=progress)
+    out = x0.float().transpose(1, 2).clone()
     if base is not None:
-        out = out * scale + base
+        out = out * scale.to(out) + base
     elif residual:
         out = out + anchor_of(window, run.context)[:, None, :]
     out[:, :run.context] = window[:, :run.context]
@@ -72,55 +79,76 @@ def base_trajectory(run: Run, values: np.ndarray, init_idx: np.ndarray, n_lead: 
     w = np.full((len(init_idx), ctx + n_lead, values.shape[1]), np.nan, dtype=np.float32)
     w[:, :ctx] = np.stack([values[i - ctx + 1:i + 1] for i in init_idx])
     with torch.no_grad():
-        return run.ar.window_base(torch.from_numpy(w), ctx)[:, ctx:].numpy()
+        return run.ar.window_base(torch.from_numpy(w).to(run.ar.device), ctx)[:, ctx:].cpu().numpy()
 
 
-def rollout(run: Run, values: np.ndarray, times: np.ndarray, init_idx: np.ndarray, n_lead: int, members: int, *,
-            sampler: str, steps: int, seed: int = 0, batch_size: int = 256, progress: bool = True,
-            chain_base: str = "level") -> np.ndarray:
-    """Autoregressive ensemble: (I, M, n_lead, C); each chunk conditions on the last `context` steps so far.
-
-    `chain_base`: how the AR base of the chunks after the first starts from their generated context: "level"
-    (the mean of its last steps, ARBase.window_base(level_only=True)) or "ar" (its last steps, as for real data)."""
+def rollout_tensor(run: Run, values: np.ndarray, times: np.ndarray, init_idx: np.ndarray, n_lead: int,
+                   members: int, *, sampler: str, steps: int, seed: int = 0, batch_size: int = 256,
+                   progress: bool = True, chain_base: str = "level", bf16: bool = False) -> torch.Tensor:
+    """rollout's ensemble as a tensor (I, M, n_lead, C) on the run's device (Run.device), where the whole history,
+    calendar and draws live; the generator is gendiff.device.make_generator's for that device and `seed`."""
     if chain_base not in ("level", "ar"):
         raise ConfigError(f"chain_base={chain_base!r}: expected 'level' or 'ar'")
+    device = run.device
     ctx, hor = run.context, run.horizon
     step = times[1] - times[0]
     chunks = math.ceil(n_lead / hor)
     n_traj = len(init_idx) * members
-    hist = np.empty((n_traj, ctx + chunks * hor, values.shape[1]), dtype=np.float32)
-    ctx_vals = np.stack([values[i - ctx + 1:i + 1] for i in init_idx])  # (I, ctx, C)
-    hist[:, :ctx] = np.repeat(ctx_vals, members, axis=0)
+    ctx_vals = torch.from_numpy(np.stack([values[i - ctx + 1:i + 1] for i in init_idx]).astype(np.float32))
+    hist = torch.full((n_traj, ctx + chunks * hor, values.shape[1]), float("nan"), device=device)
+    hist[:, :ctx] = ctx_vals.to(device).repeat_interleave(members, 0)
     t0 = np.repeat(times[init_idx], members)
     offsets = np.arange(-ctx + 1, chunks * hor + 1)
-    cal = calendar_features(t0[:, None] + step * offsets[None, :],  # (n_traj, ctx + chunks*hor, 4)
-                            bool(run.config.get("day_of_year", True)))
-    generator = torch.Generator().manual_seed(int(seed))
+    cal = torch.from_numpy(calendar_features(t0[:, None] + step * offsets[None, :],  # (n_traj, ctx + chunks*hor, 4)
+                                             bool(run.config.get("day_of_year", True)))).to(device)
+    generator = make_generator(device, seed)
     bar = tqdm(total=chunks * math.ceil(n_traj / batch_size), disable=not progress, desc="forecast", leave=False)
     with torch.no_grad():
         for c in range(chunks):
             sl = slice(c * hor, c * hor + ctx + hor)
             for b in range(0, n_traj, batch_size):
-                w = torch.from_numpy(hist[b:b + batch_size, sl].copy())
+                w = hist[b:b + batch_size, sl].clone()
                 w[:, ctx:] = float("nan")
-                filled = sample_windows(run, w, torch.from_numpy(cal[b:b + batch_size, sl]), sampler=sampler,
-                                        steps=steps, generator=generator,
-                                        init_times=t0[b:b + batch_size] + step * (c * hor),
-                                        level_only_base=c > 0 and chain_base == "level")
-                hist[b:b + batch_size, c * hor + ctx:c * hor + ctx + hor] = filled[:, ctx:].numpy()
+                filled = sample_windows(run, w, cal[b:b + batch_size, sl], sampler=sampler, steps=steps,
+                                        generator=generator, init_times=t0[b:b + batch_size] + step * (c * hor),
+                                        level_only_base=c > 0 and chain_base == "level", bf16=bf16)
+                hist[b:b + batch_size, c * hor + ctx:c * hor + ctx + hor] = filled[:, ctx:]
                 bar.update(1)
     bar.close()
     return hist[:, ctx:ctx + n_lead].reshape(len(init_idx), members, n_lead, values.shape[1])
 
 
+def rollout(run: Run, values: np.ndarray, times: np.ndarray, init_idx: np.ndarray, n_lead: int, members: int, *,
+            sampler: str, steps: int, seed: int = 0, batch_size: int = 256, progress: bool = True,
+            chain_base: str = "level", bf16: bool = False) -> np.ndarray:
+    """Autoregressive ensemble: (I, M, n_lead, C); each chunk conditions on the last `context` steps so far.
+
+    Computed on the run's device (rollout_tensor); the result comes back to the CPU as numpy here.
+    `chain_base`: how the AR base of the chunks after the first starts from their generated context: "level"
+    (the mean of its last steps, ARBase.window_base(level_only=True)) or "ar" (its last steps, as for real data)."""
+    out = rollout_tensor(run, values, times, init_idx, n_lead, members, sampler=sampler, steps=steps, seed=seed,
+                         batch_size=batch_size, progress=progress, chain_base=chain_base, bf16=bf16)
+    return out.cpu().numpy()
+
+
 def forecast(run, data, *, init_period=None, init_times=None, init_every="6h", members: int = 16, lead="24h",
              sampler: str | None = None, steps: int | None = None, seed: int = 0, batch_size: int = 256,
-             out=None, progress: bool = True, calibrated: bool = True, chain_base: str = "level") -> xr.Dataset:
+             out=None, progress: bool = True, calibrated: bool = True, chain_base: str = "level", device=None,
+             bf16: bool = False, compile: bool = False) -> xr.Dataset:
     """Ensemble forecasts from every init time in init_period (or the given init_times); optionally written to out.
 
     `calibrated`: rescale members about their mean by the run's spread calibration (calibrate.py), when it has one.
-    `chain_base`: the AR base of horizons rolled out past the first (see rollout)."""
-    run = run if isinstance(run, Run) else load_run(run)
+    `chain_base`: the AR base of horizons rolled out past the first (see rollout). `device`: where the network
+    samples ('auto', 'cpu', 'cuda', 'cuda:N', 'mps'; None: a Run's own device, 'auto' for a run folder); the draws
+    come from a generator on that device, so forecasts are reproducible per device (CPU and CUDA differ).
+    `bf16`: the network under bfloat16 autocast; `compile`: torch.compile the network first (model.compile_network)."""
+    if isinstance(run, Run):
+        if device is not None:
+            run.to(device)
+    else:
+        run = load_run(run, device="auto" if device is None else device)
+    if compile:
+        compile_network(run.denoiser)
     label = str(data) if isinstance(data, (str, Path)) else "data"
     ds = open_data(data, run.codec.variables, name=label)
     step = time_step(ds)
@@ -149,7 +177,7 @@ def forecast(run, data, *, init_period=None, init_times=None, init_every="6h", m
     steps = int(steps or run.config["sample_steps"])
     t0 = time.perf_counter()
     arr = rollout(run, values, times, idx, n_lead, members, sampler=sampler, steps=steps, seed=seed,
-                  batch_size=batch_size, progress=progress, chain_base=chain_base)
+                  batch_size=batch_size, progress=progress, chain_base=chain_base, bf16=bf16)
     seconds = time.perf_counter() - t0
     from . import calibrate
 
@@ -161,7 +189,8 @@ def forecast(run, data, *, init_period=None, init_times=None, init_every="6h", m
     attrs = {"gendiff_run": str(run.path), "gendiff_model_source": run.config["source"],
              "train_period": " to ".join(run.config["train_period"]), "sampler": sampler, "sampler_steps": steps,
              "seed": seed, "forecast_seconds": round(seconds, 3), "spread_calibration": int(calib is not None),
-             "chain_base": chain_base,
+             "chain_base": chain_base, "device": str(run.device), "bf16": int(bool(bf16)),
+             "compiled": int(bool(compile)),
              "history": f"gendiff weather forecast, {len(idx)} inits x {members} members x {n_lead} leads"}
     result = forecast_dataset(run.codec, arr, ds["time"].values[idx], step, attrs=attrs)
     if out is not None:

@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from gendiff.device import resolve_device
 from gendiff.errors import DataError
-from gendiff.forward import Denoiser, append_dims
+from gendiff.forward import Denoiser
 from gendiff.io import torch_load_safe
 from gendiff.schedules import schedule_from_config
 from gendiff.spaces import MaskedSpace
@@ -46,6 +47,18 @@ class ARBase:
         self.step_seconds = step_seconds
 
     MIN_SLOT_WINDOWS = 5
+
+    def to(self, device) -> "ARBase":
+        """Move the coefficients, scale and time-of-day factors to `device` (where they meet the network's
+        tensors); returns self."""
+        self.phi = self.phi.to(device)
+        self.scale = None if self.scale is None else self.scale.to(device)
+        self.diurnal = None if self.diurnal is None else self.diurnal.to(device)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return self.phi.device
 
     @classmethod
     def fit(cls, values: np.ndarray, index: np.ndarray, order: int = 2, starts: np.ndarray | None = None,
@@ -137,7 +150,7 @@ class ARBase:
     def window_scale(self, length: int, context: int, slots=None) -> torch.Tensor:
         """(L, C): 1 over the context, `scale` over the horizon (ones without a fitted scale); with `slots` (B,),
         the init times' time-of-day slots, (B, L, C) with the horizon scaled by the time-of-day factor."""
-        out = torch.ones(length, self.phi.shape[0])
+        out = torch.ones(length, self.phi.shape[0], device=self.phi.device)
         if self.scale is not None:
             if length - context != self.scale.shape[0]:
                 raise DataError(f"AR scale was fitted for a {self.scale.shape[0]}-step horizon, not {length - context}")
@@ -151,7 +164,7 @@ class ARBase:
 
     def _slot_factors(self, slots) -> torch.Tensor:
         """(B, H, C): the time-of-day factors of the given slots."""
-        return self.diurnal[torch.as_tensor(np.asarray(slots), dtype=torch.long)]
+        return self.diurnal[torch.as_tensor(np.asarray(slots), dtype=torch.long, device=self.diurnal.device)]
 
     def level(self, slots=None) -> torch.Tensor:
         """(H, C): the RMS error level per lead, averaged in square over the given init slots (all windows if None)."""
@@ -160,19 +173,19 @@ class ARBase:
         return self.scale * (self._slot_factors(slots) ** 2).mean(0).sqrt()
 
     def state(self) -> dict:
-        out = {"phi": self.phi}
+        out = {"phi": self.phi.cpu()}
         if self.scale is not None:
-            out["scale"] = self.scale
+            out["scale"] = self.scale.cpu()
         if self.diurnal is not None:
-            out.update(diurnal=self.diurnal, step_seconds=torch.tensor(float(self.step_seconds), dtype=torch.float64))
+            out.update(diurnal=self.diurnal.cpu(), step_seconds=torch.tensor(float(self.step_seconds), dtype=torch.float64))
         return out
 
     @classmethod
     def from_state(cls, state: dict) -> "ARBase":
         scale, diurnal = state.get("scale"), state.get("diurnal")
         step = state.get("step_seconds")
-        return cls(state["phi"].numpy(), None if scale is None else scale.numpy(),
-                   None if diurnal is None else diurnal.numpy(), None if step is None else float(step))
+        return cls(state["phi"].cpu().numpy(), None if scale is None else scale.cpu().numpy(),
+                   None if diurnal is None else diurnal.cpu().numpy(), None if step is None else float(step))
 
 
 def make_inputs(window: torch.Tensor, calendar: torch.Tensor, context: int, valid: torch.Tensor,
@@ -309,35 +322,60 @@ class Run:
     def horizon(self) -> int:
         return int(self.config["horizon_steps"])
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.denoiser.parameters()).device
 
-class Preconditioned(torch.nn.Module):
-    """x0 = c_skip x_t + c_out F(c_in x_t, t) with c_skip = a s_d^2 / (a^2 s_d^2 + s^2), c_out = s s_d / sqrt(a^2 s_d^2 + s^2),
-    c_in = 1 / sqrt(a^2 s_d^2 + s^2): EDM's preconditioning (Karras et al. 2022, table 1) written for any (alpha, sigma)."""
-
-    def __init__(self, net: torch.nn.Module, schedule, sigma_data: float = 1.0):
-        super().__init__()
-        self.net, self.schedule, self.sigma_data = net, schedule, float(sigma_data)
-
-    def forward(self, x_t, t, *, mask=None, cond=None):
-        alpha, sigma = self.schedule.alpha_sigma(t)
-        alpha, sigma = append_dims(alpha.to(x_t), x_t.dim()), append_dims(sigma.to(x_t), x_t.dim())
-        sd2 = self.sigma_data**2
-        norm = torch.sqrt(alpha**2 * sd2 + sigma**2)
-        c_skip, c_out = alpha * sd2 / norm**2, sigma * self.sigma_data / norm
-        return c_skip * x_t + c_out * self.net(x_t / norm, t, mask=mask, cond=cond)
+    def to(self, device) -> "Run":
+        """Move the network and the AR base to `device` (a name as for gendiff.device.resolve_device); returns self."""
+        device = resolve_device(device)
+        self.denoiser.to(device)
+        if self.ar is not None:
+            self.ar.to(device)
+        return self
 
 
 def build_denoiser(config: dict) -> Denoiser:
-    """U-Net -> EDM-style preconditioning (x0 output) -> core Denoiser (eps for the samplers)."""
+    """U-Net -> core Denoiser; with `precondition`, EDM's preconditioning (Karras et al. 2022, table 1, for any
+    (alpha, sigma)): x0 = c_skip x_t + c_out F(c_in x_t, t), c_skip = a s_d^2 / (a^2 s_d^2 + s^2),
+    c_out = s s_d / sqrt(a^2 s_d^2 + s^2), c_in = 1 / sqrt(a^2 s_d^2 + s^2), s_d = `sigma_data` (1: the targets
+    are unit-variance). Trained with losses.constant_weight (fit.make_step_fn), the loss is the plain
+    ||x0_hat - x0||^2 the weather domain has always used."""
     net = UNet1D(**config["net"])
     schedule = schedule_from_config(config["schedule"])
     if config.get("precondition", False):
-        return Denoiser(Preconditioned(net, schedule), schedule, prediction="x0", scale_input=False)
+        return Denoiser(net, schedule, precondition="edm", sigma_data=float(config.get("sigma_data", 1.0)),
+                        noise_input="t")
     return Denoiser(net, schedule, prediction=config["prediction"])
 
 
-def load_run(path) -> Run:
-    """Read config.json, codec.nc and the EMA weights of checkpoint.pt from a run folder."""
+def compile_network(denoiser: Denoiser) -> Denoiser:
+    """torch.compile the U-Net in place (nn.Module.compile: the state_dict keys stay as they are); returns it."""
+    denoiser.net.compile()
+    return denoiser
+
+
+OLD_PREFIX = "net.net."  # gendiff <= 0.x wrapped the U-Net in the weather domain's own Preconditioned module
+
+
+def is_old_state(state: dict, config: dict) -> bool:
+    """Weights written by the weather domain's own Preconditioned wrapper (before the core's EDM option)."""
+    return bool(config.get("precondition", False) and state and all(k.startswith(OLD_PREFIX) for k in state))
+
+
+def upgrade_state(state: dict, config: dict) -> dict:
+    """EMA weights of a run written before the core Denoiser had EDM preconditioning (keys net.net.*) -> the
+    current keys (net.*). The forward pass is the same function of the same weights (tests/domains/
+    test_weather_device.py checks it against the old formula), so old runs forecast as before."""
+    if is_old_state(state, config):
+        return {"net." + k[len(OLD_PREFIX):]: v for k, v in state.items()}
+    return state
+
+
+def load_run(path, device="cpu") -> Run:
+    """Read config.json, codec.nc and the EMA weights of checkpoint.pt from a run folder; the network and the AR
+    base on `device` ('auto', 'cpu', 'cuda', 'cuda:N', 'mps'). Runs written before the core's EDM preconditioning
+    (state keys net.net.*) are mapped to the current keys (upgrade_state)."""
     import json
 
     path = Path(path)
@@ -355,8 +393,12 @@ def load_run(path) -> Run:
     state = torch_load_safe(path / "checkpoint.pt")
     if not isinstance(state, dict) or "ema" not in state:
         raise DataError(f"{path / 'checkpoint.pt'}: no EMA weights in checkpoint")
-    denoiser.load_state_dict(state["ema"])
+    try:
+        denoiser.load_state_dict(upgrade_state(state["ema"], config))
+    except RuntimeError as exc:
+        raise DataError(f"{path / 'checkpoint.pt'}: weights do not fit the run's network "
+                        f"({str(exc).splitlines()[0]})") from None
     denoiser.eval().requires_grad_(False)
     clim = HourlyClimatology.from_state(torch_load_safe(path / "climatology.pt"))
     ar = ARBase.from_state(torch_load_safe(path / "ar.pt")) if config.get("base") == "linear" else None
-    return Run(path, config, codec, denoiser, MaskedSpace(), clim, ar)
+    return Run(path, config, codec, denoiser, MaskedSpace(), clim, ar).to(device)

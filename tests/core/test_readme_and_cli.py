@@ -40,3 +40,15 @@ def test_cli_bad_arguments_exit_2_one_line(run_cli, args, needle):
 def test_cli_list(run_cli):
     out = run_cli("list")
     assert out.returncode == 0 and "dpm_solver_pp" in out.stdout and "edm" in out.stdout
+
+
+def test_unavailable_domain_says_why(monkeypatch, capsys):
+    """A domain whose module cannot be imported answers every verb with one line naming it and the reason."""
+    from gendiff import cli
+
+    monkeypatch.setitem(sys.modules, "gendiff.domains.molecules.cli", None)  # makes its import raise ImportError
+    assert cli.main(["sample", "molecules", "--n", "4"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("gendiff: error: molecules is unavailable: "), err
+    assert cli.main(["list"]) == 0
+    assert "domain molecules: unavailable" in capsys.readouterr().out

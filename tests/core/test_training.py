@@ -239,3 +239,23 @@ def test_worker_processes_give_the_same_run(tmp_path):
     workers = make(tmp_path, "w1", max_steps=4, noisy=True, num_workers=1)
     workers.fit()
     assert all(torch.equal(a, b) for a, b in zip(params(inline.model), params(workers.model)))
+
+
+def test_time_budget_stops_before_overrunning(tmp_path):
+    """time_budget ends training at the last step that fits, checkpoints it, and says why it stopped."""
+    import time as _time
+
+    base = script.make_step_fn(False)
+
+    def slow(model, batch, generator):
+        _time.sleep(0.05)
+        return base(model, batch, generator)
+
+    trainer = make(tmp_path, step_fn=slow, max_steps=10_000, time_budget=0.5)
+    summary = trainer.fit()
+    assert summary["stopped"] == "time_budget" and 3 <= summary["step"] < 10_000
+    assert summary["seconds"] < 0.5 + 0.5 and summary["cpu_seconds"] >= 0
+    assert (tmp_path / "run" / "checkpoint.pt").is_file()
+    resumed = Trainer(script.make_model(False), slow, script.make_data(48), cfg(max_steps=summary["step"] + 2),
+                      tmp_path / "run", resume=True)
+    assert resumed.fit()["stopped"] == "max_steps"

@@ -1,0 +1,83 @@
+"""The one run format: save, read, load; every broken run gives one DataError naming the file."""
+import json
+
+import pytest
+import torch
+
+from gendiff import runs
+from gendiff.errors import DataError
+
+
+def _model(width=4):
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(3, width), torch.nn.SiLU(), torch.nn.Linear(width, 3))
+
+
+def _save(tmp_path, width=4):
+    model = _model(width)
+    card = runs.new_card("toy", "toy", data="synthetic", split="all", summary={"step": 3, "seconds": 1.0,
+                                                                              "cpu_seconds": 0.5}, seed=0)
+    return runs.save_run(tmp_path / "run", "toy", {"net": {"width": width}}, model, card), model
+
+
+def test_round_trip(tmp_path):
+    path, model = _save(tmp_path)
+    run = runs.read_run(path, domain="toy")
+    assert run.config["net"] == {"width": 4} and run.card["training"]["steps"] == 3
+    fresh = _model()
+    for p in fresh.parameters():
+        p.data.zero_()
+    runs.load_weights(run, fresh)
+    for a, b in zip(model.state_dict().values(), fresh.state_dict().values()):
+        assert torch.equal(a, b)
+    assert run.card["training"]["hardware"] and "sittings" in run.card["training"]
+    runs.record_metrics(path, "quality", {"accuracy": 0.9}, "cmd --x")
+    assert json.loads((path / "card.json").read_text())["metrics"]["quality"]["command"] == "cmd --x"
+
+
+def test_truncated_and_corrupt_weights_name_the_file(tmp_path):
+    path, _ = _save(tmp_path)
+    data = (path / "weights.safetensors").read_bytes()
+    (path / "weights.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match="weights.safetensors: unreadable weights file"):
+        runs.load_weights(runs.read_run(path), _model())
+    (path / "weights.safetensors").write_bytes(b"\x00" * 64)
+    with pytest.raises(DataError, match="weights.safetensors: unreadable"):
+        runs.load_weights(runs.read_run(path), _model())
+
+
+def test_config_that_does_not_match_the_weights(tmp_path):
+    path, _ = _save(tmp_path)
+    with pytest.raises(DataError, match="weights.safetensors: weights do not fit the model .*config.json"):
+        runs.load_weights(runs.read_run(path), _model(width=8))
+
+
+def test_not_a_run_old_format_wrong_domain_missing_weights(tmp_path):
+    with pytest.raises(DataError, match="not a gendiff run"):
+        runs.read_run(tmp_path)
+    path, _ = _save(tmp_path)
+    with pytest.raises(DataError, match="a 'toy' run, not a 'images' one"):
+        runs.read_run(path, domain="images")
+    cfg = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps({**cfg, "format": "gendiff-images-v1"}))
+    with pytest.raises(DataError, match="older gendiff.*retrain"):
+        runs.read_run(path)
+    (path / "config.json").write_text("{not json")
+    with pytest.raises(DataError, match="config.json: unreadable run config"):
+        runs.read_run(path)
+    (path / "config.json").write_text(json.dumps(cfg))
+    (path / "weights.safetensors").unlink()
+    with pytest.raises(DataError, match="weights.safetensors: missing"):
+        runs.read_run(path)
+
+
+def test_pretrained_names(tmp_path, monkeypatch):
+    domains = tmp_path / "domains"
+    path, _ = _save(domains / "toy" / "pretrained")
+    (domains / "toy" / "pretrained" / "run").rename(domains / "toy" / "pretrained" / "tiny")
+    monkeypatch.setattr(runs, "_domains_dir", lambda: domains)
+    assert runs.read_run("pretrained:tiny").config["domain"] == "toy"
+    rows = runs.list_pretrained()
+    assert rows[0]["name"] == "tiny" and rows[0]["bytes"] > 0
+    with pytest.raises(DataError, match="pretrained:nope: no such pretrained model .*tiny"):
+        runs.read_run("pretrained:nope")
