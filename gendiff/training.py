@@ -1,6 +1,7 @@
 """Trainer: AdamW, linear warm-up, EMA weights, bf16 autocast, gradient accumulation, exact resume, DDP."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import dataclasses
@@ -298,7 +299,8 @@ class Trainer:
     def _micro_step(self, batch, sync: bool, skip_backward: bool) -> tuple[float, bool]:
         """Forward (and backward unless skipped) on one micro-batch; returns (rank-mean loss, any rank non-finite)."""
         with D.no_sync(self.train_model, not sync):
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
+            with autocast:
                 loss = self.step_fn(self.train_model, batch, self.generator)
             if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
                 raise TrainingError(f"step_fn must return a scalar loss tensor, got {type(loss).__name__} "

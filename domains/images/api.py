@@ -1,12 +1,14 @@
 """The images domain's verbs: train a U-Net on an image source, sample from a run, and load a run back."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from pathlib import Path
 
 import torch
 
+from gendiff.device import make_generator, resolve_device
 from gendiff.errors import ConfigError, DataError
 
 from .data import ImageData, ImageDataset, load_data, to_pixels
@@ -21,10 +23,39 @@ DEFAULT_MODEL = {
 }
 
 
-def _device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+def compile_options(compile) -> dict | None:
+    """torch.compile keyword arguments for a `compile` option: False/None (none), True (torch's defaults: the
+    inductor backend), a backend name ('inductor', 'aot_eager', 'cudagraphs', ...) or a dict of torch.compile
+    keyword arguments."""
+    if compile is None or compile is False:
+        return None
+    if compile is True:
+        return {}
+    if isinstance(compile, str):
+        return {"backend": compile}
+    if isinstance(compile, dict):
+        return dict(compile)
+    raise ConfigError(f"compile={compile!r}: expected a bool, a torch.compile backend name or a dict of options")
+
+
+def compile_denoiser(denoiser, compile, **defaults):
+    """Compile `denoiser.net` in place (module.compile), so the module and its state_dict keys (and so checkpoints)
+    stay those of the plain U-Net; `defaults` (e.g. dynamic=False) give way to options in `compile`. A net that is
+    compiled already is left as it is. Returns the denoiser."""
+    options = compile_options(compile)
+    if options is not None and getattr(denoiser.net, "_compiled_call_impl", None) is None:
+        denoiser.net.compile(**{**defaults, **options})
+    return denoiser
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of a model's parameters (where the tensors it is fed are created)."""
+    return next(model.parameters()).device
+
+
+def _autocast(device: torch.device, bf16: bool):
+    """bf16 autocast on `device` when asked (CUDA, CPU), else nothing (the meta device has no autocast)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
 
 def _model_config(data: ImageData, model: dict | None) -> UNetConfig:
@@ -78,12 +109,16 @@ def make_step_fn(schedule, num_classes: int | None, p_uncond: float):
 def train(data: str = "mnist", out: str | Path = "runs/images", *, image_size: int | None = None,
           channels: int | None = None, model: dict | None = None, schedule: str | dict = "linear",
           prediction: str = "eps", p_uncond: float = 0.1, max_steps: int = 2000, time_budget: float | None = None,
-          seed: int = 0, test_fraction: float = 0.2, resume: bool | str = False, compile: bool = False,
-          channels_last: bool | None = None, progress: bool = True, download: bool = False, **train_config) -> dict:
+          seed: int = 0, test_fraction: float = 0.2, resume: bool | str = False, compile: bool | str | dict = False,
+          bf16: bool = False, device: str | torch.device = "auto", channels_last: bool | None = None,
+          progress: bool = True, download: bool = False, **train_config) -> dict:
     """Train a class-conditional (when labels exist) U-Net on `data` into run folder `out`; returns a summary dict.
 
     `time_budget` (seconds) stops at the first checkpoint chunk that would overrun it, `max_steps` still caps it.
-    Extra keyword arguments go to gendiff.training.TrainConfig (lr, batch_size, ema_decay, bf16, device, ...).
+    `device`: 'auto' (CUDA, else MPS, else CPU), 'cpu', 'cuda', 'cuda:N' or 'mps'; `bf16`: bf16 autocast of the
+    training step on that device (the core Trainer's); `compile`: torch.compile the U-Net in place (True, a backend
+    name or a dict of torch.compile options, see compile_options).
+    Extra keyword arguments go to gendiff.training.TrainConfig (lr, batch_size, ema_decay, grad_clip, ...).
     `download` lets torchvision fetch MNIST / Fashion-MNIST / CIFAR-10 files that are not under ROOT yet.
     """
     from gendiff.io import write_json_atomic
@@ -92,6 +127,10 @@ def train(data: str = "mnist", out: str | Path = "runs/images", *, image_size: i
 
     if not 0.0 <= p_uncond < 1.0:
         raise ConfigError(f"p_uncond must be in [0, 1), got {p_uncond}")
+    # bad device names and compile options fail here, before any data is read; the Trainer resolves the device
+    # again, with this process's LOCAL_RANK under torchrun
+    dev = resolve_device(device)
+    compile_options(compile)
     out = Path(out)
     data = _absolute_spec(str(data))
     train_data = load_data(data, "train", image_size=image_size, channels=channels, seed=seed,
@@ -109,7 +148,8 @@ def train(data: str = "mnist", out: str | Path = "runs/images", *, image_size: i
                     progress=progress, ema_decay=0.995 if time_budget is not None else
                     min(0.9995, max(0.9, 1.0 - 10.0 / max_steps)))
     defaults.update(train_config)
-    config = TrainConfig(**{**defaults, "max_steps": max_steps})
+    config = TrainConfig(**{**defaults, "max_steps": max_steps, "bf16": bool(bf16),
+                            "device": str(device)})
     old = out / CONFIG_NAME
     if not resume and (out / "checkpoint.pt").exists():
         raise ConfigError(f"{out / 'checkpoint.pt'} exists; pass resume=True to continue it or use another out")
@@ -124,11 +164,9 @@ def train(data: str = "mnist", out: str | Path = "runs/images", *, image_size: i
     write_json_atomic(old, {**meta, "train": config.to_dict()})
 
     denoiser, sched = build_denoiser(meta)
-    device = _device(config.device)
-    if channels_last if channels_last is not None else device.type == "cuda":
+    if channels_last if channels_last is not None else dev.type == "cuda":
         denoiser = denoiser.to(memory_format=torch.channels_last)
-    if compile:
-        denoiser.net.compile()  # in place: state_dict keys (and so checkpoints) stay those of the plain U-Net
+    compile_denoiser(denoiser, compile)  # in place: state_dict keys (and so checkpoints) stay the plain U-Net's
     dataset = ImageDataset(train_data)
     step_fn = make_step_fn(sched, train_data.num_classes if meta["model"]["num_classes"] is not None else None,
                            p_uncond)
@@ -175,11 +213,12 @@ def _fit_within(denoiser, step_fn, dataset, config, out, resume, budget: float, 
     return summary
 
 
-def load_run(run: str | Path, device: str = "auto", compile: bool = False):
-    """(EMA denoiser in eval mode, run config dict) from a run folder written by `train`.
+def load_run(run: str | Path, device: str | torch.device = "auto", compile: bool | str | dict = False):
+    """(EMA denoiser in eval mode on `device`, run config dict) from a run folder written by `train`.
 
     `compile` wraps the U-Net in torch.compile (static shapes) for sampling: on CPU and GPU alike it fuses the
-    GroupNorm / SiLU / add chains; the first call of each batch shape pays the compilation (one to two minutes)."""
+    GroupNorm / SiLU / add chains; the first call of each batch shape pays the compilation (one to two minutes).
+    True uses torch's default backend (inductor); a backend name or a dict of options also serve (compile_options)."""
     import json
 
     from gendiff.training import load_ema_weights
@@ -191,11 +230,11 @@ def load_run(run: str | Path, device: str = "auto", compile: bool = False):
     meta = json.loads(path.read_text())
     if meta.get("format") != FORMAT:
         raise DataError(f"{path}: format {meta.get('format')!r} is not {FORMAT!r}")
+    device = resolve_device(device)
     denoiser, _ = build_denoiser(meta)
     load_ema_weights(run / "checkpoint.pt", denoiser)
-    denoiser = denoiser.to(_device(device)).eval()
-    if compile:
-        denoiser.net.compile(dynamic=False)  # in place, as in train: the module and its state_dict keys stay
+    denoiser = denoiser.to(device).eval()
+    compile_denoiser(denoiser, compile, dynamic=False)  # in place, as in train: the module and its keys stay
     return denoiser, meta
 
 
@@ -220,45 +259,80 @@ def resolve_labels(labels, n: int, num_classes: int | None) -> torch.Tensor | No
     return out.long()
 
 
-def sample(run, n: int = 64, sampler: str = "ddim", steps: int = 50, guidance: float = 1.0, seed: int = 0,
-           labels=None, *, batch_size: int = 250, out: str | Path | None = None, device: str = "auto",
-           progress: bool = False, bf16: bool = False, clip: bool = True, compile: bool = False,
-           **sampler_options) -> torch.Tensor:
-    """n uint8 images (n, C, H, W) from a run (folder or a (denoiser, meta) pair); PNG grid to `out` if given.
-
-    `clip` clamps each x0 prediction to the pixel range [-1, 1] (as in Ho et al. 2020's sampler; the core's
-    `clip_x0` option, used by the samplers that step through x0: ancestral, ddim, dpm_solver_pp)."""
+def prior_noise(denoiser, shape, generator: torch.Generator | None = None) -> torch.Tensor:
+    """x_T of `shape` (B, C, H, W) from the schedule's prior, created on the denoiser's device."""
     from gendiff.samplers import prior_sample
+    from gendiff.spaces import EuclideanSpace
+
+    like = torch.empty(tuple(shape), device=model_device(denoiser))
+    return prior_sample(denoiser.schedule, EuclideanSpace(), like, generator=generator)
+
+
+def sample_x0(denoiser, x_T: torch.Tensor, sampler: str = "ddim", steps: int = 50, *, labels=None,
+              guidance: float = 1.0, generator: torch.Generator | None = None, bf16: bool = False, clip: bool = True,
+              progress: bool = False, **sampler_options) -> torch.Tensor:
+    """The tensor part of `sample`: x_T -> x0 with a core sampler, all on x_T's (the denoiser's) device, so it runs
+    on CUDA, MPS, CPU and meta alike. `labels`: None (unconditional) or class indices (B,), e.g. from
+    resolve_labels; `guidance` != 1 is classifier-free guidance towards them against the null class. `bf16` runs
+    the U-Net under bf16 autocast; `clip` clamps each x0 prediction to [-1, 1] (the core's `clip_x0`)."""
     from gendiff.samplers import sample as core_sample
     from gendiff.spaces import EuclideanSpace
 
     if clip:
         sampler_options.setdefault("clip_x0", (-1.0, 1.0))
+    num_classes = getattr(denoiser.net, "num_classes", None)
+    if labels is not None and num_classes is None:
+        raise ConfigError("labels were given but this run is unconditional (trained without class labels)")
+    if guidance != 1.0 and labels is None:
+        raise ConfigError("guidance != 1 needs class labels (pass labels='balanced', an int or a list)")
+    dev = x_T.device
+    cond = None if labels is None else torch.as_tensor(labels).to(device=dev, dtype=torch.long).reshape(-1)
+    if cond is not None and cond.shape[0] != x_T.shape[0]:
+        raise ConfigError(f"got {cond.shape[0]} labels for a batch of {x_T.shape[0]}")
+    null = None if cond is None else torch.full_like(cond, num_classes)
+    with _autocast(dev, bf16):
+        return core_sample(sampler, denoiser, x_T, denoiser.schedule, EuclideanSpace(), steps, cond=cond,
+                           null_cond=null, guidance=guidance, generator=generator, progress=progress,
+                           **sampler_options)
+
+
+def sample(run, n: int = 64, sampler: str = "ddim", steps: int = 50, guidance: float = 1.0, seed: int = 0,
+           labels=None, *, batch_size: int = 250, out: str | Path | None = None,
+           device: str | torch.device | None = None, progress: bool = False, bf16: bool = False, clip: bool = True,
+           compile: bool | str | dict = False, pixels: bool = True, **sampler_options) -> torch.Tensor:
+    """n uint8 images (n, C, H, W) on the CPU from a run (folder or a (denoiser, meta) pair); PNG grid to `out`.
+
+    `device`: where to sample ('auto' for a folder when None; a pair stays on its device when None and is moved
+    there otherwise). `compile` compiles the U-Net in place (see load_run), `bf16` autocasts it (sample_x0).
+    `clip` clamps each x0 prediction to the pixel range [-1, 1] (as in Ho et al. 2020's sampler; the core's
+    `clip_x0` option, used by the samplers that step through x0: ancestral, ddim, dpm_solver_pp).
+    `pixels=False` returns the float32 samples x0 in model space instead of uint8 pixels.
+    Sampling (sample_x0) runs on the device; only the finished pixels move to the CPU."""
     if n < 1 or steps < 1 or batch_size < 1:
         raise ConfigError(f"n, steps and batch_size must be >= 1 (got {n}, {steps}, {batch_size})")
-    denoiser, meta = load_run(run, device, compile) if isinstance(run, (str, Path)) else run
-    num_classes = meta["model"]["num_classes"]
-    y = resolve_labels(labels, n, num_classes)
+    if isinstance(run, (str, Path)):
+        denoiser, meta = load_run(run, "auto" if device is None else device, compile)
+    else:
+        denoiser, meta = run
+        if device is not None:
+            denoiser.to(resolve_device(device))
+        compile_denoiser(denoiser, compile, dynamic=False)
+    y = resolve_labels(labels, n, meta["model"]["num_classes"])
     if guidance != 1.0 and y is None:
         raise ConfigError("guidance != 1 needs class labels (pass labels='balanced', an int or a list)")
-    dev = next(denoiser.parameters()).device
-    space, schedule = EuclideanSpace(), denoiser.schedule
-    gen = torch.Generator(device=dev).manual_seed(int(seed))
+    gen = make_generator(model_device(denoiser), seed)
     shape = (meta["channels"], meta["image_size"], meta["image_size"])
     chunks = []
     for i in range(0, n, batch_size):
         b = min(batch_size, n - i)
-        like = torch.empty((b, *shape), device=dev)
-        x_T = prior_sample(schedule, space, like, generator=gen)
-        cond = None if y is None else y[i:i + b].to(dev)
-        null = None if cond is None else torch.full_like(cond, num_classes)
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
-            x0 = core_sample(sampler, denoiser, x_T, schedule, space, steps, cond=cond, null_cond=null,
-                             guidance=guidance, generator=gen, progress=progress, **sampler_options)
-        chunks.append(to_pixels(x0.float().clamp(-1, 1)).cpu())
-    pixels = torch.cat(chunks)
+        x_T = prior_noise(denoiser, (b, *shape), gen)
+        x0 = sample_x0(denoiser, x_T, sampler, steps, labels=None if y is None else y[i:i + b], guidance=guidance,
+                       generator=gen, bf16=bf16, clip=clip, progress=progress, **sampler_options).float()
+        chunks.append((to_pixels(x0.clamp(-1, 1)) if pixels else x0).cpu())  # the last step: off the device
+    result = torch.cat(chunks)
     if out is not None:
         from .grid import save_grid
 
-        save_grid(pixels, out, scale=2 if meta["image_size"] <= 32 else 1)
-    return pixels
+        save_grid(result if pixels else to_pixels(result.clamp(-1, 1)), out,
+                  scale=2 if meta["image_size"] <= 32 else 1)
+    return result

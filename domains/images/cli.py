@@ -20,7 +20,9 @@ def _labels(text: str | None):
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
+    from gendiff.device import add_device_argument
+
+    add_device_argument(p)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -52,7 +54,7 @@ def add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA)")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast of the training step (CUDA, CPU)")
     p.add_argument("--compile", action="store_true", help="torch.compile the U-Net")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--download", action="store_true", help="let torchvision download mnist-full/fashion-mnist/cifar10")
@@ -84,6 +86,7 @@ def _sampling(p: argparse.ArgumentParser, n: int, guidance: float) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=250)
     p.add_argument("--compile", action="store_true", help="torch.compile the U-Net for sampling (pays 1-2 min once)")
+    p.add_argument("--bf16", action="store_true", help="sample under bf16 autocast (CUDA, CPU)")
 
 
 def add_sample(p: argparse.ArgumentParser) -> None:
@@ -107,7 +110,7 @@ def run_sample(args) -> int:
         raise ConfigError("--guidance needs --labels")
     pixels = sample(args.run, args.n, args.sampler, args.steps, args.guidance, args.seed, labels,
                     batch_size=args.batch_size, out=args.out, device=args.device, progress=not args.quiet,
-                    compile=args.compile)
+                    compile=args.compile, bf16=args.bf16)
     if args.save_pt:
         from gendiff.io import torch_save_atomic
 
@@ -136,7 +139,7 @@ def run_evaluate(args) -> int:
     metrics = evaluate(args.run, args.n, args.sampler, args.steps, args.guidance, args.seed,
                        unconditional_n=args.unconditional_n, nll_n=args.nll_n, inception=args.inception,
                        batch_size=args.batch_size, device=args.device, samples_png=args.samples_png,
-                       progress=not args.quiet, compile=args.compile)
+                       progress=not args.quiet, compile=args.compile, bf16=args.bf16)
     if args.out:
         write_json_atomic(args.out, metrics)
     if args.json:

@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gendiff.device import make_generator
 from gendiff.errors import ConfigError
 
-from .api import load_run, sample
+from .api import load_run, model_device, sample
 from .data import load_data, to_model
 from .metrics import (class_entropy, classify, data_fingerprint, frechet_distance, kernel_inception_distance,
                       load_or_train_classifier)
@@ -73,12 +74,16 @@ def cached_sample(run, n: int, cache: str | Path, *, seed: int = 0, batch_size: 
 
 def evaluate(run: str | Path, n: int = 1000, sampler: str = "ddim", steps: int = 50, guidance: float = 3.0,
              seed: int = 0, *, unconditional_n: int | None = None, nll_n: int = 0, inception: str | None = None,
-             batch_size: int = 250, device: str = "auto", samples_png: str | Path | None = None,
-             progress: bool = False, reference: bool = True, classifier_epochs: int = 12, compile: bool = False,
-             cache: str | Path | None = None, **sampler_options) -> dict:
+             batch_size: int = 250, device: str | torch.device = "auto", samples_png: str | Path | None = None,
+             progress: bool = False, reference: bool = True, classifier_epochs: int = 12,
+             compile: bool | str | dict = False, bf16: bool = False, cache: str | Path | None = None,
+             **sampler_options) -> dict:
     """Metrics dict for a run: fd, kid, conditional_accuracy (class-conditional guided samples), class entropy of
     unconditional samples, optional bits/dim on `nll_n` held-out images and Inception FID from a local weights file.
 
+    The U-Net (sampling, bits/dim) and Inception run on `device`; the small feature classifier is trained and
+    run on the CPU, as its images are, so a run's cached classifier and its FD / KID do not depend on the device.
+    `compile` / `bf16` are those of `sample`.
     `cache`: a folder where the conditional samples are saved batch by batch and reused (see `cached_sample`)."""
     t0 = time.perf_counter()
     run = Path(run)
@@ -90,7 +95,8 @@ def evaluate(run: str | Path, n: int = 1000, sampler: str = "ddim", steps: int =
            "guidance": guidance if conditional else None, "held_out_n": len(test),
            "batch_seeds": cache is not None and conditional}
     f_test, _ = classify(clf, to_model(test.images))
-    common = dict(sampler=sampler, steps=steps, seed=seed, batch_size=batch_size, progress=progress, **sampler_options)
+    common = dict(sampler=sampler, steps=steps, seed=seed, batch_size=batch_size, progress=progress, bf16=bf16,
+                  **sampler_options)
     if conditional:
         labels = torch.arange(n) % k
         if cache is not None:
@@ -126,7 +132,8 @@ def evaluate(run: str | Path, n: int = 1000, sampler: str = "ddim", steps: int =
     if inception is not None:
         from .inception import inception_fid
 
-        out["inception_fid"] = inception_fid(inception, pix, test.images, batch_size=min(batch_size, 100))
+        out["inception_fid"] = inception_fid(inception, pix, test.images, batch_size=min(batch_size, 100),
+                                             device=model_device(denoiser))
     out["seconds"] = time.perf_counter() - t0
     return out
 
@@ -137,9 +144,9 @@ def bits_per_dim(denoiser, test, n: int, seed: int = 0, batch_size: int = 50) ->
     from gendiff.losses import nll_bits_per_dim
     from gendiff.spaces import EuclideanSpace
 
-    dev = next(denoiser.parameters()).device
+    dev = model_device(denoiser)
     x0 = to_model(test.images[:n]).to(dev)
-    gen = torch.Generator(device=dev).manual_seed(seed)
+    gen = make_generator(dev, seed)
     vals = [nll_bits_per_dim(denoiser, x0[i:i + batch_size], denoiser.schedule, EuclideanSpace(), generator=gen,
                              decoder="discretized")
             for i in range(0, len(x0), batch_size)]

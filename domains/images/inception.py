@@ -181,10 +181,14 @@ def inception_features(model: FIDInceptionV3, pixels: torch.Tensor, batch_size: 
     return torch.cat(out)
 
 
-def inception_fid(weights: str | Path, generated: torch.Tensor, real: torch.Tensor, batch_size: int = 50) -> float:
-    """FID (Heusel et al. 2017) in Inception pool3 space between two uint8 image sets."""
+def inception_fid(weights: str | Path, generated: torch.Tensor, real: torch.Tensor, batch_size: int = 50,
+                  device: str | torch.device = "cpu") -> float:
+    """FID (Heusel et al. 2017) in Inception pool3 space between two uint8 image sets; the network runs on
+    `device` (features come back to the CPU)."""
+    from gendiff.device import resolve_device
+
     from .metrics import frechet_distance
 
-    model = load_fid_inception(weights)
+    model = load_fid_inception(weights).to(resolve_device(device))
     return frechet_distance(inception_features(model, generated, batch_size).double(),
                             inception_features(model, real, batch_size).double())

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gendiff.device import make_generator
 from gendiff.errors import DataError
 
 
@@ -109,7 +110,7 @@ def train_classifier(x: torch.Tensor, labels: torch.Tensor, num_classes: int, *,
 
     if labels is None:
         raise DataError("the evaluation classifier needs labelled training images")
-    gen = torch.Generator().manual_seed(seed)
+    gen = make_generator("cpu", seed)  # the classifier trains on the CPU, where its images are
     torch.manual_seed(seed)
     model = FeatureClassifier(x.shape[1], num_classes, image_size=min(x.shape[-2:]))
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
