@@ -13,7 +13,8 @@ tracks which tensors *belong to the device*; inside `with VirtualDevice() as dev
 * an op that mixes tagged tensors with untagged tensors of dim > 0 raises CrossDeviceError (a RuntimeError, worded
   like PyTorch's "Expected all tensors to be on the same device"); untagged 0-dim tensors are allowed, as CPU
   scalars are on CUDA. Transfers (.to, .copy_, factories with device=) are not mixing;
-* `.numpy()` of a tagged tensor raises, as it does for a CUDA tensor; `.item()`, `.tolist()`, `int()` work.
+* `.numpy()` of a tagged tensor raises, as it does for a CUDA tensor; `.item()`, `.tolist()`, `int()` work;
+  torch.save writes tagged tensors as the CPU tensors they are (as a CUDA checkpoint loads with map_location='cpu').
 
 Generators: the meta device has none, so gendiff.device.make_generator gives a CPU generator, which factory calls
 with device=<virtual> accept (they run on the CPU). Limits: code run inside TorchScript or C++ (autograd's
@@ -50,6 +51,7 @@ class VirtualDevice(TorchFunctionMode):
         if self.device.type == "cpu":
             raise ValueError("the virtual device must not be the CPU (its tensors are CPU tensors underneath)")
         self._tagged: dict[int, weakref.ref] = {}
+        self._fake_devices = True  # False while pickling: torch.save must see (and write) the real CPU data
         self.ops_seen = 0  # how many torch calls the check looked at (tests assert it is not vacuous)
 
     # ---- tags ----------------------------------------------------------------------------------------------------
@@ -81,10 +83,21 @@ class VirtualDevice(TorchFunctionMode):
             return mode.tag(out) if data is not None and mode.is_on_device(data) else out
 
         torch.nn.Parameter.__new__ = staticmethod(parameter_new)
+        self._saved_reduce = reduce_ex = torch.Tensor.__dict__["__reduce_ex__"]
+
+        def tensor_reduce_ex(t, proto):  # not routed through __torch_function__, and it asks t.device how to save
+            fake, mode._fake_devices = mode._fake_devices, False
+            try:
+                return reduce_ex(t, proto)
+            finally:
+                mode._fake_devices = fake
+
+        torch.Tensor.__reduce_ex__ = tensor_reduce_ex
         return super().__enter__()
 
     def __exit__(self, *exc):
         torch.nn.Parameter.__new__ = self._saved_new
+        torch.Tensor.__reduce_ex__ = self._saved_reduce
         return super().__exit__(*exc)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
@@ -93,7 +106,7 @@ class VirtualDevice(TorchFunctionMode):
         if func in _PASS_THROUGH:
             return func(*args, **kwargs)
         if _descriptor(func, "device", "__get__"):
-            return self.device if self.is_on_device(args[0]) else func(*args)
+            return self.device if self._fake_devices and self.is_on_device(args[0]) else func(*args)
         if _descriptor(func, "data", "__set__"):  # nn.Module._apply: param.data = param.to(device)
             func(*args)
             self._set(args[0], self.is_on_device(args[1]))
@@ -106,6 +119,8 @@ class VirtualDevice(TorchFunctionMode):
         if func is _Base.cpu:
             x = args[0]
             return x.clone() if self.is_on_device(x) else x
+        if func is torch.Tensor.__deepcopy__:  # not an op: the memo holds unrelated tensors; the copy follows self
+            return self._set(func(*args, **kwargs), self.is_on_device(args[0]))
         if kwargs.get("device") is not None:
             return self._factory(func, args, kwargs)
         flat = [a for a in tree_flatten((args, kwargs))[0] if isinstance(a, torch.Tensor)]
@@ -139,7 +154,8 @@ class VirtualDevice(TorchFunctionMode):
     def _to(self, args, kwargs):
         x, rest = args[0], args[1:]
         other = next((a for a in list(rest) + list(kwargs.values()) if isinstance(a, torch.Tensor)), None)
-        device, dtype, non_blocking, memory_format = torch._C._nn._parse_to(*rest, **kwargs)
+        parse = {k: v for k, v in kwargs.items() if k != "copy"}  # _parse_to takes no copy=
+        device, dtype, non_blocking, memory_format = torch._C._nn._parse_to(*rest, **parse)
         target = self.is_on_device(other) if other is not None else self._target(device)
         target = self.is_on_device(x) if target is None else target
         out = x.to(device="cpu", dtype=dtype if dtype is not None else x.dtype, non_blocking=non_blocking,

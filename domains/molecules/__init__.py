@@ -65,11 +65,12 @@ def _split_config(model: str, config: dict):
 
 def train(data="qm9", model: str = "egnn", out="runs/molecules", *, schedule: str = "polynomial",
           prediction: str = "eps", seed: int = 0, limit: int | None = None, progress: bool = True,
-          resume: bool = False, device: str = "auto", compile: bool = False, **config) -> Path:
+          resume: bool = False, device: str = "auto", compile: bool | str = False, **config) -> Path:
     """Train a molecule denoiser; writes OUT/config.json, OUT/checkpoint.pt (EMA weights), OUT/log.csv.
 
     `device`: 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'; bf16=True trains under bfloat16 autocast (the Trainer's);
-    `compile` compiles the network (dynamic shapes; checkpoints keep the eager module's keys)."""
+    `compile` compiles the network (True: inductor, or a backend name; dynamic shapes; checkpoints keep the eager
+    module's keys; see model.compile_net)."""
     import torch
 
     from gendiff.device import resolve_device
@@ -93,7 +94,7 @@ def train(data="qm9", model: str = "egnn", out="runs/molecules", *, schedule: st
                "prediction": prediction, "atom_counts": {str(k): v for k, v in sizes.histogram.items()},
                "elements": list(ELEMENTS), "atomic_numbers": list(ATOMIC_NUMBERS), "norm_values": list(NORM_VALUES),
                "data": str(data) if isinstance(data, (str, os.PathLike)) else f"<{len(dataset)} molecules>",
-               "train": dict(train_cfg, seed=seed, limit=limit, compile=bool(compile))}
+               "train": dict(train_cfg, seed=seed, limit=limit, compile=compile)}
     if (out / CHECKPOINT).exists():
         if not resume:
             raise ConfigError(f"{out / CHECKPOINT} exists; pass resume=True (--resume) or choose another --out")
@@ -138,16 +139,16 @@ def _fit(denoiser, step_fn, dataset, collate_fn, train_cfg: dict, seed: int, out
     return summary
 
 
-def load_run(run, device: str = "auto", compile: bool = False):
+def load_run(run, device: str = "auto", compile: bool | str = False):
     """Rebuild (EMA denoiser on `device`, in eval mode, schedule, atom-count distribution, config) from a run folder.
 
     `device` goes through gendiff.device.resolve_device ('auto': CUDA, else MPS, else CPU); `compile` compiles the
-    network in place (dynamic shapes)."""
+    network in place (True: inductor, or a torch.compile backend name; model.compile_net)."""
     from gendiff.device import resolve_device
     from gendiff.schedules import schedule_from_config
     from gendiff.training import load_ema_weights
 
-    from .model import AtomCountDistribution, build_denoiser
+    from .model import AtomCountDistribution, build_denoiser, compile_net
 
     device = resolve_device(device)
     run = Path(run)
@@ -165,14 +166,13 @@ def load_run(run, device: str = "auto", compile: bool = False):
         raise DataError(f"{cfg_path}: malformed run config ({type(exc).__name__}: {exc})") from None
     load_ema_weights(ckpt, denoiser)
     denoiser = denoiser.to(device).eval()
-    if compile:
-        denoiser.net.compile(dynamic=True)  # after loading: in place, the state_dict keys stay the eager ones
+    compile_net(denoiser.net, compile)  # after loading and moving: in place, the state_dict keys stay the eager ones
     return denoiser, sched, sizes, cfg
 
 
 def sample(run, n: int = 100, sampler: str = "ancestral", steps: int = 1000, seed: int = 0, *,
            batch_size: int = 256, device: str = "auto", progress: bool = True, bf16: bool = False,
-           compile: bool = False, **sampler_kw) -> list:
+           compile: bool | str = False, **sampler_kw) -> list:
     """Sample n molecules (list of Data: pos, z, x, charge) from a trained run; sizes from the training histogram.
 
     Sizes are drawn on the CPU with `seed` (so a seed gives the same sizes on every device), the molecules on

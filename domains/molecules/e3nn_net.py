@@ -15,7 +15,7 @@ from torch import nn
 
 from gendiff.errors import ConfigError
 
-from .egnn import fully_connected_edges, remove_mean
+from .egnn import graph_structure, remove_mean
 
 
 def _path_exists(irreps_in1: o3.Irreps, irreps_in2: o3.Irreps, ir_out) -> bool:
@@ -126,7 +126,7 @@ class E3NNDenoiser(nn.Module):
             if cond is None:
                 raise ConfigError(f"E3NNDenoiser was built with context_nf={self.context_nf} but cond=None")
             parts.append(cond[batch] if cond.shape[0] != h.shape[0] else cond)
-        row, col = fully_connected_edges(batch)
+        row, col, num = graph_structure(batch)
         vec = pos[col] - pos[row]
         edge_sh = o3.spherical_harmonics(self.irreps_sh, vec, normalize=True, normalization="component")
         length = vec.norm(dim=-1)
@@ -138,4 +138,4 @@ class E3NNDenoiser(nn.Module):
             x = layer(x, row, col, edge_sh, edge_basis)
         out = self.out_conv(x, row, col, edge_sh, edge_basis)
         eps_h, eps_pos = out[:, : self.in_node_nf], out[:, self.in_node_nf :]
-        return torch.cat([remove_mean(eps_pos, batch), eps_h], dim=-1)
+        return torch.cat([remove_mean(eps_pos, batch, num), eps_h], dim=-1)

@@ -2,6 +2,8 @@
 
 Sparse form: fully connected edges inside each molecule are built from the batch vector with tensor ops and
 messages are aggregated with `index_add_`; no padding to the largest molecule and no Python loop over graphs.
+The graph structure (edges, number of graphs) has data-dependent sizes: `graph_structure` builds it once per
+forward, outside torch.compile, so a compiled network is one graph from the embedding to the output.
 """
 from __future__ import annotations
 
@@ -31,11 +33,26 @@ def fully_connected_edges(batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     return order[row_s], order[col_s]
 
 
-def remove_mean(x: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
-    """Subtract each graph's mean (the zero centre-of-mass projection of Satorras et al. 2021 / EDM Sec. 3)."""
-    num = int(batch.max()) + 1 if batch.numel() else 0
+def num_graphs(batch: torch.Tensor) -> int:
+    return int(batch.max()) + 1 if batch.numel() else 0
+
+
+@torch.compiler.disable
+def graph_structure(batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(row, col, number of graphs) of the fully connected graphs in `batch`; run eagerly under torch.compile
+    (their sizes depend on the data), once per forward."""
+    row, col = fully_connected_edges(batch)
+    return row, col, num_graphs(batch)
+
+
+def remove_mean(x: torch.Tensor, batch: torch.Tensor, num: int | None = None) -> torch.Tensor:
+    """Subtract each graph's mean (the zero centre-of-mass projection of Satorras et al. 2021 / EDM Sec. 3).
+
+    `num` (the number of graphs) saves a device sync when known; counts come from index_add_, not bincount, so the
+    op has static output sizes (traceable by torch.compile)."""
+    num = num_graphs(batch) if num is None else int(num)
     sums = x.new_zeros(num, x.shape[1]).index_add_(0, batch, x)
-    counts = torch.bincount(batch, minlength=num).clamp_min(1).to(x.dtype)
+    counts = x.new_zeros(num).index_add_(0, batch, x.new_ones(batch.shape[0])).clamp_min(1)
     return x - (sums / counts[:, None])[batch]
 
 
@@ -166,11 +183,11 @@ class EGNN(nn.Module):
             raise ConfigError(f"EGNN expects x_t of shape (N, {self.n_dims + self.in_node_nf}), got {tuple(x_t.shape)}")
         batch = mask if mask is not None else x_t.new_zeros(x_t.shape[0], dtype=torch.long)
         pos, h = x_t[:, : self.n_dims], x_t[:, self.n_dims :]
-        row, col = fully_connected_edges(batch)
+        row, col, num = graph_structure(batch)
         radial0, _ = coord2diff(pos, row, col, 1.0)
         h = self.embedding(self.node_inputs(h, t, batch, cond))
         p = pos
         for block in self.blocks:
             h, p = block(h, p, row, col, radial0)
-        eps_pos = remove_mean(p - pos, batch)
+        eps_pos = remove_mean(p - pos, batch, num)
         return torch.cat([eps_pos, self.embedding_out(h)], dim=-1)

@@ -35,7 +35,8 @@ def molecule_space() -> ProductSpace:
 
 def encode(batch, device=None) -> tuple[torch.Tensor, torch.Tensor]:
     """A torch-geometric Batch -> (x0 (N, 9) scaled and centred, batch vector (N,)), on `device` (default: the
-    batch's own). Only the fields used are moved; the caller's batch is left where it was (PyG's `.to` moves in place)."""
+    batch's own). Only the fields used are moved; the caller's batch stays where it was (PyG's `.to` moves in
+    place)."""
     for key in ("pos", "x", "charge"):
         if getattr(batch, key, None) is None:
             raise DataError(f"molecule batch has no field {key!r} (expected pos, x, charge; see molecules.data)")
@@ -84,17 +85,30 @@ def build_net(model: str = "egnn", **kwargs) -> torch.nn.Module:
 
 
 def build_denoiser(model: str, schedule, prediction: str = "eps", net: dict | None = None,
-                   compile: bool = False):
+                   compile: bool | str = False):
     """The molecule Denoiser (inputs scaled to unit variance) around build_net(model, **net); train and load_run
-    build it here. `compile` compiles the network in place (nn.Module.compile, so the module and its state_dict
-    keys stay those of the eager one and checkpoints load either way) with dynamic shapes: node and edge counts
-    change from batch to batch, and static shapes would recompile for every new molecule-size mix."""
+    build it here. `compile`: see compile_net."""
     from gendiff.forward import Denoiser
 
     denoiser = Denoiser(build_net(model, **(net or {})), schedule, prediction=prediction, scale_input=True)
-    if compile:
-        denoiser.net.compile(dynamic=True)
+    compile_net(denoiser.net, compile)
     return denoiser
+
+
+def compile_net(net: torch.nn.Module, compile: bool | str = True) -> torch.nn.Module:
+    """torch.compile `net` in place (nn.Module.compile: the module and its state_dict keys stay those of the eager
+    one, so checkpoints load either way) with dynamic shapes: node and edge counts change from batch to batch, and
+    static shapes would recompile for every new mix of molecule sizes. The data-dependent graph structure is built
+    outside the compiled region (egnn.graph_structure). `compile`: False (eager), True (inductor) or the name of a
+    torch.compile backend ('aot_eager' traces forward and backward like inductor but runs eager kernels)."""
+    if compile is False or compile is None:
+        return net
+    backend = "inductor" if compile is True else str(compile)
+    if backend not in torch._dynamo.list_backends(exclude_tags=()):
+        raise ConfigError(f"compile={compile!r}: expected True, False or a torch.compile backend "
+                          f"({', '.join(torch._dynamo.list_backends())})")
+    net.compile(dynamic=True, backend=backend)
+    return net
 
 
 def make_step_fn(schedule, space=None, weighting=None):
