@@ -55,7 +55,7 @@ def train(data, out, *, variables=None, train_period=None, context="24h", horizo
           prediction="x0", precondition=True, residual=True, base: str | None = "linear", ar_order: int = 2,
           net: dict | None = None, sampler="euler_maruyama", sample_steps=100, context_noise: float = 0.0,
           calibration: float = 0.15, resume=False, progress=True, device="auto", bf16: bool = False,
-          compile: bool = False, **config) -> dict:
+          compile=False, **config) -> dict:
     """Fit a weather forecast model on `data` (path, Dataset or DataArray); writes a run folder `out`; returns a summary.
 
     The network generates the horizon as departures from `base`: "linear" (a per-feature AR(`ar_order`) mean
@@ -66,8 +66,11 @@ def train(data, out, *, variables=None, train_period=None, context="24h", horizo
 
     `device`: where the network trains and the calibration forecasts run ('auto', 'cpu', 'cuda', 'cuda:N', 'mps');
     the windows are built on the CPU and moved there by the Trainer. `bf16`: bfloat16 autocast in the training
-    steps (TrainConfig.bf16); `compile`: torch.compile the network for training (model.compile_network)."""
-    resolve_device(device)  # a bad --device fails before any work
+    steps (TrainConfig.bf16); `compile`: torch.compile the network for training (True: inductor, or a backend
+    name; model.compile_network)."""
+    resolve_device(device)  # a bad --device or compile option fails before any work
+    if not (isinstance(compile, (bool, str)) or callable(compile)):
+        raise ConfigError(f"compile={compile!r}: expected True/False, a torch.compile backend name or callable")
     if not 0.0 <= calibration < 0.5:
         raise ConfigError(f"calibration={calibration!r} must be in [0, 0.5)")
     if not context_noise >= 0:
@@ -148,7 +151,7 @@ def train(data, out, *, variables=None, train_period=None, context="24h", horizo
     trainer = Trainer(denoiser, make_step_fn(sched, MaskedSpace(), float(context_noise), weighting), dataset, tcfg,
                       out, resume="auto" if resume == "auto" else bool(resume))
     if compile:
-        compile_network(trainer.model)  # after the Trainer's EMA copy, which stays eager (same state_dict keys)
+        compile_network(trainer.model, compile)  # after the Trainer made its EMA copy: that stays eager
     summary = trainer.fit()
     summary.update(parameters=int(sum(p.numel() for p in denoiser.parameters())), windows=int(len(starts)),
                    run=str(out))

@@ -12,7 +12,7 @@ import torch
 import xarray as xr
 from tqdm.auto import tqdm
 
-from gendiff.device import make_generator
+from gendiff.device import make_generator, resolve_device
 from gendiff.errors import ConfigError, DataError
 from gendiff.samplers import prior_sample, sample
 
@@ -134,21 +134,24 @@ def rollout(run: Run, values: np.ndarray, times: np.ndarray, init_idx: np.ndarra
 def forecast(run, data, *, init_period=None, init_times=None, init_every="6h", members: int = 16, lead="24h",
              sampler: str | None = None, steps: int | None = None, seed: int = 0, batch_size: int = 256,
              out=None, progress: bool = True, calibrated: bool = True, chain_base: str = "level", device=None,
-             bf16: bool = False, compile: bool = False) -> xr.Dataset:
+             bf16: bool = False, compile=False) -> xr.Dataset:
     """Ensemble forecasts from every init time in init_period (or the given init_times); optionally written to out.
 
     `calibrated`: rescale members about their mean by the run's spread calibration (calibrate.py), when it has one.
     `chain_base`: the AR base of horizons rolled out past the first (see rollout). `device`: where the network
     samples ('auto', 'cpu', 'cuda', 'cuda:N', 'mps'; None: a Run's own device, 'auto' for a run folder); the draws
     come from a generator on that device, so forecasts are reproducible per device (CPU and CUDA differ).
-    `bf16`: the network under bfloat16 autocast; `compile`: torch.compile the network first (model.compile_network)."""
+    `bf16`: the network under bfloat16 autocast; `compile`: torch.compile the network first (True: inductor, or a
+    backend name; model.compile_network)."""
+    if device is not None:
+        device = resolve_device(device)  # a bad name fails before anything is read
     if isinstance(run, Run):
         if device is not None:
             run.to(device)
     else:
         run = load_run(run, device="auto" if device is None else device)
     if compile:
-        compile_network(run.denoiser)
+        compile_network(run.denoiser, compile)
     label = str(data) if isinstance(data, (str, Path)) else "data"
     ds = open_data(data, run.codec.variables, name=label)
     step = time_step(ds)

@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 
 from gendiff.device import resolve_device
-from gendiff.errors import DataError
+from gendiff.errors import ConfigError, DataError
 from gendiff.forward import Denoiser
 from gendiff.io import torch_load_safe
 from gendiff.schedules import schedule_from_config
@@ -177,7 +177,8 @@ class ARBase:
         if self.scale is not None:
             out["scale"] = self.scale.cpu()
         if self.diurnal is not None:
-            out.update(diurnal=self.diurnal.cpu(), step_seconds=torch.tensor(float(self.step_seconds), dtype=torch.float64))
+            out.update(diurnal=self.diurnal.cpu(),
+                       step_seconds=torch.tensor(float(self.step_seconds), dtype=torch.float64))
         return out
 
     @classmethod
@@ -349,13 +350,22 @@ def build_denoiser(config: dict) -> Denoiser:
     return Denoiser(net, schedule, prediction=config["prediction"])
 
 
-def compile_network(denoiser: Denoiser) -> Denoiser:
-    """torch.compile the U-Net in place (nn.Module.compile: the state_dict keys stay as they are); returns it."""
-    denoiser.net.compile()
+def compile_network(denoiser: Denoiser, backend="inductor") -> Denoiser:
+    """torch.compile the U-Net in place (nn.Module.compile: the state_dict keys stay as they are); returns it.
+
+    `backend`: True or 'inductor' (the default), another torch.compile backend name ('aot_eager', ...) or a
+    backend callable; False or None leaves the network eager."""
+    if backend is False or backend is None:
+        return denoiser
+    if backend is True:
+        backend = "inductor"
+    if not (isinstance(backend, str) or callable(backend)):
+        raise ConfigError(f"compile={backend!r}: expected True/False, a torch.compile backend name or callable")
+    denoiser.net.compile(backend=backend)
     return denoiser
 
 
-OLD_PREFIX = "net.net."  # gendiff <= 0.x wrapped the U-Net in the weather domain's own Preconditioned module
+OLD_PREFIX = "net.net."  # runs from before the core's EDM option: the U-Net inside weather's own Preconditioned
 
 
 def is_old_state(state: dict, config: dict) -> bool:
@@ -378,6 +388,7 @@ def load_run(path, device="cpu") -> Run:
     (state keys net.net.*) are mapped to the current keys (upgrade_state)."""
     import json
 
+    device = resolve_device(device)  # a bad name fails before anything is read
     path = Path(path)
     cfg_path = path / "config.json"
     if not cfg_path.is_file():
