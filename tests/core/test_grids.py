@@ -62,7 +62,15 @@ def test_sampler_spacing_option_and_default():
     s = schedules.get_schedule("cosine")
     for name in samplers.list_samplers():
         default = samplers.sampling_grid(name, s, 10)
-        assert torch.equal(default, s.timesteps(10, samplers.DEFAULT_SPACING[name]))
+        spacing = samplers.DEFAULT_SPACING[name]
+        spacing = samplers.auto_spacing(s) if spacing == "auto" else spacing
+        assert torch.equal(default, s.timesteps(10, spacing))
+    assert samplers.auto_spacing(schedules.get_schedule("polynomial")) == "log_snr"
+    assert samplers.auto_spacing(schedules.get_schedule("cosine")) == "log_snr"
+    assert samplers.sampling_grid("dpm_solver_pp", schedules.get_schedule("polynomial"), 10).tolist() == \
+        schedules.get_schedule("polynomial").timesteps(10, "log_snr").tolist()
+    for uniform in ("linear", "vp", "flow", "edm"):
+        assert samplers.auto_spacing(schedules.get_schedule(uniform)) == "uniform"
     assert samplers.nfe("heun", 10, s, spacing="karras") >= 10
     with pytest.raises(ConfigError, match="either timesteps or spacing"):
         samplers.sample("ddim", lambda x, t, **k: x, torch.zeros(2, 2), s, __import__("gendiff").EuclideanSpace(),

@@ -18,7 +18,10 @@ CASES = [  # sampler, schedule, steps, options
     ("euler_maruyama", "vp", 1000, {}),
     ("pc", "vp", 500, {}),
     ("heun", "edm", 35, {}),
-    ("dpm_solver_pp", "cosine", 20, {}),
+    ("dpm_solver_pp", "cosine", 20, {"spacing": "uniform"}),
+    # the default grid where alpha(t_max) is tiny: log-SNR spacing (samplers.auto_spacing)
+    ("dpm_solver_pp", "polynomial", 25, {}),
+    ("heun", "polynomial", 50, {}),
     ("langevin", "ve", 200, {"steps_each": 5, "step_scale": 0.2}),
     ("euler", "cosine", 100, {}),
     # rectified flow (alpha_t = 1 - t, sigma_t = t): the exact (x0, eps) pair, since eps alone gives no x0 at t = 1
