@@ -102,7 +102,8 @@ class Denoiser(nn.Module):
     """
 
     def __init__(self, net: nn.Module, schedule: Schedule, prediction: str = "eps", scale_input: bool = True,
-                 precondition: str | None = None, sigma_data: float = 1.0, noise_input: str = "t"):
+                 precondition: str | None = None, sigma_data: float = 1.0, noise_input: str = "t",
+                 learn_sigma: bool = False):
         super().__init__()
         if prediction not in PREDICTIONS:
             raise ConfigError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
@@ -124,11 +125,24 @@ class Denoiser(nn.Module):
         self.precondition = precondition
         self.sigma_data = float(sigma_data)
         self.noise_input = noise_input
+        self.learn_sigma = bool(learn_sigma)
 
     def config(self) -> dict:
         """The parametrization as plain values (stored in run configs)."""
         return {"prediction": self.prediction, "scale_input": self.scale_input, "precondition": self.precondition,
-                "sigma_data": self.sigma_data, "noise_input": self.noise_input}
+                "sigma_data": self.sigma_data, "noise_input": self.noise_input, "learn_sigma": self.learn_sigma}
+
+    def split(self, out: torch.Tensor, x_t: torch.Tensor):
+        """(prediction, v) of a learn_sigma network's output: dim 1 holds the prediction's channels (features per
+        node for graphs) and then as many v channels, or one v shared by them (Nichol & Dhariwal 2021, sec. 3.1)."""
+        if not self.learn_sigma:
+            return out, None
+        c = x_t.shape[1]
+        if out.shape[1] not in (c + 1, 2 * c):
+            raise ConfigError(f"learn_sigma: the network returned {out.shape[1]} channels on dim 1 for {c} data "
+                              f"channels; expected {2 * c} (a v per channel) or {c + 1} (one shared v)")
+        pred, v = out[:, :c], out[:, c:]
+        return pred, v
 
     def coefficients(self, x_t: torch.Tensor, t: torch.Tensor):
         return _coef(self.schedule, t, x_t)
@@ -183,8 +197,17 @@ class Denoiser(nn.Module):
         return sigma / (alpha * ds - sigma * da).abs()
 
     def x0_eps(self, x_t, t, *, mask=None, cond=None):
+        return self.x0_eps_v(x_t, t, mask=mask, cond=cond)[:2]
+
+    def x0_eps_v(self, x_t, t, *, mask=None, cond=None):
+        """(x0, eps, v): v in [0, 1] interpolates the reverse step's log variance between the posterior's and the
+        forward step's (Improved DDPM's learned range, Nichol & Dhariwal 2021, eq. 15); None without learn_sigma."""
+        out, v = self.split(self.raw(x_t, t, mask=mask, cond=cond), x_t)
+        x0, eps = self._to_x0_eps(x_t, t, out)
+        return x0, eps, None if v is None else (v + 1) / 2
+
+    def _to_x0_eps(self, x_t, t, out):
         alpha, sigma = self.coefficients(x_t, t)
-        out = self.raw(x_t, t, mask=mask, cond=cond)
         if self.precondition == "edm":
             c_skip, c_out, _ = edm_coefficients(alpha, sigma, self.sigma_data)
             x0 = c_skip * x_t + c_out * out
@@ -202,11 +225,13 @@ class Denoiser(nn.Module):
 
     def forward(self, x_t, t, *, mask=None, cond=None, output: str = "eps"):
         """eps by default; output="raw" gives the network's own prediction (the loss calls this through DDP),
-        "x0" the clean-data prediction and "x0_eps" both."""
+        "x0" the clean-data prediction, "x0_eps" both and "x0_eps_v" the three of x0_eps_v."""
         if output == "raw":
             return self.raw(x_t, t, mask=mask, cond=cond)
         if output == "x0_eps":
             return self.x0_eps(x_t, t, mask=mask, cond=cond)
+        if output == "x0_eps_v":
+            return self.x0_eps_v(x_t, t, mask=mask, cond=cond)
         if output == "x0":
             return self.x0_eps(x_t, t, mask=mask, cond=cond)[0]
         return self.x0_eps(x_t, t, mask=mask, cond=cond)[1]

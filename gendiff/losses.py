@@ -109,6 +109,7 @@ def diffusion_loss(denoiser, x0: torch.Tensor, schedule: Schedule, space: NoiseS
     x_t = space.project(q_sample(x0, t, noise, schedule), mask)
     out = denoiser(x_t, t, mask=mask, cond=cond, output="raw")
     inner = _inner(denoiser)
+    out = inner.split(out, x_t)[0] if getattr(inner, "learn_sigma", False) else out
     alpha, sigma = inner.coefficients(x0, t)
     err = (out - inner.target(x0, noise, alpha, sigma, t)) ** 2
     if weighting is not None:
@@ -119,6 +120,99 @@ def diffusion_loss(denoiser, x0: torch.Tensor, schedule: Schedule, space: NoiseS
             w = append_dims(weighting(schedule.log_snr(t).to(x0.device), inner.prediction).to(err.dtype), err.dim())
         err = err * w
     return space.reduce(err, mask)
+
+
+def gaussian_kl(mean1, logvar1, mean2, logvar2):
+    """KL(N(mean1, e^logvar1) || N(mean2, e^logvar2)) per element, in nats."""
+    return 0.5 * (-1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2))
+
+
+def reverse_step_variances(schedule: Schedule, t, s, like: torch.Tensor):
+    """(forward-step variance beta_{t|s} = sigma_t^2 - (alpha_t / alpha_s)^2 sigma_s^2, posterior variance
+    beta~ = beta_{t|s} sigma_s^2 / sigma_t^2), broadcast over `like`: the two ends of Improved DDPM's learned range
+    on the strided chain (Nichol & Dhariwal 2021, sec. 4); any grid, any schedule."""
+    from .forward import _coef
+
+    a_t, s_t = _coef(schedule, t, like)
+    a_s, s_s = _coef(schedule, s, like)
+    beta = s_t**2 - (a_t / a_s) ** 2 * s_s**2
+    return beta, beta * s_s**2 / s_t**2, (a_t / a_s) * s_s**2 / s_t**2, a_s * beta / s_t**2
+
+
+def learned_log_variance(frac, beta, post_var, post_floor=None):
+    """log sigma^2 = v log beta + (1 - v) log beta~ (Nichol & Dhariwal 2021, eq. 15), with beta~ floored at
+    post_floor where it is 0 (the step into sigma = 0: Improved DDPM clips it with the next step's beta~)."""
+    if post_floor is not None:
+        post_var = torch.where(post_var > 0, post_var, post_floor)
+    return frac * torch.log(beta) + (1 - frac) * torch.log(post_var)
+
+
+def _step_grid(schedule: Schedule, t: torch.Tensor, num_steps: int | None):
+    """The previous time s = t - 1/T of each training time (T: the schedule's training steps or num_steps)."""
+    T = schedule.num_train_steps or int(num_steps or 1000)
+    return (t - 1.0 / T).clamp(min=schedule.t_min), T
+
+
+def hybrid_loss(denoiser, x0: torch.Tensor, schedule: Schedule, space: NoiseSpace, *, lam: float = 0.001, mask=None,
+                cond=None, t=None, noise=None, generator=None, num_steps: int | None = None,
+                decoder: str = "gaussian", weighting=None) -> torch.Tensor:
+    """L_hybrid = L_simple + lambda L_vlb (Nichol & Dhariwal 2021, eq. 16; lambda = 0.001), per sample.
+
+    L_vlb = T * L_{t-1} with L_{t-1} = KL(q(x_{t-1} | x_t, x0) || p(x_{t-1} | x_t)) in bits per dimension, the mean
+    of p from the prediction with its gradient stopped, so only the variance learns from it; at the first step
+    L_0 = -log p(x0 | x_1) with the `decoder` ('gaussian' or 'discretized' for 8-bit images)."""
+    inner = _inner(denoiser)
+    if not getattr(inner, "learn_sigma", False):
+        raise ConfigError("hybrid_loss needs a model that learns its variance (Denoiser(..., learn_sigma=True))")
+    n = space.num_samples(x0, mask)
+    if t is None:
+        t_per_sample = schedule.sample_t(n, generator=generator, device=x0.device)
+        t = space.per_row(t_per_sample.to(x0.device), mask)
+    if noise is None:
+        noise = space.sample(x0, mask, generator)
+    x0 = space.project(x0, mask)
+    x_t = space.project(q_sample(x0, t, noise, schedule), mask)
+    out = denoiser(x_t, t, mask=mask, cond=cond, output="raw")
+    pred, v = inner.split(out, x_t)
+    alpha, sigma = inner.coefficients(x0, t)
+    err = (pred - inner.target(x0, noise, alpha, sigma, t)) ** 2
+    if weighting is not None:
+        log_snr = append_dims(schedule.log_snr(t).to(x0.device), err.dim())
+        err = err * (weighting.x0_weight(log_snr) * inner.x0_error_scale(alpha, sigma, t) ** 2).to(err.dtype)
+    simple = space.reduce(err, mask)
+    vb = vlb_step_term(inner, x0, x_t, t, pred.detach(), (v + 1) / 2, schedule, space, mask=mask,
+                       num_steps=num_steps, decoder=decoder)
+    return simple + lam * _step_grid(schedule, t, num_steps)[1] * vb
+
+
+def vlb_step_term(inner, x0, x_t, t, pred, frac, schedule, space, *, mask=None, num_steps=None, decoder="gaussian"):
+    """L_{t-1} in bits per dimension per sample (see hybrid_loss): the Gaussian KL on steps into s > 0 and the
+    decoder's negative log-likelihood on the step into s = t_min."""
+    t = torch.as_tensor(t, device=x0.device)
+    s, T = _step_grid(schedule, t, num_steps)
+    x0_hat, _ = inner._to_x0_eps(x_t, t, pred)
+    beta, post_var, c_xt, c_x0 = reverse_step_variances(schedule, t, s, x0)
+    next_post = reverse_step_variances(schedule, (t + 1.0 / T).clamp(max=schedule.t_max), t, x0)[1]
+    logvar = learned_log_variance(frac, beta, post_var, post_floor=next_post)
+    mean_p = c_xt * x_t + c_x0 * x0_hat
+    mean_q = c_xt * x_t + c_x0 * x0
+    kl = gaussian_kl(mean_q, torch.log(post_var.clamp(min=1e-30)), mean_p, logvar)
+    if decoder == "discretized":
+        nll = discretized_gaussian_nll(x0, mean_p, torch.exp(0.5 * logvar))
+    elif decoder == "gaussian":
+        nll = 0.5 * (math.log(2 * math.pi) + logvar + (x0 - mean_p) ** 2 * torch.exp(-logvar))
+    else:
+        raise ConfigError(f"decoder must be 'gaussian' or 'discretized', got {decoder!r}")
+    first = append_dims(s <= schedule.t_min, x0.dim()).expand_as(kl)
+    per_elem = torch.where(first, nll, kl) / math.log(2.0)
+    return space.reduce(per_elem, mask)
+
+
+def _learned_kl(inner, schedule, x0, x_t, x0_hat, frac, t, s):
+    """Per-element KL(q(x_s | x_t, x0) || N(mean from x0_hat, learned variance)) in nats, for s > 0."""
+    beta, post_var, c_xt, c_x0 = reverse_step_variances(schedule, t, s, x0)
+    logvar = learned_log_variance(frac, beta, post_var)
+    return gaussian_kl(c_xt * x_t + c_x0 * x0, torch.log(post_var), c_xt * x_t + c_x0 * x0_hat, logvar)
 
 
 def _vlb_grid(schedule: Schedule, num_steps: int | None) -> torch.Tensor:
@@ -152,6 +246,7 @@ def vlb_terms(denoiser, x0: torch.Tensor, schedule: Schedule, space: NoiseSpace,
     if decoder not in ("gaussian", "discretized"):
         raise ConfigError(f"decoder must be 'gaussian' or 'discretized', got {decoder!r}")
     inner = _inner(denoiser)
+    learned = getattr(inner, "learn_sigma", False)
     grid = _vlb_grid(schedule, num_steps)
     x0 = space.project(x0, mask)
     device, f64 = x0.device, table_dtype(x0.device)
@@ -176,6 +271,12 @@ def vlb_terms(denoiser, x0: torch.Tensor, schedule: Schedule, space: NoiseSpace,
         noise = space.sample(x0, mask, generator)
         t_rows = space.per_row(t, mask)
         x_t = space.project(q_sample(x0, t_rows, noise, schedule), mask)
+        if learned:  # KL to the learned-variance reverse step (Nichol & Dhariwal 2021, eq. 10-15)
+            x0_hat, _, frac = inner.x0_eps_v(x_t, t_rows, mask=mask, cond=cond)
+            s_rows = space.per_row(grid_d[idx - 1].to(x0.dtype), mask)
+            diffusion += space.sum(_learned_kl(inner, schedule, x0, x_t, x0_hat, frac, t_rows, s_rows).to(f64),
+                                   mask)
+            continue
         x0_hat = space.project(inner.x0(x_t, t_rows, mask=mask, cond=cond), mask)
         err = space.sum(((x0 - x0_hat) ** 2).to(f64), mask)
         diffusion += 0.5 * (snr[idx - 1] - snr[idx]).to(err) * err
@@ -185,13 +286,26 @@ def vlb_terms(denoiser, x0: torch.Tensor, schedule: Schedule, space: NoiseSpace,
     a1, s1 = (float(v) for v in schedule.alpha_sigma(grid[0]))
     t1_rows = space.per_row(t1, mask)
     x_1 = space.project(q_sample(x0, t1_rows, space.sample(x0, mask, generator), schedule), mask)
-    mean = space.project(inner.x0(x_1, t1_rows, mask=mask, cond=cond), mask)
-    std = s1 / a1
+    if learned:  # decoder std from the learned variance of the step into t = 0, floored as in Improved DDPM
+        mean, _, frac = inner.x0_eps_v(x_1, t1_rows, mask=mask, cond=cond)
+        mean = space.project(mean, mask)
+        zero = torch.zeros_like(t1_rows)
+        beta, post, _, _ = reverse_step_variances(schedule, t1_rows, zero, x0)
+        t2 = space.per_row(torch.full((n,), float(grid[1]), dtype=x0.dtype, device=x0.device), mask)
+        floor = reverse_step_variances(schedule, t2, t1_rows, x0)[1]
+        std = torch.exp(0.5 * learned_log_variance(frac, beta, post, post_floor=floor))
+    else:
+        mean = space.project(inner.x0(x_1, t1_rows, mask=mask, cond=cond), mask)
+        std = s1 / a1
     if decoder == "discretized":
         recon = space.sum(discretized_gaussian_nll(x0, mean, std).to(f64), mask)
     else:
-        recon = 0.5 * space.sum(((x0 - mean) ** 2).to(f64), mask) / std**2
-        recon = recon + 0.5 * dof * math.log(2 * math.pi * std**2)
+        if learned:
+            recon = space.sum((0.5 * ((x0 - mean) / std) ** 2 + torch.log(std)).to(f64), mask)
+            recon = recon + 0.5 * dof * math.log(2 * math.pi)
+        else:
+            recon = 0.5 * space.sum(((x0 - mean) ** 2).to(f64), mask) / std**2
+            recon = recon + 0.5 * dof * math.log(2 * math.pi * std**2)
     return {"prior": prior, "diffusion": diffusion, "reconstruction": recon, "dof": dof}
 
 

@@ -38,13 +38,19 @@ class Context:
     generator: torch.Generator | None = None
     nfe: int = 0
     options: dict = field(default_factory=dict)
+    v: torch.Tensor | None = None
 
     def alpha_sigma(self, t: float) -> tuple[float, float]:
         a, s = self.schedule.alpha_sigma(torch.tensor(t, dtype=torch.float64))
         return float(a), float(s)
 
     def _pair(self, x, tt, cond, t: float):
-        """(x0, eps) of the model at (x, t); eps-only models get x0 = (x - sigma eps) / alpha."""
+        """(x0, eps) of the model at (x, t); eps-only models get x0 = (x - sigma eps) / alpha. A model that learns
+        its variance leaves its v (Improved DDPM's interpolation weight) in self.v."""
+        if getattr(self.model, "learn_sigma", False):
+            x0, eps, v = self.model.x0_eps_v(x, tt, mask=self.mask, cond=cond)
+            self.v = v
+            return x0, eps
         if hasattr(self.model, "x0_eps"):
             return self.model.x0_eps(x, tt, mask=self.mask, cond=cond)
         eps = self.model(x, tt, mask=self.mask, cond=cond)
@@ -67,9 +73,10 @@ class Context:
                 both = self._pair(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([self.cond, self.null_cond]), t)
                 self.mask = mask
                 (x0_c, x0_u), (e_c, e_u) = both[0].chunk(2), both[1].chunk(2)
+                self.v = None if self.v is None else self.v.chunk(2)[0]  # the conditional branch's variance
             else:
-                x0_c, e_c = self._pair(x, tt, self.cond, t)
                 x0_u, e_u = self._pair(x, tt, self.null_cond, t)
+                x0_c, e_c = self._pair(x, tt, self.cond, t)  # last, so self.v is the conditional branch's
             x0, eps = x0_u + self.guidance * (x0_c - x0_u), e_u + self.guidance * (e_c - e_u)
         clip = self.options.get("clip_x0")
         if clip is not None:
@@ -99,7 +106,7 @@ def prior_sample(schedule: Schedule, space: NoiseSpace, like: torch.Tensor, mask
 
 COMMON_OPTIONS = ("clip_x0", "cfg_batch", "spacing", "rho")
 OPTIONS = {  # what each sampler takes beyond COMMON_OPTIONS
-    "ancestral": (), "ddim": ("eta",), "euler": (), "euler_maruyama": (), "pc": ("snr", "corrector_steps"),
+    "ancestral": ("variance",), "ddim": ("eta",), "euler": (), "euler_maruyama": (), "pc": ("snr", "corrector_steps"),
     "langevin": ("step_scale", "steps_each"), "heun": ("max_ratio",), "dpm_solver_pp": ("lower_order_final",),
 }
 DEFAULT_SPACING = {  # grid spacing when neither `spacing` nor `timesteps` is given (benchmarks/grids.py)
@@ -148,7 +155,7 @@ def _run(step, model, x_T, schedule, space, steps, *, mask=None, cond=None, null
     if timesteps is not None and ("spacing" in options or "rho" in options):
         raise ConfigError(f"sampler {name!r}: give either timesteps or spacing/rho, not both")
     grid = (sampling_grid(name, schedule, steps, options.get("spacing"), float(options.get("rho", 7.0)))
-            if timesteps is None else torch.as_tensor(timesteps)).to(torch.float64).tolist()
+            if timesteps is None else torch.as_tensor(timesteps, dtype=torch.float64)).to(torch.float64).tolist()
     if len(grid) < 2 or any(b >= a for a, b in zip(grid, grid[1:])):
         raise ConfigError("sampler timesteps must be a decreasing sequence of at least two times")
     ctx = Context(model, schedule, space, mask, cond, null_cond, float(guidance), generator, options=options)
@@ -188,11 +195,33 @@ def _posterior_coefs(ctx, t, s):
 
 
 def _ancestral(ctx, x, t, s, state):
-    """DDPM ancestral step (Ho et al. 2020, Algorithm 2), on any grid via the posterior of the strided chain."""
+    """DDPM ancestral step (Ho et al. 2020, Algorithm 2), on any grid via the posterior of the strided chain.
+
+    Option `variance`: 'posterior' (beta~, the default for fixed-variance models), 'beta' (the forward step's
+    beta_{t|s}, DDPM's other choice) or 'learned' (the model's v between the two on the strided chain: Improved DDPM,
+    Nichol & Dhariwal 2021, sec. 4; the default for a Denoiser with learn_sigma)."""
     x0, _ = ctx.x0_eps(x, t)
     c_xt, c_x0, var = _posterior_coefs(ctx, t, s)
     mean = c_xt * x + c_x0 * x0
-    return mean + math.sqrt(max(var, 0.0)) * ctx.noise(x) if var > 0 else mean
+    if var <= 0:
+        return mean
+    learned = getattr(ctx.model, "learn_sigma", False)
+    kind = ctx.options.get("variance", "learned" if learned else "posterior")
+    a_t, s_t = ctx.alpha_sigma(t)
+    a_s, s_s = ctx.alpha_sigma(s)
+    beta = s_t**2 - (a_t / a_s) ** 2 * s_s**2
+    if kind == "posterior":
+        return mean + math.sqrt(var) * ctx.noise(x)
+    if kind == "beta":
+        return mean + math.sqrt(beta) * ctx.noise(x)
+    if kind != "learned":
+        raise ConfigError(f"sampler 'ancestral': variance must be 'posterior', 'beta' or 'learned', got {kind!r}")
+    if not learned:
+        raise ConfigError("sampler 'ancestral': variance='learned' needs a model that learns its variance "
+                          "(Denoiser(..., learn_sigma=True))")
+    frac = ctx.v
+    log_var = frac * math.log(beta) + (1 - frac) * math.log(var)
+    return mean + torch.exp(0.5 * log_var).to(x.dtype) * ctx.noise(x)
 
 
 def _ddim(ctx, x, t, s, state):

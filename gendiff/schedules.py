@@ -67,7 +67,8 @@ class Schedule(abc.ABC):
         return da.to(dtype), ds.to(dtype)
 
     def timesteps(self, n: int, spacing: str = "uniform", rho: float = 7.0) -> torch.Tensor:
-        """n + 1 decreasing times from t_max to t_min (CPU float32: the grid steers the loop, the data never sees it).
+        """n + 1 decreasing times from t_max to t_min, in float64 on the CPU (the grid steers the loop; float32 would
+        put 0.999 between two training steps, where the tabulated alpha is interpolated).
 
         spacing 'uniform' is uniform in t; 'log_snr' is uniform in log-SNR (Lu et al. 2022, DPM-Solver sec. 3.3);
         'karras' is EDM's rho-spacing of sigma/alpha (Karras et al. 2022, eq. 5). For the last two, when sigma(t_min)
@@ -85,7 +86,7 @@ class Schedule(abc.ABC):
             grid = self._spaced_grid(n, spacing, float(rho))
         if self.num_train_steps is not None:
             grid = self._round_to_train_steps(grid, n)
-        return grid.to(torch.float32)
+        return grid
 
     def sigma_ratio(self, t) -> torch.Tensor:
         """sigma_t / alpha_t (EDM's sigma; exp(-log_snr / 2)), in float64."""
@@ -190,6 +191,8 @@ class TabulatedSchedule(Schedule):
 
     def _interp(self, table: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         u = (t.clamp(0.0, 1.0) * self.num_train_steps)
+        # times i / T given in float32 (0.999 -> 0.99900001) land exactly on their training step, not 1e-5 past it
+        u = torch.where((u - u.round()).abs() < 1e-3, u.round(), u)
         lo = u.floor().clamp(max=self.num_train_steps - 1)
         w = u - lo
         lo = lo.long()

@@ -5,15 +5,19 @@
     pixels = images.sample(run="runs/mnist", n=64, sampler="ddim", steps=50, guidance=3.0, labels="balanced",
                            out="grid.png")
     metrics = images.evaluate(run="runs/mnist", n=1000, sampler="dpm_solver_pp", steps=20)
+    pixels = images.sample(run="pretrained:mnist", n=64, labels="0-9", guidance=3.0)   # the shipped model
+
+Runs are folders in the core's run format (gendiff.runs: config.json, weights.safetensors, card.json);
+convert_run turns a folder of the format before it (config.json 'gendiff-images-v1' + checkpoint.pt) into one.
 
 Every verb takes device='auto' | 'cpu' | 'cuda' | 'cuda:N' | 'mps' (gendiff.device.resolve_device); sample_x0 is
 sampling's tensor part (x_T -> x0 on the model's device), which runs on any device, the meta device included.
 """
-from .api import load_run, prior_noise, sample, sample_x0, train
+from .api import convert_run, load_run, prior_noise, sample, sample_x0, train
 from .data import ImageData, ImageDataset, load_data, to_model, to_pixels
 from .demo import demo
 from .evaluate import evaluate
 from .unet import UNet, UNetConfig
 
-__all__ = ["train", "sample", "sample_x0", "prior_noise", "evaluate", "demo", "load_run", "load_data", "ImageData",
-           "ImageDataset", "to_model", "to_pixels", "UNet", "UNetConfig"]
+__all__ = ["train", "sample", "sample_x0", "prior_noise", "evaluate", "demo", "load_run", "convert_run", "load_data",
+           "ImageData", "ImageDataset", "to_model", "to_pixels", "UNet", "UNetConfig"]

@@ -1,21 +1,34 @@
-"""The images domain's verbs: train a U-Net on an image source, sample from a run, and load a run back."""
+"""The images domain's verbs: train a U-Net on an image source, sample from a run, and load a run back.
+
+A run is a folder in the core's run format (gendiff.runs): config.json (domain 'images', the U-Net, schedule,
+Denoiser parametrization, pixel normalisation, classes and data split: all that rebuilds the model),
+weights.safetensors (the EMA weights), card.json (how it was trained, what it measured) and, for resuming only,
+checkpoint.pt. Wherever a run is taken, `pretrained:NAME` names one shipped in gendiff/domains/images/pretrained/.
+"""
 from __future__ import annotations
 
 import contextlib
-import dataclasses
+import datetime
+import json
+import re
 import time
 from pathlib import Path
 
 import torch
 
+from gendiff import runs
 from gendiff.device import make_generator, resolve_device
 from gendiff.errors import ConfigError, DataError
 
 from .data import ImageData, ImageDataset, load_data, to_pixels
 from .unet import UNet, UNetConfig
 
-CONFIG_NAME = "config.json"
-FORMAT = "gendiff-images-v1"
+DOMAIN = "images"
+CONFIG_NAME = runs.CONFIG
+FORMAT = runs.FORMAT
+LEGACY_FORMAT = "gendiff-images-v1"  # config.json + checkpoint.pt of gendiff before the run format; see convert_run
+# the data normalisation every images run uses (data.to_model / to_pixels): x = pixels / 127.5 - 1, in [-1, 1]
+PIXELS = {"dtype": "uint8", "scale": 127.5, "shift": -1.0, "range": [-1.0, 1.0]}
 DEFAULT_MODEL = {
     32: dict(ch=64, ch_mult=(1, 2, 2), num_res_blocks=2, attn_resolutions=(16,)),
     16: dict(ch=64, ch_mult=(1, 2), num_res_blocks=2, attn_resolutions=(8,)),
@@ -79,13 +92,56 @@ def _absolute_spec(spec: str) -> str:
 
 
 def build_denoiser(meta: dict):
-    """Rebuild (Denoiser(UNet), schedule) from a run's config dict."""
+    """Rebuild (Denoiser(UNet), schedule) from a run's config dict: its `model` (UNetConfig), `schedule` and
+    `denoiser` (Denoiser.config(): prediction, scale_input, precondition, sigma_data, noise_input)."""
     from gendiff.forward import Denoiser
     from gendiff.schedules import schedule_from_config
 
     schedule = schedule_from_config(meta["schedule"])
     net = UNet(UNetConfig.from_dict(meta["model"]))
-    return Denoiser(net, schedule, prediction=meta.get("prediction", "eps")), schedule
+    options = meta.get("denoiser") or {"prediction": meta.get("prediction", "eps")}
+    return Denoiser(net, schedule, **options), schedule
+
+
+def _split_text(data: str, n_train: int, test_fraction: float, seed: int) -> str:
+    name, sep, root = data.partition(":")
+    if sep and root and name.lower() in ("mnist-full", "fashion-mnist", "cifar10"):
+        return f"the dataset's own train split ({n_train} images); its test split is held out"
+    return (f"{n_train} training images: a stratified split fixed by seed {seed} holding out "
+            f"{test_fraction:g} of the data for evaluation")
+
+
+def run_config(train_data: ImageData, data: str, *, model: dict | None, schedule, prediction: str, p_uncond: float,
+               seed: int, test_fraction: float) -> dict:
+    """config.json of a run (less the format and domain keys save_run adds): all that rebuilds the model and its
+    data (the split the held-out metrics use)."""
+    from gendiff.forward import Denoiser
+    from gendiff.schedules import schedule_config
+
+    unet = _model_config(train_data, model).to_dict()
+    denoiser = Denoiser(torch.nn.Identity(), schedule, prediction=prediction)  # validates; gives the full options
+    return {
+        "data": str(data), "image_size": train_data.shape[-1], "channels": train_data.shape[0], "seed": seed,
+        "test_fraction": test_fraction, "classes": train_data.classes, "model": unet,
+        "schedule": schedule_config(schedule), "denoiser": denoiser.config(), "pixels": dict(PIXELS),
+        "conditioning": {"num_classes": unet["num_classes"], "null_class": unet["num_classes"],
+                         "p_uncond": p_uncond},
+    }
+
+
+def _saved_config(out: Path) -> dict | None:
+    """The config.json of a run folder about to be resumed (None when there is none); old formats refused."""
+    path = out / runs.CONFIG
+    if not path.is_file():
+        return None
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: unreadable run config ({type(exc).__name__}: {exc})") from None
+    if saved.get("format") != runs.FORMAT:
+        raise DataError(f"{path}: run format {saved.get('format')!r} is not {runs.FORMAT!r} (written by an older "
+                        f"gendiff); retrain it with `gendiff train images` into a new folder")
+    return saved
 
 
 def make_step_fn(schedule, num_classes: int | None, p_uncond: float):
@@ -111,10 +167,14 @@ def train(data: str = "mnist", out: str | Path = "runs/images", *, image_size: i
           prediction: str = "eps", p_uncond: float = 0.1, max_steps: int = 2000, time_budget: float | None = None,
           seed: int = 0, test_fraction: float = 0.2, resume: bool | str = False, compile: bool | str | dict = False,
           bf16: bool = False, device: str | torch.device = "auto", channels_last: bool | None = None,
-          progress: bool = True, download: bool = False, **train_config) -> dict:
+          progress: bool = True, download: bool = False, command: str | None = None, **train_config) -> dict:
     """Train a class-conditional (when labels exist) U-Net on `data` into run folder `out`; returns a summary dict.
 
-    `time_budget` (seconds) stops at the first checkpoint chunk that would overrun it, `max_steps` still caps it.
+    Writes the run format (gendiff.runs): config.json first (so an interrupted run can be resumed), then at the end
+    weights.safetensors (the EMA weights) and card.json (data, split, steps, wall and CPU time, hardware, seed,
+    commit, `command` (default: this process's command line); cumulative over resumed sittings).
+    `time_budget` (seconds of training, the core Trainer's TrainConfig.time_budget) stops before a step would
+    overrun it; `max_steps` still caps it.
     `device`: 'auto' (CUDA, else MPS, else CPU), 'cpu', 'cuda', 'cuda:N' or 'mps'; `bf16`: bf16 autocast of the
     training step on that device (the core Trainer's); `compile`: torch.compile the U-Net in place (True, a backend
     name or a dict of torch.compile options, see compile_options).
@@ -122,7 +182,7 @@ def train(data: str = "mnist", out: str | Path = "runs/images", *, image_size: i
     `download` lets torchvision fetch MNIST / Fashion-MNIST / CIFAR-10 files that are not under ROOT yet.
     """
     from gendiff.io import write_json_atomic
-    from gendiff.schedules import get_schedule, schedule_config
+    from gendiff.schedules import get_schedule
     from gendiff.training import TrainConfig, Trainer
 
     if not 0.0 <= p_uncond < 1.0:
@@ -136,117 +196,217 @@ def train(data: str = "mnist", out: str | Path = "runs/images", *, image_size: i
     train_data = load_data(data, "train", image_size=image_size, channels=channels, seed=seed,
                            test_fraction=test_fraction, download=download)
     sched_cfg = {"name": schedule} if isinstance(schedule, str) else dict(schedule)
-    sched = get_schedule(**sched_cfg)
-    meta = {
-        "format": FORMAT, "data": str(data), "image_size": train_data.shape[-1], "channels": train_data.shape[0],
-        "seed": seed, "test_fraction": test_fraction, "classes": train_data.classes,
-        "model": _model_config(train_data, model).to_dict(), "schedule": schedule_config(sched),
-        "prediction": prediction, "p_uncond": p_uncond,
-    }
+    meta = run_config(train_data, data, model=model, schedule=get_schedule(**sched_cfg), prediction=prediction,
+                      p_uncond=p_uncond, seed=seed, test_fraction=test_fraction)
     defaults = dict(lr=2e-4, batch_size=64, warmup_steps=min(500, max_steps // 10), grad_clip=1.0, seed=seed,
                     ckpt_every=max(1, min(1000, max_steps)), log_every=max(1, min(50, max_steps // 10 or 1)),
                     progress=progress, ema_decay=0.995 if time_budget is not None else
                     min(0.9995, max(0.9, 1.0 - 10.0 / max_steps)))
     defaults.update(train_config)
-    config = TrainConfig(**{**defaults, "max_steps": max_steps, "bf16": bool(bf16),
-                            "device": str(device)})
-    old = out / CONFIG_NAME
-    if not resume and (out / "checkpoint.pt").exists():
-        raise ConfigError(f"{out / 'checkpoint.pt'} exists; pass resume=True to continue it or use another out")
-    if resume and old.is_file():
-        import json
-
-        saved = json.loads(old.read_text())
-        for key in ("data", "model", "schedule", "prediction", "image_size"):
-            if saved.get(key) != meta[key]:
-                raise ConfigError(f"{old}: run was trained with {key}={saved.get(key)!r}, now {meta[key]!r}")
+    config = TrainConfig(**{**defaults, "max_steps": max_steps, "bf16": bool(bf16), "device": str(device),
+                            "time_budget": None if time_budget is None else float(time_budget)})
+    ckpt = out / runs.CHECKPOINT
+    if not resume and ckpt.exists():
+        raise ConfigError(f"{ckpt} exists; pass resume=True to continue it or use another out")
+    previous = None
+    if resume is True or (resume == "auto" and ckpt.exists()):
+        saved = _saved_config(out)
+        if saved is not None:
+            for key in ("data", "model", "schedule", "denoiser", "image_size", "pixels"):
+                if saved.get(key) != meta[key]:
+                    raise ConfigError(f"{out / runs.CONFIG}: run was trained with {key}={saved.get(key)!r}, "
+                                      f"now {meta[key]!r}")
+        if (out / runs.CARD).is_file():
+            previous = json.loads((out / runs.CARD).read_text())
+            previous["metrics"] = {}  # measured on the weights before this sitting: no longer these weights'
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(old, {**meta, "train": config.to_dict()})
+    write_json_atomic(out / runs.CONFIG, {"format": runs.FORMAT, "domain": DOMAIN, **meta})
 
     denoiser, sched = build_denoiser(meta)
     if channels_last if channels_last is not None else dev.type == "cuda":
         denoiser = denoiser.to(memory_format=torch.channels_last)
     compile_denoiser(denoiser, compile)  # in place: state_dict keys (and so checkpoints) stay the plain U-Net's
-    dataset = ImageDataset(train_data)
     step_fn = make_step_fn(sched, train_data.num_classes if meta["model"]["num_classes"] is not None else None,
                            p_uncond)
-    start, summary = time.perf_counter(), {}
-    if time_budget is None:
-        trainer = Trainer(denoiser, step_fn, dataset, config, out, collate_fn=ImageDataset.collate_fn, resume=resume)
-        summary = trainer.fit()
-    else:
-        summary = _fit_within(denoiser, step_fn, dataset, config, out, resume, float(time_budget), start)
-    summary.update(run=str(out), parameters=sum(p.numel() for p in denoiser.parameters()),
-                   wall_seconds=time.perf_counter() - start)
-    write_json_atomic(out / "train_summary.json", summary)
+    start = time.perf_counter()
+    trainer = Trainer(denoiser, step_fn, ImageDataset(train_data), config, out, collate_fn=ImageDataset.collate_fn,
+                      resume=resume)
+    summary = trainer.fit()
+    parameters = sum(p.numel() for p in denoiser.parameters())
+    if trainer.ctx.is_main:
+        card = runs.new_card(out.name, DOMAIN, data=str(data),
+                             split=_split_text(str(data), len(train_data), test_fraction, seed), summary=summary,
+                             seed=seed, device=trainer.device, command=command, previous=previous,
+                             parameters=parameters, train_config=config.to_dict())
+        runs.save_run(out, DOMAIN, meta, trainer.ema_model, card)
+    summary.update(run=str(out), parameters=parameters, wall_seconds=time.perf_counter() - start)
     return summary
 
 
-def _fit_within(denoiser, step_fn, dataset, config, out, resume, budget: float, start: float) -> dict:
-    """Fit in chunks (exact resume between them) and stop before the time budget would be exceeded."""
-    from gendiff.training import Trainer
-
-    target, summary, per_step = config.max_steps, {}, None
-    chunk = max(1, min(config.ckpt_every, 200))
-    step = 0
-    while step < target:
-        elapsed = time.perf_counter() - start
-        left = budget - elapsed
-        if per_step is not None:
-            affordable = int(left / per_step)
-            if affordable < 1:
-                break
-            n = min(chunk, max(1, affordable // 2), target - step)  # shrinking chunks: overrun < ~1 step
-        else:
-            n = min(20, target - step)
-        cfg = dataclasses.replace(config, max_steps=step + n)
-        t0 = time.perf_counter()
-        trainer = Trainer(denoiser, step_fn, dataset, cfg, out, collate_fn=ImageDataset.collate_fn,
-                          resume=resume if step == 0 else True)
-        summary = trainer.fit()
-        done = summary["step"] - step
-        if done <= 0:
-            break
-        per_step = (time.perf_counter() - t0) / done
-        step = summary["step"]
-    summary["time_budget"] = budget
-    return summary
+def _rebuild(run: "runs.Run"):
+    """(Denoiser, schedule) for a run read by runs.read_run; a config that cannot rebuild one is a DataError
+    naming config.json."""
+    path = run.path / runs.CONFIG
+    pixels = run.config.get("pixels", PIXELS)
+    if pixels != PIXELS:
+        raise DataError(f"{path}: pixel normalisation {pixels} is not this gendiff's {PIXELS}")
+    try:
+        return build_denoiser(run.config)
+    except (KeyError, TypeError, ValueError, ConfigError) as exc:
+        raise DataError(f"{path}: cannot rebuild the model from it ({type(exc).__name__}: {exc})") from None
 
 
 def load_run(run: str | Path, device: str | torch.device = "auto", compile: bool | str | dict = False):
-    """(EMA denoiser in eval mode on `device`, run config dict) from a run folder written by `train`.
+    """(EMA denoiser in eval mode on `device`, run config dict) from a run folder written by `train`, or a shipped
+    model `pretrained:NAME`. Weights are read with safetensors (never unpickled) and loaded strictly: a truncated or
+    corrupt weights file, or weights that do not fit config.json, give one DataError naming the file, and a folder
+    of an older format one saying to retrain it.
 
     `compile` wraps the U-Net in torch.compile (static shapes) for sampling: on CPU and GPU alike it fuses the
     GroupNorm / SiLU / add chains; the first call of each batch shape pays the compilation (one to two minutes).
     True uses torch's default backend (inductor); a backend name or a dict of options also serve (compile_options)."""
-    import json
-
-    from gendiff.training import load_ema_weights
-
-    run = Path(run)
-    path = run / CONFIG_NAME
-    if not path.is_file():
-        raise DataError(f"{run}: not an images run (no {CONFIG_NAME})")
-    meta = json.loads(path.read_text())
-    if meta.get("format") != FORMAT:
-        raise DataError(f"{path}: format {meta.get('format')!r} is not {FORMAT!r}")
+    info = runs.read_run(run, domain=DOMAIN)
     device = resolve_device(device)
-    denoiser, _ = build_denoiser(meta)
-    load_ema_weights(run / "checkpoint.pt", denoiser)
+    denoiser, _ = _rebuild(info)
+    runs.load_weights(info, denoiser)
     denoiser = denoiser.to(device).eval()
     compile_denoiser(denoiser, compile, dynamic=False)  # in place, as in train: the module and its keys stay
-    return denoiser, meta
+    return denoiser, info.config
+
+
+def convert_run(old: str | Path, out: str | Path, *, name: str | None = None, command: str | None = None,
+                commit: str | None = None, note: str | None = None, cpu_seconds: float | None = None,
+                hardware: str | None = None) -> Path:
+    """Convert a run folder of the old images format (config.json 'gendiff-images-v1' + checkpoint.pt, written by
+    gendiff before the run format) into the run format at `out`: config.json rebuilt from the old one (the U-Net
+    and schedule are unchanged; the Denoiser then had eps/x0/v prediction with scaled input, today's defaults),
+    weights.safetensors from the checkpoint's EMA weights (loaded strictly into the rebuilt model first), and
+    card.json from its train_summary.json and log.csv: steps and wall time as logged, CPU time where recorded.
+    `command`, `commit`, `hardware`: how, at which commit and on what it was trained, `cpu_seconds` its CPU time
+    where measured outside it (the old format recorded none of them; a sitting's hardware defaults to this
+    machine's)."""
+    import csv
+
+    from gendiff.io import torch_load_safe
+    from gendiff.schedules import schedule_from_config
+
+    old, out = Path(old), Path(out)
+    path = old / runs.CONFIG
+    try:
+        legacy = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: unreadable ({type(exc).__name__}: {exc})") from None
+    if legacy.get("format") != LEGACY_FORMAT:
+        raise DataError(f"{path}: format {legacy.get('format')!r} is not the old images format {LEGACY_FORMAT!r}")
+    from gendiff.forward import Denoiser
+
+    schedule = schedule_from_config(legacy["schedule"])
+    unet = UNetConfig.from_dict(legacy["model"]).to_dict()
+    options = Denoiser(torch.nn.Identity(), schedule, prediction=legacy.get("prediction", "eps")).config()
+    meta = {
+        "data": legacy["data"], "image_size": legacy["image_size"], "channels": legacy["channels"],
+        "seed": legacy["seed"], "test_fraction": legacy["test_fraction"], "classes": legacy["classes"],
+        "model": unet, "schedule": legacy["schedule"], "denoiser": options, "pixels": dict(PIXELS),
+        "conditioning": {"num_classes": unet["num_classes"], "null_class": unet["num_classes"],
+                         "p_uncond": legacy.get("p_uncond", 0.1)},
+    }
+    denoiser, _ = build_denoiser(meta)
+    state = torch_load_safe(old / runs.CHECKPOINT)
+    if not isinstance(state, dict) or "ema" not in state or "step" not in state:
+        raise DataError(f"{old / runs.CHECKPOINT}: not a gendiff trainer checkpoint (no 'ema' weights or 'step')")
+    try:
+        denoiser.load_state_dict(state["ema"], strict=True)  # the U-Net code must still fit these weights
+    except RuntimeError as exc:
+        raise DataError(f"{old / runs.CHECKPOINT}: EMA weights do not fit the model its config.json describes "
+                        f"({str(exc).splitlines()[0]})") from None
+    steps = int(state["step"])  # the checkpoint's, which the weights are (log.csv may run past it)
+    summary = json.loads((old / "train_summary.json").read_text()) if (old / "train_summary.json").is_file() else {}
+    if summary.get("step", steps) != steps:
+        raise DataError(f"{old}: train_summary.json says step {summary['step']}, checkpoint.pt holds step {steps}")
+    rows = [r for r in csv.DictReader((old / "log.csv").open()) if int(r["step"]) <= steps] \
+        if (old / "log.csv").is_file() else []
+    card_summary = {"step": steps, "seconds": summary.get("wall_seconds", summary.get("seconds")),
+                    "cpu_seconds": summary.get("cpu_seconds", cpu_seconds),
+                    "stopped": "time_budget" if summary.get("time_budget") else summary.get("stopped")}
+    n_train = len(load_data(legacy["data"], "train", image_size=legacy["image_size"], channels=legacy["channels"],
+                            seed=legacy["seed"], test_fraction=legacy["test_fraction"]))
+    card = runs.new_card(name or out.name, DOMAIN, data=legacy["data"],
+                         split=_split_text(legacy["data"], n_train, legacy["test_fraction"], legacy["seed"]),
+                         summary=card_summary, seed=legacy["seed"], command=command,
+                         parameters=sum(p.numel() for p in denoiser.parameters()), train_config=legacy.get("train", {}),
+                         final_loss=float(rows[-1]["loss"]) if rows else None,
+                         converted={"from": LEGACY_FORMAT, "source": str(old), "note": note or
+                                    "trained before the run format; converted by "
+                                    "gendiff.domains.images.convert_run"})
+    # the sitting's commit and hardware are those of the training, not of this conversion
+    sitting = card["training"]["sittings"][-1]
+    sitting["commit"] = card["training"]["commit"] = commit
+    if hardware is not None:
+        sitting["hardware"] = card["training"]["hardware"] = hardware
+    if summary.get("time_budget"):
+        sitting["time_budget"] = summary["time_budget"]
+    mtime = (old / runs.CHECKPOINT).stat().st_mtime
+    sitting["date"] = datetime.datetime.fromtimestamp(mtime, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    runs.save_run(out, DOMAIN, meta, denoiser, card)
+    return out
+
+
+@torch.no_grad()
+def output_check(denoiser, meta: dict) -> dict:
+    """A fingerprint of what a model computes: its eps prediction on fixed inputs (x_t from seed 0, four times,
+    labels cycling with the null class last), as a few numbers. Stored on a shipped model's card, it makes a
+    change to the network code that still loads the weights but computes something else fail the tests."""
+    n, c, size = 4, meta["channels"], meta["image_size"]
+    gen = torch.Generator().manual_seed(0)
+    x_t = torch.randn(n, c, size, size, generator=gen)
+    t = torch.tensor([0.1, 0.4, 0.7, 0.95])
+    k = meta["model"]["num_classes"]
+    cond = None if k is None else torch.tensor([0, 3 % k, 7 % k, k])
+    dev = model_device(denoiser)
+    eps = denoiser(x_t.to(dev), t.to(dev), cond=None if cond is None else cond.to(dev)).float().cpu()
+    return {"inputs": "x_t = randn(4, C, H, W) from torch.Generator().manual_seed(0), t = 0.1, 0.4, 0.7, 0.95, "
+                      "labels 0, 3, 7, null", "eps_norm": float(eps.norm()), "eps_mean": float(eps.mean()),
+            "eps_per_sample_norm": [float(v) for v in eps.flatten(1).norm(dim=1)],
+            "eps_first": [float(v) for v in eps.flatten()[:8]]}
+
+
+LABELS_HELP = ("none (unconditional), balanced (every class in turn), or classes to cycle through: "
+               "a class index (3), a range (0-9) or a comma list of both (0,2,4-6)")
+
+
+def parse_labels(text: str | None):
+    """None for None / 'none'; 'balanced'; else a list of class indices from '3', '0-9' or '0,2,4-6'."""
+    if text is None or text.strip().lower() == "none":
+        return None
+    text = text.strip().lower()
+    if text == "balanced":
+        return "balanced"
+    values = []
+    for part in (p.strip() for p in text.split(",")):
+        m = re.fullmatch(r"(\d+)\s*-\s*(\d+)", part)
+        if m and int(m[1]) <= int(m[2]):
+            values.extend(range(int(m[1]), int(m[2]) + 1))
+        elif part.isdigit():
+            values.append(int(part))
+        else:
+            raise ConfigError(f"labels {text!r}: expected {LABELS_HELP}")
+    return values
 
 
 def resolve_labels(labels, n: int, num_classes: int | None) -> torch.Tensor | None:
-    """None (unconditional), 'balanced' (0, 1, ..., K-1, 0, ...), an int, or a sequence of n class indices."""
+    """None (unconditional), 'balanced' (0, 1, ..., K-1, 0, ...), an int, a sequence of n class indices, or a
+    text of classes to cycle through ('3', '0-9', '0,2,4-6'; see parse_labels)."""
     if labels is None:
         return None
+    if isinstance(labels, str):
+        labels = parse_labels(labels)
+        if labels is None:
+            return None
+        if labels != "balanced":
+            labels = [labels[i % len(labels)] for i in range(n)]
     if num_classes is None:
         raise ConfigError("labels were given but this run is unconditional (trained without class labels)")
     if isinstance(labels, str):
-        if labels != "balanced":
-            raise ConfigError(f"labels={labels!r}: expected None, 'balanced', an int or a list of class indices")
         out = torch.arange(n) % num_classes
     elif isinstance(labels, int):
         out = torch.full((n,), labels, dtype=torch.long)
@@ -257,6 +417,16 @@ def resolve_labels(labels, n: int, num_classes: int | None) -> torch.Tensor | No
     if out.numel() and (out.min() < 0 or out.max() >= num_classes):
         raise ConfigError(f"labels must be in [0, {num_classes - 1}], got {out.min().item()}..{out.max().item()}")
     return out.long()
+
+
+def grid_columns(labels, n: int, num_classes: int | None) -> int | None:
+    """Columns of a sample grid: one per class when the labels cycle through classes ('balanced' or a text such
+    as '0-9'), so each column shows one class; None (a square grid) otherwise."""
+    if isinstance(labels, str):
+        labels = parse_labels(labels)
+        k = num_classes if labels == "balanced" else (len(labels) if labels else None)
+        return k if k and 1 < k <= n else None
+    return None
 
 
 def prior_noise(denoiser, shape, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -299,8 +469,11 @@ def sample_x0(denoiser, x_T: torch.Tensor, sampler: str = "ddim", steps: int = 5
 def sample(run, n: int = 64, sampler: str = "ddim", steps: int = 50, guidance: float = 1.0, seed: int = 0,
            labels=None, *, batch_size: int = 250, out: str | Path | None = None,
            device: str | torch.device | None = None, progress: bool = False, bf16: bool = False, clip: bool = True,
-           compile: bool | str | dict = False, pixels: bool = True, **sampler_options) -> torch.Tensor:
-    """n uint8 images (n, C, H, W) on the CPU from a run (folder or a (denoiser, meta) pair); PNG grid to `out`.
+           compile: bool | str | dict = False, pixels: bool = True, nrow: int | None = None,
+           **sampler_options) -> torch.Tensor:
+    """n uint8 images (n, C, H, W) on the CPU from a run (folder, `pretrained:NAME` or a (denoiser, meta) pair);
+    PNG grid to `out`, `nrow` images a row (default: one column per class for labels that cycle through classes,
+    see grid_columns; else square).
 
     `device`: where to sample ('auto' for a folder when None; a pair stays on its device when None and is moved
     there otherwise). `compile` compiles the U-Net in place (see load_run), `bf16` autocasts it (sample_x0).
@@ -334,5 +507,6 @@ def sample(run, n: int = 64, sampler: str = "ddim", steps: int = 50, guidance: f
         from .grid import save_grid
 
         save_grid(result if pixels else to_pixels(result.clamp(-1, 1)), out,
+                  nrow=nrow or grid_columns(labels, n, meta["model"]["num_classes"]),
                   scale=2 if meta["image_size"] <= 32 else 1)
     return result

@@ -3,7 +3,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
+
+RUN_HELP = "run folder written by `gendiff train images`, or pretrained:NAME (`gendiff list` shows them)"
+
 
 def _ints(text: str) -> tuple[int, ...]:
     try:
@@ -13,10 +17,16 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def _labels(text: str | None):
-    if text is None or text in ("none", "balanced"):
-        return None if text in (None, "none") else "balanced"
-    values = _ints(text)
-    return values[0] if len(values) == 1 else list(values)
+    """--labels: checked here (a bad value is a one-line usage error), handed on as text (api.resolve_labels)."""
+    from gendiff.errors import ConfigError
+
+    from .api import parse_labels
+
+    try:
+        parse_labels(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -45,6 +55,7 @@ def add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-res-blocks", type=int, default=2)
     p.add_argument("--attn", type=_ints, default=(16,), help="resolutions with self-attention, e.g. 16,8")
     p.add_argument("--dropout", type=float, default=0.1)
+    p.add_argument("--groups", type=int, default=32, help="GroupNorm groups (at most the channels of a layer)")
     p.add_argument("--unconditional", action="store_true", help="ignore class labels")
     p.add_argument("--p-uncond", type=float, default=0.1, help="label dropout for classifier-free guidance")
     p.add_argument("--schedule", default="linear")
@@ -53,6 +64,10 @@ def add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--minutes", type=float, default=None, help="wall-clock training budget")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--warmup", type=int, default=None, help="linear learning-rate warm-up steps "
+                   "(default: a tenth of --steps, at most 500)")
+    p.add_argument("--ema", type=float, default=None, help="EMA decay of the saved weights "
+                   "(default 0.995 with --minutes, else from --steps)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--bf16", action="store_true", help="bf16 autocast of the training step (CUDA, CPU)")
     p.add_argument("--compile", action="store_true", help="torch.compile the U-Net")
@@ -66,19 +81,20 @@ def run_train(args) -> int:
     from . import train
 
     model = dict(ch=args.ch, ch_mult=args.ch_mult, num_res_blocks=args.num_res_blocks, attn_resolutions=args.attn,
-                 dropout=args.dropout, conditional=not args.unconditional)
+                 dropout=args.dropout, groups=args.groups, conditional=not args.unconditional)
+    extra = {k: v for k, v in (("warmup_steps", args.warmup), ("ema_decay", args.ema)) if v is not None}
     summary = train(args.data, args.out, image_size=args.image_size, channels=args.channels, model=model,
                     schedule=args.schedule, prediction=args.prediction, p_uncond=args.p_uncond, max_steps=args.steps,
                     time_budget=None if args.minutes is None else 60 * args.minutes, seed=args.seed,
                     resume=args.resume, compile=args.compile, download=args.download, progress=not args.quiet,
                     batch_size=args.batch_size,
-                    lr=args.lr, bf16=args.bf16, device=args.device)
+                    lr=args.lr, bf16=args.bf16, device=args.device, **extra)
     print(json.dumps(summary))
     return 0
 
 
 def _sampling(p: argparse.ArgumentParser, n: int, guidance: float) -> None:
-    p.add_argument("--run", required=True, help="run folder written by `gendiff train images`")
+    p.add_argument("--run", required=True, help=RUN_HELP)
     p.add_argument("--n", type=int, default=n, help="number of samples")
     p.add_argument("--sampler", default="ddim", help="any core sampler (ancestral, ddim, dpm_solver_pp, heun, ...)")
     p.add_argument("--steps", type=int, default=50)
@@ -91,7 +107,10 @@ def _sampling(p: argparse.ArgumentParser, n: int, guidance: float) -> None:
 
 def add_sample(p: argparse.ArgumentParser) -> None:
     _sampling(p, 64, 1.0)
-    p.add_argument("--labels", default=None, help="none (unconditional), balanced, a class index or a list 0,1,2")
+    from .api import LABELS_HELP
+
+    p.add_argument("--labels", type=_labels, default=None, help=LABELS_HELP + "; default none, or balanced when "
+                   "--guidance is given")
     p.add_argument("--out", required=True, help="PNG grid to write")
     p.add_argument("--save-pt", default=None, help="also save the uint8 (N, C, H, W) tensor here (torch.save)")
     _common(p)
@@ -103,11 +122,13 @@ def run_sample(args) -> int:
 
     from . import sample
 
-    labels = _labels(args.labels)
-    if labels is None and args.guidance != 1.0:
+    from .api import parse_labels
+
+    labels = args.labels
+    if parse_labels(labels) is None and args.guidance != 1.0:
+        if labels is not None:
+            raise ConfigError("--guidance needs class labels, not --labels none")
         labels = "balanced"
-    if args.guidance != 1.0 and labels is None:
-        raise ConfigError("--guidance needs --labels")
     pixels = sample(args.run, args.n, args.sampler, args.steps, args.guidance, args.seed, labels,
                     batch_size=args.batch_size, out=args.out, device=args.device, progress=not args.quiet,
                     compile=args.compile, bf16=args.bf16)
@@ -127,7 +148,51 @@ def add_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--samples-png", default=None, help="write a grid of the evaluated samples")
     p.add_argument("--out", default=None, help="write the metrics JSON here")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON (default: one line per metric)")
+    p.add_argument("--record", action="store_true", help="write the metrics onto the run's card.json with this "
+                   "command (a block keyed by sampler, steps and guidance)")
     _common(p)
+
+
+def evaluate_command(args) -> str:
+    """The command that reproduces an evaluation: every option the metrics depend on, spelled out."""
+    parts = ["gendiff", "evaluate", "images", "--run", str(args.run), "--n", str(args.n), "--sampler", args.sampler,
+             "--steps", str(args.steps), "--guidance", f"{args.guidance:g}", "--seed", str(args.seed),
+             "--batch-size", str(args.batch_size)]
+    if args.unconditional_n is not None:
+        parts += ["--unconditional-n", str(args.unconditional_n)]
+    if args.nll_n:
+        parts += ["--nll-n", str(args.nll_n)]
+    if args.inception:
+        parts += ["--inception", args.inception]
+    parts += [flag for flag, on in (("--compile", args.compile), ("--bf16", args.bf16)) if on]
+    if args.device != "auto":
+        parts += ["--device", args.device]
+    if args.threads:
+        parts += ["--threads", str(args.threads)]
+    return shlex.join(parts + ["--record"])
+
+
+RECORDED = ("conditional_accuracy", "fd", "kid", "kid_std", "class_entropy_normalized", "fd_unconditional",
+            "nll_bits_per_dim", "inception_fid")
+SETTINGS = ("sampler", "steps", "guidance", "seed", "unconditional_n", "nll_n", "held_out_n", "data")
+REFERENCE = ("classifier_test_accuracy", "fd_real_halves", "fd_real_train_vs_test", "kid_real_train_vs_test")
+
+
+def metrics_block(metrics: dict, args) -> tuple[str, dict]:
+    """(key, block) for the card: the sample metrics at the top level (what `gendiff list` shows), the settings and
+    the real-data reference values nested."""
+    from gendiff.runs import hardware
+    from gendiff.device import resolve_device
+
+    key = f"{args.sampler}{args.steps}_guidance{args.guidance:g}"
+    block = {k: metrics[k] for k in RECORDED if metrics.get(k) is not None}
+    block["n"] = metrics["n"]
+    block["settings"] = {k: metrics[k] for k in SETTINGS if k in metrics}
+    block["settings"]["batch_size"] = args.batch_size
+    block["reference"] = {k: metrics[k] for k in REFERENCE if k in metrics}
+    block["measured"] = {"seconds": round(metrics["seconds"], 1), "hardware": hardware(resolve_device(args.device))}
+    return key, block
+
 
 
 def run_evaluate(args) -> int:
@@ -142,6 +207,18 @@ def run_evaluate(args) -> int:
                        progress=not args.quiet, compile=args.compile, bf16=args.bf16)
     if args.out:
         write_json_atomic(args.out, metrics)
+    if args.record:
+        from gendiff.runs import record_metrics, resolve
+
+        from gendiff.errors import DataError
+
+        key, block = metrics_block(metrics, args)
+        try:
+            record_metrics(resolve(args.run), key, block, evaluate_command(args))
+        except OSError as exc:  # e.g. a shipped model installed read-only
+            raise DataError(f"{resolve(args.run) / 'card.json'}: cannot record the metrics there ({exc.strerror})") \
+                from None
+        print(f"recorded {key} on {resolve(args.run) / 'card.json'}", file=sys.stderr)
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:
@@ -151,23 +228,28 @@ def run_evaluate(args) -> int:
 
 
 def add_demo(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", required=True, help="folder for the run, samples.png and metrics.json")
-    p.add_argument("--seconds", type=float, default=70.0, help="training budget (default 70 s)")
-    p.add_argument("--n", type=int, default=200, help="samples to evaluate")
+    p.add_argument("--out", required=True, help="folder for grid.png and metrics.json (and the run, --from-scratch)")
+    p.add_argument("--run", default="pretrained:mnist", help="the model to sample (default: the shipped MNIST one)")
+    p.add_argument("--n", type=int, default=None, help="samples to draw and score (default 100; 200 --from-scratch)")
+    p.add_argument("--from-scratch", action="store_true", help="train a tiny U-Net for --seconds first instead "
+                   "(near-chance digits: see the README)")
+    p.add_argument("--seconds", type=float, default=70.0, help="--from-scratch training budget (default 70 s)")
     _common(p)
 
 
 def run_demo(args) -> int:
-    """Train a tiny conditional U-Net on the embedded MNIST for about a minute, sample with guidance, evaluate."""
+    """Sample class-balanced digits from the shipped MNIST model and score them (or, --from-scratch, train a tiny
+    conditional U-Net on the embedded MNIST for about a minute first)."""
     _threads(args)
     from pathlib import Path
 
     from .demo import demo
 
-    metrics = demo(args.out, seconds=args.seconds, n=args.n, device=args.device, progress=not args.quiet)
-    keys = ("fd", "kid", "conditional_accuracy", "class_entropy_normalized", "fd_real_halves", "train_steps")
-    print(json.dumps({k: metrics.get(k) for k in keys}))
-    print(f"wrote {Path(args.out) / 'samples.png'} and {Path(args.out) / 'metrics.json'}", file=sys.stderr)
+    metrics = demo(args.out, run=args.run, from_scratch=args.from_scratch, seconds=args.seconds, n=args.n,
+                   device=args.device, progress=not args.quiet)
+    keys = ("run", "n", "conditional_accuracy", "fd", "kid", "fd_real_halves", "train_steps", "seconds")
+    print(json.dumps({k: metrics[k] for k in keys if k in metrics}))
+    print(f"wrote {Path(args.out) / 'grid.png'} and {Path(args.out) / 'metrics.json'}", file=sys.stderr)
     return 0
 
 

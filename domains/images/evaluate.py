@@ -17,15 +17,45 @@ from .metrics import (class_entropy, classify, data_fingerprint, frechet_distanc
                       load_or_train_classifier)
 
 
+CLASSIFIER = "classifier.safetensors"
+
+
+def cache_dir() -> Path:
+    """Where classifiers of runs that cannot hold their own (shipped models) are cached: $GENDIFF_CACHE, else
+    $XDG_CACHE_HOME/gendiff, else ~/.cache/gendiff."""
+    import os
+
+    if os.environ.get("GENDIFF_CACHE"):
+        return Path(os.environ["GENDIFF_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gendiff"
+
+
+def classifier_paths(run_dir: Path, key: str) -> tuple[list[Path], list[Path]]:
+    """(where to look, where to save) the held-out classifier of a run: its own folder, then the classifiers shipped
+    beside the pretrained models (one trained on the same data split is the same classifier), then the user cache;
+    a shipped model's folder is only read."""
+    from gendiff.runs import pretrained_dirs
+
+    shipped = [p.resolve() for p in pretrained_dirs().values()]
+    own = Path(run_dir).resolve() / CLASSIFIER
+    cached = cache_dir() / f"images-classifier-{key}.safetensors"
+    look = [own, *[p / CLASSIFIER for p in shipped if p / CLASSIFIER != own], cached]
+    save = [cached] if own.parent in shipped else [own, cached]
+    return look, save
+
+
 def run_classifier(run: Path, meta: dict, progress: bool = False, epochs: int = 12):
-    """(classifier, train data, held-out test data): the run's cached CNN, trained once on its real training images."""
+    """(classifier, train data, held-out test data): the CNN trained once on the run's real training images and
+    cached (classifier_paths), so a run's FD / KID / accuracy are always read by the same classifier."""
     kw = dict(image_size=meta["image_size"], channels=meta["channels"], seed=meta["seed"],
               test_fraction=meta["test_fraction"])
     train, test = load_data(meta["data"], "train", **kw), load_data(meta["data"], "test", **kw)
     if train.labels is None:
         raise ConfigError(f"{meta['data']}: the feature classifier needs class labels (use class sub-folders)")
-    clf = load_or_train_classifier(run / "classifier.pt", to_model(train.images), train.labels, len(train.classes),
-                                   data_fingerprint(train.images, train.labels), progress=progress, epochs=epochs)
+    fingerprint = data_fingerprint(train.images, train.labels)
+    look, save = classifier_paths(run, f"{fingerprint}-{epochs}")
+    clf = load_or_train_classifier(look, to_model(train.images), train.labels, len(train.classes), fingerprint,
+                                   progress=progress, epochs=epochs, save_to=save)
     return clf, train, test
 
 
@@ -78,17 +108,18 @@ def evaluate(run: str | Path, n: int = 1000, sampler: str = "ddim", steps: int =
              progress: bool = False, reference: bool = True, classifier_epochs: int = 12,
              compile: bool | str | dict = False, bf16: bool = False, cache: str | Path | None = None,
              **sampler_options) -> dict:
-    """Metrics dict for a run: fd, kid, conditional_accuracy (class-conditional guided samples), class entropy of
+    """Metrics dict for a run (folder or `pretrained:NAME`): fd, kid, conditional_accuracy (class-conditional guided samples), class entropy of
     unconditional samples, optional bits/dim on `nll_n` held-out images and Inception FID from a local weights file.
 
     The U-Net (sampling, bits/dim) and Inception run on `device`; the small feature classifier is trained and
     run on the CPU, as its images are, so a run's cached classifier and its FD / KID do not depend on the device.
     `compile` / `bf16` are those of `sample`.
     `cache`: a folder where the conditional samples are saved batch by batch and reused (see `cached_sample`)."""
+    from gendiff.runs import resolve
+
     t0 = time.perf_counter()
-    run = Path(run)
     denoiser, meta = load_run(run, device, compile)
-    clf, train, test = run_classifier(run, meta, progress, classifier_epochs)
+    clf, train, test = run_classifier(resolve(run), meta, progress, classifier_epochs)
     k = len(train.classes)
     conditional = meta["model"]["num_classes"] is not None
     out = {"run": str(run), "data": meta["data"], "sampler": sampler, "steps": steps, "n": n, "seed": seed,

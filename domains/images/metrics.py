@@ -145,25 +145,65 @@ def classify(model: FeatureClassifier, x: torch.Tensor, batch_size: int = 500) -
 
 
 def save_classifier(model: FeatureClassifier, path: str | Path, fingerprint: str) -> None:
-    from gendiff.io import torch_save_atomic
+    """Write the classifier as safetensors (atomically), its config and data fingerprint in the metadata."""
+    import json
 
-    torch_save_atomic({"config": model.config, "state_dict": model.state_dict(), "fingerprint": fingerprint}, path)
+    from gendiff.io import atomic_path
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"config": json.dumps(model.config), "fingerprint": fingerprint})
 
 
-def load_or_train_classifier(path: str | Path, x: torch.Tensor, labels: torch.Tensor, num_classes: int,
-                             fingerprint: str, progress: bool = False, epochs: int = 12) -> FeatureClassifier:
-    """The run's cached classifier if it was trained on the same data (by fingerprint), else train and cache it."""
-    from gendiff.io import torch_load_safe
+def classifier_fingerprint(path: str | Path) -> str | None:
+    """The data fingerprint a saved classifier was trained for (from its metadata), None if unreadable."""
+    from safetensors import safe_open
 
-    path = Path(path)
-    if path.is_file():
-        blob = torch_load_safe(path)
-        if blob.get("fingerprint") == f"{fingerprint}-{epochs}":
-            model = FeatureClassifier(**blob["config"])
-            model.load_state_dict(blob["state_dict"])
-            return model.eval()
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return (f.metadata() or {}).get("fingerprint")
+    except Exception:  # missing, truncated or not safetensors: a cache miss
+        return None
+
+
+def load_classifier(path: str | Path) -> FeatureClassifier:
+    """A classifier saved by save_classifier (safetensors: nothing is unpickled)."""
+    import json
+
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            config = json.loads(f.metadata()["config"])
+            state = {k: f.get_tensor(k) for k in f.keys()}
+        model = FeatureClassifier(**config)
+        model.load_state_dict(state)
+    except Exception as exc:
+        raise DataError(f"{path}: unreadable classifier ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+    return model.eval()
+
+
+def load_or_train_classifier(paths, x: torch.Tensor, labels: torch.Tensor, num_classes: int,
+                             fingerprint: str, progress: bool = False, epochs: int = 12,
+                             save_to=None) -> FeatureClassifier:
+    """The first saved classifier among `paths` (a path or a list) that was trained on the same data (by
+    fingerprint and epochs), else train one and save it to the first of `save_to` (default: `paths`) that can be
+    written."""
+    paths = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
+    save_to = paths if save_to is None else [Path(p) for p in save_to]
+    key = f"{fingerprint}-{epochs}"
+    for path in paths:
+        if path.is_file() and classifier_fingerprint(path) == key:
+            return load_classifier(path)
     model = train_classifier(x, labels, num_classes, epochs=epochs, progress=progress)
-    save_classifier(model, path, f"{fingerprint}-{epochs}")
+    for path in save_to:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_classifier(model, path, key)
+            break
+        except OSError:
+            continue
     return model
 
 

@@ -16,7 +16,7 @@ SCHEDULES = schedules.list_schedules()
 def test_grid_is_strictly_decreasing_from_t_max_to_t_min(name, spacing, n):
     s = schedules.get_schedule(name)
     grid = s.timesteps(n, spacing)
-    assert grid.shape == (n + 1,) and grid.dtype == torch.float32
+    assert grid.shape == (n + 1,) and grid.dtype == torch.float64
     assert float(grid[0]) == pytest.approx(s.t_max) and float(grid[-1]) == pytest.approx(s.t_min, abs=1e-7)
     assert (grid[1:] < grid[:-1]).all()
     if s.num_train_steps is not None:  # discrete schedules stay on their training steps

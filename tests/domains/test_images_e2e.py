@@ -4,10 +4,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 
 import pytest
 import torch
 
+from gendiff import runs
 from gendiff.domains import images
 from gendiff.domains.images import cli
 from gendiff.errors import ConfigError, DataError
@@ -26,11 +28,63 @@ def run(tmp_path_factory):
 
 
 def test_run_folder_contents(run):
+    """The run format: config.json rebuilds the model, weights.safetensors holds the EMA weights, card.json how it
+    was trained; checkpoint.pt (resume only) beside them."""
     meta = json.loads((run / "config.json").read_text())
+    assert meta["format"] == runs.FORMAT and meta["domain"] == "images"
     assert meta["image_size"] == 8 and meta["model"]["num_classes"] == 10 and meta["data"] == "digits"
-    assert (run / "checkpoint.pt").is_file() and (run / "log.csv").is_file()
+    assert meta["denoiser"]["prediction"] == "eps" and meta["pixels"]["scale"] == 127.5
+    for name in ("weights.safetensors", "card.json", "checkpoint.pt", "log.csv"):
+        assert (run / name).is_file(), name
+    card = json.loads((run / "card.json").read_text())
+    assert card["domain"] == "images" and card["training"]["steps"] == 40 and card["training"]["seed"] == 0
+    assert card["training"]["wall_seconds"] > 0 and card["training"]["cpu_seconds"] > 0
+    assert "1437" in card["training"]["split"] or "1438" in card["training"]["split"]
     denoiser, meta2 = images.load_run(run)
     assert meta2 == meta and not denoiser.training
+    from gendiff.training import load_ema_weights
+
+    ema, _ = images.api.build_denoiser(meta)
+    load_ema_weights(run / "checkpoint.pt", ema)  # weights.safetensors are the checkpoint's EMA weights
+    assert all(torch.equal(a, b) for a, b in zip(ema.state_dict().values(), denoiser.state_dict().values()))
+
+
+def test_time_budget_and_cumulative_card(tmp_path):
+    out = tmp_path / "budget"
+    kw = dict(data="digits", out=out, model=TINY, batch_size=32, progress=False, ema_decay=0.995, warmup_steps=0)
+    s1 = images.train(max_steps=10**6, time_budget=1.5, **kw)
+    assert s1["stopped"] == "time_budget" and 0 < s1["step"] < 10**6 and s1["seconds"] <= 1.5 + 0.5
+    s2 = images.train(max_steps=s1["step"] + 3, resume=True, **kw)
+    assert s2["step"] == s1["step"] + 3 and s2["stopped"] == "max_steps"
+    card = json.loads((out / "card.json").read_text())
+    sittings = card["training"]["sittings"]
+    assert [s["steps_to"] for s in sittings] == [s1["step"], s2["step"]] and card["training"]["steps"] == s2["step"]
+    assert card["training"]["wall_seconds"] == pytest.approx(sum(s["wall_seconds"] for s in sittings))
+
+
+def test_convert_run_from_the_old_format(run, tmp_path):
+    """An old-format folder (config.json 'gendiff-images-v1' + checkpoint.pt) converts to the run format, with the
+    same EMA weights, and is refused (with what to do) until then."""
+    meta = json.loads((run / "config.json").read_text())
+    old = tmp_path / "old"
+    old.mkdir()
+    shutil.copy(run / "checkpoint.pt", old / "checkpoint.pt")
+    shutil.copy(run / "log.csv", old / "log.csv")
+    legacy = {k: v for k, v in meta.items() if k not in ("format", "domain", "denoiser", "pixels", "conditioning")}
+    (old / "config.json").write_text(json.dumps({**legacy, "format": "gendiff-images-v1", "prediction": "eps",
+                                                 "p_uncond": 0.1, "train": {"lr": 2e-3}}))
+    with pytest.raises(DataError, match="retrain"):
+        images.load_run(old)
+    with pytest.raises(DataError, match="retrain"):
+        images.train(data="digits", out=old, model=TINY, max_steps=50, progress=False, resume=True)
+    images.convert_run(old, tmp_path / "new", command="test", commit="abc")
+    new, meta_new = images.load_run(tmp_path / "new")
+    ref, _ = images.load_run(run)
+    assert meta_new == meta
+    assert all(torch.equal(a, b) for a, b in zip(new.state_dict().values(), ref.state_dict().values()))
+    card = json.loads((tmp_path / "new" / "card.json").read_text())
+    assert card["training"]["steps"] == 40 and card["training"]["commit"] == "abc"
+    assert card["converted"]["from"] == "gendiff-images-v1"
 
 
 def test_sample_is_seeded_and_conditional(run, tmp_path):
@@ -75,7 +129,7 @@ def test_evaluate_metrics(run):
         assert key in m and math.isfinite(m[key]), key
     assert 0.0 <= m["conditional_accuracy"] <= 1.0 and m["fd"] >= 0 and 0 <= m["class_entropy"] <= math.log(10) + 1e-9
     assert m["nll_bits_per_dim"] > 0
-    assert (run / "classifier.pt").is_file()
+    assert (run / "classifier.safetensors").is_file()
     with pytest.raises(DataError, match="not found"):
         images.evaluate(run=run, n=8, steps=2, inception=str(run / "missing.pth"), reference=False,
                         classifier_epochs=2)
@@ -105,3 +159,6 @@ def test_cli_sample_and_evaluate(run, tmp_path, capsys):
     printed = json.loads(capsys.readouterr().out)
     assert printed["n"] == 20 and json.loads((tmp_path / "m.json").read_text())["fd"] == printed["fd"]
     assert set(cli.VERBS) == {"train", "sample", "evaluate", "demo"}
+    assert _cli("sample", ["--run", str(run), "--n", "12", "--steps", "2", "--labels", "0-3,7", "--out",
+                           str(tmp_path / "h.png"), "--save-pt", str(tmp_path / "h.pt"), "--quiet"]) == 0
+    assert torch.load(tmp_path / "h.pt", weights_only=True).shape == (12, 1, 8, 8)

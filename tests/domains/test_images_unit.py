@@ -204,3 +204,31 @@ def test_inception_loading_path(tmp_path):
     torch.save({"foo": torch.zeros(1)}, tmp_path / "other.pth")
     with pytest.raises(DataError, match="not a pytorch-fid"):
         load_fid_inception(tmp_path / "other.pth")
+
+
+def test_labels_text_ranges_lists_and_balanced():
+    from gendiff.domains.images import api
+
+    assert api.parse_labels("0-9") == list(range(10)) and api.parse_labels("0,2,4-6") == [0, 2, 4, 5, 6]
+    assert api.parse_labels("balanced") == "balanced" and api.parse_labels("none") is None
+    assert api.parse_labels(None) is None and api.parse_labels("3") == [3]
+    assert api.resolve_labels("0-2", 7, 10).tolist() == [0, 1, 2, 0, 1, 2, 0]  # cycled to n
+    assert api.resolve_labels("balanced", 12, 10).tolist() == list(range(10)) + [0, 1]
+    assert api.resolve_labels("4", 3, 10).tolist() == [4, 4, 4] and api.resolve_labels("none", 3, 10) is None
+    assert api.grid_columns("0-9", 64, 10) == 10 and api.grid_columns("balanced", 64, 10) == 10
+    assert api.grid_columns(None, 64, 10) is None and api.grid_columns([1, 2], 2, 10) is None
+    for bad in ("a", "9-2", "1,,2", "-1"):
+        with pytest.raises(ConfigError, match="labels"):
+            api.parse_labels(bad)
+    with pytest.raises(ConfigError, match=r"\[0, 9\]"):
+        api.resolve_labels("8-11", 4, 10)
+
+
+def test_cli_rejects_bad_labels_in_one_line(capsys):
+    from gendiff.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["sample", "images", "--run", "x", "--labels", "zero", "--out", "g.png"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("gendiff: error: ") and "labels" in err[0]
