@@ -111,6 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as exc:
         sys.stderr.write(f"gendiff: error: {exc.filename or exc}: no such file or directory\n")
         return 2
+    except OSError as exc:  # permissions, a read-only install, a full disk: one line, the file named
+        sys.stderr.write(f"gendiff: error: {exc.filename or ''}{': ' if exc.filename else ''}"
+                         f"{exc.strerror or exc}\n")
+        return 2
     except KeyboardInterrupt:
         sys.stderr.write("gendiff: error: interrupted\n")
         return 130

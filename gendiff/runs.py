@@ -58,7 +58,10 @@ def pretrained_dirs() -> dict[str, Path]:
     """{name: folder} of every shipped model, found without importing any domain."""
     out = {}
     for cfg in sorted(_domains_dir().glob(f"*/pretrained/*/{CONFIG}")):
-        out[cfg.parent.name] = cfg.parent
+        name = cfg.parent.name
+        if name in out:
+            raise DataError(f"pretrained model name {name!r} is shipped twice: {out[name]} and {cfg.parent}")
+        out[name] = cfg.parent
     return out
 
 
@@ -112,6 +115,10 @@ def load_weights(run: Run, model) -> None:
     model config.json describes, give one DataError naming the file."""
     from safetensors.torch import load_file
 
+    expected = run.config.get("weights_sha256")
+    if expected and sha256(run.weights) != expected:
+        raise DataError(f"{run.weights}: checksum does not match {run.path / CONFIG} (the file is truncated or corrupt, or was "
+                        "replaced); download or export it again")
     try:
         state = load_file(str(run.weights))
     except Exception as exc:  # safetensors raises its own error types for truncated / garbled headers
@@ -123,6 +130,16 @@ def load_weights(run: Run, model) -> None:
         detail = " ".join(line.strip() for line in str(exc).splitlines()[1:3]) or str(exc)
         raise DataError(f"{run.weights}: weights do not fit the model {run.path / CONFIG} describes "
                         f"({detail[:300]})") from None
+
+
+def sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def save_weights(model_or_state, path: Path) -> None:
@@ -141,7 +158,9 @@ def save_run(out, domain: str, config: dict, model, card: dict | None = None) ->
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     save_weights(model, out / WEIGHTS)
-    write_json_atomic(out / CONFIG, {"format": FORMAT, "domain": domain, **config})
+    config = {k: v for k, v in config.items() if k not in ("format", "domain", "weights_sha256")}
+    write_json_atomic(out / CONFIG, {"format": FORMAT, "domain": domain, **config,
+                                     "weights_sha256": sha256(out / WEIGHTS)})
     if card is not None:
         write_json_atomic(out / CARD, card)
     return out
@@ -182,7 +201,8 @@ def hardware(device=None) -> str:
 def new_card(name: str, domain: str, *, data: str, split: str, summary: dict, seed: int, device=None,
              command: str | None = None, previous: dict | None = None, **extra) -> dict:
     """A card for a run just trained: data and split, steps, wall-clock and CPU time (cumulative over sittings when
-    `previous` is the card of the run it resumed), hardware, seed, commit and command."""
+    `previous` is the card of the run it resumed), hardware, seed, commit and command. Metrics of the previous card
+    are not carried over: they were measured on other weights."""
     prev = previous or {}
     sittings = list(prev.get("training", {}).get("sittings", []))
     sittings.append({"steps_to": summary.get("step"), "wall_seconds": summary.get("seconds"),
@@ -196,7 +216,7 @@ def new_card(name: str, domain: str, *, data: str, split: str, summary: dict, se
         "hardware": hardware(device), "commit": _commit(),
         "command": command or " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "sittings": sittings,
     }
-    return {"name": name, "domain": domain, "training": training, "metrics": dict(prev.get("metrics", {})), **extra}
+    return {"name": name, "domain": domain, "training": training, "metrics": {}, **extra}
 
 
 def record_metrics(run_dir, key: str, metrics: dict, command: str) -> dict:
