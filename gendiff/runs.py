@@ -117,8 +117,8 @@ def load_weights(run: Run, model) -> None:
 
     expected = run.config.get("weights_sha256")
     if expected and sha256(run.weights) != expected:
-        raise DataError(f"{run.weights}: checksum does not match {run.path / CONFIG} (the file is truncated or corrupt, or was "
-                        "replaced); download or export it again")
+        raise DataError(f"{run.weights}: checksum does not match {run.path / CONFIG} (the file is truncated or "
+                        "corrupt, or was replaced); download or export it again")
     try:
         state = load_file(str(run.weights))
     except Exception as exc:  # safetensors raises its own error types for truncated / garbled headers
