@@ -6,7 +6,10 @@ Public verbs (same shapes as the other domains):
                                                   -> xarray.Dataset
     sample(...)                                   -> forecast alias (the model is a conditional forecaster)
     evaluate(forecast, truth, out=None)           -> list of score records (model and baselines; numpy, no device)
-    demo(out, device="auto")                      -> Lorenz-96 train / forecast / evaluate in about two minutes
+    demo(out, device="auto", from_scratch=False)  -> pretrained:lorenz96 forecast / evaluate / plots in seconds;
+                                                     from_scratch: train first (about two minutes)
+`run` is a run folder or `pretrained:NAME` (shipped in gendiff/domains/weather/pretrained/: lorenz96,
+era5-uk-t2m; `gendiff list`).
 `data` is a path (netCDF, zarr, GRIB with cfgrib), an xarray Dataset or DataArray, or "lorenz96" (the default).
 `device`: 'auto' (CUDA, else MPS, else CPU), 'cpu', 'cuda', 'cuda:N' or 'mps' (gendiff.device.resolve_device);
 the network, its inputs, the AR base and the random draws live there, and results come back to the CPU only
@@ -52,11 +55,15 @@ def evaluate(forecast, truth=None, **kwargs) -> list[dict]:
     return _evaluate(forecast, resolve_data(truth), **kwargs)
 
 
-def demo(out="runs/weather-demo", device="auto", **kwargs) -> dict:
-    """Lorenz-96 end to end (train, forecast, evaluate, plots) sized for about two minutes on two CPU cores."""
-    from .demo_l96 import run_demo
+def demo(out="runs/weather-demo", device="auto", from_scratch: bool = False, **kwargs) -> dict:
+    """The shipped pretrained:lorenz96 forecasting fresh Lorenz-96 data, scored against the baselines, with a plume
+    and a skill-against-lead plot (seconds, no training); `from_scratch`: train a small model first, forecast,
+    evaluate, plot (about two minutes on two CPU cores)."""
+    from .demo_l96 import run_demo, run_pretrained_demo
 
-    return run_demo(out, device=device, **kwargs)
+    if from_scratch:
+        return run_demo(out, device=device, **kwargs)
+    return run_pretrained_demo(out, device=device, **kwargs)
 
 
 __all__ = ["train", "forecast", "sample", "evaluate", "demo", "resolve_data"]

@@ -41,6 +41,8 @@ def add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--horizon", default="24h", help="generated horizon per sample (e.g. 24h)")
     p.add_argument("--out", required=True, help="run folder to write")
     p.add_argument("--steps", type=int, default=3000, help="optimizer steps")
+    p.add_argument("--minutes", type=float, default=None,
+                   help="stop training before a step would overrun this many minutes (core TrainConfig.time_budget)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--width", type=int, default=96, help="U-Net base channels")
@@ -63,13 +65,15 @@ def run_train(args) -> int:
                     context=args.context, horizon=args.horizon, max_steps=args.steps, batch_size=args.batch_size,
                     lr=args.lr, net={"width": args.width}, schedule=args.schedule, sampler=args.sampler,
                     sample_steps=args.sample_steps, calibration=args.calibration, seed=args.seed, resume=args.resume,
-                    progress=not args.quiet, device=args.device, bf16=args.bf16, compile=args.compile)
-    print(json.dumps(summary))
+                    progress=not args.quiet, device=args.device, bf16=args.bf16, compile=args.compile,
+                    time_budget=None if args.minutes is None else 60.0 * args.minutes)
+    print(json.dumps(summary, default=str))
     return 0
 
 
 def add_forecast(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--run", required=True, help="run folder written by `gendiff train weather`")
+    p.add_argument("--run", required=True,
+                   help="run folder written by `gendiff train weather`, or pretrained:NAME (`gendiff list`)")
     p.add_argument("--data", default="lorenz96", help="file with the context (and truth) data, or 'lorenz96'")
     p.add_argument("--init-period", default=None, help="START:END of init times, inclusive")
     p.add_argument("--init-every", default="6h", help="spacing of init times in the period")
@@ -88,6 +92,28 @@ def add_forecast(p: argparse.ArgumentParser) -> None:
     _common(p)
 
 
+def forecast_command(args) -> str:
+    """The command that reproduces a forecast: every option its values depend on, spelled out."""
+    import shlex
+
+    parts = ["gendiff", "forecast", "weather", "--run", str(args.run), "--data", str(args.data)]
+    if args.init_period:
+        parts += ["--init-period", str(args.init_period)]
+    parts += ["--init-every", args.init_every, "--members", str(args.members), "--lead", args.lead,
+              "--out", str(args.out), "--seed", str(args.seed)]
+    for flag, value in (("--sampler", args.sampler), ("--steps", args.steps)):
+        if value is not None:
+            parts += [flag, str(value)]
+    if args.chain_base != "level":
+        parts += ["--chain-base", args.chain_base]
+    parts += [flag for flag, on in (("--raw", args.raw), ("--bf16", args.bf16), ("--compile", args.compile)) if on]
+    if args.device != "auto":
+        parts += ["--device", args.device]
+    if args.threads:
+        parts += ["--threads", str(args.threads)]
+    return shlex.join(parts)
+
+
 def run_forecast(args) -> int:
     _threads(args)
     from . import forecast
@@ -95,7 +121,8 @@ def run_forecast(args) -> int:
     ds = forecast(args.run, args.data, init_period=_period(args.init_period), init_every=args.init_every,
                   members=args.members, lead=args.lead, sampler=args.sampler, steps=args.steps, seed=args.seed,
                   batch_size=args.batch_size, out=args.out, progress=not args.quiet, chain_base=args.chain_base,
-                  calibrated=not args.raw, device=args.device, bf16=args.bf16, compile=args.compile)
+                  calibrated=not args.raw, device=args.device, bf16=args.bf16, compile=args.compile,
+                  command=forecast_command(args))
     print(f"wrote {args.out}: {dict(ds.sizes)} in {ds.attrs['forecast_seconds']} s", file=sys.stderr)
     return 0
 
@@ -107,7 +134,24 @@ def add_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--systems", default="model,persistence,climatology,linear")
     p.add_argument("--out", default=None, help="folder for scores.json, rank histograms and PNG plots")
     p.add_argument("--json", action="store_true", help="print the score records as JSON")
+    p.add_argument("--record", action="store_true",
+                   help="write the CRPS per lead of model and baselines onto the card of the forecast's run (a "
+                        "run folder or pretrained:NAME), with the forecast and evaluate commands")
+    p.add_argument("--key", default=None, help="name of the metrics block on the card (default: from the data)")
     _common(p)
+
+
+def evaluate_command(args) -> str:
+    import shlex
+
+    parts = ["gendiff", "evaluate", "weather", "--forecast", str(args.forecast), "--truth", str(args.truth)]
+    if args.train_period:
+        parts += ["--train-period", str(args.train_period)]
+    if args.systems != "model,persistence,climatology,linear":
+        parts += ["--systems", args.systems]
+    if args.key:
+        parts += ["--key", args.key]
+    return shlex.join(parts + ["--record"])
 
 
 def run_evaluate(args) -> int:
@@ -125,23 +169,56 @@ def run_evaluate(args) -> int:
     records = evaluate(args.forecast, args.truth, train_period=_period(args.train_period), systems=systems,
                        out=args.out)
     print(json.dumps(records, indent=1) if args.json else format_table(records))
+    if args.record:
+        record(args, records)
     return 0
+
+
+def record(args, records) -> None:
+    """Write the evaluation onto the card of the forecast's run (its `gendiff_run` attribute)."""
+    from pathlib import Path
+
+    from gendiff import runs
+    from gendiff.errors import DataError
+
+    from .scoring import _open_forecast, card_metrics
+
+    fc = _open_forecast(args.forecast)
+    spec = fc.attrs.get("gendiff_run")
+    if not spec:
+        raise DataError(f"{args.forecast}: no 'gendiff_run' attribute; --record needs a forecast written by "
+                        "`gendiff forecast weather`")
+    info = runs.read_run(spec, domain="weather")
+    block = card_metrics(records, fc)
+    fc_cmd = fc.attrs.get("gendiff_command")
+    command = (f"{fc_cmd} && " if fc_cmd else "") + evaluate_command(args)
+    key = args.key or f"crps_{Path(str(args.truth)).stem}_{block['forecast']['inits']}inits_" \
+                      f"{block['forecast']['members']}members"
+    runs.record_metrics(info.path, key, block, command)
+    print(f"recorded metrics '{key}' on {info.path / runs.CARD}", file=sys.stderr)
 
 
 def add_demo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs/weather-demo", help="folder for data, run, forecast, scores and plots")
-    p.add_argument("--steps", type=int, default=None, help="training steps (default: sized for ~2 minutes)")
+    p.add_argument("--from-scratch", action="store_true",
+                   help="train a small model first (about two minutes) instead of using pretrained:lorenz96")
+    p.add_argument("--steps", type=int, default=None,
+                   help="with --from-scratch: training steps (default: sized for ~2 minutes)")
+    p.add_argument("--run", default="pretrained:lorenz96", help="without --from-scratch: the Lorenz-96 run to use")
     add_device_argument(p)
     _common(p)
 
 
 def run_demo(args) -> int:
     _threads(args)
-    from .demo_l96 import format_table, run_demo as _demo
+    from .demo_l96 import format_table, run_demo as _demo, run_pretrained_demo
 
-    result = _demo(args.out, max_steps=args.steps, progress=not args.quiet, device=args.device)
+    if args.from_scratch:
+        result = _demo(args.out, max_steps=args.steps, progress=not args.quiet, device=args.device)
+    else:
+        result = run_pretrained_demo(args.out, run=args.run, progress=not args.quiet, device=args.device)
     print(format_table(result["records"]))
-    print(f"done in {result['seconds']['total']} s; plots and scores in {args.out}/scores", file=sys.stderr)
+    print(f"done in {result['seconds']['total']} s; plots and scores in {args.out}", file=sys.stderr)
     return 0
 
 

@@ -245,6 +245,47 @@ class Codec:
     def save(self, path) -> None:
         write_dataset(self.template, path)
 
+    def to_state(self) -> tuple[dict, dict]:
+        """(arrays, meta): the template as named numpy arrays (for safetensors) and JSON (dims, dtypes, attrs,
+        coordinates that are not numbers), so a run folder holds no netCDF or pickle."""
+        arrays, meta = {}, {"attrs": _jsonable(self.template.attrs), "vars": {}, "coords": {}}
+        for v in self.variables:
+            da = self.template[v]
+            arrays[f"codec.var.{v}"] = np.ascontiguousarray(da.values)
+            meta["vars"][v] = {"dims": list(da.dims), "dtype": str(da.dtype), "attrs": _jsonable(da.attrs)}
+        for c in self.template.coords:
+            da = self.template[c]
+            entry = {"dims": list(da.dims), "dtype": str(da.dtype), "attrs": _jsonable(da.attrs)}
+            if np.issubdtype(da.dtype, np.number) or np.issubdtype(da.dtype, np.bool_):
+                arrays[f"codec.coord.{c}"] = np.ascontiguousarray(da.values)
+            elif np.issubdtype(da.dtype, np.datetime64) or np.issubdtype(da.dtype, np.timedelta64):
+                arrays[f"codec.coord.{c}"] = np.ascontiguousarray(da.values.view(np.int64))
+            else:
+                entry["values"] = np.asarray(da.values).astype(str).tolist()
+            meta["coords"][str(c)] = entry
+        return arrays, meta
+
+    @classmethod
+    def from_state(cls, arrays: dict, meta: dict, config: dict, label: str = "state") -> "Codec":
+        """Inverse of to_state; a DataError naming `label` when an array is missing."""
+        try:
+            coords = {}
+            for c, e in meta["coords"].items():
+                if "values" in e:
+                    vals = np.asarray(e["values"], dtype=e["dtype"])
+                else:
+                    vals = np.asarray(arrays[f"codec.coord.{c}"])
+                    if e["dtype"].startswith(("datetime64", "timedelta64")):
+                        vals = vals.view(e["dtype"])
+                    vals = vals.astype(e["dtype"])
+                coords[c] = xr.Variable(e["dims"], vals.reshape(vals.shape), attrs=e["attrs"])
+            data = {v: xr.Variable(e["dims"], np.asarray(arrays[f"codec.var.{v}"]).astype(e["dtype"]),
+                                   attrs=e["attrs"]) for v, e in meta["vars"].items()}
+        except KeyError as exc:
+            raise DataError(f"{label}: codec entry {exc} missing (the file does not match the run config)") from None
+        template = xr.Dataset(data, coords=coords, attrs=meta["attrs"])
+        return cls(template[list(config["variables"])], config["mean"], config["std"])
+
     @classmethod
     def load(cls, path, config: dict) -> "Codec":
         if not Path(path).exists():
@@ -252,6 +293,19 @@ class Codec:
         with xr.open_dataset(path) as t:
             template = t.load()
         return cls(template, config["mean"], config["std"])
+
+
+def _jsonable(value):
+    """attrs -> JSON values (numpy scalars and arrays to Python numbers and lists)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value if isinstance(value, (str, int, float, bool)) or value is None else str(value)
 
 
 def write_dataset(ds: xr.Dataset, path) -> Path:

@@ -11,7 +11,8 @@ import torch
 
 from gendiff.device import resolve_device
 from gendiff.errors import ConfigError, DataError
-from gendiff.io import torch_load_safe, torch_save_atomic, write_json_atomic
+from gendiff import runs
+from gendiff.io import torch_load_safe, write_json_atomic
 from gendiff.losses import constant_weight, diffusion_loss
 from gendiff.schedules import get_schedule, schedule_config
 from gendiff.spaces import MaskedSpace
@@ -19,7 +20,7 @@ from gendiff.training import TrainConfig, Trainer
 
 from .data import Codec, calendar_features, open_data, parse_duration, period_indices, time_step
 from .model import (ARBase, HourlyClimatology, WindowDataset, build_denoiser, compile_network, cond_channels,
-                    is_old_state, window_starts)
+                    is_old_state, save_state, window_starts)
 
 NET_DEFAULTS = {"width": 64, "mults": (1, 2, 2), "blocks_per_level": 1, "heads": 4, "dropout": 0.1,
                 "learned_skip": True}
@@ -55,7 +56,7 @@ def train(data, out, *, variables=None, train_period=None, context="24h", horizo
           prediction="x0", precondition=True, residual=True, base: str | None = "linear", ar_order: int = 2,
           net: dict | None = None, sampler="euler_maruyama", sample_steps=100, context_noise: float = 0.0,
           calibration: float = 0.15, resume=False, progress=True, device="auto", bf16: bool = False,
-          compile=False, **config) -> dict:
+          compile=False, card: dict | None = None, **config) -> dict:
     """Fit a weather forecast model on `data` (path, Dataset or DataArray); writes a run folder `out`; returns a summary.
 
     The network generates the horizon as departures from `base`: "linear" (a per-feature AR(`ar_order`) mean
@@ -67,7 +68,12 @@ def train(data, out, *, variables=None, train_period=None, context="24h", horizo
     `device`: where the network trains and the calibration forecasts run ('auto', 'cpu', 'cuda', 'cuda:N', 'mps');
     the windows are built on the CPU and moved there by the Trainer. `bf16`: bfloat16 autocast in the training
     steps (TrainConfig.bf16); `compile`: torch.compile the network for training (True: inductor, or a backend
-    name; model.compile_network)."""
+    name; model.compile_network). `time_budget` (seconds, TrainConfig.time_budget): stop before a step would
+    overrun it (the CLI's --minutes).
+
+    The run folder is the core format (gendiff.runs): config.json, weights.safetensors (EMA), card.json, plus
+    state.safetensors (codec template, climatology, AR base) and calibration.json; checkpoint.pt only for resuming.
+    `card`: fields for card.json overriding the defaults (`name`, `data`, `split`, `command`, ...)."""
     resolve_device(device)  # a bad --device or compile option fails before any work
     if not (isinstance(compile, (bool, str)) or callable(compile)):
         raise ConfigError(f"compile={compile!r}: expected True/False, a torch.compile backend name or callable")
@@ -108,7 +114,7 @@ def train(data, out, *, variables=None, train_period=None, context="24h", horizo
     net_cfg["mults"] = list(net_cfg["mults"])
     sched = get_schedule(schedule)
     run_cfg = {
-        "domain": "weather", "format": "gendiff-weather-v1", "source": label, "variables": codec.variables,
+        "source": label, "variables": codec.variables,
         "train_period": [str(pd.Timestamp(times[idx[0]])), str(pd.Timestamp(times[idx[-1]]))],
         "time_step_seconds": step.total_seconds(), "context_steps": ctx_steps, "horizon_steps": hor_steps,
         "schedule": schedule_config(sched), "prediction": prediction, "precondition": bool(precondition),
@@ -128,23 +134,26 @@ def train(data, out, *, variables=None, train_period=None, context="24h", horizo
         ckpt = torch_load_safe(out / "checkpoint.pt")
         if isinstance(ckpt, dict) and is_old_state(ckpt.get("model", {}), run_cfg):
             raise DataError(f"{out / 'checkpoint.pt'}: written by an older gendiff (network keys net.net.*); "
-                            "it cannot be resumed: retrain the run (its forecasts still load)")
+                            "it cannot be resumed: retrain the run")
     if resume and (out / "config.json").exists():
         old = json.loads((out / "config.json").read_text())
         if old.get("net") != json.loads(json.dumps(net_cfg)) or old.get("variables") != codec.variables:
             raise ConfigError(f"{out}: --resume with a different network or variables than the saved run")
+    previous_card = None
+    if resume and (out / runs.CARD).is_file():
+        previous_card = json.loads((out / runs.CARD).read_text())
     out.mkdir(parents=True, exist_ok=True)
-    codec.save(out / "codec.nc")
-    write_json_atomic(out / "config.json", run_cfg)
+    for stale in ("codec.nc", "climatology.pt", "ar.pt"):  # the older format's files
+        (out / stale).unlink(missing_ok=True)
     torch.manual_seed(tcfg.seed)
     denoiser = build_denoiser(run_cfg)
     clim = HourlyClimatology.fit(values, times, idx)
-    torch_save_atomic(clim.state(), out / "climatology.pt")
     values = values - clim.at(times)
     ar = None
     if base == "linear":
         ar = ARBase.fit(values, idx, int(ar_order), starts, ctx_steps, hor_steps, times, codec.sizes)
-        torch_save_atomic(ar.state(), out / "ar.pt")
+    run_cfg["codec_template"] = save_state(out, codec, clim, ar)
+    write_json_atomic(out / runs.CONFIG, {"format": runs.FORMAT, "domain": "weather", **run_cfg})
     dataset = WindowDataset(values, calendar_features(times, run_cfg["day_of_year"]), starts, ctx_steps, hor_steps,
                             residual=bool(residual), base=ar, times=times)
     weighting = constant_weight() if precondition else None
@@ -159,6 +168,20 @@ def train(data, out, *, variables=None, train_period=None, context="24h", horizo
 
     (out / calibrate.FILE).unlink(missing_ok=True)
     inits = calibrate.calibration_inits(idx_hold, hor_steps, int(idx[-1])) if n_hold else np.empty(0, int)
+    t_fmt = lambda i: str(pd.Timestamp(times[i]))[:16]  # noqa: E731
+    split = (f"training period {t_fmt(idx[0])} to {t_fmt(idx[-1])} ({len(idx)} steps): codec, hourly climatology "
+             f"and AR base on all of it; the network on {t_fmt(idx_net[0])} to {t_fmt(idx_net[-1])} "
+             f"({len(starts)} windows of {ctx_steps} + {hor_steps} steps)")
+    if len(inits) >= 2:
+        split += (f"; the ensemble calibration on {len(inits)} inits {t_fmt(inits[0])} to {t_fmt(inits[-1])} "
+                  "(held out from the network)")
+    card_fields = {"data": label, "split": split, **(card or {})}
+    name = card_fields.pop("name", out.name)
+    new = runs.new_card(name, "weather", summary=summary, seed=int(tcfg.seed), device=trainer.device,
+                        previous=previous_card, **card_fields)
+    new.update(parameters=summary["parameters"], windows=int(len(starts)),
+               train_config={k: v for k, v in tcfg.to_dict().items() if k not in ("progress",)})
+    runs.save_run(out, "weather", run_cfg, trainer.ema_model, new)
     if len(inits) >= 2:
         summary["calibration"] = calibrate.fit_calibration(out, values, times, inits, device=trainer.device)
     elif n_hold:

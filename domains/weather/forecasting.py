@@ -134,7 +134,7 @@ def rollout(run: Run, values: np.ndarray, times: np.ndarray, init_idx: np.ndarra
 def forecast(run, data, *, init_period=None, init_times=None, init_every="6h", members: int = 16, lead="24h",
              sampler: str | None = None, steps: int | None = None, seed: int = 0, batch_size: int = 256,
              out=None, progress: bool = True, calibrated: bool = True, chain_base: str = "level", device=None,
-             bf16: bool = False, compile=False) -> xr.Dataset:
+             bf16: bool = False, compile=False, command: str | None = None) -> xr.Dataset:
     """Ensemble forecasts from every init time in init_period (or the given init_times); optionally written to out.
 
     `calibrated`: rescale members about their mean by the run's spread calibration (calibrate.py), when it has one.
@@ -142,7 +142,9 @@ def forecast(run, data, *, init_period=None, init_times=None, init_every="6h", m
     samples ('auto', 'cpu', 'cuda', 'cuda:N', 'mps'; None: a Run's own device, 'auto' for a run folder); the draws
     come from a generator on that device, so forecasts are reproducible per device (CPU and CUDA differ).
     `bf16`: the network under bfloat16 autocast; `compile`: torch.compile the network first (True: inductor, or a
-    backend name; model.compile_network)."""
+    backend name; model.compile_network). `run`: a Run, a run folder or `pretrained:NAME`. `command`: the
+    command line that made this forecast, kept in the file's attributes (`gendiff_command`) so that
+    `gendiff evaluate weather --record` can write both onto the run's card."""
     if device is not None:
         device = resolve_device(device)  # a bad name fails before anything is read
     if isinstance(run, Run):
@@ -189,12 +191,14 @@ def forecast(run, data, *, init_period=None, init_times=None, init_every="6h", m
         arr = calibrate.apply(arr, calib, run.codec, base_trajectory(run, values, idx, n_lead))
     valid = times[idx][:, None] + (times[1] - times[0]) * np.arange(1, n_lead + 1)[None, :]
     arr = arr + run.climatology.at(valid)[:, None]
-    attrs = {"gendiff_run": str(run.path), "gendiff_model_source": run.config["source"],
+    attrs = {"gendiff_run": str(run.spec or run.path), "gendiff_model_source": run.config["source"],
              "train_period": " to ".join(run.config["train_period"]), "sampler": sampler, "sampler_steps": steps,
              "seed": seed, "forecast_seconds": round(seconds, 3), "spread_calibration": int(calib is not None),
              "chain_base": chain_base, "device": str(run.device), "bf16": int(bool(bf16)),
              "compiled": int(bool(compile)),
              "history": f"gendiff weather forecast, {len(idx)} inits x {members} members x {n_lead} leads"}
+    if command:
+        attrs["gendiff_command"] = command
     result = forecast_dataset(run.codec, arr, ds["time"].values[idx], step, attrs=attrs)
     if out is not None:
         write_dataset(result, out)

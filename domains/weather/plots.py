@@ -91,3 +91,40 @@ def plot_maps(forecast: xr.DataArray, truth: xr.DataArray, path, init_index: int
         ax.set_title(f"{forecast.name}: {when}", fontsize=9)
         ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def plot_plume(forecast: xr.DataArray, truth: xr.DataArray, path, init_index: int = 0, points=None,
+               context_hours: float = 48.0) -> Path:
+    """Forecast plume: every member, the ensemble mean and the 10-90 % band against lead time, with the truth
+    (context before the init and the verifying values after), for a few points (`points`: indices into the
+    flattened non-member dims; default four spread over them)."""
+    plt = _plt()
+    f = forecast.isel(init_time=init_index)
+    space = [d for d in f.dims if d not in ("member", "lead_time")]
+    flat = f.stack(point=space) if space else f.expand_dims(point=[0])
+    n_points = flat.sizes["point"]
+    points = list(points) if points is not None else sorted({int(i) for i in np.linspace(0, n_points - 1, 4)})
+    init = forecast["init_time"].values[init_index]
+    lead_h = forecast["lead_time"].values / np.timedelta64(1, "h")
+    t = truth.sel(time=slice(init - np.timedelta64(int(context_hours * 3600), "s"),
+                             init + forecast["lead_time"].values[-1]))
+    t_flat = t.stack(point=space) if space else t.expand_dims(point=[0], axis=-1)
+    t_h = (t["time"].values - init) / np.timedelta64(1, "h")
+    fig, axes = plt.subplots(1, len(points), figsize=(4.2 * len(points), 3.4), squeeze=False)
+    for ax, p in zip(axes[0], points):
+        ens = flat.isel(point=p).transpose("member", "lead_time").values
+        for m in ens:
+            ax.plot(lead_h, m, color="C3", lw=0.5, alpha=0.35)
+        ax.fill_between(lead_h, np.nanpercentile(ens, 10, 0), np.nanpercentile(ens, 90, 0), color="C3", alpha=0.2,
+                        label="10-90 %")
+        ax.plot(lead_h, np.nanmean(ens, 0), color="C3", lw=1.8, label="ensemble mean")
+        ax.plot(t_h, t_flat.isel(point=p).values, "k", lw=1.4, label="truth")
+        ax.axvline(0, color="k", lw=0.8, ls=":")
+        label = ", ".join(f"{d}={v}" for d, v in zip(space, np.atleast_1d(flat["point"].values[p])
+                                                    if len(space) == 1 else flat["point"].values[p]))
+        ax.set_title(f"{forecast.name} {label}", fontsize=9)
+        ax.set_xlabel("hours from init")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(f"init {np.datetime_as_string(init, unit='h')}, {forecast.sizes['member']} members", fontsize=10)
+    return _save(fig, path)

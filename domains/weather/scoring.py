@@ -11,7 +11,7 @@ from gendiff.errors import DataError
 from gendiff.io import write_json_atomic
 
 from . import baselines
-from .data import Codec, open_data, period_indices, time_step, write_dataset
+from .data import Codec, _jsonable, open_data, period_indices, time_step, write_dataset
 from .forecasting import forecast_dataset
 from .metrics import score
 
@@ -115,3 +115,45 @@ def evaluate(forecast, truth, *, train_period=None, systems=SYSTEMS, members_lin
                 y = truth_at_valid_time(truth_ds[v], fc["valid_time"])
                 plot_maps(fc[v], y, out / f"maps_{v}.png")
     return records
+
+
+def card_metrics(records: list[dict], fc: xr.Dataset, headline_hours=None) -> dict:
+    """A metrics block for a run's card (gendiff.runs.record_metrics) from evaluate's records: CRPS per lead of the
+    model and each baseline (`per_lead`), and as headline numbers (shown by `gendiff list`) the CRPS of each system
+    at up to three leads (`headline_hours`; default 6/12/24 h for forecasts to 48 h at most, 24/72/120 h for longer
+    ones, else the first, middle and last lead)."""
+    systems = sorted({r["system"] for r in records}, key=lambda s: SYSTEMS.index(s) if s in SYSTEMS else 99)
+    variables = sorted({r["variable"] for r in records})
+    hours = sorted({r["lead_time_hours"] for r in records})
+    if headline_hours is None:
+        short = hours[-1] <= 48
+        headline_hours = [h for h in ((6.0, 12.0, 24.0) if short else (24.0, 72.0, 120.0, 240.0)) if h in hours][:3]
+        if not headline_hours:  # other lead times: first, middle, last
+            headline_hours = sorted({hours[0], hours[len(hours) // 2], hours[-1]})
+    by = {(r["variable"], r["system"], r["lead_time_hours"]): r for r in records}
+    block: dict = {}
+    for v in variables:
+        tag = "" if len(variables) == 1 else f"_{v}"
+        for h in headline_hours:
+            for s in systems:
+                rec = by.get((v, s, float(h)))
+                if rec is not None and rec["crps"] is not None:
+                    block[f"crps{tag}_{h:g}h" + ("" if s == "model" else f"_{s}")] = round(rec["crps"], 4)
+    block["per_lead"] = {v: {s: {"crps": [by[(v, s, h)]["crps"] for h in hours],
+                                 "rmse": [by[(v, s, h)]["rmse"] for h in hours],
+                                 "ssr": [by[(v, s, h)]["ssr"] for h in hours]} for s in systems}
+                         for v in variables}
+    block["lead_hours"] = hours
+    model = [by[(v, "model", h)]["crps"] for v in variables for h in hours]
+    block["model_crps_below_at_all_leads"] = beats = {}
+    for s in systems:
+        if s != "model":
+            other = [by[(v, s, h)]["crps"] for v in variables for h in hours]
+            beats[s] = bool(all(m is not None and o is not None and m < o
+                                                         for m, o in zip(model, other)))
+    block["forecast"] = {"inits": int(fc.sizes["init_time"]), "members": int(fc.sizes["member"]),
+                         "first_init": str(fc["init_time"].values[0])[:16],
+                         "last_init": str(fc["init_time"].values[-1])[:16],
+                         **{k: _jsonable(fc.attrs[k]) for k in ("sampler", "sampler_steps", "seed", "spread_calibration",
+                                                     "forecast_seconds", "device") if k in fc.attrs}}
+    return block

@@ -136,26 +136,25 @@ def test_core_preconditioning_is_the_old_module(sigma_data):
     torch.testing.assert_close(loss_new, loss_old, rtol=1e-5, atol=1e-6)
 
 
-def test_load_run_maps_old_checkpoints_and_resume_refuses_them(tmp_path):
+def test_old_format_run_folders_give_one_line_retrain_error_and_resume_refuses_them(tmp_path):
+    """Run folders of the weather format before the core one (codec.nc, climatology.pt, ar.pt, checkpoint.pt and a
+    config.json without format 'gendiff-run-v1') are not unpickled: load_run says to retrain; resuming a checkpoint
+    of the older network keys (net.net.*) is refused likewise."""
     s = setup()
     old = old_denoiser(s["denoiser"])
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    (run_dir / "config.json").write_text(json.dumps(s["cfg"]))
+    (run_dir / "config.json").write_text(json.dumps({**s["cfg"], "format": "gendiff-weather-v1"}))
     s["codec"].save(run_dir / "codec.nc")
     torch.save({"ema": old.state_dict(), "model": old.state_dict()}, run_dir / "checkpoint.pt")
     torch.save(s["clim"].state(), run_dir / "climatology.pt")
     torch.save(s["ar"].state(), run_dir / "ar.pt")
-    run = load_run(run_dir)
-    assert run.device.type == "cpu"
-    for k, v in s["denoiser"].state_dict().items():
-        torch.testing.assert_close(run.denoiser.state_dict()[k], v, rtol=0, atol=0)
+    with pytest.raises(DataError, match="gendiff-weather-v1.*older gendiff.*retrain") as err:
+        load_run(run_dir)
+    assert "\n" not in str(err.value) and str(run_dir / "config.json") in str(err.value)
     with pytest.raises(DataError, match="older gendiff.*retrain"):
         weather.train(s["ds"], run_dir, context="4h", horizon="4h", net=NET, max_steps=1, batch_size=4,
                       resume=True, progress=False, calibration=0.0)
-    torch.save({"ema": {"bogus": torch.zeros(1)}}, run_dir / "checkpoint.pt")
-    with pytest.raises(DataError, match="do not fit"):
-        load_run(run_dir)
 
 
 # ---- 2-3. every tensor on the device --------------------------------------------------------------------------------
