@@ -183,6 +183,7 @@ def _markdown(part: str, res: dict) -> str:
             f"Same weights in both; max |output difference| on real atoms = {res['max_abs_output_diff']:.2e}.\n")
     rows = "".join(
         f"| {name} | {m['n']} | {m['atom_stability']:.3f} | {m['molecule_stability']:.3f} | {m['validity']:.3f} | "
+        f"{m['connected_validity']:.3f} | "
         f"{m['uniqueness']:.3f} | {m['novelty'] if m['novelty'] is None else round(m['novelty'], 3)} | "
         f"{m['sample_seconds']} |\n" for name, m in res["samplers"].items())
     return head + (
@@ -190,8 +191,8 @@ def _markdown(part: str, res: dict) -> str:
         f"trained {res['train_steps']} steps in {res['train_seconds']} s in total (final loss "
         f"{res['final_loss']:.4g}), lr {res['lr']}, EMA {res['ema_decay']}, {res['threads']} thread(s), cores shared "
         "with other jobs\n\n"
-        "| sampler | N | atom stab. | mol. stab. | validity | uniqueness | novelty | sampling s |\n"
-        "|---|---|---|---|---|---|---|---|\n" + rows)
+        "| sampler | N | atom stab. | mol. stab. | validity | connected valid | uniqueness | novelty | sampling s |\n"
+        "|---|---|---|---|---|---|---|---|---|\n" + rows)
 
 
 def main(argv=None) -> int:

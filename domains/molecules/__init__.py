@@ -2,8 +2,14 @@
 
     from gendiff.domains import molecules
     molecules.train(data="qm9", model="egnn", out="runs/qm9", max_steps=1000)
-    mols = molecules.sample(run="runs/qm9", n=100, sampler="heun", steps=50)
-    molecules.evaluate(molecules=mols)   # atom/molecule stability, validity, uniqueness (, novelty)
+    mols = molecules.sample(run="runs/qm9", n=100, sampler="dpm_solver_pp", steps=50)   # or run="pretrained:qm9"
+    molecules.evaluate(molecules=mols)   # atom/molecule stability, validity, connected validity, uniqueness (, novelty)
+
+A run is a folder in the core run format (gendiff.runs): config.json (domain 'molecules', network and its config,
+schedule, Denoiser parametrization, EDM feature scaling and layout, atom-type vocabulary, atom-count histogram),
+weights.safetensors (EMA weights), card.json (data, split, steps, wall and CPU time, hardware, seed, commit, command,
+measured metrics with the command that measured them) and, for resuming only, checkpoint.pt. Every function and CLI
+verb that takes a run also takes `pretrained:NAME` (shipped in gendiff/domains/molecules/pretrained/NAME/).
 
 Every verb that computes takes device='auto' (CUDA, else MPS, else CPU; gendiff.device.resolve_device); training
 and sampling take bf16=True (bfloat16 autocast) and compile=True (torch.compile of the network, dynamic shapes).
@@ -16,12 +22,15 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from gendiff import runs
 from gendiff.errors import ConfigError, DataError
 
-RUN_CONFIG = "config.json"
-CHECKPOINT = "checkpoint.pt"
+DOMAIN = "molecules"
+RUN_CONFIG = runs.CONFIG
+CHECKPOINT = runs.CHECKPOINT
+DEFAULT_PRETRAINED = "pretrained:qm9"
 _TRAIN_KEYS = ("max_steps", "batch_size", "lr", "weight_decay", "warmup_steps", "grad_clip", "ema_decay", "accumulate",
-               "log_every", "ckpt_every", "max_nonfinite", "num_workers", "max_minutes", "bf16")
+               "log_every", "ckpt_every", "max_nonfinite", "num_workers", "max_minutes", "time_budget", "bf16")
 
 
 def _load_training_data(data, limit):
@@ -63,22 +72,73 @@ def _split_config(model: str, config: dict):
     return net, train_cfg
 
 
+def features_config() -> dict:
+    """The node feature layout and EDM's scaling every molecules run uses (model.encode / decode)."""
+    from .data import ATOMIC_NUMBERS, ELEMENTS
+    from .model import NORM_VALUES
+
+    return {"layout": ["pos:3", f"onehot:{len(ELEMENTS)}", "charge:1"], "elements": list(ELEMENTS),
+            "atomic_numbers": list(ATOMIC_NUMBERS), "norm_values": list(NORM_VALUES),
+            "positions": "zero centre of mass per molecule, angstrom / norm_values[0]"}
+
+
+def full_net_config(model: str, net_cfg: dict) -> dict:
+    """The network's whole config (defaults filled in), so a change of defaults cannot change a saved run."""
+    from .model import E3NN_DEFAULTS, EGNN_DEFAULTS
+
+    return {**(EGNN_DEFAULTS if model == "egnn" else E3NN_DEFAULTS), **dict(net_cfg)}
+
+
+def run_config(model: str, net_cfg: dict, sched, denoiser, sizes, data: str) -> dict:
+    """config.json of a run (less format and domain, which runs.save_run adds): all that rebuilds the model."""
+    from gendiff.schedules import schedule_config
+
+    return {"model": model, "net": full_net_config(model, net_cfg), "schedule": schedule_config(sched),
+            "denoiser": denoiser.config(), "prediction": denoiser.prediction, "features": features_config(),
+            "atom_counts": {str(k): v for k, v in sizes.histogram.items()}, "data": data}
+
+
+def _split_text(data, limit, n: int) -> str:
+    if isinstance(data, str) and data.lower() == "qm9":
+        head = f"the first {n} molecules of " if limit else ""
+        return (f"{head}QM9's train split (EDM/Cormorant split, 100,000 of 130,831 molecules; valid and test "
+                f"held out), {n} molecules")
+    return f"{n} molecules from {data}"
+
+
+def _saved_config(out: Path) -> dict | None:
+    path = out / RUN_CONFIG
+    if not path.is_file():
+        return None
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: unreadable run config ({type(exc).__name__}: {exc})") from None
+    if saved.get("format") != runs.FORMAT:
+        raise DataError(f"{path}: run format {saved.get('format')!r} is not {runs.FORMAT!r} (written by an older "
+                        f"gendiff); convert it with gendiff.domains.molecules.convert_run or train into a new --out")
+    return saved
+
+
 def train(data="qm9", model: str = "egnn", out="runs/molecules", *, schedule: str = "polynomial",
           prediction: str = "eps", seed: int = 0, limit: int | None = None, progress: bool = True,
-          resume: bool = False, device: str = "auto", compile: bool | str = False, **config) -> Path:
-    """Train a molecule denoiser; writes OUT/config.json, OUT/checkpoint.pt (EMA weights), OUT/log.csv.
+          resume: bool = False, device: str = "auto", compile: bool | str = False, command: str | None = None,
+          name: str | None = None, **config) -> Path:
+    """Train a molecule denoiser into run folder OUT (run format: config.json first, then at the end
+    weights.safetensors and card.json; checkpoint.pt and log.csv for resuming).
 
-    `device`: 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'; bf16=True trains under bfloat16 autocast (the Trainer's);
-    `compile` compiles the network (True: inductor, or a backend name; dynamic shapes; checkpoints keep the eager
-    module's keys; see model.compile_net)."""
+    `max_minutes` (or `time_budget` in seconds) is the core Trainer's TrainConfig.time_budget: training stops before
+    a step would overrun it. The card records `command` (default: this process's command line), cumulative over
+    resumed sittings. `device`: 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'; bf16=True trains under bfloat16 autocast
+    (the Trainer's); `compile` compiles the network (True: inductor, or a backend name; dynamic shapes; checkpoints
+    keep the eager module's keys; see model.compile_net)."""
     import torch
 
     from gendiff.device import resolve_device
     from gendiff.io import write_json_atomic
-    from gendiff.schedules import get_schedule, schedule_config
+    from gendiff.schedules import get_schedule
 
-    from .data import ATOMIC_NUMBERS, ELEMENTS
-    from .model import MODELS, NORM_VALUES, build_denoiser, make_step_fn
+    from .model import MODELS, build_denoiser, make_step_fn
 
     if model not in MODELS:
         raise ConfigError(f"model {model!r}: expected one of {', '.join(MODELS)}")
@@ -86,94 +146,167 @@ def train(data="qm9", model: str = "egnn", out="runs/molecules", *, schedule: st
     resolve_device(device)  # a bad or missing device fails here, before any data is read
     train_cfg["device"] = str(device)  # resolved again by the Trainer, per process (LOCAL_RANK under torchrun)
     out = Path(out)
+    previous = None
+    if (out / CHECKPOINT).exists():
+        if not resume:
+            raise ConfigError(f"{out / CHECKPOINT} exists; pass resume=True (--resume) or choose another --out")
+        old = _saved_config(out) or {}
+        if (old.get("model"), old.get("net")) != (model, full_net_config(model, net_cfg)):
+            raise ConfigError(f"{out / RUN_CONFIG}: cannot resume model {old.get('model')!r} {old.get('net')} "
+                              f"as {model!r} {net_cfg}")
+        if (out / runs.CARD).is_file():
+            previous = json.loads((out / runs.CARD).read_text())
+            previous["metrics"] = {}  # measured on the weights before this sitting
     dataset, collate_fn, sizes = _load_training_data(data, limit)
     sched = get_schedule(schedule)
     torch.manual_seed(seed)
     denoiser = build_denoiser(model, sched, prediction, net_cfg, compile=compile)
-    run_cfg = {"domain": "molecules", "model": model, "net": net_cfg, "schedule": schedule_config(sched),
-               "prediction": prediction, "atom_counts": {str(k): v for k, v in sizes.histogram.items()},
-               "elements": list(ELEMENTS), "atomic_numbers": list(ATOMIC_NUMBERS), "norm_values": list(NORM_VALUES),
-               "data": str(data) if isinstance(data, (str, os.PathLike)) else f"<{len(dataset)} molecules>",
-               "train": dict(train_cfg, seed=seed, limit=limit, compile=compile)}
-    if (out / CHECKPOINT).exists():
-        if not resume:
-            raise ConfigError(f"{out / CHECKPOINT} exists; pass resume=True (--resume) or choose another --out")
-        old = json.loads((out / RUN_CONFIG).read_text()) if (out / RUN_CONFIG).is_file() else {}
-        if (old.get("model"), old.get("net")) != (model, net_cfg):
-            raise ConfigError(f"{out / RUN_CONFIG}: cannot resume model {old.get('model')!r} {old.get('net')} "
-                              f"as {model!r} {net_cfg}")
+    data_text = str(data) if isinstance(data, (str, os.PathLike)) else f"<{len(dataset)} molecules>"
+    cfg = run_config(model, net_cfg, sched, denoiser, sizes, data_text)
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / RUN_CONFIG, run_cfg)
-    summary = _fit(denoiser, make_step_fn(sched), dataset, collate_fn, train_cfg, seed, out, progress, resume)
-    write_json_atomic(out / "train_summary.json", {k: v for k, v in summary.items()})
+    write_json_atomic(out / RUN_CONFIG, {"format": runs.FORMAT, "domain": DOMAIN, **cfg})
+    summary, trainer = _fit(denoiser, make_step_fn(sched), dataset, collate_fn, train_cfg, seed, out, progress,
+                            resume)
+    if trainer.ctx.is_main:
+        card = runs.new_card(name or out.name, DOMAIN, data=data_text, split=_split_text(data, limit, len(dataset)),
+                             summary=summary, seed=seed, device=trainer.device, command=command, previous=previous,
+                             model=model, parameters=sum(p.numel() for p in denoiser.parameters()),
+                             train_config=trainer.config.to_dict())
+        runs.save_run(out, DOMAIN, cfg, trainer.ema_model, card)
+        write_json_atomic(out / "train_summary.json", {k: v for k, v in summary.items()})
     return out
 
 
 def _fit(denoiser, step_fn, dataset, collate_fn, train_cfg: dict, seed: int, out: Path, progress: bool,
-         resume: bool = False) -> dict:
-    """Run gendiff.training.Trainer; with max_minutes, train in resumable chunks until the time budget is spent."""
+         resume: bool = False):
+    """Run gendiff.training.Trainer once -> (summary, trainer); max_minutes becomes TrainConfig.time_budget."""
     from gendiff.training import TrainConfig, Trainer
 
     cfg = {"lr": 1e-4, "batch_size": 64, "max_steps": 100_000, "ema_decay": 0.999, "grad_clip": 1.0,
            **train_cfg, "seed": seed, "progress": progress}
     max_minutes = cfg.pop("max_minutes", None)
-    total = int(cfg["max_steps"])
-    if max_minutes is None:
-        return Trainer(denoiser, step_fn, dataset, TrainConfig.from_dict(cfg), out, collate_fn=collate_fn,
-                       resume=resume).fit()
-    if float(max_minutes) <= 0:
-        raise ConfigError(f"max_minutes={max_minutes} must be > 0")
-    deadline, chunk, done, summary = time.time() + 60.0 * float(max_minutes), 25, 0, {}
-    while done < total and time.time() < deadline:
-        t0 = time.time()
-        target = min(total, done + chunk)
-        trainer = Trainer(denoiser, step_fn, dataset, TrainConfig.from_dict({**cfg, "max_steps": target}), out,
-                          collate_fn=collate_fn, resume=bool(done) or resume)
-        summary = trainer.fit()
-        per_step = (time.time() - t0) / max(1, summary["step"] - done)
-        done = summary["step"]
-        left = deadline - time.time()
-        if left < per_step:
-            break
-        chunk = max(1, min(500, int(0.5 * left / per_step)))
-    return summary
+    if max_minutes is not None:
+        if float(max_minutes) <= 0:
+            raise ConfigError(f"max_minutes={max_minutes} must be > 0")
+        cfg["time_budget"] = 60.0 * float(max_minutes)
+    trainer = Trainer(denoiser, step_fn, dataset, TrainConfig.from_dict(cfg), out, collate_fn=collate_fn,
+                      resume=resume)
+    return trainer.fit(), trainer
+
+
+def _legacy_hint(spec) -> None:
+    """A molecules folder of the format before gendiff.runs (config.json without 'format' + checkpoint.pt): one
+    DataError saying how to convert it."""
+    if str(spec).startswith(runs.PREFIX):
+        return
+    path = Path(spec) / RUN_CONFIG
+    try:
+        cfg = json.loads(path.read_text()) if path.is_file() else None
+    except (OSError, ValueError):
+        return
+    if isinstance(cfg, dict) and cfg.get("domain") == DOMAIN and "format" not in cfg:
+        raise DataError(f"{path}: a molecules run of an older gendiff (config.json + checkpoint.pt, no run format); "
+                        f"convert it with `python -c \"from gendiff.domains import molecules; "
+                        f"molecules.convert_run('{Path(spec)}')\"` or retrain with `gendiff train molecules`")
+
+
+def read_run(spec) -> "runs.Run":
+    """runs.read_run for molecules (a folder or pretrained:NAME), with the conversion hint for older folders."""
+    _legacy_hint(spec)
+    return runs.read_run(spec, domain=DOMAIN)
+
+
+def _rebuild(run: "runs.Run"):
+    from gendiff.schedules import schedule_from_config
+
+    from .model import AtomCountDistribution, build_denoiser
+
+    cfg, path = run.config, run.path / RUN_CONFIG
+    feats = cfg.get("features")
+    if feats is not None and feats != features_config():
+        raise DataError(f"{path}: feature layout/scaling {feats} is not this gendiff's {features_config()}")
+    try:
+        sched = schedule_from_config(cfg["schedule"])
+        denoiser = build_denoiser(cfg["model"], sched, cfg.get("prediction", "eps"), cfg["net"],
+                                  options=cfg.get("denoiser"))
+        sizes = AtomCountDistribution({int(k): v for k, v in cfg["atom_counts"].items()})
+    except (KeyError, TypeError, ValueError, AttributeError, ConfigError) as exc:
+        raise DataError(f"{path}: cannot rebuild the model from it ({type(exc).__name__}: {exc})") from None
+    return denoiser, sched, sizes
+
+
+def convert_run(src, out=None, *, command: str | None = None, commit: str | None = None,
+                name: str | None = None) -> Path:
+    """Rewrite a molecules run of the older format (config.json without 'format', checkpoint.pt) in the run format:
+    config.json, weights.safetensors (the checkpoint's EMA weights) and card.json (from train_summary.json; `command`
+    and `commit` are those of the training, when known). `out` defaults to `src` (converted in place; checkpoint.pt
+    stays for resuming)."""
+    import shutil
+
+    from gendiff.training import load_ema_weights
+
+    src = Path(src)
+    out = Path(out) if out is not None else src
+    legacy = json.loads((src / RUN_CONFIG).read_text())
+    if legacy.get("format") == runs.FORMAT:
+        raise ConfigError(f"{src / RUN_CONFIG} is already in the run format")
+    from gendiff.schedules import schedule_from_config
+
+    from .model import AtomCountDistribution, build_denoiser
+
+    sched = schedule_from_config(legacy["schedule"])
+    denoiser = build_denoiser(legacy["model"], sched, legacy.get("prediction", "eps"), legacy["net"])
+    load_ema_weights(src / CHECKPOINT, denoiser)
+    sizes = AtomCountDistribution({int(k): v for k, v in legacy["atom_counts"].items()})
+    data = legacy.get("data", "qm9")
+    tcfg = dict(legacy.get("train", {}))
+    summary_path = src / "train_summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    n_train = None
+    if str(data).lower() == "qm9":
+        n_train = sum(int(v) for v in legacy["atom_counts"].values())
+    card = runs.new_card(name or out.name, DOMAIN, data=data, split=_split_text(data, tcfg.get("limit"), n_train),
+                         summary=summary, seed=int(tcfg.get("seed", 0)), command=command, model=legacy["model"],
+                         parameters=sum(p.numel() for p in denoiser.parameters()), train_config=tcfg)
+    if commit is not None:
+        card["training"]["commit"] = commit
+        for sitting in card["training"]["sittings"]:
+            sitting["commit"] = commit
+    cfg = run_config(legacy["model"], legacy["net"], sched, denoiser, sizes, data)
+    if out != src:
+        out.mkdir(parents=True, exist_ok=True)
+        for extra in ("log.csv", "train_summary.json"):
+            if (src / extra).is_file():
+                shutil.copy2(src / extra, out / extra)
+    runs.save_run(out, DOMAIN, cfg, denoiser, card)
+    return out
 
 
 def load_run(run, device: str = "auto", compile: bool | str = False):
-    """Rebuild (EMA denoiser on `device`, in eval mode, schedule, atom-count distribution, config) from a run folder.
+    """Rebuild (EMA denoiser on `device`, in eval mode, schedule, atom-count distribution, config) from a run folder
+    or `pretrained:NAME`; weights load strictly from weights.safetensors (never unpickled), and a truncated or
+    corrupt file or a config that does not fit it is one DataError naming the file.
 
     `device` goes through gendiff.device.resolve_device ('auto': CUDA, else MPS, else CPU); `compile` compiles the
     network in place (True: inductor, or a torch.compile backend name; model.compile_net)."""
     from gendiff.device import resolve_device
-    from gendiff.schedules import schedule_from_config
-    from gendiff.training import load_ema_weights
 
-    from .model import AtomCountDistribution, build_denoiser, compile_net
+    from .model import compile_net
 
     device = resolve_device(device)
-    run = Path(run)
-    cfg_path, ckpt = run / RUN_CONFIG, run / CHECKPOINT
-    if not cfg_path.is_file():
-        raise DataError(f"{cfg_path}: no such run config (train first: gendiff train molecules --out {run})")
-    if not ckpt.is_file():
-        raise DataError(f"{ckpt}: no such checkpoint (training did not finish or wrote elsewhere)")
-    try:
-        cfg = json.loads(cfg_path.read_text())
-        sched = schedule_from_config(cfg["schedule"])
-        denoiser = build_denoiser(cfg["model"], sched, cfg["prediction"], cfg["net"])
-        sizes = AtomCountDistribution({int(k): v for k, v in cfg["atom_counts"].items()})
-    except (KeyError, TypeError, json.JSONDecodeError) as exc:
-        raise DataError(f"{cfg_path}: malformed run config ({type(exc).__name__}: {exc})") from None
-    load_ema_weights(ckpt, denoiser)
+    info = read_run(run)
+    denoiser, sched, sizes = _rebuild(info)
+    runs.load_weights(info, denoiser)
     denoiser = denoiser.to(device).eval()
     compile_net(denoiser.net, compile)  # after loading and moving: in place, the state_dict keys stay the eager ones
-    return denoiser, sched, sizes, cfg
+    return denoiser, sched, sizes, info.config
 
 
 def sample(run, n: int = 100, sampler: str = "ancestral", steps: int = 1000, seed: int = 0, *,
            batch_size: int = 256, device: str = "auto", progress: bool = True, bf16: bool = False,
            compile: bool | str = False, **sampler_kw) -> list:
-    """Sample n molecules (list of Data: pos, z, x, charge) from a trained run; sizes from the training histogram.
+    """Sample n molecules (list of Data: pos, z, x, charge) from a run folder or pretrained:NAME; sizes from the
+    training histogram.
 
     Sizes are drawn on the CPU with `seed` (so a seed gives the same sizes on every device), the molecules on
     `device` with seed + 1; `bf16` runs the network under bfloat16 autocast, `compile` compiles it first."""
@@ -224,20 +357,49 @@ def write_molecules(path, mols: Sequence) -> Path:
     return draw_grid(path.with_suffix(".png"), list(mols))
 
 
-def demo(out="demo_molecules", model: str = "egnn", minutes: float = 1.5, n: int = 64, seed: int = 0,
-         device: str = "auto") -> dict:
-    """Train a small model briefly on QM9, sample n molecules, write molecules.sdf/.png and metrics.json to OUT."""
+
+
+def measure(run=DEFAULT_PRETRAINED, n: int = 500, sampler: str = "dpm_solver_pp", steps: int = 50, seed: int = 0, *,
+            reference=None, batch_size: int = 256, device: str = "auto", progress: bool = False) -> tuple[dict, list]:
+    """Sample n molecules from a run and evaluate them -> (metrics with sampler, steps, seed, sample_seconds and
+    sample_cpu_seconds, molecules). What `gendiff evaluate molecules --run RUN` prints and records on the card."""
+    wall, cpu = runs.timer()
+    mols = sample(run, n=n, sampler=sampler, steps=steps, seed=seed, batch_size=batch_size, device=device,
+                  progress=progress)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    metrics = evaluate(molecules=mols, reference=reference)
+    metrics.update(sampler=sampler, steps=int(steps), seed=int(seed), sample_seconds=round(wall, 2),
+                   sample_cpu_seconds=round(cpu, 2))
+    return metrics, mols
+
+
+def demo(out="demo_out/molecules", model: str = "egnn", minutes: float = 1.5, n: int = 64, seed: int = 0,
+         device: str = "auto", *, from_scratch: bool = False, run=DEFAULT_PRETRAINED, sampler: str | None = None,
+         steps: int = 50) -> dict:
+    """Sample n molecules from the shipped model (`run`, default pretrained:qm9; no training) or, with
+    from_scratch=True, first train a small model on QM9 for `minutes`; writes OUT/molecules.sdf, OUT/molecules.png
+    (2-D depictions) and OUT/metrics.json (stability, validity, connected validity, uniqueness, timings)."""
     from gendiff.io import write_json_atomic
 
     out = Path(out)
-    small = dict(hidden=64, layers=4) if model == "egnn" else dict(hidden=16, layers=2, mul_vectors=4)
     t0 = time.time()
-    train(data="qm9", model=model, out=out / "run", seed=seed, limit=20_000, max_minutes=float(minutes),
-          max_steps=1_000_000, batch_size=64, lr=5e-4, ema_decay=0.99, device=device, **small)
-    train_s = time.time() - t0
-    mols = sample(out / "run", n=n, sampler="heun", steps=50, seed=seed, device=device)
+    extra: dict = {}
+    if from_scratch:
+        small = dict(hidden=64, layers=4) if model == "egnn" else dict(hidden=16, layers=2, mul_vectors=4)
+        run = out / "run"
+        if (run / RUN_CONFIG).is_file():  # the demo's own run of an earlier call: trained afresh
+            import shutil
+
+            shutil.rmtree(run)
+        train(data="qm9", model=model, out=run, seed=seed, limit=20_000, max_minutes=float(minutes),
+              max_steps=1_000_000, batch_size=64, lr=5e-4, ema_decay=0.99, device=device, progress=False,
+              command=f"gendiff demo molecules --from-scratch --out {out} --minutes {minutes}", **small)
+        extra.update(train_seconds=round(time.time() - t0, 1), model=model)
+    sampler = sampler or "dpm_solver_pp"
+    metrics, mols = measure(run, n=n, sampler=sampler, steps=steps, seed=seed, device=device)
     write_molecules(out / "molecules.sdf", mols)
-    metrics = evaluate(molecules=mols)
-    metrics.update(train_seconds=round(train_s, 1), sampler="heun", steps=50, n=len(mols), model=model)
+    info = read_run(run)
+    metrics.update(extra, n=len(mols), run=str(run), from_scratch=bool(from_scratch),
+                   training_steps=info.card.get("training", {}).get("steps"), seconds=round(time.time() - t0, 1))
     write_json_atomic(out / "metrics.json", metrics)
     return metrics

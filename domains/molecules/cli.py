@@ -20,7 +20,8 @@ def _check_model(name: str) -> str:
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default="qm9", help="'qm9' or an .xyz/.sdf file of training molecules")
     p.add_argument("--model", default="egnn", help="denoiser network: egnn (EDM's EGNN) or e3nn (tensor products)")
-    p.add_argument("--out", required=True, help="run folder (config.json, checkpoint.pt, log.csv)")
+    p.add_argument("--out", required=True,
+                   help="run folder (config.json, weights.safetensors, card.json; checkpoint.pt, log.csv to resume)")
     p.add_argument("--max-steps", type=int, default=None, help="optimizer steps (default 100000)")
     p.add_argument("--batch-size", type=int, default=None, help="molecules per batch (EDM: 64)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (EDM: 1e-4)")
@@ -28,7 +29,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hidden", type=int, default=None, help="EGNN hidden features / e3nn scalar multiplicity")
     p.add_argument("--layers", type=int, default=None, help="number of network layers")
     p.add_argument("--limit", type=int, default=None, help="train on the first LIMIT molecules only")
-    p.add_argument("--max-minutes", type=float, default=None, help="stop after this much training time")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="training time budget (the core trainer's: stops before a step would overrun it)")
     p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
     _precision_arguments(p, "train")
     add_device_argument(p)
@@ -56,7 +58,7 @@ def run_train(args) -> int:
 
 
 def add_sample_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--run", required=True, help="run folder written by `gendiff train molecules`")
+    p.add_argument("--run", required=True, help="run folder written by `gendiff train molecules`, or pretrained:NAME")
     p.add_argument("--n", type=int, default=100, help="number of molecules")
     p.add_argument("--sampler", default="ancestral", help="core sampler name (ancestral, heun, dpm_solver_pp, ...)")
     p.add_argument("--steps", type=int, default=1000)
@@ -80,15 +82,51 @@ def run_sample(args) -> int:
 
 
 def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--input", required=True, help=".xyz or .sdf file of molecules")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--input", help=".xyz or .sdf file of molecules")
+    src.add_argument("--run", help="sample from this run folder or pretrained:NAME, then evaluate (timed)")
     p.add_argument("--reference", default=None, help="'qm9' (training SMILES, for novelty) or none")
+    p.add_argument("--n", type=int, default=500, help="with --run: molecules to sample")
+    p.add_argument("--sampler", default="dpm_solver_pp", help="with --run: core sampler name")
+    p.add_argument("--steps", type=int, default=50, help="with --run: sampler steps")
+    p.add_argument("--seed", type=int, default=0, help="with --run: sampling seed")
+    p.add_argument("--batch-size", type=int, default=256, help="with --run: molecules denoised together")
+    p.add_argument("--out", default=None, help="with --run: also write the samples (.sdf/.xyz and a PNG grid)")
+    p.add_argument("--record", action="store_true",
+                   help="with --run: write the metrics and this command on the run's card.json")
+    add_device_argument(p)
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
 
 
-def run_evaluate(args) -> int:
-    from . import evaluate
+def _command_line() -> str:
+    """This process's command as `gendiff VERB DOMAIN ...` (the same whether started as gendiff or python -m)."""
+    import shlex
+    import sys
 
-    metrics = evaluate(input=args.input, reference=args.reference)
+    return "gendiff " + shlex.join(sys.argv[1:])
+
+
+def run_evaluate(args) -> int:
+    from gendiff.errors import ConfigError
+
+    from . import evaluate, measure, write_molecules
+
+    if args.input is not None:
+        if args.record:
+            raise ConfigError("--record needs --run (a file of molecules has no card to record on)")
+        metrics = evaluate(input=args.input, reference=args.reference)
+    else:
+        metrics, mols = measure(args.run, n=args.n, sampler=args.sampler, steps=args.steps, seed=args.seed,
+                                reference=args.reference, batch_size=args.batch_size, device=args.device)
+        if args.out:
+            write_molecules(args.out, mols)
+        if args.record:
+            from gendiff import runs
+
+            from . import read_run
+
+            key = f"{args.sampler}-{args.steps}"
+            runs.record_metrics(read_run(args.run).path, key, metrics, _command_line())
     if args.json:
         print(json.dumps(metrics, sort_keys=True))
     else:
@@ -98,10 +136,15 @@ def run_evaluate(args) -> int:
 
 
 def add_demo_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", required=True, help="folder for molecules.sdf, molecules.png, metrics.json, run/")
-    p.add_argument("--model", default="egnn", help="egnn or e3nn")
-    p.add_argument("--minutes", type=float, default=1.5, help="training time budget (sampling adds ~15 s)")
+    p.add_argument("--out", required=True, help="folder for molecules.sdf, molecules.png, metrics.json (and run/)")
+    p.add_argument("--run", default="pretrained:qm9", help="model to sample from (default: the shipped qm9 one)")
+    p.add_argument("--from-scratch", action="store_true",
+                   help="train a small EGNN on QM9 for --minutes first instead of using the shipped model")
+    p.add_argument("--model", default="egnn", help="with --from-scratch: egnn or e3nn")
+    p.add_argument("--minutes", type=float, default=1.5, help="with --from-scratch: training time budget")
     p.add_argument("--n", type=int, default=64, help="molecules to sample")
+    p.add_argument("--sampler", default="dpm_solver_pp", help="core sampler name")
+    p.add_argument("--steps", type=int, default=50, help="sampler steps")
     p.add_argument("--seed", type=int, default=0)
     add_device_argument(p)
 
@@ -110,7 +153,8 @@ def run_demo(args) -> int:
     from . import demo
 
     metrics = demo(out=args.out, model=_check_model(args.model), minutes=args.minutes, n=args.n, seed=args.seed,
-                   device=args.device)
+                   device=args.device, from_scratch=args.from_scratch, run=args.run, sampler=args.sampler,
+                   steps=args.steps)
     print(json.dumps(metrics, sort_keys=True))
     return 0
 

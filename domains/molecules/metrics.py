@@ -15,7 +15,8 @@ from .bonds import bond_list, stability
 from .data import Z_TO_SYMBOL, default_cache_dir, train_smiles
 from .io import as_atoms, read_molecules, write_sdf
 
-__all__ = ["BOND_METHODS", "build_rdkit_mol", "sanitized_fragment", "canonical_smiles", "canonicalize_smiles",
+__all__ = ["BOND_METHODS", "build_rdkit_mol", "sanitized_fragment", "is_connected_valid", "connected_validity",
+           "canonical_smiles", "canonicalize_smiles",
            "canonical_reference", "qm9_reference_smiles", "evaluate_molecules", "evaluate_file",
            "write_metrics_json", "write_sdf", "draw_grid"]
 
@@ -75,6 +76,31 @@ def sanitized_fragment(mol):
     except Exception:
         return None
     return max(frags, key=lambda m: m.GetNumAtoms())
+
+
+def is_connected_valid(mol) -> bool:
+    """Whether the whole molecule (every atom, not its largest fragment) sanitizes and is one connected fragment:
+    the validity that cannot be flattered by scattered atoms (EDM's validity keeps the largest fragment)."""
+    from rdkit import Chem
+
+    if mol is None or mol.GetNumAtoms() == 0:
+        return False
+    mol = Chem.Mol(mol)
+    try:
+        Chem.SanitizeMol(mol)
+    except Exception:
+        return False
+    return len(Chem.GetMolFrags(mol)) == 1
+
+
+def connected_validity(mols: Sequence, method: str = "table", kekulize: bool = False) -> float:
+    """Fraction of molecules that are one connected, sanitizable molecule (is_connected_valid)."""
+    from rdkit import rdBase
+
+    atoms = _atoms_list(mols)
+    with rdBase.BlockLogs():
+        ok = [is_connected_valid(build_rdkit_mol(z, p, method, kekulize, conformer=False)) for z, p in atoms]
+    return sum(ok) / len(atoms)
 
 
 def canonical_smiles(mol) -> str | None:
@@ -157,9 +183,11 @@ def molecule_smiles(mols: Sequence, method: str = "table", progress: bool = Fals
 
 def evaluate_molecules(mols: Sequence, reference_smiles: Iterable[str] | None = None, method: str = "table",
                        progress: bool = False, kekulize: bool = False) -> dict:
-    """{n, atom_stability, molecule_stability, validity, uniqueness, novelty} as in EDM.
+    """{n, atom_stability, molecule_stability, validity, connected_validity, uniqueness, novelty} (EDM's, plus one).
 
-    validity = valid / n; uniqueness = distinct canonical SMILES / valid; novelty = unique SMILES not in the
+    validity = valid / n (EDM: the largest sanitizable fragment counts); connected_validity = fraction of samples
+    that are, whole, one connected sanitizable molecule (two fragments or a stray atom do not count);
+    uniqueness = distinct canonical SMILES / valid; novelty = unique SMILES not in the
     (canonicalised) reference / unique, None without a reference. method: "table" (bond-length table) or "rdkit"
     (rdDetermineBonds) for validity; kekulize=True adds the opt-in Kekule step (bonds.kekulize_orders).
     """
@@ -176,6 +204,7 @@ def evaluate_molecules(mols: Sequence, reference_smiles: Iterable[str] | None = 
         "atom_stability": stab["atom_stability"],
         "molecule_stability": stab["molecule_stability"],
         "validity": len(smiles) / len(atoms),
+        "connected_validity": connected_validity(atoms, method, kekulize),
         "uniqueness": len(unique) / len(smiles) if smiles else 0.0,
         "novelty": novelty,
     }
@@ -190,7 +219,7 @@ def evaluate_file(path, reference_smiles: Iterable[str] | None = None, method: s
 
 def write_metrics_json(path, metrics: dict) -> Path:
     """Write the metrics object as JSON (atomic); novelty is null without a reference set."""
-    keys = ("n", "atom_stability", "molecule_stability", "validity", "uniqueness", "novelty")
+    keys = ("n", "atom_stability", "molecule_stability", "validity", "connected_validity", "uniqueness", "novelty")
     write_json_atomic(path, {k: metrics[k] for k in keys} | {k: v for k, v in metrics.items() if k not in keys})
     return Path(path)
 
@@ -217,6 +246,19 @@ def _depiction(z, pos, method: str):
     return mol, legend
 
 
+def _drawable(mol, legend: str):
+    """(mol, legend) if RDKit can draw the depiction, else (an empty molecule, 'undrawable'): the 2-D layout of a
+    noise-like sample can put atoms on one point, where the drawer fails ('Cannot normalize a zero length vector')."""
+    from rdkit import Chem
+    from rdkit.Chem.Draw import rdMolDraw2D
+
+    try:
+        rdMolDraw2D.MolDraw2DCairo(50, 50).DrawMolecule(mol)
+        return mol, legend
+    except Exception:
+        return Chem.Mol(), "undrawable"
+
+
 def draw_grid(path, mols: Sequence, mols_per_row: int = 5, sub_image_size: tuple[int, int] = (250, 250),
               max_mols: int = 50, method: str = "table") -> Path:
     """PNG grid of 2D depictions (RDKit Draw.MolsToGridImage), legends = canonical SMILES or 'invalid'."""
@@ -225,7 +267,7 @@ def draw_grid(path, mols: Sequence, mols_per_row: int = 5, sub_image_size: tuple
 
     atoms = _atoms_list(list(mols)[:max_mols])
     with rdBase.BlockLogs():
-        pairs = [_depiction(z, p, method) for z, p in atoms]
+        pairs = [_drawable(*_depiction(z, p, method)) for z, p in atoms]
         image = Draw.MolsToGridImage([m for m, _ in pairs], molsPerRow=mols_per_row, subImgSize=tuple(sub_image_size),
                                      legends=[lg for _, lg in pairs], returnPNG=False)
     with atomic_path(path) as tmp:

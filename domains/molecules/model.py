@@ -85,12 +85,14 @@ def build_net(model: str = "egnn", **kwargs) -> torch.nn.Module:
 
 
 def build_denoiser(model: str, schedule, prediction: str = "eps", net: dict | None = None,
-                   compile: bool | str = False):
+                   compile: bool | str = False, options: dict | None = None):
     """The molecule Denoiser (inputs scaled to unit variance) around build_net(model, **net); train and load_run
-    build it here. `compile`: see compile_net."""
+    build it here. `options`: Denoiser.config() of a saved run (prediction, scale_input, precondition, ...),
+    overriding `prediction`. `compile`: see compile_net."""
     from gendiff.forward import Denoiser
 
-    denoiser = Denoiser(build_net(model, **(net or {})), schedule, prediction=prediction, scale_input=True)
+    kw = {"prediction": prediction, "scale_input": True, **(options or {})}
+    denoiser = Denoiser(build_net(model, **(net or {})), schedule, **kw)
     compile_net(denoiser.net, compile)
     return denoiser
 

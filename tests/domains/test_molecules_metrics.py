@@ -12,7 +12,7 @@ from gendiff.domains.molecules import data as D
 from gendiff.domains.molecules import metrics as M
 
 torch.set_num_threads(1)
-KEYS = ["n", "atom_stability", "molecule_stability", "validity", "uniqueness", "novelty"]
+KEYS = ["n", "atom_stability", "molecule_stability", "validity", "connected_validity", "uniqueness", "novelty"]
 
 
 def methane(ch=1.09):
@@ -75,8 +75,8 @@ def test_bond_orders_of_known_bonds():
 def test_known_molecules_metrics():
     r = M.evaluate_molecules([methane(), ethyne(), formaldehyde()])
     assert list(r) == KEYS
-    assert r == {"n": 3, "atom_stability": 1.0, "molecule_stability": 1.0, "validity": 1.0, "uniqueness": 1.0,
-                 "novelty": None}
+    assert r == {"n": 3, "atom_stability": 1.0, "molecule_stability": 1.0, "validity": 1.0,
+                 "connected_validity": 1.0, "uniqueness": 1.0, "novelty": None}
     assert M.molecule_smiles([methane(), ethyne(), formaldehyde()]) == ["C", "C#C", "C=O"]
 
 
@@ -139,8 +139,34 @@ def test_evaluate_file_sdf_json_and_grid(tmp_path):
     M.write_metrics_json(tmp_path / "m.json", M.evaluate_file(tmp_path / "gen.sdf"))
     obj = json.loads((tmp_path / "m.json").read_text())
     assert list(obj) == KEYS and obj["novelty"] is None
-    assert all(0.0 <= obj[k] <= 1.0 for k in KEYS[1:5])
+    assert all(0.0 <= obj[k] <= 1.0 for k in KEYS[1:6])
     M.draw_grid(tmp_path / "grid.png", mols, mols_per_row=3, sub_image_size=(120, 120))
     with Image.open(tmp_path / "grid.png") as im:
         assert im.size == (360, 240)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gen.sdf", "gen.xyz", "grid.png", "m.json"]  # no temp left
+
+
+def test_connected_validity_counts_whole_molecules_only():
+    """A connected valid molecule counts; two valid fragments far apart (EDM's validity keeps the larger one and
+    counts it) and a molecule with a stray atom do not; an unsanitizable molecule counts for neither."""
+    z_m, p_m = methane()
+    z_f, p_f = formaldehyde()
+    two = (np.concatenate([z_m, z_f]), np.concatenate([p_m, p_f + [8.0, 0.0, 0.0]]))
+    stray = (np.concatenate([ethyne()[0], [1]]), np.concatenate([ethyne()[1], [[9.0, 9.0, 9.0]]]))
+    for z, p in (methane(), ethyne(), formaldehyde()):
+        assert M.is_connected_valid(M.build_rdkit_mol(z, p))
+    assert not M.is_connected_valid(M.build_rdkit_mol(*two))
+    assert M.sanitized_fragment(M.build_rdkit_mol(*two)) is not None  # EDM validity would count it
+    assert not M.is_connected_valid(M.build_rdkit_mol(*stray))
+    assert not M.is_connected_valid(None)
+    r = M.evaluate_molecules([methane(), ethyne(), two, stray])
+    assert r["connected_validity"] == pytest.approx(0.5)
+    assert r["validity"] >= r["connected_validity"]
+    assert r["validity"] == pytest.approx(1.0)
+
+
+def test_draw_grid_survives_undrawable_samples(tmp_path):
+    """Noise-like samples (atoms on one point) are drawn as empty cells, not an error ('zero length vector')."""
+    lump = (np.array([6, 6, 8, 1]), np.zeros((4, 3)))
+    png = M.draw_grid(tmp_path / "g.png", [methane(), lump, formaldehyde()])
+    assert png.is_file() and png.stat().st_size > 0

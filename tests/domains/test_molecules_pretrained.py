@@ -1,0 +1,186 @@
+"""The shipped molecules model `pretrained:qm9`: safetensors + JSON only, loads strictly, its network outputs are
+pinned (a change to network code that breaks the checkpoint fails here), 100 samples pass a quality floor taken
+from its card, and broken copies (truncated weights, a config that does not fit them, an older run format) fail
+with one line `gendiff: error:` naming the file."""
+import json
+import math
+import shutil
+
+import pytest
+import torch
+
+from gendiff import runs
+from gendiff.domains import molecules
+
+torch.set_num_threads(1)
+PRE = "pretrained:qm9"
+
+# eps predictions of pretrained:qm9 on a fixed input (fingerprint() below), written when the model was exported;
+# a network-code change that alters what the shipped weights compute moves these beyond the tolerance
+PINNED = [
+    [-0.547311, -0.947633, -0.512134, -1.01322, 1.741458, 1.321661, -0.70433, -4.672035, -0.15369],
+    [-0.641021, 0.45583, 0.017342, -0.002466, 2.34426, 2.335931, -0.451721, -2.700022, -3.931181],
+    [0.49253, 0.420027, -0.282813, -3.51499, -0.2859, 3.726035, 1.59902, -1.125152, -1.461981],
+    [0.014949, 0.401524, 0.51893, 1.83442, -1.975746, -1.292021, 0.041488, -0.899788, -0.205176],
+    [0.680853, -0.329748, 0.258675, 1.068921, -0.321123, 1.494729, -0.664062, 0.222496, -0.08813],
+    [1.689624, -0.290312, -0.942625, -0.826482, 1.007341, 1.207464, 0.178057, -0.255797, -0.768813],
+    [0.30094, 0.502222, 0.025288, 0.8716, 1.896543, 4.573868, -2.034206, -1.664373, 2.134709],
+    [-0.411781, 0.202249, 1.004155, 1.227968, 1.562522, -1.869294, 3.087075, -0.527075, 0.074686],
+    [-1.231132, 0.155132, -0.041146, -0.611065, -1.308359, 1.280901, -0.189112, 0.942282, -0.4415],
+    [0.427547, 0.074271, 0.358503, 1.031702, -0.541659, 1.247946, 0.442433, -0.291931, 2.385877],
+    [-1.428963, 0.707604, -0.633547, -1.118225, 0.021676, 0.796781, 1.957662, -1.596645, 0.037605],
+    [0.146621, -1.436505, -1.020931, -0.276308, 0.290666, 0.249258, 0.067584, 0.396864, 0.198677],
+    [0.262915, -0.030222, 0.842078, -0.876037, -1.087017, -0.510262, -0.946232, 0.646164, 0.377926],
+    [0.24423, 0.115562, 0.408226, -0.05654, 0.064515, -0.688076, -1.450717, -0.074904, -1.488149],
+]
+
+
+def fingerprint(denoiser) -> torch.Tensor:
+    """eps of the denoiser for two molecules (5 and 9 atoms) of fixed noise at t = 0.3 and 0.7, on the CPU."""
+    from gendiff.domains.molecules.model import STATE_DIM, molecule_space
+
+    gen = torch.Generator().manual_seed(0)
+    batch = torch.repeat_interleave(torch.arange(2), torch.tensor([5, 9]))
+    x = molecule_space().project(torch.randn(14, STATE_DIM, generator=gen), batch)
+    with torch.no_grad():
+        return denoiser(x, torch.tensor([0.3, 0.7])[batch], mask=batch).float()
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return molecules.read_run(PRE)
+
+
+def test_shipped_files_are_safetensors_and_json(shipped):
+    names = sorted(p.name for p in shipped.path.iterdir())
+    assert names == ["card.json", "config.json", "weights.safetensors"], names
+    assert sum(p.stat().st_size for p in shipped.path.iterdir()) < 3e6
+    card = shipped.card
+    assert card["domain"] == "molecules" and card["training"]["steps"] > 0
+    assert card["training"]["cpu_seconds"] > 0 and card["training"]["command"] and card["training"]["commit"]
+    head = card["metrics"][card["headline"]]
+    for key in ("atom_stability", "molecule_stability", "validity", "connected_validity", "uniqueness",
+                "sample_seconds", "sampler", "steps", "n", "command"):
+        assert key in head, key
+    assert head["command"].startswith("gendiff evaluate molecules --run pretrained:qm9")
+
+
+def test_loads_strictly_and_outputs_are_pinned():
+    denoiser, sched, sizes, cfg = molecules.load_run(PRE, device="cpu")
+    assert cfg["format"] == runs.FORMAT and cfg["features"] == molecules.features_config()
+    out = fingerprint(denoiser)
+    assert torch.isfinite(out).all()
+    assert PINNED is not None, "PINNED not filled in"
+    assert torch.allclose(out, torch.tensor(PINNED), atol=1e-4, rtol=1e-4), (out - torch.tensor(PINNED)).abs().max()
+
+
+def test_quality_floor_from_the_card(shipped):
+    """Atom stability of 100 samples (the card's sampler and steps, seed 0) >= the card's figure minus a margin.
+
+    Margin: the card measures p on n_card molecules; the test on 100. Per molecule, the fraction of stable atoms
+    f_i lies in [0, 1], so Var(f_i) <= p(1 - p) (the binomial bound, conservative: atoms of one molecule are
+    correlated, which the per-molecule average absorbs). The difference of the two means has a standard error
+    <= sqrt(p(1-p) (1/100 + 1/n_card)); the floor is 4 such standard errors below the card (a false failure
+    < 1e-4 for a model that has not changed; with the fixed seed the test is deterministic on one platform, and the
+    margin covers other platforms' arithmetic). A model 4 SE worse (about 0.2 atom stability at p = 0.5) fails."""
+    head = shipped.card["metrics"][shipped.card["headline"]]
+    p, n_card = head["atom_stability"], head["n"]
+    margin = 4.0 * math.sqrt(max(p * (1 - p), 0.0025) * (1 / 100 + 1 / n_card))
+    metrics, mols = molecules.measure(PRE, n=100, sampler=head["sampler"], steps=head["steps"], seed=0,
+                                      device="cpu")
+    assert len(mols) == 100
+    assert metrics["atom_stability"] >= p - margin, (metrics, p, margin)
+    assert 0.0 <= metrics["connected_validity"] <= metrics["validity"] <= 1.0
+
+
+def _cli(capsys, *args):
+    from gendiff.cli import main
+
+    try:
+        code = main(list(args))
+    except SystemExit as exc:
+        code = exc.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def _one_error_line(code, err):
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("gendiff: error:"), (code, err)
+    return lines[0]
+
+
+def _copy(shipped, tmp_path):
+    dst = tmp_path / "qm9_copy"
+    shutil.copytree(shipped.path, dst)
+    return dst
+
+
+def test_truncated_weights_one_line_error(shipped, tmp_path, capsys):
+    run = _copy(shipped, tmp_path)
+    data = (run / "weights.safetensors").read_bytes()
+    (run / "weights.safetensors").write_bytes(data[: len(data) // 2])
+    code, _, err = _cli(capsys, "sample", "molecules", "--run", str(run), "--n", "2", "--steps", "2",
+                        "--out", str(tmp_path / "m.sdf"))
+    assert str(run / "weights.safetensors") in _one_error_line(code, err)
+
+
+def test_corrupt_header_one_line_error(shipped, tmp_path, capsys):
+    run = _copy(shipped, tmp_path)
+    data = bytearray((run / "weights.safetensors").read_bytes())
+    data[8:40] = b"\xff" * 32
+    (run / "weights.safetensors").write_bytes(bytes(data))
+    code, _, err = _cli(capsys, "evaluate", "molecules", "--run", str(run), "--n", "2", "--steps", "2")
+    assert str(run / "weights.safetensors") in _one_error_line(code, err)
+
+
+def test_config_that_does_not_fit_the_weights(shipped, tmp_path, capsys):
+    run = _copy(shipped, tmp_path)
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["net"]["hidden_nf"] = cfg["net"]["hidden_nf"] // 2
+    (run / "config.json").write_text(json.dumps(cfg))
+    code, _, err = _cli(capsys, "sample", "molecules", "--run", str(run), "--n", "2", "--steps", "2",
+                        "--out", str(tmp_path / "m.sdf"))
+    line = _one_error_line(code, err)
+    assert str(run / "weights.safetensors") in line and "config.json" in line
+
+
+def test_older_run_format_says_what_to_do(shipped, tmp_path, capsys):
+    run = _copy(shipped, tmp_path)
+    cfg = json.loads((run / "config.json").read_text())
+    del cfg["format"]
+    (run / "config.json").write_text(json.dumps(cfg))
+    code, _, err = _cli(capsys, "sample", "molecules", "--run", str(run), "--n", "2", "--out", str(tmp_path / "m.sdf"))
+    line = _one_error_line(code, err)
+    assert str(run / "config.json") in line and "convert_run" in line
+    code, _, err = _cli(capsys, "sample", "molecules", "--run", "pretrained:nope", "--n", "2",
+                        "--out", str(tmp_path / "m.sdf"))
+    assert "pretrained:nope" in _one_error_line(code, err)
+
+
+def test_list_shows_the_shipped_model(capsys):
+    code, out, err = _cli(capsys, "list")
+    assert code == 0, err
+    line = next(ln for ln in out.splitlines() if ln.strip().startswith("qm9 "))
+    assert "molecules" in line and "atom_stability" in line
+
+
+def test_convert_older_run(tmp_path):
+    """A folder of the format before gendiff.runs (config.json without 'format' + checkpoint.pt) converts to one
+    that loads, with the same EMA weights."""
+    from gendiff.domains.molecules.data import molecule_to_data
+
+    water = ([8, 1, 1], [[0, 0, 0.12], [0, 0.76, -0.47], [0, -0.76, -0.47]])
+    toy = [molecule_to_data(water[0], torch.tensor(water[1]) + 0.05 * k) for k in range(8)]
+    run = molecules.train(data=toy, model="egnn", out=tmp_path / "r", max_steps=2, batch_size=8, progress=False,
+                          hidden=16, layers=2)
+    cfg = json.loads((run / "config.json").read_text())
+    legacy = {k: v for k, v in cfg.items() if k not in ("format", "features", "denoiser")}
+    (run / "config.json").write_text(json.dumps(legacy))
+    (run / "weights.safetensors").unlink()
+    with pytest.raises(Exception, match="convert_run"):
+        molecules.load_run(run, device="cpu")
+    out = molecules.convert_run(run, tmp_path / "new", command="test", commit="none")
+    a, *_ = molecules.load_run(out, device="cpu")
+    ema = torch.load(run / "checkpoint.pt", weights_only=True)["ema"]
+    assert all(torch.equal(a.state_dict()[k], v) for k, v in ema.items())
