@@ -4,6 +4,12 @@
     python benchmarks/images.py speed   [--device cpu] [--batch 16] [--rounds 15]
     python benchmarks/images.py quality [--minutes 30] [--n 1000] [--n-ancestral 1000] [--guidance 3]
     python benchmarks/images.py export  --run runs/pre_mnist --name mnist
+    python benchmarks/images.py variance [--minutes 10] [--which fixed|learned|both] [--n 200] [--nll-n 200]
+
+variance trains the quality recipe twice at the same time budget, fixed variance (L_simple) against learned
+variance (Improved DDPM: hybrid loss), and reports bits/dim and ancestral sampling at 25, 50 and 100 steps; run
+`--which fixed` and `--which learned` as two processes to train both at once (one core each), then
+`--report-only` to write the table from both JSONs.
 
 speed and quality write their section of benchmarks/results_images.md (command, machine, date, numbers) and a JSON
 next to it. export writes domains/images/pretrained/NAME/ (config.json, weights.safetensors, card.json and the
@@ -265,6 +271,105 @@ def write_quality(args, summary: dict, train_s: float, results: list, pending: l
     write_section("quality", "\n".join(body))
 
 
+# ------------------------------------------------------------------------------------------------------- variance
+VARIANCE_ARMS = {"fixed": False, "learned": True}  # arm -> learn_sigma
+
+
+def variance_json(arm: str) -> Path:
+    return HERE / f"results_images_variance_{arm}.json"
+
+
+def variance(args) -> dict:
+    """Fixed against learned reverse variance (Nichol & Dhariwal 2021) at one training budget: each arm trains the
+    quality recipe (QUALITY_MODEL, 28x28 embedded MNIST, same seed, batch, lr, EMA and time budget); 'fixed' with
+    L_simple (eps-loss), 'learned' with the hybrid loss (2C output channels, lambda 0.001, discretized decoder).
+    Each is then measured by the domain's evaluate: bits/dim on the first --nll-n held-out digits (its variational
+    bound, with the learned variance where there is one), and conditional accuracy / FD of --n guided samples at
+    each of --steps ancestral steps (strided grids of the 1000 training steps; the fixed arm uses the posterior
+    variance beta~, the sampler's default for it, the learned arm its learned variance, rescaled to the grid)."""
+    from gendiff.domains.images import evaluate, train
+
+    arms = list(VARIANCE_ARMS) if args.which == "both" else [args.which]
+    out = {}
+    for arm in ([] if args.report_only else arms):
+        run = Path(f"{args.run_prefix}_{arm}")
+        t0 = time.perf_counter()
+        summary = train("mnist", run, image_size=28, model=QUALITY_MODEL, learn_sigma=VARIANCE_ARMS[arm],
+                        max_steps=10**6, time_budget=60 * args.minutes, batch_size=args.batch, lr=args.lr,
+                        warmup_steps=100, ema_decay=args.ema, progress=False, ckpt_every=500, log_every=50,
+                        resume="auto", seed=0)
+        print(f"{arm}: trained {summary['step']} steps in {summary['wall_seconds']:.0f} s", file=sys.stderr,
+              flush=True)
+        card = json.loads((run / "card.json").read_text())
+        record = {"arm": arm, "run": str(run), "learn_sigma": VARIANCE_ARMS[arm], "guidance": args.guidance, "steps_trained": summary["step"],
+                  "train_seconds": card["training"]["wall_seconds"], "parameters": summary["parameters"],
+                  "final_loss": summary.get("loss"), "argv": sys.argv, "results": []}
+        for i, steps in enumerate(args.steps):
+            m = evaluate(run, n=args.n, sampler="ancestral", steps=steps, guidance=args.guidance, seed=0,
+                         unconditional_n=0, reference=i == 0, nll_n=args.nll_n if i == 0 else 0,
+                         batch_size=args.sample_batch)
+            if i == 0:
+                record.update(nll_bits_per_dim=m["nll_bits_per_dim"], nll_n=m["nll_n"],
+                              classifier_test_accuracy=m["classifier_test_accuracy"],
+                              fd_real_train_vs_test=m["fd_real_train_vs_test"], fd_real_halves=m["fd_real_halves"])
+            record["results"].append({k: m[k] for k in ("steps", "n", "conditional_accuracy", "fd", "kid",
+                                                        "seconds")})
+            print(json.dumps({"arm": arm, **record["results"][-1]}), file=sys.stderr, flush=True)
+            variance_json(arm).write_text(json.dumps(record, indent=2))
+        record["eval_seconds"] = time.perf_counter() - t0 - summary["wall_seconds"]
+        variance_json(arm).write_text(json.dumps(record, indent=2))
+        out[arm] = record
+        write_variance(args)
+    if args.report_only:
+        write_variance(args)
+    return out
+
+
+def write_variance(args) -> None:
+    records = {a: json.loads(variance_json(a).read_text()) for a in VARIANCE_ARMS if variance_json(a).is_file()}
+    if not records:
+        return
+    any_ = next(iter(records.values()))
+    argvs = sorted({shlex.join(r["argv"]) for r in records.values()})
+    steps = sorted({m["steps"] for r in records.values() for m in r["results"]})
+    body = [
+        "## Variance: fixed (L_simple) vs learned (hybrid loss, Improved DDPM) on embedded MNIST, same budget",
+        "- command" + ("s" if len(argvs) > 1 else "") + ": " + "; ".join(f"`python {a}`" for a in argvs)
+        + (" (run as two processes at once, one torch thread each, then `--report-only`)" if len(argvs) > 1 else ""),
+        f"- machine: {machine(torch.device('cpu'))}" + (f"; {args.note}" if args.note else ""),
+        f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
+        f"- model: quality recipe {QUALITY_MODEL} at 28x28 (4,000 train / 1,000 held-out digits), linear schedule "
+        f"(T=1000), eps-prediction, label dropout 0.1, batch {args.batch}, lr {args.lr}, EMA {args.ema}, seed 0; "
+        f"each arm trained for the same wall-clock budget of {args.minutes:g} min (a small budget: the shipped "
+        "pretrained:mnist had 40 min). Learned: 2x output channels (v head zero-initialised, so v starts at 0), "
+        "L_simple + 0.001 T L_vlb with the mean's gradient stopped and the discretized decoder at t=1",
+        f"- bits/dim: the domain's variational bound (evaluate nll_n) on the first {any_.get('nll_n', '?')} held-out "
+        "digits (32 random timesteps per image, discretized decoder), with each arm's own reverse variance. "
+        f"Sampling: ancestral on strided grids of the 1000 training steps, guidance {any_.get('guidance', args.guidance):g} "
+        f"(diffusers convention), {any_['results'][0]['n']} class-balanced samples per cell, same seed; fixed arm "
+        "with the posterior variance beta~ (the sampler's default for it), learned arm with its learned variance "
+        "rescaled to the grid. Accuracy and FD by the held-out classifier "
+        f"(test accuracy {any_.get('classifier_test_accuracy', float('nan')):.3f}; 128-d features, FD against the "
+        f"1,000 held-out digits; real train vs held-out FD at the same n: {any_.get('fd_real_train_vs_test', float('nan')):.2f})",
+        "",
+        "| variance | trained steps | bits/dim | " + " | ".join(f"acc @ {s}" for s in steps) + " | "
+        + " | ".join(f"FD @ {s}" for s in steps) + " |",
+        "|---|---|---|" + "---|" * (2 * len(steps)),
+    ]
+    for arm, r in records.items():
+        by = {m["steps"]: m for m in r["results"]}
+        cell = lambda s, k, f: format(by[s][k], f) if s in by else "pending"  # noqa: E731
+        bpd = f"{r['nll_bits_per_dim']:.3f}" if "nll_bits_per_dim" in r else "pending"
+        body.append(f"| {arm}{' (hybrid)' if r['learn_sigma'] else ' (L_simple, beta~)'} | {r['steps_trained']} "
+                    f"({r['train_seconds'] / 60:.1f} min) | {bpd} | "
+                    + " | ".join(cell(s, "conditional_accuracy", ".3f") for s in steps) + " | "
+                    + " | ".join(cell(s, "fd", ".2f") for s in steps) + " |")
+    body.append(f"\nOne seed and {any_['results'][0]['n']} samples per cell: differences of a few points of accuracy "
+                "or a few FD units are within the noise of this measurement.")
+    write_section("variance", "\n".join(body))
+    print("\n".join(body))
+
+
 # --------------------------------------------------------------------------------------------------------- export
 PRETRAINED = HERE.parent / "domains" / "images" / "pretrained"
 # how runs/pre_mnist, the run behind pretrained:mnist, was trained (the quality recipe, one torch thread, 40 min)
@@ -316,6 +421,10 @@ def export(args) -> dict:
     return {"out": str(out), "bytes": sizes, "card": json.loads((out / "card.json").read_text())}
 
 
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in text.split(",") if x.strip())
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="what", required=True)
@@ -357,10 +466,25 @@ def main(argv=None) -> int:
     e.add_argument("--cpu-seconds", type=float, default=None, help="CPU time of the training, if measured outside")
     e.add_argument("--cpu-seconds-how", default="", help="how --cpu-seconds was measured (for the card's note)")
     e.add_argument("--threads", type=int, default=None)
+    v = sub.add_parser("variance", help="fixed vs learned reverse variance at the same training budget")
+    v.add_argument("--which", default="both", choices=("fixed", "learned", "both"))
+    v.add_argument("--run-prefix", default="runs/bench_images_variance")
+    v.add_argument("--minutes", type=float, default=10.0, help="training budget of each arm")
+    v.add_argument("--batch", type=int, default=64)
+    v.add_argument("--lr", type=float, default=2e-3)
+    v.add_argument("--ema", type=float, default=0.995)
+    v.add_argument("--guidance", type=float, default=3.0)
+    v.add_argument("--n", type=int, default=200, help="guided samples per (arm, steps) cell")
+    v.add_argument("--nll-n", type=int, default=200, help="held-out digits for bits/dim")
+    v.add_argument("--steps", type=_ints, default=(25, 50, 100), help="ancestral steps, e.g. 25,50,100")
+    v.add_argument("--sample-batch", type=int, default=200)
+    v.add_argument("--report-only", action="store_true", help="write the table from the arms' JSONs")
+    v.add_argument("--note", default="", help="a remark on the machine's load, written next to it")
+    v.add_argument("--threads", type=int, default=None)
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    out = {"speed": speed, "quality": quality, "export": export}[args.what](args)
+    out = {"speed": speed, "quality": quality, "export": export, "variance": variance}[args.what](args)
     print(json.dumps(out, indent=2, default=str))
     return 0
 

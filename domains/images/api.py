@@ -71,13 +71,18 @@ def _autocast(device: torch.device, bf16: bool):
     return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
 
-def _model_config(data: ImageData, model: dict | None) -> UNetConfig:
+def _model_config(data: ImageData, model: dict | None, learn_sigma: bool = False) -> UNetConfig:
+    """The U-Net config of a run: DEFAULT_MODEL for the image size, updated by `model`; with `learn_sigma` the
+    U-Net returns 2C channels (the prediction, then Improved DDPM's variance interpolation v per channel; its
+    output conv starts at zero, so v starts at 0, halfway between beta~ and beta in log space)."""
     c, h, w = data.shape
     if h != w:
         raise DataError(f"{data.name}: images must be square, got {h}x{w}")
     base = dict(DEFAULT_MODEL.get(h, DEFAULT_MODEL[32]))
     base.update(model or {})
     base.update(in_channels=c, resolution=h, num_classes=data.num_classes if base.pop("conditional", True) else None)
+    if learn_sigma:
+        base["out_channels"] = 2 * c
     return UNetConfig.from_dict(base)
 
 
@@ -93,7 +98,7 @@ def _absolute_spec(spec: str) -> str:
 
 def build_denoiser(meta: dict):
     """Rebuild (Denoiser(UNet), schedule) from a run's config dict: its `model` (UNetConfig), `schedule` and
-    `denoiser` (Denoiser.config(): prediction, scale_input, precondition, sigma_data, noise_input)."""
+    `denoiser` (Denoiser.config(): prediction, scale_input, precondition, sigma_data, noise_input, learn_sigma)."""
     from gendiff.forward import Denoiser
     from gendiff.schedules import schedule_from_config
 
@@ -112,14 +117,15 @@ def _split_text(data: str, n_train: int, test_fraction: float, seed: int) -> str
 
 
 def run_config(train_data: ImageData, data: str, *, model: dict | None, schedule, prediction: str, p_uncond: float,
-               seed: int, test_fraction: float) -> dict:
+               seed: int, test_fraction: float, learn_sigma: bool = False) -> dict:
     """config.json of a run (less the format and domain keys save_run adds): all that rebuilds the model and its
     data (the split the held-out metrics use)."""
     from gendiff.forward import Denoiser
     from gendiff.schedules import schedule_config
 
-    unet = _model_config(train_data, model).to_dict()
-    denoiser = Denoiser(torch.nn.Identity(), schedule, prediction=prediction)  # validates; gives the full options
+    unet = _model_config(train_data, model, learn_sigma).to_dict()
+    # validates; gives the full options (learn_sigma among them, so load_run rebuilds a learned-variance model)
+    denoiser = Denoiser(torch.nn.Identity(), schedule, prediction=prediction, learn_sigma=learn_sigma)
     return {
         "data": str(data), "image_size": train_data.shape[-1], "channels": train_data.shape[0], "seed": seed,
         "test_fraction": test_fraction, "classes": train_data.classes, "model": unet,
@@ -144,9 +150,13 @@ def _saved_config(out: Path) -> dict | None:
     return saved
 
 
-def make_step_fn(schedule, num_classes: int | None, p_uncond: float):
-    """Training step: the core's eps-loss with label dropout to the null class (Ho & Salimans 2022, Algorithm 1)."""
-    from gendiff.losses import diffusion_loss
+def make_step_fn(schedule, num_classes: int | None, p_uncond: float, learn_sigma: bool = False,
+                 hybrid_lambda: float = 0.001):
+    """Training step: the core's eps-loss with label dropout to the null class (Ho & Salimans 2022, Algorithm 1).
+    With `learn_sigma` the model (a learn_sigma Denoiser) is trained with the core's hybrid_loss instead:
+    L_simple + hybrid_lambda * T * L_vlb, the variance learning from L_vlb only, with the discretized decoder of
+    8-bit images at the first step (Nichol & Dhariwal 2021, eq. 16)."""
+    from gendiff.losses import diffusion_loss, hybrid_loss
     from gendiff.spaces import EuclideanSpace
 
     space = EuclideanSpace()
@@ -157,6 +167,9 @@ def make_step_fn(schedule, num_classes: int | None, p_uncond: float):
         if num_classes is not None:
             drop = torch.rand(labels.shape, generator=generator, device=labels.device) < p_uncond
             cond = torch.where(drop | (labels < 0), torch.full_like(labels, num_classes), labels)
+        if learn_sigma:
+            return hybrid_loss(model, x0, schedule, space, lam=hybrid_lambda, cond=cond, generator=generator,
+                               decoder="discretized").mean()
         return diffusion_loss(model, x0, schedule, space, cond=cond, generator=generator).mean()
 
     return step_fn
@@ -164,7 +177,8 @@ def make_step_fn(schedule, num_classes: int | None, p_uncond: float):
 
 def train(data: str = "mnist", out: str | Path = "runs/images", *, image_size: int | None = None,
           channels: int | None = None, model: dict | None = None, schedule: str | dict = "linear",
-          prediction: str = "eps", p_uncond: float = 0.1, max_steps: int = 2000, time_budget: float | None = None,
+          prediction: str = "eps", learn_sigma: bool = False, p_uncond: float = 0.1, max_steps: int = 2000,
+          time_budget: float | None = None,
           seed: int = 0, test_fraction: float = 0.2, resume: bool | str = False, compile: bool | str | dict = False,
           bf16: bool = False, device: str | torch.device = "auto", channels_last: bool | None = None,
           progress: bool = True, download: bool = False, command: str | None = None, **train_config) -> dict:
@@ -178,6 +192,9 @@ def train(data: str = "mnist", out: str | Path = "runs/images", *, image_size: i
     `device`: 'auto' (CUDA, else MPS, else CPU), 'cpu', 'cuda', 'cuda:N' or 'mps'; `bf16`: bf16 autocast of the
     training step on that device (the core Trainer's); `compile`: torch.compile the U-Net in place (True, a backend
     name or a dict of torch.compile options, see compile_options).
+    `learn_sigma`: the U-Net also outputs Improved DDPM's variance interpolation v (2C channels) and is trained
+    with the hybrid loss (make_step_fn); config.json stores it, so load_run rebuilds that model, the ancestral
+    sampler uses the learned variance and bits/dim its bound.
     Extra keyword arguments go to gendiff.training.TrainConfig (lr, batch_size, ema_decay, grad_clip, ...).
     `download` lets torchvision fetch MNIST / Fashion-MNIST / CIFAR-10 files that are not under ROOT yet.
     """
@@ -197,7 +214,7 @@ def train(data: str = "mnist", out: str | Path = "runs/images", *, image_size: i
                            test_fraction=test_fraction, download=download)
     sched_cfg = {"name": schedule} if isinstance(schedule, str) else dict(schedule)
     meta = run_config(train_data, data, model=model, schedule=get_schedule(**sched_cfg), prediction=prediction,
-                      p_uncond=p_uncond, seed=seed, test_fraction=test_fraction)
+                      p_uncond=p_uncond, seed=seed, test_fraction=test_fraction, learn_sigma=learn_sigma)
     defaults = dict(lr=2e-4, batch_size=64, warmup_steps=min(500, max_steps // 10), grad_clip=1.0, seed=seed,
                     ckpt_every=max(1, min(1000, max_steps)), log_every=max(1, min(50, max_steps // 10 or 1)),
                     progress=progress, ema_decay=0.995 if time_budget is not None else
@@ -227,7 +244,7 @@ def train(data: str = "mnist", out: str | Path = "runs/images", *, image_size: i
         denoiser = denoiser.to(memory_format=torch.channels_last)
     compile_denoiser(denoiser, compile)  # in place: state_dict keys (and so checkpoints) stay the plain U-Net's
     step_fn = make_step_fn(sched, train_data.num_classes if meta["model"]["num_classes"] is not None else None,
-                           p_uncond)
+                           p_uncond, learn_sigma=learn_sigma)
     start = time.perf_counter()
     trainer = Trainer(denoiser, step_fn, ImageDataset(train_data), config, out, collate_fn=ImageDataset.collate_fn,
                       resume=resume)

@@ -60,6 +60,8 @@ def add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--p-uncond", type=float, default=0.1, help="label dropout for classifier-free guidance")
     p.add_argument("--schedule", default="linear")
     p.add_argument("--prediction", default="eps", choices=("eps", "x0", "v"))
+    p.add_argument("--learn-sigma", action="store_true", help="also learn the reverse variance (Improved DDPM: "
+                   "2x output channels, hybrid loss L_simple + 0.001 L_vlb); ancestral sampling then uses it")
     p.add_argument("--steps", type=int, default=2000, help="optimizer steps (upper bound with --minutes)")
     p.add_argument("--minutes", type=float, default=None, help="wall-clock training budget")
     p.add_argument("--batch-size", type=int, default=64)
@@ -84,7 +86,8 @@ def run_train(args) -> int:
                  dropout=args.dropout, groups=args.groups, conditional=not args.unconditional)
     extra = {k: v for k, v in (("warmup_steps", args.warmup), ("ema_decay", args.ema)) if v is not None}
     summary = train(args.data, args.out, image_size=args.image_size, channels=args.channels, model=model,
-                    schedule=args.schedule, prediction=args.prediction, p_uncond=args.p_uncond, max_steps=args.steps,
+                    schedule=args.schedule, prediction=args.prediction, learn_sigma=args.learn_sigma,
+                    p_uncond=args.p_uncond, max_steps=args.steps,
                     time_budget=None if args.minutes is None else 60 * args.minutes, seed=args.seed,
                     resume=args.resume, compile=args.compile, download=args.download, progress=not args.quiet,
                     batch_size=args.batch_size,
