@@ -216,7 +216,10 @@ def new_card(name: str, domain: str, *, data: str, split: str, summary: dict, se
         "hardware": hardware(device), "commit": _commit(),
         "command": command or " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "sittings": sittings,
     }
-    return {"name": name, "domain": domain, "training": training, "metrics": {}, **extra}
+    card = {"name": name, "domain": domain, "training": training, "metrics": {}, **extra}
+    if "headline" in prev and "headline" not in card:
+        card["headline"] = prev["headline"]  # which metrics `gendiff list` shows, once they are measured again
+    return card
 
 
 def record_metrics(run_dir, key: str, metrics: dict, command: str) -> dict:
@@ -231,6 +234,31 @@ def record_metrics(run_dir, key: str, metrics: dict, command: str) -> dict:
     return card
 
 
+_BOOKKEEPING = {"n", "steps", "seed", "nfe"}
+
+
+def card_headline(card: dict) -> dict:
+    """The metrics `gendiff list` shows for a card: the keys its optional `headline` list names (looked up in every
+    metrics block, first block first), else every number in its metrics blocks but counts, seeds, times and stds."""
+    blocks = list(card.get("metrics", {}).values())
+    wanted = card.get("headline")
+    out = {}
+    for block in blocks:
+        if not isinstance(block, dict):
+            continue
+        for key, value in block.items():
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or key in out:
+                continue
+            if wanted is not None:
+                if key in wanted:
+                    out[key] = value
+            elif key not in _BOOKKEEPING and not key.endswith(("_seconds", "_std")):
+                out[key] = value
+    if wanted is not None:
+        out = {k: out[k] for k in wanted if k in out}
+    return out
+
+
 def list_pretrained() -> list[dict]:
     """One row per shipped model: name, domain, folder, size in bytes and the card's headline metrics."""
     rows = []
@@ -240,9 +268,7 @@ def list_pretrained() -> list[dict]:
         except DataError as exc:
             rows.append({"name": name, "domain": "?", "path": str(path), "error": str(exc)})
             continue
-        headline = {}
-        for block in run.card.get("metrics", {}).values():
-            headline.update({k: v for k, v in block.items() if isinstance(v, (int, float)) and k != "n"})
+        headline = card_headline(run.card)
         rows.append({"name": name, "domain": run.domain, "path": str(path), "bytes": run.weights.stat().st_size,
                      "metrics": headline, "steps": run.card.get("training", {}).get("steps")})
     return rows

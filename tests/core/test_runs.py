@@ -90,3 +90,18 @@ def test_pretrained_names(tmp_path, monkeypatch):
     assert rows[0]["name"] == "tiny" and rows[0]["bytes"] > 0
     with pytest.raises(DataError, match="pretrained:nope: no such pretrained model .*tiny"):
         runs.read_run("pretrained:nope")
+
+
+def test_card_headline_picks_named_metrics_or_drops_bookkeeping():
+    card = {"metrics": {"a": {"acc": 0.9, "n": 500, "seed": 0, "sample_seconds": 3.0, "kid_std": 0.1, "fd": 4.0},
+                        "b": {"acc": 0.1, "crps": 1.5, "sampler": "ddim", "ok": True}}}
+    assert runs.card_headline(card) == {"acc": 0.9, "fd": 4.0, "crps": 1.5}
+    card["headline"] = ["crps", "acc", "missing"]
+    assert list(runs.card_headline(card).items()) == [("crps", 1.5), ("acc", 0.9)]
+
+
+def test_every_shipped_card_has_a_headline_that_resolves():
+    for row in runs.list_pretrained():
+        card = runs.read_run(f"pretrained:{row['name']}").card
+        assert "error" not in row and card.get("headline")
+        assert list(row["metrics"]) == [k for k in card["headline"]], row["name"]
