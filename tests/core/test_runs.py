@@ -105,3 +105,15 @@ def test_every_shipped_card_has_a_headline_that_resolves():
         card = runs.read_run(f"pretrained:{row['name']}").card
         assert "error" not in row and card.get("headline")
         assert list(row["metrics"]) == [k for k in card["headline"]], row["name"]
+
+
+def test_atomic_writes_get_the_permissions_of_a_plain_open(tmp_path):
+    import os
+    import stat
+
+    from gendiff.io import write_json_atomic
+
+    (tmp_path / "plain.json").write_text("{}")
+    write_json_atomic(tmp_path / "atomic.json", {})
+    mode = lambda p: stat.S_IMODE(os.stat(p).st_mode)  # noqa: E731
+    assert mode(tmp_path / "atomic.json") == mode(tmp_path / "plain.json")
