@@ -12,12 +12,12 @@ import sys
 from . import __version__
 from .errors import GendiffError
 
-DOMAINS = ("images", "weather", "molecules")
+DOMAINS = ("images", "weather", "timeseries", "molecules")  # timeseries: the weather verbs under that name
 VERB_HELP = {
     "train": "train a model on a domain's data",
     "sample": "draw samples from a trained run",
     "evaluate": "score samples, forecasts or files",
-    "forecast": "ensemble forecasts from a trained run (weather)",
+    "forecast": "ensemble forecasts from a trained run (weather, timeseries)",
     "demo": "train briefly on embedded data, sample and evaluate",
 }
 

@@ -10,37 +10,68 @@ Public verbs (same shapes as the other domains):
                                                      from_scratch: train first (about two minutes)
 `run` is a run folder or `pretrained:NAME` (shipped in gendiff/domains/weather/pretrained/: lorenz96,
 era5-uk-t2m; `gendiff list`).
-`data` is a path (netCDF, zarr, GRIB with cfgrib), an xarray Dataset or DataArray, or "lorenz96" (the default).
+`data` is a path (netCDF, zarr, GRIB with cfgrib), an xarray Dataset or DataArray, or "lorenz96" (the default);
+or a time-series table: a pandas DataFrame / Series (DatetimeIndex or a datetime column, one column per series, NaN
+missing) or a CSV / Parquet file, with `time_column=` naming its time column (tabular.py). For a DataFrame or Series,
+forecast returns a tidy DataFrame (init_time, lead_time, series, member, value; `quantiles=` for quantiles),
+`output="xarray"` the Dataset; an `out` ending in .csv / .parquet is written as that table.
+`gendiff.domains.timeseries` is this module under its time-series name.
 `device`: 'auto' (CUDA, else MPS, else CPU), 'cpu', 'cuda', 'cuda:N' or 'mps' (gendiff.device.resolve_device);
 the network, its inputs, the AR base and the random draws live there, and results come back to the CPU only
 where they become xarray.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 LORENZ96 = "lorenz96"
 
 
-def resolve_data(data, lorenz96_kwargs: dict | None = None):
-    """'lorenz96' / None -> the embedded Lorenz-96 Dataset; anything else passes through."""
+def resolve_data(data, lorenz96_kwargs: dict | None = None, time_column: str | None = None):
+    """'lorenz96' / None -> the embedded Lorenz-96 Dataset; DataFrames, Series and CSV / Parquet files -> the
+    (time, series) Dataset of tabular.from_pandas; anything else passes through."""
     if data is None or (isinstance(data, str) and data.lower() == LORENZ96):
         from .lorenz96 import lorenz96_dataset
 
         return lorenz96_dataset(**(lorenz96_kwargs or {}))
-    return data
+    from .tabular import to_dataset
+
+    return to_dataset(data, time_column=time_column)
 
 
-def train(data=None, out="runs/weather", **config) -> dict:
+def train(data=None, out="runs/weather", time_column: str | None = None, **config) -> dict:
     """Train a forecast model; see gendiff.domains.weather.train.train for options."""
     from .fit import train as _train
+    from .tabular import is_table
 
-    return _train(resolve_data(data), out, **config)
+    if is_table(data) and isinstance(data, (str, Path)):
+        config["card"] = {"data": str(data), **(config.get("card") or {})}
+    return _train(resolve_data(data, time_column=time_column), out, **config)
 
 
-def forecast(run, data=None, **kwargs):
-    """Ensemble forecast as xarray (init_time, member, lead_time, <data dims>); see forecast.forecast."""
+def forecast(run, data=None, *, time_column: str | None = None, quantiles=None, output: str | None = None,
+             out=None, **kwargs):
+    """Ensemble forecast (init_time, member, lead_time, <data dims>); see forecasting.forecast. `output`: 'xarray'
+    or 'frame' (tidy, tabular.to_tidy); default 'frame' for a DataFrame / Series or with `quantiles`, else 'xarray'.
+    An `out` ending in .csv / .parquet (or a tabular.TableOutput) is written as the tidy table."""
+    import pandas as pd
+
     from .forecasting import forecast as _forecast
+    from .tabular import TableOutput, file_format, parse_quantiles, to_tidy, write_table
 
-    return _forecast(run, resolve_data(data), **kwargs)
+    if output not in (None, "xarray", "frame"):
+        from gendiff.errors import ConfigError
+
+        raise ConfigError(f"output={output!r}: expected 'xarray' or 'frame'")
+    quantiles = parse_quantiles(quantiles)
+    if output is None:
+        output = "frame" if isinstance(data, (pd.DataFrame, pd.Series)) or quantiles is not None else "xarray"
+    table_out = out is not None and (isinstance(out, TableOutput) or file_format(out) in ("csv", "parquet"))
+    ds = _forecast(run, resolve_data(data, time_column=time_column), out=None if table_out else out, **kwargs)
+    if table_out:
+        file_q = quantiles if quantiles is not None else parse_quantiles(getattr(out, "quantiles", None))
+        write_table(to_tidy(ds, file_q), out, getattr(out, "table_format", None))
+    return to_tidy(ds, quantiles) if output == "frame" else ds
 
 
 def sample(run, data=None, **kwargs):
@@ -48,11 +79,21 @@ def sample(run, data=None, **kwargs):
     return forecast(run, data, **kwargs)
 
 
-def evaluate(forecast, truth=None, **kwargs) -> list[dict]:
-    """Score records per variable, lead time and system (model, persistence, climatology, linear)."""
-    from .scoring import evaluate as _evaluate
+def evaluate(forecast, truth=None, *, time_column: str | None = None, **kwargs) -> list[dict]:
+    """Score records per variable, lead time and system (model, persistence, climatology, linear). `forecast` may
+    be a tidy DataFrame or CSV / Parquet file of members (pass train_period then), `truth` a table."""
+    import pandas as pd
 
-    return _evaluate(forecast, resolve_data(truth), **kwargs)
+    from .scoring import evaluate as _evaluate
+    from .tabular import from_tidy, is_table, read_forecast_table
+
+    tidy = isinstance(forecast, pd.DataFrame) or is_table(forecast)
+    if tidy:
+        forecast = from_tidy(forecast) if isinstance(forecast, pd.DataFrame) else read_forecast_table(forecast)
+    truth = resolve_data(truth, time_column=time_column)
+    if tidy and "series" in getattr(truth, "dims", ()) and set(truth["series"].values) == set(forecast["series"].values):
+        forecast = forecast.reindex(series=truth["series"].values)  # a table's rows may list the series in any order
+    return _evaluate(forecast, truth, **kwargs)
 
 
 def demo(out="runs/weather-demo", device="auto", from_scratch: bool = False, **kwargs) -> dict:
@@ -66,4 +107,17 @@ def demo(out="runs/weather-demo", device="auto", from_scratch: bool = False, **k
     return run_pretrained_demo(out, device=device, **kwargs)
 
 
-__all__ = ["train", "forecast", "sample", "evaluate", "demo", "resolve_data"]
+_TABULAR = ("from_pandas", "to_tidy", "from_tidy", "to_frame")
+
+
+def __getattr__(name):
+    """The table converters of tabular.py, imported on first use (the CLI imports this package for every verb)."""
+    if name in _TABULAR:
+        from . import tabular
+
+        return getattr(tabular, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["train", "forecast", "sample", "evaluate", "demo", "resolve_data", "from_pandas", "to_tidy", "from_tidy",
+           "to_frame"]

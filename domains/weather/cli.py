@@ -229,3 +229,7 @@ VERBS = {
     "evaluate": (add_evaluate, run_evaluate),
     "demo": (add_demo, run_demo),
 }
+
+from .tabular_cli import extend_verbs  # noqa: E402  CSV / Parquet inputs and tidy outputs on the verbs
+
+VERBS = extend_verbs(VERBS)
