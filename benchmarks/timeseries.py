@@ -1,0 +1,154 @@
+"""Time-series benchmark: real series shipped in PyPI packages, as pandas DataFrames through gendiff.domains.timeseries.
+
+    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/timeseries.py --out runs/bench-ts --minutes 5 --threads 1
+    python benchmarks/timeseries.py --datasets solar --minutes 1 --out /tmp/ts     # a quick partial run
+
+For each series (gendiff.domains.weather.real_series: statsmodels' weekly Mauna Loa CO2, sktime's half-hourly GB
+solar week, pmdarima's half-hourly England and Wales demand) it trains briefly on the early part (a CPU time
+budget), forecasts every init of the held-out part with an ensemble, and scores the CRPS (standard and fair), RMSE,
+spread and SSR per lead against persistence, seasonal naive (the value one season before), the hour-of-day
+climatology and the linear AR ensemble of scoring.evaluate. Results go to benchmarks/results_timeseries.md (command,
+machine, date, numbers, and at which reported leads the model's CRPS is below each reference).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results_timeseries.md"
+REFERENCES = ("persistence", "seasonal_naive", "climatology", "linear")
+
+from _machine import machine  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+
+# context / horizon / lead / init spacing in data steps; periods inclusive; `leads`: the steps reported
+CONFIGS = {
+    "co2": dict(context=104, horizon=13, lead=52, init_every=4, train_period=("1958-03-29", "1991-12-28"),
+                init_period=("1993-01-02", "2000-12-30"), leads=(1, 4, 13, 26, 52), unit="week"),
+    "solar": dict(context=48, horizon=12, lead=12, init_every=2, train_period=("2021-05-01", "2021-05-04T23:30"),
+                  init_period=("2021-05-05", "2021-05-06T18:00"), leads=(1, 2, 6, 12), unit="half hour"),
+    "taylor": dict(context=96, horizon=48, lead=48, init_every=12, train_period=("2000-06-05", "2000-08-13T23:30"),
+                   init_period=("2000-08-14", "2000-08-26T23:30"), leads=(2, 12, 24, 48), unit="half hour"),
+}
+
+
+def run_dataset(name: str, out: Path, minutes: float, members: int, sample_steps: int, width: int,
+                seed: int) -> dict:
+    from gendiff.domains import timeseries
+    from gendiff.domains.weather import real_series
+    from gendiff.domains.weather.metrics import score
+    from gendiff.domains.weather.scoring import truth_at_valid_time
+
+    cfg = CONFIGS[name]
+    df = real_series.load(name)
+    run = out / name / "run"
+    t0 = time.perf_counter()
+    summary = timeseries.train(df, run, context=cfg["context"], horizon=cfg["horizon"],
+                               train_period=cfg["train_period"], max_steps=100_000, time_budget=60.0 * minutes,
+                               net={"width": width}, batch_size=32, sample_steps=sample_steps, progress=False,
+                               seed=seed, resume="auto")
+    t_train = time.perf_counter() - t0
+    fc = timeseries.forecast(run, df, output="xarray", init_period=cfg["init_period"], init_every=cfg["init_every"],
+                             members=members, lead=cfg["lead"], progress=False, seed=seed)
+    records = timeseries.evaluate(fc, df, train_period=cfg["train_period"], plots=False)
+    truth = timeseries.from_pandas(df)
+    sn = real_series.seasonal_naive(truth, fc["init_time"].values, cfg["lead"], real_series.SEASON[name])
+    s = score(sn["value"], truth_at_valid_time(truth["value"], sn["valid_time"]), "member")
+    for j, lt in enumerate(s["lead_time"].values):
+        rec = {"variable": "value", "lead_time_hours": float(pd.Timedelta(lt).total_seconds() / 3600),
+               "system": "seasonal_naive"}
+        for k in ("crps", "rmse", "spread", "ssr", "crps_fair"):
+            val = float(s[k].values[j])
+            rec[k] = val if np.isfinite(val) else None
+        records.append(rec)
+    step_hours = pd.Timedelta(truth["time"].values[1] - truth["time"].values[0]).total_seconds() / 3600
+    return {"dataset": name, "rows": int(len(df)), "missing": int(df.isna().sum().sum()),
+            "train_steps": int(summary["step"]), "train_seconds": round(t_train, 1),
+            "parameters": int(summary["parameters"]), "windows": int(summary["windows"]),
+            "inits": int(fc.sizes["init_time"]), "members": int(fc.sizes["member"]),
+            "forecast_seconds": fc.attrs["forecast_seconds"], "step_hours": step_hours, "config": cfg,
+            "records": records}
+
+
+def table(result: dict) -> list[str]:
+    cfg, h = result["config"], result["step_hours"]
+    by = {(r["system"], round(r["lead_time_hours"] / h)): r for r in result["records"]}
+    lines = [f"| lead ({cfg['unit']}s) | model CRPS | model fair CRPS | model SSR | "
+             + " | ".join(f"{s} CRPS" for s in REFERENCES) + " | model below |",
+             "|---|---|---|---|" + "---|" * len(REFERENCES) + "---|"]
+    for lead in cfg["leads"]:
+        m = by[("model", lead)]
+        refs = [by[(s, lead)]["crps"] for s in REFERENCES]
+        below = [s for s, c in zip(REFERENCES, refs) if c is not None and m["crps"] < c]
+        lines.append(f"| {lead} | {m['crps']:.4g} | {m['crps_fair']:.4g} | {m['ssr']:.3g} | "
+                     + " | ".join("n/a" if c is None else f"{c:.4g}" for c in refs)
+                     + f" | {', '.join(below) if below else 'none'} |")
+    return lines
+
+
+def beats_all(result: dict) -> bool:
+    h = result["step_hours"]
+    by = {(r["system"], round(r["lead_time_hours"] / h)): r["crps"] for r in result["records"]}
+    return all(by[("model", k)] < by[(s, k)] for k in result["config"]["leads"]
+               for s in ("persistence", "seasonal_naive", "climatology"))
+
+
+def write_results(results: list[dict], command: str) -> None:
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [f"### Time series benchmark ({stamp})", "", f"Command: `{command}`", "", f"Machine: {machine()}", ""]
+    for r in results:
+        cfg = r["config"]
+        lines += [f"**{r['dataset']}** ({r['rows']} steps, {r['missing']} missing; trained on {cfg['train_period'][0]}"
+                  f" to {cfg['train_period'][1]}: {r['train_steps']} steps in {r['train_seconds']} s, "
+                  f"{r['parameters']} parameters, {r['windows']} windows of {cfg['context']} + {cfg['horizon']}; "
+                  f"{r['inits']} inits from {cfg['init_period'][0]} to {cfg['init_period'][1]} every "
+                  f"{cfg['init_every']} {cfg['unit']}s x {r['members']} members, forecast in "
+                  f"{r['forecast_seconds']} s; CRPS in data units)", ""]
+        lines += table(r)
+        lines += ["", f"Model CRPS below persistence, seasonal naive and climatology at every reported lead: "
+                      f"{'yes' if beats_all(r) else 'no'}.", ""]
+    RESULTS.write_text("\n".join(lines))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--datasets", default="co2,solar,taylor")
+    p.add_argument("--out", default="runs/bench-ts")
+    p.add_argument("--minutes", type=float, default=5.0, help="training budget per dataset (CPU wall minutes)")
+    p.add_argument("--members", type=int, default=16)
+    p.add_argument("--sample-steps", type=int, default=20)
+    p.add_argument("--width", type=int, default=32)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--no-write", action="store_true", help="print the tables only")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    names = [n for n in args.datasets.split(",") if n]
+    unknown = [n for n in names if n not in CONFIGS]
+    if unknown:
+        p.error(f"unknown dataset(s) {', '.join(unknown)} (known: {', '.join(CONFIGS)})")
+    out = Path(args.out)
+    results = []
+    for name in names:
+        r = run_dataset(name, out, args.minutes, args.members, args.sample_steps, args.width, args.seed)
+        results.append(r)
+        print(f"{name}: {r['train_steps']} steps, {r['train_seconds']} s", file=sys.stderr)
+        print("\n".join(table(r)), file=sys.stderr)
+        (out / name).mkdir(parents=True, exist_ok=True)
+        (out / name / "result.json").write_text(json.dumps(r, indent=1, default=str))
+    if not args.no_write:
+        write_results(results, shlex.join(["python", "benchmarks/timeseries.py", *(argv or sys.argv[1:])]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
