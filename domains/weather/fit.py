@@ -13,43 +13,23 @@ from gendiff.device import resolve_device
 from gendiff.errors import ConfigError, DataError
 from gendiff import runs
 from gendiff.io import torch_load_safe, write_json_atomic
-from gendiff.losses import constant_weight, diffusion_loss
+from gendiff.losses import constant_weight
 from gendiff.schedules import get_schedule, schedule_config
 from gendiff.spaces import MaskedSpace
 from gendiff.training import TrainConfig, Trainer
 
+from .base import ARBase, HourlyClimatology
 from .data import Codec, calendar_features, open_data, parse_duration, period_indices, time_step
-from .model import (ARBase, HourlyClimatology, WindowDataset, build_denoiser, compile_network, cond_channels,
-                    is_old_state, save_state, window_starts)
+from .inputs import cond_channels
+from .loss import make_step_fn
+from .network import build_denoiser, compile_network, is_old_state
+from .run import save_state
+from .windows import WindowDataset, window_starts
 
 NET_DEFAULTS = {"width": 64, "mults": (1, 2, 2), "blocks_per_level": 1, "heads": 4, "dropout": 0.1,
                 "learned_skip": True}
 TRAIN_DEFAULTS = {"max_steps": 3000, "batch_size": 32, "lr": 5e-4, "warmup_steps": 100, "weight_decay": 0.0,
                   "grad_clip": 1.0, "log_every": 50, "ckpt_every": 500, "seed": 0}
-
-
-def make_step_fn(schedule, space, context_noise: float = 0.0, weighting=None):
-    """Per-window masked eps/x0 loss (core diffusion_loss, with `weighting`) averaged over the batch.
-
-    For the preconditioned network train passes losses.constant_weight(): the plain ||x0_hat - x0||^2 over the
-    generated cells, the objective the weather runs have always been trained (and benchmarked) with.
-
-    `context_noise` > 0 adds N(0, context_noise^2) to the known context values the network is conditioned on
-    (conditioning augmentation, Ho et al. 2022, "Cascaded diffusion models"): with a few weeks of data the network
-    otherwise keys on exact context values, memorises the training days and gives over-confident ensembles."""
-    def step_fn(model, batch, generator):
-        cond = batch["cond"]
-        if context_noise > 0:
-            x0 = batch["x0"]
-            c = x0.shape[1]
-            known = (cond[:, c:c + 1] > 0) & batch["mask"].any(-1, keepdim=True)  # context steps x valid features
-            noise = torch.randn(cond[:, :c].shape, generator=generator, device=cond.device, dtype=cond.dtype)
-            cond = torch.cat([cond[:, :c] + context_noise * noise * known, cond[:, c:]], 1)
-        loss = diffusion_loss(model, batch["x0"], schedule, space, mask=batch["mask"], cond=cond,
-                              generator=generator, weighting=weighting)
-        return loss.mean()
-
-    return step_fn
 
 
 def train(data, out, *, variables=None, train_period=None, context="24h", horizon="24h", schedule="cosine",

@@ -17,7 +17,9 @@ from gendiff.errors import ConfigError, DataError
 from gendiff.samplers import prior_sample, sample
 
 from .data import Codec, calendar_features, init_indices, open_data, parse_duration, time_step, write_dataset
-from .model import Run, anchor_of, compile_network, load_run, make_inputs
+from .inputs import anchor_of, make_inputs
+from .network import compile_network
+from .run import Run, load_run
 
 
 def forecast_dataset(codec: Codec, values: np.ndarray, init_times, step: pd.Timedelta, attrs: dict | None = None):

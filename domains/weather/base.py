@@ -1,0 +1,227 @@
+"""The AR(p) mean forecast the network's targets are departures from, and the hourly climatology removed before it.
+
+Data flow: data.Codec (normalised values) -> base (climatology removed, AR mean forecast) -> windows -> inputs."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import torch
+
+from gendiff.errors import DataError
+
+
+class ARBase:
+    """Per-feature AR(p) mean forecast of anomalies, rolled from the context over the horizon.
+
+    With `base="linear"` the network generates the departures of the future from this deterministic forecast (as
+    CorrDiff generates residuals of a regression model): the linear part of the predictability is exact from the
+    start, and the network's capacity goes to the state-dependent, spatially correlated error distribution."""
+
+    def __init__(self, phi, scale=None, diurnal=None, step_seconds: float | None = None):
+        self.phi = torch.as_tensor(np.asarray(phi), dtype=torch.float32)  # (C, p), lag 1 first
+        self.scale = None if scale is None else torch.as_tensor(np.asarray(scale), dtype=torch.float32)  # (H, C)
+        # (S, H, C): the error level's factor by the init's time of day (S slots of one time step per day)
+        self.diurnal = None if diurnal is None else torch.as_tensor(np.asarray(diurnal), dtype=torch.float32)
+        self.step_seconds = step_seconds
+
+    MIN_SLOT_WINDOWS = 5
+
+    def to(self, device) -> "ARBase":
+        """Move the coefficients, scale and time-of-day factors to `device` (where they meet the network's
+        tensors); returns self."""
+        self.phi = self.phi.to(device)
+        self.scale = None if self.scale is None else self.scale.to(device)
+        self.diurnal = None if self.diurnal is None else self.diurnal.to(device)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return self.phi.device
+
+    @classmethod
+    def fit(cls, values: np.ndarray, index: np.ndarray, order: int = 2, starts: np.ndarray | None = None,
+            context: int | None = None, horizon: int | None = None, times: np.ndarray | None = None,
+            groups: list[int] | None = None) -> "ARBase":
+        """Least-squares AR(order) per feature on values[index]; with training window `starts`, also the RMS error
+        of its forecast per lead and feature (`scale`, H x C), by which the generated departures are divided so
+        that the network sees unit-variance targets at every lead (the diffusion schedules assume unit-variance
+        data; the departures grow from a few hundredths of a standard deviation at the first step).
+
+        With `times` and a time step that divides a day, the error level also depends on the init's time of day
+        (`diurnal`, S x H x C, S = steps per day): a 6 h forecast of 2 m temperature made at 06 UTC runs through the
+        morning warming and errs twice as much as one made at 00 UTC. The factor is the RMS error of the windows
+        whose init falls in that slot over the all-window RMS, pooled over the features of each variable (`groups`:
+        feature counts per variable) so that a few weeks of data give a stable estimate; 1 for slots with fewer
+        than MIN_SLOT_WINDOWS windows."""
+        from .baselines import fit_ar
+
+        phi, _ = fit_ar(np.asarray(values[index], dtype=np.float64), order)
+        ar = cls(phi)
+        if starts is None:
+            return ar
+        starts = np.asarray(starts)
+        c = values.shape[1]
+        n_slots, slot = 1, np.zeros(len(starts), dtype=np.int64)
+        if times is not None and len(times) > 1:
+            step_s = pd.Timedelta(times[1] - times[0]).total_seconds()
+            if 0 < step_s < 86400 and 86400 % step_s == 0:
+                ar.step_seconds, n_slots = step_s, int(86400 // step_s)
+                slot = ar.slots(times[starts + context - 1])
+        sq, n = np.zeros((n_slots, horizon, c)), np.zeros((n_slots, horizon, c))
+        for chunk in np.array_split(np.arange(len(starts)), max(1, len(starts) // 256)):
+            w = torch.from_numpy(np.stack([values[s:s + context + horizon] for s in starts[chunk]]))
+            err = (w - ar.window_base(w, context))[:, context:].double().numpy()
+            ok = np.isfinite(err)
+            np.add.at(sq, slot[chunk], np.where(ok, err, 0.0) ** 2)
+            np.add.at(n, slot[chunk], ok)
+        rms = np.sqrt(sq.sum(0) / np.maximum(n.sum(0), 1))
+        floor = max(1e-3, 1e-2 * float(np.nanmax(rms)))
+        ar.scale = torch.from_numpy(np.where(n.sum(0) > 0, np.maximum(rms, floor), 1.0)).float()
+        if n_slots > 1:
+            fac = np.ones((n_slots, horizon, c))
+            counts = np.bincount(slot, minlength=n_slots)
+            start = 0
+            for size in (groups or [c]):
+                g = slice(start, start + size)
+                start += size
+                ms_all = sq[:, :, g].sum((0, 2)) / np.maximum(n[:, :, g].sum((0, 2)), 1)  # (H,)
+                ms_slot = sq[:, :, g].sum(2) / np.maximum(n[:, :, g].sum(2), 1)  # (S, H)
+                f = np.sqrt(ms_slot / np.maximum(ms_all, 1e-300))
+                f = np.where((counts[:, None] >= cls.MIN_SLOT_WINDOWS) & (ms_slot > 0), f, 1.0)
+                fac[:, :, g] = f[:, :, None]
+            ar.diurnal = torch.from_numpy(fac).float()
+        return ar
+
+    @property
+    def order(self) -> int:
+        return int(self.phi.shape[1])
+
+    def slots(self, init_times) -> np.ndarray:
+        """Time-of-day slot of each init time (0 when the error level has no time-of-day factor)."""
+        t = pd.DatetimeIndex(np.asarray(init_times).ravel())
+        if self.step_seconds is None:
+            return np.zeros(len(t), dtype=np.int64)
+        sec = t.hour * 3600 + t.minute * 60 + t.second
+        n_slots = int(86400 // self.step_seconds)
+        return (np.asarray(sec) // int(self.step_seconds)).astype(np.int64) % n_slots
+
+    def window_base(self, window: torch.Tensor, context: int, level_only: bool = False) -> torch.Tensor:
+        """(B, L, C): the context as given (NaN -> 0), then the AR mean from the last `order` context steps.
+
+        `level_only`: start the recursion from the mean of those steps in every lag (their level, no slope), for
+        contexts that are themselves generated (chained horizons): they are rougher step to step than real data,
+        and an AR fitted close to a unit root (Lorenz-96: 1.87, -0.93) turns that roughness into growing swings."""
+        known = torch.nan_to_num(window[:, :context], nan=0.0)
+        if context < self.order:
+            raise DataError(f"the AR base needs a context of at least {self.order} steps, got {context}")
+        phi = self.phi.to(known)
+        lags = [known[:, context - 1 - k] for k in range(self.order)]
+        if level_only:
+            lags = [torch.stack(lags).mean(0)] * self.order
+        steps = []
+        for _ in range(window.shape[1] - context):
+            nxt = sum(phi[:, k] * lags[k] for k in range(self.order))
+            steps.append(nxt)
+            lags = [nxt] + lags[:-1]
+        return torch.cat([known, torch.stack(steps, 1)], 1) if steps else known
+
+    def window_scale(self, length: int, context: int, slots=None) -> torch.Tensor:
+        """(L, C): 1 over the context, `scale` over the horizon (ones without a fitted scale); with `slots` (B,),
+        the init times' time-of-day slots, (B, L, C) with the horizon scaled by the time-of-day factor."""
+        out = torch.ones(length, self.phi.shape[0], device=self.phi.device)
+        if self.scale is not None:
+            if length - context != self.scale.shape[0]:
+                raise DataError(f"AR scale was fitted for a {self.scale.shape[0]}-step horizon, not {length - context}")
+            out[context:] = self.scale
+        if slots is None:
+            return out
+        out = out.expand(len(slots), -1, -1).clone()
+        if self.scale is not None and self.diurnal is not None:
+            out[:, context:] *= self._slot_factors(slots)
+        return out
+
+    def _slot_factors(self, slots) -> torch.Tensor:
+        """(B, H, C): the time-of-day factors of the given slots."""
+        return self.diurnal[torch.as_tensor(np.asarray(slots), dtype=torch.long, device=self.diurnal.device)]
+
+    def level(self, slots=None) -> torch.Tensor:
+        """(H, C): the RMS error level per lead, averaged in square over the given init slots (all windows if None)."""
+        if slots is None or self.diurnal is None:
+            return self.scale
+        return self.scale * (self._slot_factors(slots) ** 2).mean(0).sqrt()
+
+    def state(self, groups: list[int] | None = None) -> dict:
+        """Tensors that rebuild the base. With `groups` (feature counts per variable) a time-of-day factor that is
+        constant over each variable's features (as fit pools it) is stored once per variable (`diurnal_groups`,
+        S x H x G), not per feature: 3.7 MB -> 2 KB for a 33 x 49 grid."""
+        out = {"phi": self.phi.cpu()}
+        if self.scale is not None:
+            out["scale"] = self.scale.cpu()
+        if self.diurnal is not None:
+            out["step_seconds"] = torch.tensor(float(self.step_seconds), dtype=torch.float64)
+            d = self.diurnal.cpu()
+            sizes = torch.as_tensor(list(groups or []), dtype=torch.long)
+            if groups and int(sizes.sum()) == d.shape[-1]:
+                firsts = torch.cumsum(sizes, 0) - sizes
+                compact = d[..., firsts]
+                if torch.equal(compact.repeat_interleave(sizes, dim=-1), d):
+                    out.update(diurnal_groups=compact.contiguous(), groups=sizes)
+                    return out
+            out["diurnal"] = d
+        return out
+
+    @classmethod
+    def from_state(cls, state: dict) -> "ARBase":
+        scale, diurnal = state.get("scale"), state.get("diurnal")
+        if diurnal is None and "diurnal_groups" in state:
+            diurnal = state["diurnal_groups"].repeat_interleave(state["groups"].long(), dim=-1)
+        step = state.get("step_seconds")
+        return cls(state["phi"].cpu().numpy(), None if scale is None else scale.cpu().numpy(),
+                   None if diurnal is None else diurnal.cpu().numpy(), None if step is None else float(step))
+
+
+class HourlyClimatology:
+    """Per-feature mean by hour of day over the training period (normalised units), subtracted before the network.
+
+    The static fine-scale pattern and the local diurnal cycle then bypass the network's low-rank projections; the
+    model forecasts anomalies (relative to their last context step when `residual`)."""
+
+    def __init__(self, hours: np.ndarray, mean: np.ndarray):
+        self.hours, self.mean = np.asarray(hours, dtype=np.float64), np.asarray(mean, dtype=np.float32)
+
+    @classmethod
+    def fit(cls, values: np.ndarray, times: np.ndarray, index: np.ndarray) -> "HourlyClimatology":
+        from .baselines import hour_of_day
+
+        step = pd.Timedelta(times[1] - times[0])
+        if pd.Timedelta(days=1) % step != pd.Timedelta(0):
+            return cls(np.zeros(1), np.zeros((1, values.shape[1]), np.float32))  # no daily cycle to remove
+        h = hour_of_day(times[index])
+        hours = np.unique(h)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean = np.stack([np.nanmean(values[index][h == k], axis=0) for k in hours])
+        return cls(hours, np.nan_to_num(mean))
+
+    def at(self, times) -> np.ndarray:
+        """(*times.shape, C) climatological mean at the given times."""
+        from .baselines import hour_of_day
+
+        if len(self.hours) == 1:
+            return np.broadcast_to(self.mean[0], (*np.shape(times), self.mean.shape[1]))
+        h = hour_of_day(times)
+        pos = np.searchsorted(self.hours, h)
+        pos = np.clip(pos, 0, len(self.hours) - 1)
+        if not np.allclose(self.hours[pos], h):
+            raise DataError(f"times at hour(s) {sorted(set(h[~np.isclose(self.hours[pos], h)]))[:3]} of day were "
+                            f"not seen in training (hours {self.hours.tolist()})")
+        return self.mean[pos]
+
+    def state(self) -> dict:
+        return {"hours": torch.from_numpy(self.hours), "mean": torch.from_numpy(self.mean)}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "HourlyClimatology":
+        return cls(state["hours"].numpy(), state["mean"].numpy())

@@ -1,0 +1,139 @@
+"""A trained run: its folder (config, weights, state.safetensors with codec template, climatology and AR base)
+loaded into a Run; the state files written by train."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gendiff.device import resolve_device
+from gendiff.errors import DataError
+from gendiff.forward import Denoiser
+from gendiff.spaces import MaskedSpace
+
+from .base import ARBase, HourlyClimatology
+from .data import Codec
+from .network import build_denoiser
+
+
+@dataclass
+class Run:
+    """A trained weather model loaded from its run folder."""
+
+    path: Path
+    config: dict
+    codec: Codec
+    denoiser: Denoiser
+    space: MaskedSpace
+    climatology: HourlyClimatology
+    ar: ARBase | None = None
+    spec: str | None = None  # as given: a folder or pretrained:NAME
+    card: dict | None = None
+
+    @property
+    def context(self) -> int:
+        return int(self.config["context_steps"])
+
+    @property
+    def horizon(self) -> int:
+        return int(self.config["horizon_steps"])
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.denoiser.parameters()).device
+
+    def to(self, device) -> "Run":
+        """Move the network and the AR base to `device` (a name as for gendiff.device.resolve_device); returns self."""
+        device = resolve_device(device)
+        self.denoiser.to(device)
+        if self.ar is not None:
+            self.ar.to(device)
+        return self
+
+
+STATE = "state.safetensors"  # codec template, climatology and AR base of a run (beside weights.safetensors)
+
+
+def save_state(out, codec: Codec, climatology: HourlyClimatology, ar: ARBase | None) -> dict:
+    """Write out/state.safetensors (the codec template, the hourly climatology and the AR base as tensors) and
+    return the JSON the template needs besides (dims, dtypes, attrs), for config.json's `codec_template`."""
+    from gendiff import runs
+
+    arrays, meta = codec.to_state()
+    tensors = {k: torch.from_numpy(np.array(v)) for k, v in arrays.items()}
+    tensors.update({f"climatology.{k}": v for k, v in climatology.state().items()})
+    if ar is not None:
+        tensors.update({f"ar.{k}": v for k, v in ar.state(codec.sizes).items()})
+    runs.save_weights(tensors, Path(out) / STATE)
+    return meta
+
+
+def read_state(path: Path) -> dict:
+    """{prefix: {name: tensor}} from a state.safetensors; one DataError naming the file if it is unreadable."""
+    from safetensors.torch import load_file
+
+    try:
+        flat = load_file(str(path))
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing (the run folder is incomplete; export or retrain it)") from None
+    except Exception as exc:
+        raise DataError(f"{path}: unreadable state file, truncated or corrupt ({str(exc).splitlines()[0]}); "
+                        "export or retrain the run") from None
+    out: dict = {}
+    for k, v in flat.items():
+        head, _, rest = k.partition(".")
+        out.setdefault(head, {})[rest] = v
+    return out
+
+
+def load_run(path, device="cpu") -> Run:
+    """A run folder (config.json, weights.safetensors, state.safetensors, card.json; calibration.json) or
+    `pretrained:NAME`, read with gendiff.runs.read_run (no unpickling); the network and the AR base on `device`
+    ('auto', 'cpu', 'cuda', 'cuda:N', 'mps'). Folders of the older weather format (codec.nc, checkpoint.pt only)
+    give read_run's one-line error saying to retrain; truncated or mismatched files a DataError naming the file."""
+    from gendiff import runs
+
+    device = resolve_device(device)  # a bad name fails before anything is read
+    info = runs.read_run(path, domain="weather")
+    config = info.config
+    cfg_path = info.path / runs.CONFIG
+    state_path = info.path / STATE
+    state = read_state(state_path)
+    try:
+        codec = Codec.from_state({f"codec.{k}": v.numpy() for k, v in state.get("codec", {}).items()},
+                                 config["codec_template"], config["codec"], label=str(state_path))
+        denoiser = build_denoiser(config)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DataError(f"{cfg_path}: does not describe a weather model ({type(exc).__name__}: {exc}); "
+                        "retrain the run") from None
+    runs.load_weights(info, denoiser)
+    denoiser.float().eval().requires_grad_(False)
+    try:
+        clim = HourlyClimatology.from_state({k: v.double() if k == "hours" else v.float()
+                                             for k, v in state["climatology"].items()})
+        ar = ARBase.from_state(state["ar"]) if config.get("base") == "linear" else None
+    except KeyError as exc:
+        raise DataError(f"{state_path}: entry {exc} missing (the file does not match {cfg_path})") from None
+    if codec.num_features != config["net"]["channels"] or (ar is not None and ar.phi.shape[0] != codec.num_features):
+        raise DataError(f"{state_path}: holds {codec.num_features} features, {cfg_path} describes "
+                        f"{config['net']['channels']}")
+    return Run(info.path, config, codec, denoiser, MaskedSpace(), clim, ar, spec=str(path),
+               card=info.card).to(device)
+
+
+def output_check(run: Run, n: int = 2) -> dict:
+    """What the network computes on a fixed seeded input (x0 prediction at two noise levels, conditioned on a
+    seeded context): a few numbers stored on a shipped model's card, so that a change to the network code that
+    alters what a shipped checkpoint computes fails its test even where the weights still load."""
+    g = torch.Generator().manual_seed(0)
+    c, length = int(run.config["net"]["channels"]), run.context + run.horizon
+    x = torch.randn(n, c, length, generator=g)
+    cond = torch.randn(n, int(run.config["net"]["cond_channels"]), length, generator=g)
+    t = torch.linspace(0.3, 0.7, n)
+    with torch.no_grad():
+        out = run.denoiser.to("cpu")(x, t, cond=cond, output="x0").double()
+    return {"x0_norm": float(out.norm()), "x0_mean": float(out.mean()),
+            "x0_per_sample_norm": [float(v) for v in out.flatten(1).norm(dim=1)],
+            "x0_first": [float(v) for v in out.flatten()[:8]]}

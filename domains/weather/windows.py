@@ -1,0 +1,49 @@
+"""Windows of past context plus future horizon over the normalised values: where they start, and the Dataset
+that turns each into network inputs (base.ARBase departures, inputs.make_inputs)."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .base import ARBase
+from .inputs import make_inputs
+
+
+class WindowDataset(torch.utils.data.Dataset):
+    """All windows of length context + horizon starting at `starts` over normalised values (T, C)."""
+
+    def __init__(self, values: np.ndarray, calendar: np.ndarray, starts: np.ndarray, context: int, horizon: int,
+                 residual: bool = True, base: ARBase | None = None, times: np.ndarray | None = None):
+        self.values, self.calendar, self.residual = torch.from_numpy(values), torch.from_numpy(calendar), residual
+        self.base = base
+        self.starts, self.context, self.length = np.asarray(starts), context, context + horizon
+        self.scale = self.slot = None
+        if base is not None:  # one (L, C) scale per time-of-day slot of the init, built once
+            self.slot = (base.slots(times[self.starts + context - 1]) if times is not None
+                         else np.zeros(len(self.starts), dtype=np.int64))
+            n_slots = 1 if base.diurnal is None else base.diurnal.shape[0]
+            self.scale = base.window_scale(self.length, context, np.arange(n_slots))
+        self.valid = torch.from_numpy(np.isfinite(values).any(0))
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getitem__(self, i: int):
+        s = int(self.starts[i])
+        window = self.values[None, s:s + self.length]
+        base = None if self.base is None else self.base.window_base(window, self.context)
+        scale = None if self.scale is None else self.scale[self.slot[i]]
+        x0, mask, cond = make_inputs(window, self.calendar[None, s:s + self.length], self.context, self.valid,
+                                     self.residual, base, scale)
+        return {"x0": x0[0], "mask": mask[0], "cond": cond[0]}
+
+
+def window_starts(n_times: int, index: np.ndarray, length: int, values: np.ndarray, context: int) -> np.ndarray:
+    """Window starts whose whole window lies inside the (contiguous) index and whose horizon has data."""
+    inside = np.zeros(n_times, dtype=bool)
+    inside[index] = True
+    starts = []
+    for s in range(n_times - length + 1):
+        if inside[s:s + length].all() and np.isfinite(values[s + context:s + length]).any():
+            starts.append(s)
+    return np.asarray(starts, dtype=np.int64)
