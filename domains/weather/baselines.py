@@ -1,4 +1,5 @@
-"""Reference forecasts scored like the model: persistence, hour-of-day climatology, Gaussian linear AR ensemble.
+"""Reference forecasts scored like the model: persistence, hour-of-day climatology, Gaussian linear AR ensemble, and
+the run's own calibrated AR base with Gaussian noise in place of its network (ar_calibrated).
 
 All work on the codec's stacked arrays (T, C) and return (init, member, lead, C) arrays; NaN stays NaN.
 """
@@ -104,3 +105,61 @@ class LinearAR:
             out[:, :, j] = nxt + clim[:, None, j]
             a = np.concatenate([nxt[:, :, None], a[:, :, :-1]], axis=2)
         return out.astype(values.dtype)
+
+
+def ar_calibrated(run, values: np.ndarray, times, init_idx: np.ndarray, n_lead: int, members: int, seed: int = 0,
+                  chain_base: str = "level") -> np.ndarray:
+    """What the network adds: the run's forecast pipeline with the network replaced by Gaussian noise.
+
+    Each member is rolled out exactly as the model's (forecasting.rollout), horizon by horizon, from the run's AR
+    base (ARBase.window_base; `chain_base` as there) plus the departure the network would generate, here drawn
+    N(0, 1) per cell and step (the unit-variance target the network is trained on) and scaled like the network's
+    by the AR base's error level per lead and feature and its time-of-day factor (ARBase.window_scale); then the
+    run's held-out calibration (calibrate.apply: the same mean shrinkage about the AR base and variance model
+    c + g S per variable and lead) sets the ensemble variance. Same members and leads as the model, seeded by
+    `seed`. `values` (T, C): the data as the network sees them (codec-encoded, hourly climatology removed);
+    returns (I, M, n_lead, C) codec-encoded, climatology added back, like forecasting.forecast."""
+    import math
+
+    import torch
+
+    from . import calibrate
+    from .forecasting import base_trajectory
+
+    if run.ar is None:
+        raise DataError(f"{run.path}: the ar_calibrated baseline needs a run with an AR base (config base 'linear')")
+    calib = calibrate.load(run.path)
+    if calib is None:
+        raise DataError(f"{run.path / calibrate.FILE}: missing; the ar_calibrated baseline needs the run's held-out "
+                        "calibration")
+    if chain_base not in ("level", "ar"):
+        raise DataError(f"chain_base={chain_base!r}: expected 'level' or 'ar'")
+    times = np.asarray(times)
+    ctx, hor = run.context, run.horizon
+    if np.any(init_idx - ctx + 1 < 0):
+        raise DataError(f"ar_calibrated: an init time needs {ctx} steps of context")
+    step = times[1] - times[0]
+    ar = run.ar
+    device = ar.device  # the draws come from a CPU generator whatever the device, so they are the same everywhere
+    valid = torch.from_numpy(np.asarray(run.codec.valid, dtype=bool)).to(device)
+    chunks = math.ceil(n_lead / hor)
+    n_traj = len(init_idx) * members
+    ctx_vals = torch.from_numpy(np.stack([values[i - ctx + 1:i + 1] for i in init_idx]).astype(np.float32))
+    hist = torch.full((n_traj, ctx + chunks * hor, values.shape[1]), float("nan"), device=device)
+    hist[:, :ctx] = ctx_vals.to(device).repeat_interleave(members, 0)
+    t0 = np.repeat(times[init_idx], members)
+    generator = torch.Generator().manual_seed(int(seed))
+    with torch.no_grad():
+        for c in range(chunks):
+            w = hist[:, c * hor:c * hor + ctx + hor].clone()
+            w[:, ctx:] = float("nan")
+            base = ar.window_base(w, ctx, level_only=c > 0 and chain_base == "level")
+            scale = ar.window_scale(ctx + hor, ctx, ar.slots(t0 + step * (c * hor)))
+            z = torch.randn(w.shape, generator=generator).to(device)
+            filled = base + scale * z
+            filled[:, :, ~valid] = float("nan")
+            hist[:, c * hor + ctx:c * hor + ctx + hor] = filled[:, ctx:]
+    arr = hist[:, ctx:ctx + n_lead].reshape(len(init_idx), members, n_lead, values.shape[1]).cpu().numpy()
+    arr = calibrate.apply(arr, calib, run.codec, base_trajectory(run, values, init_idx, n_lead))
+    valid_t = times[init_idx][:, None] + step * np.arange(1, n_lead + 1)[None, :]
+    return (arr + run.climatology.at(valid_t)[:, None]).astype(np.float32)

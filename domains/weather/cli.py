@@ -128,10 +128,17 @@ def run_forecast(args) -> int:
 
 
 def add_evaluate(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--forecast", required=True, help="forecast file written by `gendiff forecast weather`")
+    p.add_argument("--forecast", required=True,
+                   help="forecast file written by `gendiff forecast weather`, or one in WeatherBench2's layout "
+                        "(time = init time, prediction_timedelta, ensemble dim number or realization)")
     p.add_argument("--truth", default="lorenz96", help="file with the verifying data, or 'lorenz96'")
     p.add_argument("--train-period", default=None, help="baselines' fitting period (default: the model's)")
-    p.add_argument("--systems", default="model,persistence,climatology,linear")
+    p.add_argument("--systems", default="model,persistence,climatology,linear",
+                   help="comma-separated: model, persistence, climatology, linear, ar_calibrated (the run's AR base "
+                        "with its held-out calibration and Gaussian noise, no network; needs the run)")
+    p.add_argument("--run", default=None,
+                   help="the run for ar_calibrated: a run folder or pretrained:NAME (default: the forecast's "
+                        "gendiff_run attribute)")
     p.add_argument("--out", default=None, help="folder for scores.json, rank histograms and PNG plots")
     p.add_argument("--json", action="store_true", help="print the score records as JSON")
     p.add_argument("--record", action="store_true",
@@ -149,6 +156,8 @@ def evaluate_command(args) -> str:
         parts += ["--train-period", str(args.train_period)]
     if args.systems != "model,persistence,climatology,linear":
         parts += ["--systems", args.systems]
+    if args.run:
+        parts += ["--run", str(args.run)]
     if args.key:
         parts += ["--key", args.key]
     return shlex.join(parts + ["--record"])
@@ -167,7 +176,7 @@ def run_evaluate(args) -> int:
     if bad:
         raise ConfigError(f"--systems: unknown system(s) {', '.join(bad)} (choose from {', '.join(SYSTEMS)})")
     records = evaluate(args.forecast, args.truth, train_period=_period(args.train_period), systems=systems,
-                       out=args.out)
+                       out=args.out, run=args.run)
     print(json.dumps(records, indent=1) if args.json else format_table(records))
     if args.record:
         record(args, records)

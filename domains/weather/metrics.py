@@ -1,18 +1,51 @@
-"""Ensemble skill scores in the WeatherBench2 style: small xarray functions over an ensemble dim, latitude and mask weights."""
+"""Ensemble skill scores as WeatherBench2 defines them: fair CRPS (standard beside it), ensemble-mean RMSE, spread,
+spread / skill, rank histograms; small xarray functions over an ensemble dim, with cell-area latitude and mask weights."""
 from __future__ import annotations
 
 import numpy as np
 import xarray as xr
 
+from gendiff.errors import DataError
+
 LAT_NAMES = ("latitude", "lat")
 
 
+def cell_edges(lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(lower, upper) latitude edges in degrees of the cells centred on `lat` (any order, regular or irregular
+    spacing): the midpoints between neighbouring centres, the outer edges half a spacing beyond the first and last
+    centre, all clipped to +-90. A single latitude gets the edges +-90 (one cell, weight 1 after normalising)."""
+    lat = np.asarray(lat, dtype=np.float64)
+    order = np.argsort(lat, kind="stable")
+    s = lat[order]
+    if len(s) == 1:
+        lower, upper = np.array([-90.0]), np.array([90.0])
+    else:
+        mid = 0.5 * (s[:-1] + s[1:])
+        lower = np.concatenate([[s[0] - 0.5 * (s[1] - s[0])], mid])
+        upper = np.concatenate([mid, [s[-1] + 0.5 * (s[-1] - s[-2])]])
+    lower, upper = np.clip(lower, -90.0, 90.0), np.clip(upper, -90.0, 90.0)
+    out_lo, out_up = np.empty_like(lower), np.empty_like(upper)
+    out_lo[order], out_up[order] = lower, upper
+    return out_lo, out_up
+
+
 def latitude_weights(da: xr.DataArray | xr.Dataset) -> xr.DataArray | None:
-    """cos(latitude) weights normalised to mean 1 over the latitude dim (WeatherBench2 `get_lat_weights`), or None."""
+    """Cell-area weights over the latitude dim, sin(upper edge) - sin(lower edge) (cell_edges), normalised to mean
+    1, as WeatherBench2 weights its spatial means; None without a latitude dim. For evenly spaced latitudes away
+    from the poles these are proportional to cos(latitude); they differ at the poles and on uneven grids."""
     for name in LAT_NAMES:
         if name in da.dims:
-            w = np.cos(np.deg2rad(da[name].astype(np.float64)))
-            return w / w.mean()
+            lat = np.asarray(da[name].values, dtype=np.float64)
+            bad = ~np.isfinite(lat) | (np.abs(lat) > 90.0)
+            if bad.any():
+                raise DataError(f"coordinate '{name}': latitude {lat[bad][0]!r} is not within -90 to 90 degrees")
+            if len(np.unique(lat)) != len(lat):
+                raise DataError(f"coordinate '{name}': repeated latitudes; cell areas need distinct centres")
+            lower, upper = cell_edges(lat)
+            w = np.sin(np.deg2rad(upper)) - np.sin(np.deg2rad(lower))
+            if not (w > 0).any():
+                raise DataError(f"coordinate '{name}': the latitude cells have no area")
+            return xr.DataArray(w / w.mean(), dims=(name,), coords={name: da[name].values})
     return None
 
 
@@ -28,17 +61,21 @@ def weighted_mean(da: xr.DataArray, dims, weights: xr.DataArray | None = None) -
 def _crps_numpy(x: np.ndarray, y: np.ndarray, fair: bool) -> np.ndarray:
     m = x.shape[-1]
     skill = np.abs(x - y[..., None]).mean(-1)
+    if m < 2:  # a single member is a point forecast: no spread term (CRPS = absolute error), fair or not
+        return skill
     xs = np.sort(x, axis=-1)
     rank = 2.0 * np.arange(1, m + 1) - m - 1
-    pair_sum = 2.0 * (xs * rank).sum(-1)  # sum_{i,j} |x_i - x_j|
-    denom = m * (m - 1) if fair else m * m
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return skill - pair_sum / (2.0 * denom) if denom > 0 else np.full_like(skill, np.nan)
+    pair_sum = 2.0 * (xs * rank).sum(-1)  # sum_{i,j} |x_i - x_j|, from the sorted members in O(M log M)
+    return skill - pair_sum / (2.0 * (m * (m - 1) if fair else m * m))
 
 
 def crps_ensemble(forecast: xr.DataArray, truth: xr.DataArray, ensemble_dim: str = "member",
-                  fair: bool = False) -> xr.DataArray:
-    """CRPS = E|X - y| - 1/2 E|X - X'| per cell (Gneiting & Raftery 2007 eq. 21); fair: pairs over M(M-1) (Ferro 2014)."""
+                  fair: bool = True) -> xr.DataArray:
+    """CRPS per cell = mean_i |x_i - y| - sum_{i,j} |x_i - x_j| / (2 D) (Gneiting & Raftery 2007 eq. 21).
+
+    fair (the default, as WeatherBench2): D = M (M - 1), the unbiased estimate of the CRPS of the distribution the
+    M members are drawn from (Ferro 2014); fair=False: D = M^2, the CRPS of the M-member empirical distribution
+    (properscoring's). One member: the absolute error either way."""
     return xr.apply_ufunc(_crps_numpy, forecast, truth, input_core_dims=[[ensemble_dim], []],
                           kwargs={"fair": fair}, dask="allowed")
 
@@ -76,24 +113,26 @@ def rank_histogram(forecast: xr.DataArray, truth: xr.DataArray, ensemble_dim: st
     return counts.sum(reduce_dims).assign_coords(rank=np.arange(m + 1))
 
 
-def spread_skill_ratio(spread: xr.DataArray, rmse: xr.DataArray, members: int) -> xr.DataArray:
-    """sqrt((M+1)/M) * spread / RMSE: 1 for a calibrated M-member ensemble (Fortin et al. 2014, eq. 11)."""
-    return np.sqrt((members + 1.0) / members) * spread / rmse
+def spread_skill_ratio(spread: xr.DataArray, rmse: xr.DataArray) -> xr.DataArray:
+    """spread / RMSE: the ensemble standard deviation (root of the mean unbiased member variance) over the RMSE of
+    the ensemble mean, without any ensemble-size factor (WeatherBench2's SpreadSkillRatio)."""
+    return spread / rmse
 
 
 def score(forecast: xr.DataArray, truth: xr.DataArray, ensemble_dim: str = "member",
           keep_dims=("lead_time",), rank_seed: int = 0) -> xr.Dataset:
-    """CRPS (standard and fair), ensemble-mean RMSE, spread, SSR and rank histogram, averaged over all dims but keep_dims."""
+    """Fair CRPS (`crps`) and standard CRPS (`crps_standard`), ensemble-mean RMSE, spread, SSR and rank histogram,
+    averaged with cell-area latitude weights over all dims but keep_dims; cells where the truth or any member is
+    NaN take no part."""
     truth = truth.where(forecast.notnull().all(ensemble_dim))
-    m = forecast.sizes[ensemble_dim]
     weights = latitude_weights(truth)
     dims = [d for d in truth.dims if d not in keep_dims]
-    crps = weighted_mean(crps_ensemble(forecast, truth, ensemble_dim), dims, weights)
-    crps_fair = weighted_mean(crps_ensemble(forecast, truth, ensemble_dim, fair=True), dims, weights)
+    crps = weighted_mean(crps_ensemble(forecast, truth, ensemble_dim, fair=True), dims, weights)
+    crps_standard = weighted_mean(crps_ensemble(forecast, truth, ensemble_dim, fair=False), dims, weights)
     rmse = np.sqrt(weighted_mean(ensemble_mean_squared_error(forecast, truth, ensemble_dim), dims, weights))
     var = ensemble_variance(forecast, ensemble_dim).where(truth.notnull())
     spread = np.sqrt(weighted_mean(var, dims, weights))
-    out = xr.Dataset({"crps": crps, "crps_fair": crps_fair, "rmse": rmse, "spread": spread,
-                      "ssr": spread_skill_ratio(spread, rmse, m)})
+    out = xr.Dataset({"crps": crps, "crps_standard": crps_standard, "rmse": rmse, "spread": spread,
+                      "ssr": spread_skill_ratio(spread, rmse)})
     out["rank_histogram"] = rank_histogram(forecast, truth, ensemble_dim, dims, seed=rank_seed)
     return out

@@ -1,4 +1,8 @@
-"""Score a forecast file against truth, with persistence, hour-of-day climatology and linear AR baselines scored alike."""
+"""Score a forecast file against truth, with persistence, hour-of-day climatology, linear AR and the run's own
+calibrated AR base without its network (`ar_calibrated`) as baselines, all scored alike.
+
+Forecast files are read in gendiff's layout (init_time, member, lead_time, valid_time) or WeatherBench2's (time as
+the init time, prediction_timedelta, ensemble dim number or realization; none: a one-member point forecast)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,7 +11,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from gendiff.errors import DataError
+from gendiff.errors import ConfigError, DataError
 from gendiff.io import write_json_atomic
 
 from . import baselines
@@ -15,19 +19,61 @@ from .data import Codec, _jsonable, open_data, period_indices, time_step, write_
 from .forecasting import forecast_dataset
 from .metrics import score
 
-SYSTEMS = ("model", "persistence", "climatology", "linear")
+SYSTEMS = ("model", "persistence", "climatology", "linear", "ar_calibrated")
+DEFAULT_SYSTEMS = ("model", "persistence", "climatology", "linear")  # ar_calibrated needs the run: ask for it
+ENSEMBLE_DIMS = ("member", "number", "realization")
 
 
 def _open_forecast(forecast) -> xr.Dataset:
     if isinstance(forecast, xr.Dataset):
-        return forecast
+        return to_gendiff_layout(forecast, "forecast")
     path = Path(forecast)
     if not path.exists():
         raise DataError(f"{path}: no such forecast file")
     try:
-        return xr.open_zarr(path) if path.suffix == ".zarr" else xr.open_dataset(path)
+        ds = xr.open_zarr(path) if path.suffix == ".zarr" else xr.open_dataset(path)
     except Exception as exc:
         raise DataError(f"{path}: not a readable forecast file ({type(exc).__name__}: {exc})") from None
+    return to_gendiff_layout(ds, str(path))
+
+
+def to_gendiff_layout(ds: xr.Dataset, label: str = "forecast") -> xr.Dataset:
+    """A forecast in gendiff's layout (init_time, member, lead_time, with valid_time = init_time + lead_time) from
+    gendiff's or WeatherBench2's (`time` = init time, `prediction_timedelta`, ensemble dim `number` or
+    `realization`; a forecast without an ensemble dim is a one-member point forecast). Leads of zero or less (the
+    analysis WeatherBench2 files often carry) are dropped: they are not forecasts."""
+    rename = {}
+    if "lead_time" not in ds.dims and "prediction_timedelta" in ds.dims:
+        rename["prediction_timedelta"] = "lead_time"
+    if "init_time" not in ds.dims and "time" in ds.dims:
+        rename["time"] = "init_time"
+    ens = [d for d in ENSEMBLE_DIMS if d in ds.dims]
+    if len(ens) > 1:
+        raise DataError(f"{label}: more than one ensemble dimension ({', '.join(ens)}); keep one")
+    if ens and ens[0] != "member":
+        rename[ens[0]] = "member"
+    if rename:
+        clash = [new for old, new in rename.items() if new in ds.variables and new not in ds.dims]
+        ds = ds.drop_vars(clash).rename(rename)
+    for d in ("init_time", "lead_time"):
+        if d not in ds.dims:
+            raise DataError(f"{label}: not a forecast: no '{d}' dimension (gendiff layout) or "
+                            f"'{'time' if d == 'init_time' else 'prediction_timedelta'}' (WeatherBench2 layout); "
+                            f"dims are {', '.join(map(str, ds.dims))}")
+    if not np.issubdtype(ds["lead_time"].dtype, np.timedelta64):
+        raise DataError(f"{label}: lead times are {ds['lead_time'].dtype}, not time deltas")
+    if not np.issubdtype(ds["init_time"].dtype, np.datetime64):
+        raise DataError(f"{label}: init times are {ds['init_time'].dtype}, not dates")
+    ds = ds.sel(lead_time=ds["lead_time"] > np.timedelta64(0, "ns"))
+    if ds.sizes["lead_time"] == 0:
+        raise DataError(f"{label}: no lead time above zero")
+    if "member" not in ds.dims:
+        ds = ds.expand_dims(member=[0])
+    ds = ds.transpose("init_time", "member", "lead_time", ...)
+    if "valid_time" not in ds.coords or set(ds["valid_time"].dims) != {"init_time", "lead_time"}:
+        ds = ds.drop_vars("valid_time", errors="ignore")
+        ds = ds.assign_coords(valid_time=ds["init_time"] + ds["lead_time"])
+    return ds
 
 
 def truth_at_valid_time(truth: xr.DataArray, valid_time: xr.DataArray) -> xr.DataArray:
@@ -36,15 +82,24 @@ def truth_at_valid_time(truth: xr.DataArray, valid_time: xr.DataArray) -> xr.Dat
     return truth.reindex(time=wanted).sel(time=valid_time).drop_vars("time", errors="ignore")
 
 
-def baseline_forecasts(truth: xr.Dataset, fc: xr.Dataset, train_period, members: int, seed: int = 0,
-                       label: str = "truth") -> dict[str, xr.Dataset]:
-    """Persistence, climatology and linear AR forecasts for the forecast's init and lead times."""
+def _lead_steps(truth: xr.Dataset, fc: xr.Dataset, label: str) -> tuple[pd.Timedelta, np.ndarray]:
+    """The truth's time step and the forecast's leads in whole steps of it (1-based, increasing)."""
     step = time_step(truth)
     lead_steps = (pd.to_timedelta(fc["lead_time"].values) / step).to_numpy()
-    if not np.allclose(lead_steps, np.arange(1, len(lead_steps) + 1)):
-        raise DataError(f"{label}: forecast lead times {fc['lead_time'].values[:3]}... are not 1, 2, ... steps of "
-                        f"the truth's time step {step}")
-    n_lead = len(lead_steps)
+    whole = np.round(lead_steps)
+    if not np.allclose(lead_steps, whole) or (whole < 1).any() or (np.diff(whole) <= 0).any():
+        raise DataError(f"{label}: forecast lead times {fc['lead_time'].values[:3]}... are not increasing whole "
+                        f"multiples of the truth's time step {step}")
+    return step, whole.astype(int)
+
+
+def baseline_forecasts(truth: xr.Dataset, fc: xr.Dataset, train_period, members: int, seed: int = 0,
+                       label: str = "truth", systems=("persistence", "climatology", "linear")) -> dict[str, xr.Dataset]:
+    """Persistence, climatology and linear AR forecasts (those in `systems`) for the forecast's init and lead
+    times; leads may skip steps of the truth (every 6 h of an hourly truth: the baselines run every step and keep
+    those leads)."""
+    step, lead_steps = _lead_steps(truth, fc, label)
+    n_lead = int(lead_steps[-1])
     train_idx = period_indices(truth, train_period, label, "training period")
     codec = Codec.fit(truth.isel(time=train_idx))
     values = codec.encode(truth, label)
@@ -54,37 +109,80 @@ def baseline_forecasts(truth: xr.Dataset, fc: xr.Dataset, train_period, members:
     init_idx = tindex.get_indexer(init)
     if (init_idx < 0).any():
         raise DataError(f"{label}: init time {init[init_idx < 0][0]} of the forecast is not in the truth data")
-    valid = fc["valid_time"].transpose("init_time", "lead_time").values
-    out = {
-        "persistence": baselines.persistence(values, init_idx, n_lead),
-        "climatology": baselines.hourly_climatology(values, times, train_idx, valid),
-        "linear": baselines.LinearAR().fit(values, times, train_idx).forecast(values, times, init_idx, n_lead,
-                                                                             members, seed=seed),
+    valid = init.values[:, None] + step.to_timedelta64() * np.arange(1, n_lead + 1)[None, :]
+    make = {
+        "persistence": lambda: baselines.persistence(values, init_idx, n_lead),
+        "climatology": lambda: baselines.hourly_climatology(values, times, train_idx, valid),
+        "linear": lambda: baselines.LinearAR().fit(values, times, train_idx).forecast(values, times, init_idx,
+                                                                                     n_lead, members, seed=seed),
     }
-    return {k: forecast_dataset(codec, v, init.values, step) for k, v in out.items()}
+    return {k: forecast_dataset(codec, make[k](), init.values, step).isel(lead_time=lead_steps - 1)
+            for k in systems if k in make}
 
 
-def evaluate(forecast, truth, *, train_period=None, systems=SYSTEMS, members_linear: int | None = None,
-             out=None, plots: bool = True, seed: int = 0) -> list[dict]:
-    """Records {variable, lead_time_hours, system, crps, crps_fair, rmse, spread, ssr} per lead time; optional files."""
+def ar_calibrated_forecast(run, truth: xr.Dataset, fc: xr.Dataset, members: int, seed: int = 0,
+                           label: str = "truth") -> xr.Dataset:
+    """The `ar_calibrated` baseline at the forecast's init and lead times: the run's AR base, its held-out
+    calibration and Gaussian noise, no network (baselines.ar_calibrated); `run` a Run, run folder or
+    pretrained:NAME."""
+    from .model import Run, load_run
+
+    if not isinstance(run, Run):
+        run = load_run(run, device="cpu")
+    step, lead_steps = _lead_steps(truth, fc, label)
+    if step.total_seconds() != float(run.config["time_step_seconds"]):
+        raise DataError(f"{label}: time step {step} differs from the run's "
+                        f"{pd.Timedelta(seconds=run.config['time_step_seconds'])} ({run.path})")
+    missing = [v for v in run.codec.variables if v not in truth.data_vars]
+    if missing:
+        raise DataError(f"{label}: no variable {missing[0]!r} of the run {run.path}")
+    times = truth["time"].values
+    init = pd.DatetimeIndex(fc["init_time"].values)
+    init_idx = pd.DatetimeIndex(times).get_indexer(init)
+    if (init_idx < 0).any():
+        raise DataError(f"{label}: init time {init[init_idx < 0][0]} of the forecast is not in the truth data")
+    values = run.codec.encode(truth, label) - run.climatology.at(times)
+    arr = baselines.ar_calibrated(run, values, times, init_idx, int(lead_steps[-1]), members, seed=seed)
+    return forecast_dataset(run.codec, arr, init.values, step).isel(lead_time=lead_steps - 1)
+
+
+def evaluate(forecast, truth, *, train_period=None, systems=DEFAULT_SYSTEMS, members_linear: int | None = None,
+             out=None, plots: bool = True, seed: int = 0, run=None) -> list[dict]:
+    """Records {variable, lead_time_hours, system, crps, crps_standard, crps_fair, rmse, spread, ssr} per lead
+    time; optional files. `crps` is the fair CRPS (1/(M(M-1)) spread term, as WeatherBench2; `crps_fair` the same
+    number under its explicit name), `crps_standard` the 1/M^2 one; `ssr` = spread / RMSE.
+
+    systems: any of SYSTEMS. `ar_calibrated` needs the run (`run`: a Run, run folder or pretrained:NAME; default:
+    the forecast's `gendiff_run` attribute): its AR base, held-out calibration and Gaussian noise, no network.
+    The baselines persistence, climatology and linear are fitted on `train_period` (default: the forecast's
+    `train_period` attribute) and are not calibrated; the model and ar_calibrated are calibrated on held-out days."""
     fc = _open_forecast(forecast)
-    for d in ("init_time", "member", "lead_time"):
-        if d not in fc.dims:
-            raise DataError(f"{forecast}: not a gendiff forecast (no '{d}' dimension)")
     label = str(truth) if isinstance(truth, (str, Path)) else "truth"
-    variables = [str(v) for v in fc.data_vars]
+    variables = [str(v) for v in fc.data_vars if {"init_time", "lead_time"} <= set(fc[v].dims)]
+    if not variables:
+        raise DataError(f"{forecast}: no forecast variable with init_time and lead_time dimensions")
+    fc = fc[variables]
     truth_ds = open_data(truth, variables, name=label)
-    if train_period is None:
-        tp = fc.attrs.get("train_period")
-        if not tp:
-            raise DataError(f"{forecast}: no 'train_period' attribute; pass train_period for the baselines")
-        train_period = tuple(str(pd.Timestamp(s)) for s in tp.split(" to "))
     systems = list(systems)
+    bad = [s for s in systems if s not in SYSTEMS]
+    if bad:
+        raise ConfigError(f"systems: unknown system(s) {', '.join(bad)} (choose from {', '.join(SYSTEMS)})")
     forecasts = {"model": fc}
-    wanted_baselines = [s for s in systems if s != "model"]
-    if wanted_baselines:
-        base = baseline_forecasts(truth_ds, fc, train_period, members_linear or fc.sizes["member"], seed, label)
-        forecasts.update({k: base[k] for k in wanted_baselines})
+    fitted = [s for s in systems if s in ("persistence", "climatology", "linear")]
+    if fitted:
+        if train_period is None or train_period == (None, None):
+            tp = fc.attrs.get("train_period")
+            if not tp:
+                raise DataError(f"{forecast}: no 'train_period' attribute; pass train_period for the baselines")
+            train_period = tuple(str(pd.Timestamp(s)) for s in tp.split(" to "))
+        forecasts.update(baseline_forecasts(truth_ds, fc, train_period, members_linear or fc.sizes["member"], seed,
+                                            label, fitted))
+    if "ar_calibrated" in systems:
+        spec = run if run is not None else fc.attrs.get("gendiff_run")
+        if not spec:
+            raise ConfigError(f"{forecast}: the ar_calibrated baseline needs the run (--run RUN): the forecast has "
+                              "no 'gendiff_run' attribute")
+        forecasts["ar_calibrated"] = ar_calibrated_forecast(spec, truth_ds, fc, fc.sizes["member"], seed, label)
     records, scores = [], {}
     for system in systems:
         f = forecasts[system]
@@ -95,9 +193,10 @@ def evaluate(forecast, truth, *, train_period=None, systems=SYSTEMS, members_lin
             for j, lt in enumerate(s["lead_time"].values):
                 rec = {"variable": v, "lead_time_hours": float(pd.Timedelta(lt).total_seconds() / 3600),
                        "system": system}
-                for k in ("crps", "rmse", "spread", "ssr", "crps_fair"):
+                for k in ("crps", "crps_standard", "rmse", "spread", "ssr"):
                     val = float(s[k].values[j])
                     rec[k] = val if np.isfinite(val) else None
+                rec["crps_fair"] = rec["crps"]
                 records.append(rec)
     if out is not None:
         out = Path(out)
@@ -118,10 +217,10 @@ def evaluate(forecast, truth, *, train_period=None, systems=SYSTEMS, members_lin
 
 
 def card_metrics(records: list[dict], fc: xr.Dataset, headline_hours=None) -> dict:
-    """A metrics block for a run's card (gendiff.runs.record_metrics) from evaluate's records: CRPS per lead of the
-    model and each baseline (`per_lead`), and as headline numbers (shown by `gendiff list`) the CRPS of each system
-    at up to three leads (`headline_hours`; default 6/12/24 h for forecasts to 48 h at most, 24/72/120 h for longer
-    ones, else the first, middle and last lead)."""
+    """A metrics block for a run's card (gendiff.runs.record_metrics) from evaluate's records: fair and standard
+    CRPS, RMSE and SSR per lead of the model and each baseline (`per_lead`), and as headline numbers (shown by
+    `gendiff list`) the fair CRPS of each system at up to three leads (`headline_hours`; default 6/12/24 h for
+    forecasts to 48 h at most, 24/72/120 h for longer ones, else the first, middle and last lead)."""
     systems = sorted({r["system"] for r in records}, key=lambda s: SYSTEMS.index(s) if s in SYSTEMS else 99)
     variables = sorted({r["variable"] for r in records})
     hours = sorted({r["lead_time_hours"] for r in records})
@@ -139,11 +238,12 @@ def card_metrics(records: list[dict], fc: xr.Dataset, headline_hours=None) -> di
                 rec = by.get((v, s, float(h)))
                 if rec is not None and rec["crps"] is not None:
                     block[f"crps{tag}_{h:g}h" + ("" if s == "model" else f"_{s}")] = round(rec["crps"], 4)
-    block["per_lead"] = {v: {s: {"crps": [by[(v, s, h)]["crps"] for h in hours],
-                                 "rmse": [by[(v, s, h)]["rmse"] for h in hours],
-                                 "ssr": [by[(v, s, h)]["ssr"] for h in hours]} for s in systems}
+    block["per_lead"] = {v: {s: {k: [by[(v, s, h)].get(k) for h in hours]
+                                 for k in ("crps", "crps_standard", "rmse", "ssr")} for s in systems}
                          for v in variables}
     block["lead_hours"] = hours
+    block["scores"] = ("crps: fair CRPS (spread term over M(M-1) member pairs), crps_standard: over M^2; "
+                       "cell-area latitude weights; ssr = ensemble spread / RMSE of the ensemble mean")
     model = [by[(v, "model", h)]["crps"] for v in variables for h in hours]
     block["model_crps_below_at_all_leads"] = beats = {}
     for s in systems:

@@ -22,7 +22,7 @@ def _random(seed=0, members=9, shape=(4, 5, 6)):
 
 def test_crps_matches_properscoring():
     f, y = _random(members=16)
-    ours = M.crps_ensemble(f, y, "member").transpose(*y.dims).values
+    ours = M.crps_ensemble(f, y, "member", fair=False).transpose(*y.dims).values
     ref = properscoring.crps_ensemble(y.values, np.moveaxis(f.values, 0, -1))
     np.testing.assert_allclose(ours, ref, atol=1e-6)
 
@@ -40,19 +40,21 @@ def test_crps_fair_brute_force():
 
 def test_single_member_crps_is_absolute_error():
     f, y = _random(members=1)
-    np.testing.assert_allclose(M.crps_ensemble(f, y).values, abs(f.isel(member=0) - y).values, atol=1e-12)
-    assert np.isnan(M.crps_ensemble(f, y, fair=True).values).all()
+    for fair in (True, False):
+        np.testing.assert_allclose(M.crps_ensemble(f, y, fair=fair).values, abs(f.isel(member=0) - y).values,
+                                   atol=1e-12)
 
 
 def test_score_brute_force_with_latitude_weights_and_mask():
     f, y = _random(members=7)
     y = y.where(~((y.latitude == y.latitude[1]) & (y.longitude == 3)))  # a masked cell
     s = M.score(f, y, "member")
-    lat_w = np.cos(np.deg2rad(y.latitude.values))
+    lat = y.latitude.values  # 60 to 40 by -5: cells 62.5-57.5, ..., 42.5-37.5
+    lat_w = np.sin(np.deg2rad(lat + 2.5)) - np.sin(np.deg2rad(lat - 2.5))
     lat_w = lat_w / lat_w.mean()
     x = f.values
     for k in range(y.sizes["lead_time"]):
-        num = {"crps": 0.0, "se": 0.0, "var": 0.0}
+        num = {"crps": 0.0, "crps_standard": 0.0, "se": 0.0, "var": 0.0}
         den = 0.0
         for i in range(y.sizes["latitude"]):
             for j in range(y.sizes["longitude"]):
@@ -60,16 +62,18 @@ def test_score_brute_force_with_latitude_weights_and_mask():
                 if np.isnan(yy):
                     continue
                 m = x[:, k, i, j]
-                crps = np.mean(abs(m - yy)) - np.mean(abs(m[:, None] - m[None, :])) / 2
-                num["crps"] += lat_w[i] * crps
+                pairs = abs(m[:, None] - m[None, :]).sum()
+                num["crps"] += lat_w[i] * (np.mean(abs(m - yy)) - pairs / (2 * 7 * 6))  # fair: M (M - 1)
+                num["crps_standard"] += lat_w[i] * (np.mean(abs(m - yy)) - pairs / (2 * 7 * 7))
                 num["se"] += lat_w[i] * (m.mean() - yy) ** 2
                 num["var"] += lat_w[i] * m.var(ddof=1)
                 den += lat_w[i]
         rmse, spread = np.sqrt(num["se"] / den), np.sqrt(num["var"] / den)
         assert s["crps"].values[k] == pytest.approx(num["crps"] / den, abs=1e-10)
+        assert s["crps_standard"].values[k] == pytest.approx(num["crps_standard"] / den, abs=1e-10)
         assert s["rmse"].values[k] == pytest.approx(rmse, abs=1e-10)
         assert s["spread"].values[k] == pytest.approx(spread, abs=1e-10)
-        assert s["ssr"].values[k] == pytest.approx(np.sqrt(8 / 7) * spread / rmse, abs=1e-10)
+        assert s["ssr"].values[k] == pytest.approx(spread / rmse, abs=1e-10)
 
 
 def test_nan_cells_are_ignored():
@@ -78,7 +82,7 @@ def test_nan_cells_are_ignored():
     bad[:, 0, :] = np.nan
     full = M.score(f.isel(latitude=slice(1, None)), y.isel(latitude=slice(1, None)))
     masked = M.score(f, bad)
-    for k in ("crps", "rmse", "spread"):
+    for k in ("crps", "crps_standard", "rmse", "spread"):
         np.testing.assert_allclose(masked[k].values, full[k].values, rtol=1e-12)
     assert np.isfinite(masked["crps"].values).all()
 
