@@ -8,7 +8,7 @@ import xarray as xr
 
 from gendiff.io import atomic_path
 
-COLORS = {"model": "C3", "persistence": "C0", "climatology": "C2", "linear": "C1"}
+COLORS = {"model": "C3", "persistence": "C0", "climatology": "C2", "linear": "C1", "ar_calibrated": "C4"}
 
 
 def _plt():
@@ -28,7 +28,7 @@ def _save(fig, path) -> Path:
 
 
 def plot_skill(records: list[dict], path) -> Path:
-    """CRPS, RMSE, spread and spread-skill ratio against lead time, one line per system (and variable)."""
+    """Fair CRPS, RMSE, spread and spread-skill ratio against lead time, one line per system (and variable)."""
     plt = _plt()
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
     keys = sorted({(r["variable"], r["system"]) for r in records})
@@ -40,7 +40,7 @@ def plot_skill(records: list[dict], path) -> Path:
             vals = [np.nan if r[metric] is None else r[metric] for r in rows]
             ax.plot(lead, vals, marker=".", color=COLORS.get(system), label=f"{v} {system}" if len(
                 {k[0] for k in keys}) > 1 else system)
-    for ax, title in zip(axes, ("CRPS", "ensemble-mean RMSE", "ensemble spread", "spread / skill")):
+    for ax, title in zip(axes, ("CRPS (fair)", "ensemble-mean RMSE", "ensemble spread", "spread / skill")):
         ax.set_title(title)
         ax.set_xlabel("lead time (h)")
         ax.grid(alpha=0.3)
