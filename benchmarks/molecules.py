@@ -3,6 +3,8 @@ configuration; (2) EDM's four metrics after the training this machine allows, an
 
     python benchmarks/molecules.py speed   --rounds 3 --steps 2
     python benchmarks/molecules.py quality --train-minutes 12 --n-ancestral 200 --n-fast 1000
+    python benchmarks/molecules.py recipes --cpu-minutes 7 --n 300        # (3) recipe switches, same CPU budget
+    python benchmarks/molecules.py race --edm-repo /tmp/edm --cpu-minutes 60 --checkpoints 6   # (4) gendiff vs EDM
 Results are appended to benchmarks/results_molecules.md (command, machine, date).
 """
 from __future__ import annotations
@@ -161,12 +163,127 @@ def run_quality(args) -> dict:
     return results
 
 
+# ---- (3) recipes: the same CPU-time budget per recipe, scored by the same evaluator ----------------------------------
+
+RECIPES = {  # issue 11's levers, one switch at a time from EDM's recipe (the shipped model's)
+    "edm": {},
+    "unscaled": dict(feature_scaling=False),
+    "flow": dict(schedule="flow", prediction="velocity"),
+    "x0_clamped": dict(prediction="x0", weighting="clamped_snr"),
+    "v_min_snr": dict(prediction="v", weighting="min_snr:5"),
+    "edm_precond": dict(precondition="edm"),
+    "formula": dict(composition="formula"),
+    "flow_formula": dict(schedule="flow", prediction="velocity", composition="formula"),
+}
+
+
+def cpu_seconds_of(run: Path) -> float:
+    """Cumulative training CPU seconds on a run's card (0 before its first sitting)."""
+    card = run / "card.json"
+    return float(json.loads(card.read_text())["training"]["cpu_seconds"] or 0.0) if card.is_file() else 0.0
+
+
+def train_for_cpu(run: Path, budget_s: float, *, chunk_steps: int = 250, on_chunk=None, **train_kw) -> dict:
+    """Train (molecules.train) until the run's cumulative training CPU time reaches `budget_s`: in sittings of at
+    most `chunk_steps` steps (the last one sized from the CPU time per step so far), each resuming the checkpoint;
+    the Trainer's own time budget is wall-clock, and wall-clock on shared cores is not a fair budget.
+    `on_chunk(run, cpu_seconds, steps)` runs after each sitting (the race scores its checkpoints there)."""
+    from gendiff.domains import molecules
+
+    while True:
+        done = cpu_seconds_of(run)
+        card = json.loads((run / "card.json").read_text()) if (run / "card.json").is_file() else None
+        steps = int(card["training"]["steps"]) if card else 0
+        if done >= budget_s:
+            return {"cpu_seconds": done, "steps": steps}
+        per_step = done / steps if steps else None
+        todo = chunk_steps if per_step is None else max(1, min(chunk_steps, int((budget_s - done) / per_step + 0.5)))
+        molecules.train(out=run, max_steps=steps + todo, resume=card is not None, progress=False, log_every=50,
+                        ckpt_every=10**7, **train_kw)
+        if on_chunk is not None:
+            on_chunk(run, cpu_seconds_of(run), steps + todo)
+        if cpu_seconds_of(run) <= done:
+            raise RuntimeError(f"{run}: a sitting added no CPU time; stopping")
+
+
+def _samplers(spec: str) -> list[tuple[str, int]]:
+    out = []
+    for item in spec.split(","):
+        name, _, steps = item.partition(":")
+        out.append((name, int(steps or 50)))
+    if any(st > 100 for _, st in out):
+        raise SystemExit(f"--samplers {spec}: at most 100 steps (issue 11)")
+    return out
+
+
+def score(run, n: int, samplers, seed: int = 1, batch_size: int = 250) -> dict:
+    """EDM's metrics of n molecules per sampler (molecules.measure), plus validity x uniqueness."""
+    from gendiff.domains import molecules
+
+    out = {}
+    for name, steps in samplers:
+        m, _ = molecules.measure(run, n=n, sampler=name, steps=steps, seed=seed, batch_size=batch_size,
+                                 device="cpu")
+        m["valid_x_unique"] = m["validity"] * m["uniqueness"]
+        out[f"{name}-{steps}"] = m
+        print(f"  {Path(run).name} {name}-{steps}: atom {m['atom_stability']:.3f} mol {m['molecule_stability']:.3f} "
+              f"valid {m['validity']:.3f} VxU {m['valid_x_unique']:.3f}", flush=True)
+    return out
+
+
+def base_train_kw(args) -> dict:
+    return dict(data="qm9", model="egnn", hidden=args.hidden, layers=args.layers, batch_size=args.batch_size,
+                lr=args.lr, warmup_steps=100, ema_decay=args.ema_decay, seed=0)
+
+
+def run_recipes(args) -> dict:
+    """Each recipe trained for the same CPU time (one thread) from the same seed, then scored the same way."""
+    torch.set_num_threads(args.threads)
+    names = args.recipes.split(",")
+    unknown = [n for n in names if n not in RECIPES]
+    if unknown:
+        raise SystemExit(f"--recipes: unknown {unknown}; known: {', '.join(RECIPES)}")
+    samplers = _samplers(args.samplers)
+    root = Path(args.root)
+    res = {"cpu_budget_s": 60 * args.cpu_minutes, "n": args.n, "samplers": args.samplers, "hidden": args.hidden,
+           "layers": args.layers, "batch_size": args.batch_size, "lr": args.lr, "ema_decay": args.ema_decay,
+           "threads": args.threads, "recipes": {}}
+    for name in names:
+        run = root / name
+        print(f"recipe {name}: {RECIPES[name]}", flush=True)
+        t = train_for_cpu(run, 60 * args.cpu_minutes, **base_train_kw(args), **RECIPES[name])
+        res["recipes"][name] = {"switches": RECIPES[name], **t, "metrics": score(run, args.n, samplers)}
+        (root / "recipes.json").write_text(json.dumps(res, indent=1, default=str))
+    key = f"{samplers[0][0]}-{samplers[0][1]}"
+    res["winner"] = max(res["recipes"], key=lambda r: (res["recipes"][r]["metrics"][key]["molecule_stability"],
+                                                       res["recipes"][r]["metrics"][key]["atom_stability"]))
+    return res
+
+
 from _machine import machine as _machine  # noqa: E402
 
 
 def _markdown(part: str, res: dict) -> str:
     head = (f"\n### molecules {part} ({datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC)\n\n"
             f"- command: `python {' '.join(sys.argv)}`\n- machine: {_machine()}\n")
+    if part == "recipes":
+        keys = list(next(iter(res["recipes"].values()))["metrics"])
+        rows = ""
+        for name, r in res["recipes"].items():
+            cells = " | ".join(f"{r['metrics'][k]['atom_stability']:.3f} / {r['metrics'][k]['molecule_stability']:.3f}"
+                               f" / {r['metrics'][k]['validity']:.3f} / {r['metrics'][k]['valid_x_unique']:.3f}"
+                               for k in keys)
+            sw = ", ".join(f"{k}={v}" for k, v in r["switches"].items()) or "EDM's (polynomial VP, eps, 1/4/10)"
+            rows += f"| {name} | {sw} | {r['steps']} | {r['cpu_seconds'] / 60:.1f} | {cells} |\n"
+        return head + (
+            f"- EGNN {res['hidden']} features x {res['layers']} layers, batch {res['batch_size']}, lr {res['lr']} "
+            f"(warm-up 100), EMA {res['ema_decay']}, seed 0, {res['threads']} thread(s), niced; each recipe trained "
+            f"until its cumulative training CPU time reached {res['cpu_budget_s'] / 60:.1f} min (sittings of <= 250 "
+            f"steps, resumed), then {res['n']} molecules per sampler (seed 1) scored by EDM's metrics\n"
+            "- cells: atom stability / molecule stability / validity / validity x uniqueness\n\n"
+            f"| recipe | switches | steps | CPU min | {' | '.join(keys)} |\n|---|---|---|---|"
+            + "---|" * len(keys) + "\n" + rows + f"\nWinner (molecule, then atom stability, {keys[0]}): "
+            f"**{res['winner']}**\n")
     if part == "speed":
         return head + (
             f"- EGNN {res['hidden']} features, {res['layers']} layers, batch {res['batch_size']} QM9 molecules "
@@ -220,8 +337,22 @@ def main(argv=None) -> int:
     q.add_argument("--fast-samplers", default="heun,dpm_solver_pp", help="comma-separated 50-step samplers")
     q.add_argument("--sample-batch", type=int, default=250)
     q.add_argument("--threads", type=int, default=1, help="1: OpenMP threads spin badly on shared, loaded cores")
+    r = sub.add_parser("recipes", help="recipe switches, each trained for the same CPU time, scored the same way")
+    r.add_argument("--recipes", default="edm,unscaled,flow,x0_clamped,formula", help=f"of {', '.join(RECIPES)}")
+    r.add_argument("--cpu-minutes", type=float, default=7.0, help="training CPU time per recipe")
+    r.add_argument("--n", type=int, default=300, help="molecules sampled per recipe and sampler")
+    r.add_argument("--samplers", default="dpm_solver_pp:50,ancestral:100", help="NAME:STEPS,... (<= 100 steps)")
+    r.add_argument("--root", default="runs/bench_recipes", help="one run folder per recipe (resumed if present)")
+    for sp in (r,):
+        sp.add_argument("--hidden", type=int, default=64)
+        sp.add_argument("--layers", type=int, default=4)
+        sp.add_argument("--batch-size", type=int, default=64)
+        sp.add_argument("--lr", type=float, default=5e-4)
+        sp.add_argument("--ema-decay", type=float, default=0.995)
+        sp.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
-    res = run_speed(args) if args.part == "speed" else run_quality(args)
+    parts = {"speed": run_speed, "quality": run_quality, "recipes": run_recipes}
+    res = parts[args.part](args)
     print(json.dumps(res, indent=1, default=str))
     text = _markdown(args.part, res)
     with open(RESULTS, "a") as fh:

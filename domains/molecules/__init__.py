@@ -34,24 +34,28 @@ _TRAIN_KEYS = ("max_steps", "batch_size", "lr", "weight_decay", "warmup_steps", 
 
 
 def _load_training_data(data, limit):
-    """'qm9' (train split), a path to .xyz/.sdf, or a sequence of Data -> (dataset, collate_fn, histogram)."""
-    from .data import QM9Dataset, load_molecules, load_qm9, qm9_atom_count_histogram
-    from .model import AtomCountDistribution
+    """'qm9' (train split), a path to .xyz/.sdf, or a sequence of Data -> (dataset, collate_fn, atom-count
+    distribution, formula distribution), the two histograms over the molecules trained on."""
+    from .data import QM9Dataset, formula_counts, load_molecules, load_qm9
+    from .model import AtomCountDistribution, FormulaDistribution
 
     if isinstance(data, str) and data.lower() == "qm9":
         ds = load_qm9(split="train")
+        n = min(int(limit), len(ds)) if limit else len(ds)
+        formulas = FormulaDistribution.from_counts(formula_counts(ds)[:n])
+        sizes = AtomCountDistribution.from_sizes(ds.num_atoms[:n])
         if limit:
             from torch.utils.data import Subset
 
-            sub = Subset(ds, range(min(int(limit), len(ds))))
-            return sub, QM9Dataset.collate_fn, AtomCountDistribution.from_sizes(ds.num_atoms[: len(sub)])
-        return ds, QM9Dataset.collate_fn, AtomCountDistribution(qm9_atom_count_histogram("train"))
+            return Subset(ds, range(n)), QM9Dataset.collate_fn, sizes, formulas
+        return ds, QM9Dataset.collate_fn, sizes, formulas
     mols = load_molecules(data) if isinstance(data, (str, os.PathLike)) else list(data)
     if limit:
         mols = mols[: int(limit)]
     if not mols:
         raise DataError(f"training data {data!r} holds no molecules")
-    return mols, QM9Dataset.collate_fn, AtomCountDistribution.from_molecules(mols)
+    return (mols, QM9Dataset.collate_fn, AtomCountDistribution.from_molecules(mols),
+            FormulaDistribution.from_molecules(mols))
 
 
 def _split_config(model: str, config: dict):
@@ -72,14 +76,29 @@ def _split_config(model: str, config: dict):
     return net, train_cfg
 
 
-def features_config() -> dict:
-    """The node feature layout and EDM's scaling every molecules run uses (model.encode / decode)."""
+def features_config(feature_scaling: bool = True) -> dict:
+    """The node feature layout and scaling of a molecules run (model.encode / decode): EDM's norm_values
+    (1, 4, 10) with feature_scaling, (1, 1, 1) without (EDM's ablation)."""
     from .data import ATOMIC_NUMBERS, ELEMENTS
-    from .model import NORM_VALUES
+    from .model import NORM_VALUES, UNSCALED
 
     return {"layout": ["pos:3", f"onehot:{len(ELEMENTS)}", "charge:1"], "elements": list(ELEMENTS),
-            "atomic_numbers": list(ATOMIC_NUMBERS), "norm_values": list(NORM_VALUES),
+            "atomic_numbers": list(ATOMIC_NUMBERS), "norm_values": list(NORM_VALUES if feature_scaling else UNSCALED),
             "positions": "zero centre of mass per molecule, angstrom / norm_values[0]"}
+
+
+def recipe_config(weighting=None, composition: str = "size", formulas=None, ema_decay: float | None = None) -> dict:
+    """config.json's 'recipe': the loss weighting (model.parse_weighting), the composition mode ('size': N drawn
+    from the atom-count histogram; 'formula': the formula drawn from the training formulas' histogram and fed to
+    the network as context) with that histogram, and the EMA decay the weights were averaged with."""
+    from .model import COMPOSITIONS, parse_weighting
+
+    if composition not in COMPOSITIONS:
+        raise ConfigError(f"composition {composition!r}: expected one of {', '.join(COMPOSITIONS)}")
+    cfg = {"weighting": parse_weighting(weighting), "composition": composition, "ema_decay": ema_decay}
+    if composition == "formula" and formulas is not None:  # None: only the switches (resume checks)
+        cfg["formulas"] = dict(formulas.histogram)
+    return cfg
 
 
 def full_net_config(model: str, net_cfg: dict) -> dict:
@@ -89,13 +108,15 @@ def full_net_config(model: str, net_cfg: dict) -> dict:
     return {**(EGNN_DEFAULTS if model == "egnn" else E3NN_DEFAULTS), **dict(net_cfg)}
 
 
-def run_config(model: str, net_cfg: dict, sched, denoiser, sizes, data: str) -> dict:
+def run_config(model: str, net_cfg: dict, sched, denoiser, sizes, data: str, *, feature_scaling: bool = True,
+               recipe: dict | None = None) -> dict:
     """config.json of a run (less format and domain, which runs.save_run adds): all that rebuilds the model."""
     from gendiff.schedules import schedule_config
 
     return {"model": model, "net": full_net_config(model, net_cfg), "schedule": schedule_config(sched),
-            "denoiser": denoiser.config(), "prediction": denoiser.prediction, "features": features_config(),
-            "atom_counts": {str(k): v for k, v in sizes.histogram.items()}, "data": data}
+            "denoiser": denoiser.config(), "prediction": denoiser.prediction,
+            "features": features_config(feature_scaling), "atom_counts": {str(k): v for k, v in sizes.histogram.items()},
+            "recipe": recipe if recipe is not None else recipe_config(), "data": data}
 
 
 def _split_text(data, limit, n: int) -> str:
@@ -121,11 +142,20 @@ def _saved_config(out: Path) -> dict | None:
 
 
 def train(data="qm9", model: str = "egnn", out="runs/molecules", *, schedule: str = "polynomial",
-          prediction: str = "eps", seed: int = 0, limit: int | None = None, progress: bool = True,
-          resume: bool = False, device: str = "auto", compile: bool | str = False, command: str | None = None,
-          name: str | None = None, **config) -> Path:
+          prediction: str = "eps", weighting=None, precondition: str | None = None, sigma_data: float = 1.0,
+          feature_scaling: bool = True, composition: str = "size", seed: int = 0, limit: int | None = None,
+          progress: bool = True, resume: bool = False, device: str = "auto", compile: bool | str = False,
+          command: str | None = None, name: str | None = None, **config) -> Path:
     """Train a molecule denoiser into run folder OUT (run format: config.json first, then at the end
     weights.safetensors and card.json; checkpoint.pt and log.csv for resuming).
+
+    The recipe (all stored in config.json; load_run rebuilds it): `schedule` ('polynomial': EDM's VP schedule;
+    'flow': rectified flow, with prediction 'velocity', 'x0' or 'v'), `prediction` ('eps', 'x0', 'v', 'velocity'),
+    `weighting` (None: the parametrization's own MSE; 'min_snr[:GAMMA]', 'clamped_snr[:LOW,HIGH]', 'snr',
+    'constant'; model.parse_weighting), `precondition` ('edm': Karras et al.'s c_skip/c_out/c_in with
+    `sigma_data`; the network then predicts x0), `feature_scaling` (EDM's 1, 4, 10 on positions, one-hot types,
+    charges; False: 1, 1, 1), `composition` ('size': N from the training histogram; 'formula': the formula drawn
+    from the training formulas and given to the network as context) and `ema_decay` (a TrainConfig field).
 
     `max_minutes` (or `time_budget` in seconds) is the core Trainer's TrainConfig.time_budget: training stops before
     a step would overrun it. The card records `command` (default: this process's command line), cumulative over
@@ -145,6 +175,15 @@ def train(data="qm9", model: str = "egnn", out="runs/molecules", *, schedule: st
     net_cfg, train_cfg = _split_config(model, dict(config))
     resolve_device(device)  # a bad or missing device fails here, before any data is read
     train_cfg["device"] = str(device)  # resolved again by the Trainer, per process (LOCAL_RANK under torchrun)
+    from gendiff.schedules import schedule_config
+
+    from .model import NORM_VALUES, NUM_TYPES, UNSCALED, build_weighting, parse_weighting
+
+    weighting_cfg = parse_weighting(weighting)
+    recipe = recipe_config(weighting_cfg, composition, ema_decay=float(train_cfg.get("ema_decay", _EMA_DEFAULT)))
+    if composition == "formula":
+        net_cfg["context_nf"] = NUM_TYPES
+    sched = get_schedule(schedule)
     out = Path(out)
     previous = None
     if (out / CHECKPOINT).exists():
@@ -154,19 +193,33 @@ def train(data="qm9", model: str = "egnn", out="runs/molecules", *, schedule: st
         if (old.get("model"), old.get("net")) != (model, full_net_config(model, net_cfg)):
             raise ConfigError(f"{out / RUN_CONFIG}: cannot resume model {old.get('model')!r} {old.get('net')} "
                               f"as {model!r} {net_cfg}")
+        old_recipe = {k: v for k, v in (old.get("recipe") or {}).items() if k not in ("formulas", "ema_decay")}
+        old_den = old.get("denoiser") or {}
+        was = (old.get("schedule"), old_den.get("prediction"), old_den.get("precondition"),
+               (old.get("features") or {}).get("norm_values"), old_recipe)
+        now = (schedule_config(sched), "x0" if precondition else prediction, precondition,
+               features_config(feature_scaling)["norm_values"],
+               {k: v for k, v in recipe.items() if k not in ("formulas", "ema_decay")})
+        if was != now:
+            raise ConfigError(f"{out / RUN_CONFIG}: cannot resume the recipe (schedule, prediction, precondition, "
+                              f"norm_values, recipe) {was} as {now}")
         if (out / runs.CARD).is_file():
             previous = json.loads((out / runs.CARD).read_text())
             previous["metrics"] = {}  # measured on the weights before this sitting
-    dataset, collate_fn, sizes = _load_training_data(data, limit)
-    sched = get_schedule(schedule)
+    dataset, collate_fn, sizes, formulas = _load_training_data(data, limit)
+    recipe = recipe_config(weighting_cfg, composition, formulas, recipe["ema_decay"])
     torch.manual_seed(seed)
-    denoiser = build_denoiser(model, sched, prediction, net_cfg, compile=compile)
+    denoiser = build_denoiser(model, sched, prediction, net_cfg, compile=compile,
+                              options={"precondition": precondition, "sigma_data": float(sigma_data)}
+                              if precondition is not None else None)
     data_text = str(data) if isinstance(data, (str, os.PathLike)) else f"<{len(dataset)} molecules>"
-    cfg = run_config(model, net_cfg, sched, denoiser, sizes, data_text)
+    cfg = run_config(model, net_cfg, sched, denoiser, sizes, data_text, feature_scaling=feature_scaling,
+                     recipe=recipe)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / RUN_CONFIG, {"format": runs.FORMAT, "domain": DOMAIN, **cfg})
-    summary, trainer = _fit(denoiser, make_step_fn(sched), dataset, collate_fn, train_cfg, seed, out, progress,
-                            resume)
+    step_fn = make_step_fn(sched, weighting=build_weighting(weighting_cfg),
+                           norm_values=NORM_VALUES if feature_scaling else UNSCALED, composition=composition)
+    summary, trainer = _fit(denoiser, step_fn, dataset, collate_fn, train_cfg, seed, out, progress, resume)
     if trainer.ctx.is_main:
         card = runs.new_card(name or out.name, DOMAIN, data=data_text, split=_split_text(data, limit, len(dataset)),
                              summary=summary, seed=seed, device=trainer.device, command=command, previous=previous,
@@ -177,12 +230,15 @@ def train(data="qm9", model: str = "egnn", out="runs/molecules", *, schedule: st
     return out
 
 
+_EMA_DEFAULT = 0.999
+
+
 def _fit(denoiser, step_fn, dataset, collate_fn, train_cfg: dict, seed: int, out: Path, progress: bool,
          resume: bool = False):
     """Run gendiff.training.Trainer once -> (summary, trainer); max_minutes becomes TrainConfig.time_budget."""
     from gendiff.training import TrainConfig, Trainer
 
-    cfg = {"lr": 1e-4, "batch_size": 64, "max_steps": 100_000, "ema_decay": 0.999, "grad_clip": 1.0,
+    cfg = {"lr": 1e-4, "batch_size": 64, "max_steps": 100_000, "ema_decay": _EMA_DEFAULT, "grad_clip": 1.0,
            **train_cfg, "seed": seed, "progress": progress}
     max_minutes = cfg.pop("max_minutes", None)
     if max_minutes is not None:
@@ -223,16 +279,31 @@ def _rebuild(run: "runs.Run"):
 
     cfg, path = run.config, run.path / RUN_CONFIG
     feats = cfg.get("features")
-    if feats is not None and feats != features_config():
-        raise DataError(f"{path}: feature layout/scaling {feats} is not this gendiff's {features_config()}")
+    if feats is not None and feats not in (features_config(True), features_config(False)):
+        raise DataError(f"{path}: feature layout/scaling {feats} is not one of this gendiff's "
+                        f"({features_config(True)} or {features_config(False)})")
     try:
         sched = schedule_from_config(cfg["schedule"])
         denoiser = build_denoiser(cfg["model"], sched, cfg.get("prediction", "eps"), cfg["net"],
                                   options=cfg.get("denoiser"))
         sizes = AtomCountDistribution({int(k): v for k, v in cfg["atom_counts"].items()})
+        recipe(cfg)
     except (KeyError, TypeError, ValueError, AttributeError, ConfigError) as exc:
         raise DataError(f"{path}: cannot rebuild the model from it ({type(exc).__name__}: {exc})") from None
     return denoiser, sched, sizes
+
+
+def recipe(config: dict) -> dict:
+    """A run config's sampling-side recipe: {'norm_values', 'composition', 'formulas' (a FormulaDistribution or
+    None), 'weighting'}; runs written before the recipe switches get EDM's scaling and the size histogram."""
+    from .model import NORM_VALUES, FormulaDistribution, parse_weighting
+
+    rec = dict(config.get("recipe") or {})
+    comp = rec.get("composition", "size")
+    formulas = FormulaDistribution(rec["formulas"]) if comp == "formula" else None
+    norm = tuple(float(v) for v in config.get("features", {}).get("norm_values", NORM_VALUES))
+    return {"norm_values": norm, "composition": comp, "formulas": formulas,
+            "weighting": parse_weighting(rec.get("weighting"))}
 
 
 def convert_run(src, out=None, *, command: str | None = None, commit: str | None = None,
@@ -316,11 +387,20 @@ def sample(run, n: int = 100, sampler: str = "ancestral", steps: int = 1000, see
 
     if int(n) < 1:
         raise ConfigError(f"n={n}: number of molecules must be >= 1")
-    denoiser, sched, sizes, _ = load_run(run, device, compile=compile)
-    counts = sizes.sample(int(n), make_generator("cpu", int(seed)))
+    from .model import composition_context
+
+    denoiser, sched, sizes, config = load_run(run, device, compile=compile)
+    rec = recipe(config)
+    cond = None
+    if rec["formulas"] is not None:  # formula-conditioned: draw formulas, N is their sum
+        formulas = rec["formulas"].sample(int(n), make_generator("cpu", int(seed)))
+        counts, cond = formulas.sum(1), composition_context(formulas)
+    else:
+        counts = sizes.sample(int(n), make_generator("cpu", int(seed)))
     gen = make_generator(next(denoiser.parameters()).device, int(seed) + 1)
     return sample_molecules(denoiser, sched, n, counts, sampler=sampler, steps=steps, generator=gen,
-                            batch_size=batch_size, progress=progress, bf16=bf16, **sampler_kw)
+                            batch_size=batch_size, progress=progress, bf16=bf16, cond=cond,
+                            norm_values=rec["norm_values"], **sampler_kw)
 
 
 def evaluate(input=None, molecules: Sequence | None = None, reference=None) -> dict:

@@ -25,7 +25,20 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-steps", type=int, default=None, help="optimizer steps (default 100000)")
     p.add_argument("--batch-size", type=int, default=None, help="molecules per batch (EDM: 64)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (EDM: 1e-4)")
-    p.add_argument("--schedule", default="polynomial", help="noise schedule (EDM: polynomial, 1000 steps)")
+    p.add_argument("--schedule", default="polynomial",
+                   help="noise schedule (EDM: polynomial, 1000 steps; flow: rectified flow, with --prediction velocity)")
+    p.add_argument("--prediction", default="eps", help="what the network predicts: eps, x0, v or velocity")
+    p.add_argument("--weighting", default=None,
+                   help="loss weighting: none, min_snr[:GAMMA], clamped_snr[:LOW,HIGH], snr or constant")
+    p.add_argument("--precondition", default=None, choices=["edm"],
+                   help="EDM preconditioning (Karras et al. 2022; the network predicts x0)")
+    p.add_argument("--sigma-data", type=float, default=1.0, help="with --precondition edm: the data's std")
+    p.add_argument("--no-feature-scaling", action="store_true",
+                   help="one-hot types and charges unscaled (EDM scales them by 1/4 and 1/10)")
+    p.add_argument("--composition", default="size", choices=["size", "formula"],
+                   help="size: N from the training histogram; formula: the formula drawn from the training "
+                        "formulas and given to the network as context")
+    p.add_argument("--ema-decay", type=float, default=None, help="EMA decay of the saved weights (default 0.999)")
     p.add_argument("--hidden", type=int, default=None, help="EGNN hidden features / e3nn scalar multiplicity")
     p.add_argument("--layers", type=int, default=None, help="number of network layers")
     p.add_argument("--limit", type=int, default=None, help="train on the first LIMIT molecules only")
@@ -48,11 +61,14 @@ def run_train(args) -> int:
 
     config = {k: v for k, v in dict(max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr,
                                     hidden=args.hidden, layers=args.layers, limit=args.limit,
-                                    max_minutes=args.max_minutes).items() if v is not None}
+                                    max_minutes=args.max_minutes, ema_decay=args.ema_decay).items()
+              if v is not None}
     if args.bf16:
         config["bf16"] = True
-    train(data=args.data, model=_check_model(args.model), out=args.out, schedule=args.schedule, seed=args.seed,
-          resume=args.resume, device=args.device, compile=args.compile, **config)
+    train(data=args.data, model=_check_model(args.model), out=args.out, schedule=args.schedule,
+          prediction=args.prediction, weighting=args.weighting, precondition=args.precondition,
+          sigma_data=args.sigma_data, feature_scaling=not args.no_feature_scaling, composition=args.composition,
+          seed=args.seed, resume=args.resume, device=args.device, compile=args.compile, **config)
     print(f"trained run in {args.out}")
     return 0
 

@@ -261,6 +261,16 @@ def qm9_atom_count_histogram(split: str = "train", root=None, cache_dir=None) ->
     return {int(n): int(c) for n, c in enumerate(counts) if c > 0}
 
 
+def formula_counts(ds: QM9Dataset) -> np.ndarray:
+    """(molecules, len(ELEMENTS)) int64: atoms of each element per molecule of a QM9 split, in ELEMENTS order."""
+    offsets = ds.arrays["offsets"]
+    idx = element_index(ds.arrays["z"])
+    per_atom = np.zeros((len(idx), len(ELEMENTS)), dtype=np.int64)
+    per_atom[np.arange(len(idx)), idx] = 1
+    totals = np.add.reduceat(per_atom, offsets[:-1], axis=0)  # every QM9 molecule has >= 1 atom
+    return totals[ds.indices]
+
+
 def train_smiles(root=None, cache_dir=None) -> list[str]:
     """SMILES of the QM9 training split, as shipped (metrics canonicalise them before novelty)."""
     ds = load_qm9(root, "train", cache_dir)

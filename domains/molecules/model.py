@@ -16,6 +16,10 @@ from gendiff.spaces import GraphEuclideanSpace, ProductSpace, ZeroCoMSpace
 from .data import ATOMIC_NUMBERS, ELEMENTS
 
 NORM_VALUES = (1.0, 4.0, 10.0)  # EDM: positions, one-hot types, charges
+UNSCALED = (1.0, 1.0, 1.0)  # EDM's ablation without feature scaling
+FORMULA_SCALE = 10.0  # per-element atom counts / 10: the composition context of a formula-conditioned network
+WEIGHTINGS = ("snr", "constant", "min_snr", "clamped_snr")
+COMPOSITIONS = ("size", "formula")
 NUM_TYPES = len(ELEMENTS)
 FEATURE_DIM = NUM_TYPES + 1
 STATE_DIM = 3 + FEATURE_DIM
@@ -33,10 +37,10 @@ def molecule_space() -> ProductSpace:
     return ProductSpace([(ZeroCoMSpace(), 3), (GraphEuclideanSpace(), FEATURE_DIM)])
 
 
-def encode(batch, device=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """A torch-geometric Batch -> (x0 (N, 9) scaled and centred, batch vector (N,)), on `device` (default: the
-    batch's own). Only the fields used are moved; the caller's batch stays where it was (PyG's `.to` moves in
-    place)."""
+def encode(batch, device=None, norm_values=NORM_VALUES) -> tuple[torch.Tensor, torch.Tensor]:
+    """A torch-geometric Batch -> (x0 (N, 9) scaled by `norm_values` and centred, batch vector (N,)), on `device`
+    (default: the batch's own). Only the fields used are moved; the caller's batch stays where it was (PyG's `.to`
+    moves in place)."""
     for key in ("pos", "x", "charge"):
         if getattr(batch, key, None) is None:
             raise DataError(f"molecule batch has no field {key!r} (expected pos, x, charge; see molecules.data)")
@@ -46,20 +50,30 @@ def encode(batch, device=None) -> tuple[torch.Tensor, torch.Tensor]:
         pos.shape[0], dtype=torch.long, device=device)
     if onehot.shape[-1] != NUM_TYPES:
         raise DataError(f"molecule field 'x' has {onehot.shape[-1]} columns, expected {NUM_TYPES} ({ELEMENTS})")
-    pos = ZeroCoMSpace().project(pos.float() / NORM_VALUES[0], vec)
-    x0 = torch.cat([pos, onehot.float() / NORM_VALUES[1], charge.float().reshape(-1, 1) / NORM_VALUES[2]], -1)
+    nv = _norm_values(norm_values)
+    pos = ZeroCoMSpace().project(pos.float() / nv[0], vec)
+    x0 = torch.cat([pos, onehot.float() / nv[1], charge.float().reshape(-1, 1) / nv[2]], -1)
     return x0, vec
 
 
-def decode(x: torch.Tensor, batch: torch.Tensor) -> list:
-    """Unscale; atom types by argmax of the one-hot block, charges by rounding (EDM); one Data per graph."""
+def _norm_values(norm_values) -> tuple[float, float, float]:
+    nv = tuple(float(v) for v in norm_values)
+    if len(nv) != 3 or min(nv) <= 0:
+        raise ConfigError(f"norm_values {list(norm_values)}: expected 3 positive scales (positions, types, charges)")
+    return nv
+
+
+def decode(x: torch.Tensor, batch: torch.Tensor, norm_values=NORM_VALUES) -> list:
+    """Unscale by `norm_values`; atom types by argmax of the one-hot block, charges by rounding (EDM); one Data per
+    graph."""
     from torch_geometric.data import Data
 
+    nv = _norm_values(norm_values)
     x = x.detach().float().cpu()
     batch = batch.detach().cpu()
-    pos = x[:, :3] * NORM_VALUES[0]
+    pos = x[:, :3] * nv[0]
     types = x[:, 3 : 3 + NUM_TYPES].argmax(-1)
-    charge = torch.round(x[:, 3 + NUM_TYPES :] * NORM_VALUES[2])
+    charge = torch.round(x[:, 3 + NUM_TYPES :] * nv[2])
     z = torch.tensor(ATOMIC_NUMBERS, dtype=torch.long)[types]
     num = int(batch.max()) + 1 if batch.numel() else 0
     order = torch.argsort(batch, stable=True)
@@ -113,22 +127,141 @@ def compile_net(net: torch.nn.Module, compile: bool | str = True) -> torch.nn.Mo
     return net
 
 
-def make_step_fn(schedule, space=None, weighting=None):
-    """Trainer step: encode the batch, per-graph times, eps-loss reduced per molecule by the space, mean over graphs."""
+def parse_weighting(spec) -> dict | None:
+    """A loss weighting spec -> its config ({'name': ..., params}) or None (the parametrization's plain loss).
+
+    Accepts None / 'none', a dict, or a string: 'snr' (L_simple whatever is predicted), 'constant' (the x0 loss),
+    'min_snr' or 'min_snr:GAMMA' (Hang et al. 2023; gamma 5), 'clamped_snr' or 'clamped_snr:LOW,HIGH' (x0-loss
+    weight clamp(SNR, LOW, HIGH); EQGAT-diff's 0.05, 1.5)."""
+    if spec is None or (isinstance(spec, str) and spec.lower() == "none"):
+        return None
+    if isinstance(spec, dict):
+        cfg = dict(spec)
+    else:
+        name, _, args = str(spec).partition(":")
+        cfg = {"name": name}
+        try:
+            vals = [float(v) for v in args.split(",")] if args else []
+        except ValueError:
+            raise ConfigError(f"weighting {spec!r}: parameters must be numbers") from None
+        if name == "min_snr" and vals:
+            if len(vals) != 1:
+                raise ConfigError(f"weighting {spec!r}: min_snr takes one parameter (gamma)")
+            cfg["gamma"] = vals[0]
+        elif name == "clamped_snr" and vals:
+            if len(vals) != 2:
+                raise ConfigError(f"weighting {spec!r}: clamped_snr takes two parameters (low,high)")
+            cfg["low"], cfg["high"] = vals
+        elif vals:
+            raise ConfigError(f"weighting {spec!r}: {name} takes no parameters")
+    name = cfg.get("name")
+    if name not in WEIGHTINGS:
+        raise ConfigError(f"weighting {name!r}: expected none or one of {', '.join(WEIGHTINGS)}")
+    defaults = {"min_snr": {"gamma": 5.0}, "clamped_snr": {"low": 0.05, "high": 1.5}}.get(name, {})
+    unknown = set(cfg) - {"name"} - set(defaults)
+    if unknown:
+        raise ConfigError(f"weighting {name!r}: unknown parameter(s) {', '.join(sorted(unknown))}")
+    cfg = {"name": name, **{k: float(cfg.get(k, v)) for k, v in defaults.items()}}
+    build_weighting(cfg)  # range checks (gamma > 0, 0 <= low < high) as one ConfigError
+    return cfg
+
+
+def build_weighting(cfg: dict | None):
+    """The gendiff.losses Weighting of a parse_weighting config (None: no weighting)."""
+    from gendiff import losses
+
+    if cfg is None:
+        return None
+    params = {k: v for k, v in cfg.items() if k != "name"}
+    return {"snr": losses.snr_weight, "constant": losses.constant_weight, "min_snr": losses.min_snr_weight,
+            "clamped_snr": losses.clamped_snr_weight}[cfg["name"]](**params)
+
+
+def formula_counts(onehot: torch.Tensor, batch: torch.Tensor, num_graphs: int) -> torch.Tensor:
+    """(B, NUM_TYPES) atoms of each element per graph from the (N, NUM_TYPES) one-hot block, on its device."""
+    out = torch.zeros(num_graphs, onehot.shape[-1], dtype=torch.float32, device=onehot.device)
+    return out.index_add_(0, batch, onehot.float())
+
+
+def composition_context(counts: torch.Tensor) -> torch.Tensor:
+    """The per-graph context of a formula-conditioned network: atom counts per element / FORMULA_SCALE."""
+    return counts.float() / FORMULA_SCALE
+
+
+def make_step_fn(schedule, space=None, weighting=None, norm_values=NORM_VALUES, composition: str = "size"):
+    """Trainer step: encode the batch (scaled by `norm_values`), per-graph times, the Denoiser's loss (times
+    `weighting`, a gendiff.losses Weighting) reduced per molecule by the space, mean over graphs.
+    composition='formula' feeds each graph's formula (composition_context) to the network as its context."""
     from gendiff.losses import diffusion_loss
 
+    if composition not in COMPOSITIONS:
+        raise ConfigError(f"composition {composition!r}: expected one of {', '.join(COMPOSITIONS)}")
     space = space or molecule_space()
 
     def step_fn(model, batch, generator=None):
         device = next(model.parameters()).device
-        x0, vec = encode(batch, device)
+        x0, vec = encode(batch, device, norm_values)
         num_graphs = int(vec.max()) + 1
+        cond = None
+        if composition == "formula":
+            cond = composition_context(formula_counts(batch.x.to(device), vec, num_graphs))
         t = schedule.sample_t(num_graphs, generator=generator, device=device)
-        loss = diffusion_loss(model, x0, schedule, space, mask=vec, t_per_sample=t, generator=generator,
-                              weighting=weighting)
+        loss = diffusion_loss(model, x0, schedule, space, mask=vec, cond=cond, t_per_sample=t,
+                              generator=generator, weighting=weighting)
         return loss.mean()
 
     return step_fn
+
+
+class FormulaDistribution:
+    """p(formula) from the training set's histogram of formulas (atoms per element, in ELEMENTS order): a size and
+    a composition are drawn together, as EDM draws N alone (EDM Sec. 3.4)."""
+
+    def __init__(self, histogram: dict):
+        if not histogram:
+            raise ConfigError("formula histogram is empty")
+        rows, weights = [], []
+        for key, count in sorted(histogram.items()):
+            try:
+                row = [int(v) for v in str(key).split(",")]
+            except ValueError:
+                raise ConfigError(f"formula histogram key {key!r}: expected {NUM_TYPES} comma-separated counts") \
+                    from None
+            if len(row) != NUM_TYPES or min(row) < 0 or sum(row) < 1 or float(count) < 0:
+                raise ConfigError(f"formula histogram entry {key!r}: {count!r}: expected {NUM_TYPES} counts >= 0 "
+                                  f"(at least one atom) and a count >= 0")
+            rows.append(row)
+            weights.append(float(count))
+        if sum(weights) <= 0:
+            raise ConfigError("formula histogram has no mass")
+        self.histogram = {",".join(map(str, r)): w for r, w in zip(rows, weights)}
+        self.formulas = torch.tensor(rows, dtype=torch.long)
+        self.probs = torch.tensor(weights, dtype=torch.float64) / sum(weights)
+
+    @classmethod
+    def from_counts(cls, counts) -> "FormulaDistribution":
+        """From an (M, NUM_TYPES) array of per-molecule atom counts."""
+        counts = torch.as_tensor(counts, dtype=torch.long).reshape(-1, NUM_TYPES)
+        uniq, freq = torch.unique(counts, dim=0, return_counts=True)
+        return cls({",".join(map(str, r.tolist())): int(c) for r, c in zip(uniq, freq)})
+
+    @classmethod
+    def from_molecules(cls, mols: Sequence) -> "FormulaDistribution":
+        return cls.from_counts(torch.stack([m.x.sum(0).round().long() for m in mols]))
+
+    def sizes(self) -> "AtomCountDistribution":
+        """The atom-count distribution this formula histogram implies."""
+        hist: dict = {}
+        for row, w in zip(self.formulas.sum(1).tolist(), self.probs.tolist()):
+            hist[row] = hist.get(row, 0.0) + w
+        return AtomCountDistribution(hist)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """(n, NUM_TYPES) atom counts per element (a CPU LongTensor), drawn on the generator's device."""
+        device = generator.device if generator is not None else torch.device("cpu")
+        idx = torch.multinomial(self.probs.to(device, table_dtype(device)), int(n), replacement=True,
+                                generator=generator)
+        return self.formulas[idx.cpu()]
 
 
 class AtomCountDistribution:
@@ -178,11 +311,13 @@ class AtomCountDistribution:
 def sample_molecules(denoiser, schedule, n: int, sizes: AtomCountDistribution | torch.Tensor, *,
                      sampler: str = "ancestral", steps: int = 1000, generator: torch.Generator | None = None,
                      batch_size: int = 256, cond=None, progress: bool = True, bf16: bool = False,
-                     **sampler_kw) -> list:
+                     norm_values=NORM_VALUES, **sampler_kw) -> list:
     """Draw N per molecule, then run a core sampler from the prior in the molecule space and decode (EDM Alg. 2).
 
     Everything runs on the denoiser's device, with `generator`'s draws (make_generator(device, seed)); `bf16`
-    runs the network under bfloat16 autocast (matmuls in bf16, the sampler's own arithmetic stays float32)."""
+    runs the network under bfloat16 autocast (matmuls in bf16, the sampler's own arithmetic stays float32).
+    `cond`: per-molecule context (n, C) (a formula-conditioned network's composition_context), split with the
+    batches; `norm_values`: the run's feature scaling, undone by decode."""
     from tqdm import tqdm
 
     from gendiff.samplers import prior_sample
@@ -197,23 +332,28 @@ def sample_molecules(denoiser, schedule, n: int, sizes: AtomCountDistribution | 
     if counts.numel() != int(n) or (counts < 1).any():
         raise ConfigError(f"need {n} atom counts >= 1, got {counts.tolist()[:10]}...")
     device = next(denoiser.parameters()).device
+    if cond is not None:
+        cond = torch.as_tensor(cond)
+        if cond.dim() != 2 or cond.shape[0] != int(n):
+            raise ConfigError(f"cond has shape {tuple(cond.shape)}; expected one row per molecule ({n}, C)")
+        cond_chunks = torch.split(cond.to(device, torch.float32), int(batch_size))
     space = molecule_space()
     mols: list = []
     chunks = torch.split(counts, int(batch_size))
     bar = tqdm(chunks, desc=f"sampling ({sampler}, {steps} steps)", disable=not progress, leave=False)
-    for chunk in bar:
+    for i, chunk in enumerate(bar):
         total = int(chunk.sum())  # sizes are host-side: the batch vector is built on the device without a sync
         batch = torch.repeat_interleave(torch.arange(len(chunk), device=device), chunk.to(device),
                                         output_size=total)
         like = torch.zeros(total, STATE_DIM, device=device)
         x_T = prior_sample(schedule, space, like, mask=batch, generator=generator)
         with _autocast(device, bf16):
-            x0 = run_sampler(sampler, denoiser, x_T, schedule, space, int(steps), mask=batch, cond=cond,
-                             generator=generator, **sampler_kw)
+            x0 = run_sampler(sampler, denoiser, x_T, schedule, space, int(steps), mask=batch,
+                             cond=None if cond is None else cond_chunks[i], generator=generator, **sampler_kw)
         x0 = x0.float()
         if not torch.isfinite(x0).all():
             raise ConfigError(f"sampler {sampler!r} produced non-finite values; try more steps or another sampler")
-        mols.extend(decode(x0, batch))
+        mols.extend(decode(x0, batch, norm_values))
     return mols
 
 
