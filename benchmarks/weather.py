@@ -285,6 +285,29 @@ def shipped_era5(forecast: Path) -> dict:
                 "command": fc.attrs.get("gendiff_command", ""), "forecast": str(forecast)}
 
 
+def shipped_l96(forecast: Path, sigmas=(0.1,)) -> dict:
+    """Score a forecast of the shipped pretrained:lorenz96 (PRETRAINED_METRICS' file) on the default Lorenz-96
+    trajectory with all five systems, and a perfect-model ensemble (the true equations from perturbed states)."""
+    from gendiff.domains import weather
+    from gendiff.domains.weather.lorenz96 import lorenz96_dataset, perfect_model_ensemble
+    from gendiff.domains.weather.metrics import score
+    from gendiff.domains.weather.scoring import truth_at_valid_time
+
+    ds = lorenz96_dataset()
+    records = weather.evaluate(str(forecast), ds, systems=SYSTEMS, plots=False)
+    with xr.open_dataset(forecast) as fc:
+        fc = fc.load()
+    truth = truth_at_valid_time(ds["x"], fc["valid_time"])
+    perfect = {}
+    for sigma in sigmas:
+        ens = perfect_model_ensemble(ds, fc["init_time"].values, fc.sizes["lead_time"], fc.sizes["member"],
+                                     sigma=sigma)
+        perfect[str(sigma)] = score(fc["x"].copy(data=ens.astype(np.float32)), truth)["crps"].values.tolist()
+    return {"records": records, "perfect_crps": perfect, "inits": int(fc.sizes["init_time"]),
+            "members": int(fc.sizes["member"]), "command": fc.attrs.get("gendiff_command", ""),
+            "lead_hours": (fc["lead_time"].values / np.timedelta64(1, "h")).tolist()}
+
+
 def write_results(res: dict, command: str) -> str:
     lines = ["## Weather (gendiff.domains.weather)", "",
              f"- Command: `{command}`", f"- Machine: {machine()}",
@@ -324,6 +347,23 @@ def write_results(res: dict, command: str) -> str:
             lines.append(f"| {h:g} | {l96['model_crps'][j]:.3f} | " + " | ".join(f"{p:.3f}" for p in pm) + " | " +
                          " | ".join(f"{l96['model_crps'][j] / p:.2f}" for p in pm) + " |")
         lines.append("")
+    if "shipped_l96" in res:
+        l96 = res["shipped_l96"]
+        by = {(r["system"], r["lead_time_hours"]): r["crps"] for r in l96["records"]}
+        systems = [s for s in SYSTEMS if (s, l96["lead_hours"][0]) in by]
+        sig = list(l96["perfect_crps"])
+        lines += ["### Lorenz-96: the shipped pretrained:lorenz96", "",
+                  f"The shipped model forecasting the default Lorenz-96 trajectory ({l96['inits']} inits x "
+                  f"{l96['members']} members, 48 h horizon rolled out to 120 h), the forecast made by "
+                  f"`{l96['command']}`. Fair CRPS of every system; perfect-model ensemble: the true equations from "
+                  "initial states perturbed by N(0, sigma^2) per site, same members.", "",
+                  "| lead (h) | " + " | ".join(f"CRPS {s}" for s in systems) + " | "
+                  + " | ".join(f"CRPS perfect (sigma={s})" for s in sig) + " |",
+                  "|---" * (1 + len(systems) + len(sig)) + "|"]
+        for j, h in enumerate(l96["lead_hours"]):
+            lines.append(f"| {h:g} | " + " | ".join(f"{by[(s, h)]:.3f}" for s in systems) + " | "
+                         + " | ".join(f"{l96['perfect_crps'][s][j]:.3f}" for s in sig) + " |")
+        lines.append("")
     if "speed" in res:
         s = res["speed"]
         lines += ["### Forecast speed", "",
@@ -338,10 +378,12 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=str(ROOT / "runs" / "bench-weather"))
     p.add_argument("--parts", default="era5,speed,lorenz96",
-                   help="comma-separated: era5, speed, lorenz96, shipped (score --shipped-forecast, a forecast of "
-                        "pretrained:era5-uk-t2m, with all five systems)")
+                   help="comma-separated: era5, speed, lorenz96, shipped / shipped_l96 (score --shipped-forecast / "
+                        "--shipped-l96-forecast, forecasts of the shipped models, with all five systems)")
     p.add_argument("--shipped-forecast", default=str(ROOT / "runs" / "card-era5-uk-t2m-6h.nc"),
                    help="forecast file of the shipped ERA5 model for --parts shipped (PRETRAINED_METRICS' command)")
+    p.add_argument("--shipped-l96-forecast", default=str(ROOT / "runs" / "card-lorenz96.nc"),
+                   help="forecast file of the shipped Lorenz-96 model for --parts shipped_l96")
     p.add_argument("--era5-steps", type=int, default=1200)
     p.add_argument("--l96-steps", type=int, default=1500)
     p.add_argument("--members", type=int, default=16)
@@ -402,12 +444,14 @@ def main(argv=None) -> int:
     if "shipped" in parts:
         res["shipped"] = shipped_era5(Path(args.shipped_forecast))
         print(json.dumps({k: v for k, v in res["shipped"].items() if k != "records"}), flush=True)
+    if "shipped_l96" in parts:
+        res["shipped_l96"] = shipped_l96(Path(args.shipped_l96_forecast))
     if "lorenz96" in parts:
         res["lorenz96"] = lorenz96(out, args.l96_steps, args.members)
         print(json.dumps({k: v for k, v in res["lorenz96"].items() if k != "records"}), flush=True)
     for part, value in res.items():
         (out / f"{part}.json").write_text(json.dumps(value, indent=1, default=str))
-    for part in ("era5", "shipped", "speed", "lorenz96"):  # parts not run now: reuse this out folder's earlier results
+    for part in ("era5", "shipped", "speed", "lorenz96", "shipped_l96"):  # parts not run now: reuse this out folder's earlier results
         if part not in res and (out / f"{part}.json").exists():
             res[part] = json.loads((out / f"{part}.json").read_text())
     text = write_results(res, "python benchmarks/weather.py " + " ".join(argv if argv is not None else sys.argv[1:]))
