@@ -2,12 +2,21 @@
 
 Sparse form: fully connected edges inside each molecule are built from the batch vector with tensor ops and
 messages are aggregated with `index_add_`; no padding to the largest molecule and no Python loop over graphs.
+
+Factored first layers (the default, `factored=True`): the edge MLP and the coordinate MLP start with a Linear on
+[h_i, h_j, d_ij] (d_ij = [radial, radial0]). With its weight split as [W_a | W_b | W_d], that layer equals
+h_i W_a^T + h_j W_b^T + d_ij W_d^T + b, so the two (N, F) x (F, F) projections run once per node and each edge only
+gathers and adds them (plus the (E, 2) x (2, F) distance term): the (E, 2F + 2) x (2F + 2, F) product, two thirds of
+the per-edge matmul work of a layer, is gone, and so is the (E, 2F + 2) concatenated input. Same function, same
+parameters and state_dict keys (checkpoints load in either form); `factored=False` computes the concatenation as
+EDM's code does.
 The graph structure (edges, number of graphs) has data-dependent sizes: `graph_structure` builds it once per
 forward, outside torch.compile, so a compiled network is one graph from the embedding to the output.
 """
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from gendiff.errors import ConfigError
@@ -64,12 +73,27 @@ def coord2diff(pos: torch.Tensor, row: torch.Tensor, col: torch.Tensor, norm_con
     return radial, diff / (norm + norm_constant)
 
 
+def pair_linear(lin: nn.Linear, h: torch.Tensor, row: torch.Tensor, col: torch.Tensor,
+                edge_attr: torch.Tensor) -> torch.Tensor:
+    """lin(cat([h[row], h[col], edge_attr], -1)) computed from per-node projections: with lin.weight = [W_a | W_b |
+    W_d], (h W_a^T + b)[row] + (h W_b^T)[col] + edge_attr W_d^T. The bias is added per node, so per edge the layer is
+    two gathers, an add and a rank-2 update."""
+    f = h.shape[-1]
+    w = lin.weight
+    src = F.linear(h, w[:, :f], lin.bias)
+    dst = F.linear(h, w[:, f : 2 * f])
+    pair = src.index_select(0, row).add_(dst.index_select(0, col))
+    return torch.addmm(pair, edge_attr, w[:, 2 * f :].t())
+
+
 class GCL(nn.Module):
     """Invariant message passing layer: m_ij = phi_e(h_i, h_j, d_ij), gated by phi_inf (EGNN Eq. 3, 5, 8)."""
 
-    def __init__(self, hidden_nf: int, edge_nf: int, normalization_factor: float, attention: bool):
+    def __init__(self, hidden_nf: int, edge_nf: int, normalization_factor: float, attention: bool,
+                 factored: bool = True):
         super().__init__()
         self.normalization_factor = normalization_factor
+        self.factored = factored
         self.edge_mlp = nn.Sequential(
             nn.Linear(2 * hidden_nf + edge_nf, hidden_nf), nn.SiLU(), nn.Linear(hidden_nf, hidden_nf), nn.SiLU()
         )
@@ -77,22 +101,35 @@ class GCL(nn.Module):
         self.att_mlp = nn.Sequential(nn.Linear(hidden_nf, 1), nn.Sigmoid()) if attention else None
 
     def message(self, h_i: torch.Tensor, h_j: torch.Tensor, edge_attr: torch.Tensor) -> torch.Tensor:
-        m = self.edge_mlp(torch.cat([h_i, h_j, edge_attr], dim=-1))
+        """m_ij from gathered (or, in the dense reference, broadcast) endpoint features: EDM's concatenated form."""
+        return self.gate(self.edge_mlp(torch.cat([h_i, h_j, edge_attr], dim=-1)))
+
+    def message_factored(self, h, row, col, edge_attr) -> torch.Tensor:
+        """The same m_ij as message(h[row], h[col], edge_attr), with the first Linear factored (pair_linear)."""
+        mlp = self.edge_mlp
+        return self.gate(mlp[3](mlp[2](mlp[1](pair_linear(mlp[0], h, row, col, edge_attr)))))
+
+    def gate(self, m: torch.Tensor) -> torch.Tensor:
         return m * self.att_mlp(m) if self.att_mlp is not None else m
 
     def update(self, h: torch.Tensor, agg: torch.Tensor) -> torch.Tensor:
         return h + self.node_mlp(torch.cat([h, agg / self.normalization_factor], dim=-1))
 
     def forward(self, h, row, col, edge_attr):
-        m = self.message(h[row], h[col], edge_attr)
+        if self.factored:
+            m = self.message_factored(h, row, col, edge_attr)
+        else:
+            m = self.message(h[row], h[col], edge_attr)
         return self.update(h, torch.zeros_like(h).index_add_(0, row, m))
 
 
 class EquivariantUpdate(nn.Module):
     """Coordinate update x_i += sum_j (x_i - x_j)/(d_ij + C) * tanh(phi_x(m_ij)) * range (EGNN Eq. 4, EDM)."""
 
-    def __init__(self, hidden_nf: int, edge_nf: int, normalization_factor: float, tanh: bool, coords_range: float):
+    def __init__(self, hidden_nf: int, edge_nf: int, normalization_factor: float, tanh: bool, coords_range: float,
+                 factored: bool = True):
         super().__init__()
+        self.factored = factored
         last = nn.Linear(hidden_nf, 1, bias=False)
         nn.init.xavier_uniform_(last.weight, gain=0.001)
         self.coord_mlp = nn.Sequential(
@@ -103,24 +140,36 @@ class EquivariantUpdate(nn.Module):
         self.normalization_factor = normalization_factor
 
     def weight(self, h_i: torch.Tensor, h_j: torch.Tensor, edge_attr: torch.Tensor) -> torch.Tensor:
-        w = self.coord_mlp(torch.cat([h_i, h_j, edge_attr], dim=-1))
+        """phi_x per edge from gathered (or broadcast) endpoint features: EDM's concatenated form."""
+        return self.squash(self.coord_mlp(torch.cat([h_i, h_j, edge_attr], dim=-1)))
+
+    def weight_factored(self, h, row, col, edge_attr) -> torch.Tensor:
+        """The same phi_x as weight(h[row], h[col], edge_attr), with the first Linear factored (pair_linear)."""
+        mlp = self.coord_mlp
+        return self.squash(mlp[4](mlp[3](mlp[2](mlp[1](pair_linear(mlp[0], h, row, col, edge_attr))))))
+
+    def squash(self, w: torch.Tensor) -> torch.Tensor:
         return torch.tanh(w) * self.coords_range if self.tanh else w
 
     def forward(self, h, pos, row, col, coord_diff, edge_attr):
-        trans = coord_diff * self.weight(h[row], h[col], edge_attr)
+        if self.factored:
+            trans = coord_diff * self.weight_factored(h, row, col, edge_attr)
+        else:
+            trans = coord_diff * self.weight(h[row], h[col], edge_attr)
         return pos + torch.zeros_like(pos).index_add_(0, row, trans) / self.normalization_factor
 
 
 class EquivariantBlock(nn.Module):
     """`inv_sublayers` GCLs followed by one equivariant coordinate update (EDM's EquivariantBlock)."""
 
-    def __init__(self, hidden_nf, inv_sublayers, attention, tanh, coords_range, norm_constant, normalization_factor):
+    def __init__(self, hidden_nf, inv_sublayers, attention, tanh, coords_range, norm_constant, normalization_factor,
+                 factored: bool = True):
         super().__init__()
         self.norm_constant = norm_constant
         self.gcls = nn.ModuleList(
-            GCL(hidden_nf, 2, normalization_factor, attention) for _ in range(inv_sublayers)
+            GCL(hidden_nf, 2, normalization_factor, attention, factored) for _ in range(inv_sublayers)
         )
-        self.update = EquivariantUpdate(hidden_nf, 2, normalization_factor, tanh, coords_range)
+        self.update = EquivariantUpdate(hidden_nf, 2, normalization_factor, tanh, coords_range, factored)
 
     def forward(self, h, pos, row, col, radial0):
         radial, coord_diff = coord2diff(pos, row, col, self.norm_constant)
@@ -134,7 +183,9 @@ class EGNN(nn.Module):
     """EDM's EGNN_dynamics: eps_x = x_out - x_in projected to zero CoM, eps_h from the invariant head (EDM Sec. 3.3).
 
     Input `x_t` is (N, 3 + in_node_nf) = [pos | features]; `t` is (N,) in [0, 1]; `mask` is the batch vector;
-    `cond` (optional) is per-node (N, context_nf) or per-graph (B, context_nf) context.
+    `cond` (optional) is per-node (N, context_nf) or per-graph (B, context_nf) context. `factored` picks how the
+    first layer of the edge and coordinate MLPs is computed (see the module docstring); it changes no parameter and
+    no output beyond float rounding, and `set_factored` switches a built network.
     """
 
     def __init__(
@@ -150,6 +201,7 @@ class EGNN(nn.Module):
         normalization_factor: float = 1.0,
         context_nf: int = 0,
         condition_time: bool = True,
+        factored: bool = True,
     ):
         super().__init__()
         if in_node_nf < 0 or hidden_nf < 1 or n_layers < 1 or inv_sublayers < 1:
@@ -163,10 +215,20 @@ class EGNN(nn.Module):
         self.embedding_out = nn.Linear(hidden_nf, in_node_nf)
         self.blocks = nn.ModuleList(
             EquivariantBlock(
-                hidden_nf, inv_sublayers, attention, tanh, coords_range / n_layers, norm_constant, normalization_factor
+                hidden_nf, inv_sublayers, attention, tanh, coords_range / n_layers, norm_constant, normalization_factor,
+                factored,
             )
             for _ in range(n_layers)
         )
+        self.factored = bool(factored)
+
+    def set_factored(self, factored: bool = True) -> "EGNN":
+        """Compute the first edge/coordinate layers factored (True) or on the concatenated input (False), in place."""
+        self.factored = bool(factored)
+        for m in self.modules():
+            if isinstance(m, (GCL, EquivariantUpdate)):
+                m.factored = self.factored
+        return self
 
     def node_inputs(self, h: torch.Tensor, t: torch.Tensor, batch: torch.Tensor, cond) -> torch.Tensor:
         parts = [h]
