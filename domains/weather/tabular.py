@@ -89,15 +89,18 @@ def _parse_times(values, label: str, column: str) -> pd.DatetimeIndex | None:
     elif pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
         return None
     else:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                t = pd.DatetimeIndex(pd.to_datetime(pd.Series(values).astype(object), format="ISO8601"))
-            except (ValueError, TypeError, OverflowError):
+        t = None
+        # ISO 8601 first, then pandas' inference; utc=True reads offsets that change (daylight saving time)
+        for kw in ({"format": "ISO8601"}, {"format": "ISO8601", "utc": True}, {}, {"utc": True}):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
                 try:
-                    t = pd.DatetimeIndex(pd.to_datetime(pd.Series(values).astype(object)))
+                    t = pd.DatetimeIndex(pd.to_datetime(pd.Series(values).astype(object), **kw))
+                    break
                 except (ValueError, TypeError, OverflowError):
-                    return None
+                    continue
+        if t is None:
+            return None
     if t.tz is not None:
         t = t.tz_convert("UTC").tz_localize(None)
     return t.as_unit("ns")

@@ -56,6 +56,15 @@ def test_series_input_and_time_column_and_timezone():
     assert str(ds["time"].values[0])[:16] == "2024-03-01T00:00"  # 01:00 Paris = 00:00 UTC
 
 
+def test_csv_time_strings_with_daylight_saving_offsets(tmp_path):
+    stamps = pd.date_range("2024-03-31 00:00", periods=4, freq="h", tz="Europe/London")  # clocks go forward at 01:00
+    path = tmp_path / "london.csv"
+    pd.DataFrame({"t": [s.isoformat() for s in stamps], "load": [1.0, 2.0, 3.0, 4.0]}).to_csv(path, index=False)
+    assert "+01:00" in path.read_text() and "+00:00" in path.read_text()
+    ds = weather.resolve_data(str(path))
+    assert (ds["time"].values == stamps.tz_convert("UTC").tz_localize(None).as_unit("ns").values).all()
+
+
 @pytest.mark.parametrize("make,match", [
     (lambda: pd.DataFrame({"a": [1.0, 2.0], "b": [3.0, 4.0]}), r"no datetime column.*columns: a, b"),
     (lambda: pd.DataFrame({"a": [1.0, 2.0, 3.0]},
