@@ -45,7 +45,14 @@ def add_train(p: argparse.ArgumentParser) -> None:
                    help="stop training before a step would overrun this many minutes (core TrainConfig.time_budget)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=5e-4)
-    p.add_argument("--width", type=int, default=96, help="U-Net base channels")
+    p.add_argument("--width", type=int, default=None, help="U-Net base channels (default: 96 unet1d, 32 gridnet)")
+    p.add_argument("--arch", choices=("unet1d", "gridnet"), default="unet1d",
+                   help="network: unet1d (every cell a channel) or gridnet (one U-Net shared by every location, "
+                        "any grid or station set)")
+    p.add_argument("--static", default=None,
+                   help="gridnet: file of time-free fields on the locations (land-sea mask, orography)")
+    p.add_argument("--patch", type=int, default=None,
+                   help="gridnet: train on random patches of this many neighbouring locations")
     p.add_argument("--schedule", default="cosine")
     p.add_argument("--sampler", default="euler_maruyama", help="default sampler stored with the run")
     p.add_argument("--sample-steps", type=int, default=100)
@@ -63,7 +70,10 @@ def run_train(args) -> int:
 
     summary = train(args.data, args.out, variables=args.vars, train_period=_period(args.train_period),
                     context=args.context, horizon=args.horizon, max_steps=args.steps, batch_size=args.batch_size,
-                    lr=args.lr, net={"width": args.width}, schedule=args.schedule, sampler=args.sampler,
+                    lr=args.lr, schedule=args.schedule, sampler=args.sampler, arch=args.arch, static=args.static,
+                    patch=args.patch,
+                    net=None if args.width is None and args.arch == "gridnet" else
+                    {"width": 96 if args.width is None else args.width},
                     sample_steps=args.sample_steps, calibration=args.calibration, seed=args.seed, resume=args.resume,
                     progress=not args.quiet, device=args.device, bf16=args.bf16, compile=args.compile,
                     time_budget=None if args.minutes is None else 60.0 * args.minutes)

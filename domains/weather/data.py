@@ -220,9 +220,43 @@ class Codec:
             da = ds[v].transpose(TIME, *dims)
             if da.shape[1:] != self.template[v].shape:
                 raise DataError(f"{label}: variable '{v}' has shape {da.shape[1:]}, expected {self.template[v].shape}")
+            self.check_coords(da, v, label)
             vals = da.values.reshape(da.shape[0], -1).astype(np.float64)
             parts.append(((vals - self.mean[v]) / self.std[v]).astype(np.float32))
         return np.concatenate(parts, axis=1)
+
+    def check_coords(self, da: xr.DataArray, v: str, label: str = "data") -> None:
+        """The coordinates of `da` (time first, then the model's dims) against those stored in the run, in their
+        order: a reversed axis (latitude north-to-south against south-to-north), another order of the same
+        stations or another grid is a DataError naming the coordinate; a coordinate the run has that the data lack
+        is one only where it is a dimension's own."""
+        tmpl = self.template[v]
+        for c in tmpl.coords:
+            want_da = tmpl.coords[c]
+            if not want_da.dims or TIME in want_da.dims:
+                continue  # scalar coordinates (GRIB's number, step, ...) say nothing about the grid
+            if c not in da.coords:
+                if c in tmpl.dims:
+                    raise DataError(f"{label}: variable '{v}' has no coordinate '{c}' (the model's runs "
+                                    f"{_span(want_da.values)})")
+                continue
+            got = np.asarray(da.coords[c].transpose(*want_da.dims).values)
+            want = np.asarray(want_da.values)
+            if got.shape != want.shape:
+                raise DataError(f"{label}: coordinate '{c}' of variable '{v}' has shape {got.shape}, "
+                                f"the model's {want.shape}")
+            if _coords_equal(got, want):
+                continue
+            if got.ndim == 1 and _coords_equal(got[::-1], want):
+                raise DataError(f"{label}: coordinate '{c}' is reversed: the data run {_span(got)}, the model's "
+                                f"{_span(want)} (reorder the data, e.g. ds.sortby('{c}', "
+                                f"ascending={bool(want[0] < want[-1]) if want.dtype.kind in 'fiu' else True}))")
+            i = int(np.argmax(~_close(got.ravel(), want.ravel())))
+            same_set = got.ndim == 1 and _coords_equal(np.sort(got), np.sort(want))
+            what = "the same values in another order" if same_set else "another grid"
+            raise DataError(f"{label}: coordinate '{c}' of variable '{v}' differs from the model's ({what}: "
+                            f"{got.ravel()[i].item()!r} at index {i}, the model has {want.ravel()[i].item()!r}; the data run "
+                            f"{_span(got)}, the model's {_span(want)})")
 
     def decode(self, values: np.ndarray, dims: tuple, coords: dict) -> xr.Dataset:
         """(*lead, C) normalised -> Dataset with dims (*dims, <data dims>), original coords, units, attrs and dtypes."""
@@ -293,6 +327,24 @@ class Codec:
         with xr.open_dataset(path) as t:
             template = t.load()
         return cls(template, config["mean"], config["std"])
+
+
+def _close(got: np.ndarray, want: np.ndarray) -> np.ndarray:
+    """Elementwise equality of coordinate values: numbers to float32 precision of their magnitude, others exactly."""
+    if got.dtype.kind in "fiu" and want.dtype.kind in "fiu":
+        got, want = got.astype(np.float64), want.astype(np.float64)
+        tol = 1e-6 * max(1.0, float(np.nanmax(np.abs(want))) if want.size else 1.0)
+        return np.isclose(got, want, rtol=0.0, atol=tol) | (np.isnan(got) & np.isnan(want))
+    return got.astype(str) == want.astype(str)
+
+
+def _coords_equal(got: np.ndarray, want: np.ndarray) -> bool:
+    return got.shape == want.shape and bool(_close(got, want).all())
+
+
+def _span(values) -> str:
+    v = np.asarray(values).ravel()
+    return f"{v[0]} to {v[-1]} ({v.size} values)" if v.size else "no values"
 
 
 def _jsonable(value):

@@ -15,33 +15,61 @@ from gendiff import runs
 from gendiff.io import torch_load_safe, write_json_atomic
 from gendiff.losses import constant_weight
 from gendiff.schedules import get_schedule, schedule_config
-from gendiff.spaces import MaskedSpace
 from gendiff.training import TrainConfig, Trainer
 
 from .base import ARBase, HourlyClimatology
 from .data import Codec, calendar_features, open_data, parse_duration, period_indices, time_step
 from .inputs import cond_channels
-from .loss import make_step_fn
+from .loss import VariableBalancedSpace, make_step_fn
 from .network import build_denoiser, compile_network, is_old_state
 from .run import save_state
-from .windows import WindowDataset, window_starts
+from .windows import GridWindowDataset, WindowDataset, window_starts
 
 NET_DEFAULTS = {"width": 64, "mults": (1, 2, 2), "blocks_per_level": 1, "heads": 4, "dropout": 0.1,
                 "learned_skip": True}
+GRID_DEFAULTS = {"width": 32, "mults": (1, 2, 2), "blocks_per_level": 1, "heads": 4, "dropout": 0.0,
+                 "neighbours": 16, "mix_levels": 2, "learned_skip": True, "checkpoint": True}
 TRAIN_DEFAULTS = {"max_steps": 3000, "batch_size": 32, "lr": 5e-4, "warmup_steps": 100, "weight_decay": 0.0,
                   "grad_clip": 1.0, "log_every": 50, "ckpt_every": 500, "seed": 0}
+
+
+def open_static(static, label: str):
+    """`static` (an xarray Dataset / DataArray or a file) -> a Dataset of time-free fields; DataError otherwise."""
+    import xarray as xr
+
+    from .data import _open_path
+
+    if isinstance(static, xr.DataArray):
+        static = static.to_dataset(name=static.name or "static")
+    elif not isinstance(static, xr.Dataset):
+        static = _open_path(Path(static))
+    if "time" in static.dims:
+        raise DataError(f"{label}: static fields must not have a 'time' dimension ({', '.join(static.data_vars)})")
+    if not static.data_vars:
+        raise DataError(f"{label}: static= holds no variables")
+    return static
 
 
 def train(data, out, *, variables=None, train_period=None, context="24h", horizon="24h", schedule="cosine",
           prediction="x0", precondition=True, residual=True, base: str | None = "linear", ar_order: int = 2,
           net: dict | None = None, sampler="euler_maruyama", sample_steps=100, context_noise: float = 0.0,
           calibration: float = 0.15, resume=False, progress=True, device="auto", bf16: bool = False,
-          compile=False, card: dict | None = None, **config) -> dict:
+          compile=False, card: dict | None = None, missing_flag: bool = True, arch: str = "unet1d",
+          static=None, patch: int | None = None, **config) -> dict:
     """Fit a weather forecast model on `data` (path, Dataset or DataArray); writes a run folder `out`; returns a summary.
 
     The network generates the horizon as departures from `base`: "linear" (a per-feature AR(`ar_order`) mean
     forecast fitted on the training period, model.ARBase), or None (from the last context step when `residual`,
-    else the anomalies themselves). `context_noise`: see make_step_fn. `calibration`: the fraction of the training
+    else the anomalies themselves). `context_noise`: see make_step_fn. `missing_flag`: a conditioning channel per
+    feature marking missing context values (inputs.make_inputs). The loss weighs variables equally, not cells
+    (loss.VariableBalancedSpace).
+
+    `arch`: "unet1d" (every feature a channel of one temporal U-Net; the shipped runs') or "gridnet" (one temporal
+    U-Net shared by every location, with neighbourhood attention across locations: gridnet.py; its parameters do
+    not depend on the grid, and the run forecasts any part of its grid). For gridnet, `static`: time-free fields on
+    the locations (land-sea mask, orography; an xarray Dataset or a file) fed as inputs beside the position
+    encoding; `patch`: train on windows of that many neighbouring locations drawn at random (None: the whole grid).
+    `calibration`: the fraction of the training
     period, at its end, kept from the network and used to fit the ensemble spread calibration (calibrate.py);
     0 turns it off. The codec, climatology and AR base use the whole period.
 
@@ -89,8 +117,32 @@ def train(data, out, *, variables=None, train_period=None, context="24h", horizo
     if len(starts) < tcfg.batch_size:
         raise DataError(f"{label}: training period {train_period} holds {len(starts)} windows of "
                         f"{ctx_steps + hor_steps} steps, fewer than batch_size={tcfg.batch_size}")
-    net_cfg = {**NET_DEFAULTS, **(net or {})}
-    net_cfg.update(channels=codec.num_features, cond_channels=cond_channels(codec.num_features), known_in_cond=True)
+    if arch not in ("unet1d", "gridnet"):
+        raise ConfigError(f"arch={arch!r}: expected 'unet1d' or 'gridnet'")
+    static_values = locations = None
+    if arch == "gridnet":
+        from .gridnet import static_inputs
+
+        fields = None if static is None else open_static(static, label)
+        static_values, locations = static_inputs(codec.template, codec.variables, fields, label)
+        unknown_net = sorted(set(net or {}) - set(GRID_DEFAULTS))
+        if unknown_net:
+            raise ConfigError(f"net: unknown gridnet option(s) {', '.join(unknown_net)} "
+                              f"(options: {', '.join(GRID_DEFAULTS)})")
+        if not missing_flag:
+            raise ConfigError("arch='gridnet' always takes the missing-data flags: missing_flag must be True")
+        if patch is not None and int(patch) < 1:
+            raise ConfigError(f"patch={patch!r} must be a positive number of locations")
+        net_cfg = {**GRID_DEFAULTS, **(net or {})}
+        net_cfg.update(channels=locations["channels"], static=int(static_values.shape[1]),
+                       pos_dims=locations["pos_dims"])
+        locations["patch"] = None if patch is None or int(patch) >= locations["locations"] else int(patch)
+    else:
+        if static is not None or patch is not None:
+            raise ConfigError("static= and patch= are options of arch='gridnet'")
+        net_cfg = {**NET_DEFAULTS, **(net or {})}
+        net_cfg.update(channels=codec.num_features, cond_channels=cond_channels(codec.num_features, missing_flag),
+                       known_in_cond=True)
     net_cfg["mults"] = list(net_cfg["mults"])
     sched = get_schedule(schedule)
     run_cfg = {
@@ -99,12 +151,13 @@ def train(data, out, *, variables=None, train_period=None, context="24h", horizo
         "time_step_seconds": step.total_seconds(), "context_steps": ctx_steps, "horizon_steps": hor_steps,
         "schedule": schedule_config(sched), "prediction": prediction, "precondition": bool(precondition),
         "sigma_data": 1.0,
+        "arch": arch, "missing_flag": bool(missing_flag), "loss_balance": "variable",
         "residual": bool(residual), "base": base, "ar_order": int(ar_order),
         "context_noise": float(context_noise), "calibration": float(calibration),
         "network_period": [str(pd.Timestamp(times[idx_net[0]])), str(pd.Timestamp(times[idx_net[-1]]))],
         # day of year only when the training data span a year: with less it is a key to memorise single days
         "day_of_year": bool(pd.Timedelta(times[idx[-1]] - times[idx[0]]) >= pd.Timedelta(days=365)),
-        "net": net_cfg, "codec": codec.to_config(),
+        "net": net_cfg, "codec": codec.to_config(), **({"locations": locations} if locations else {}),
         "sampler": sampler, "sample_steps": int(sample_steps), "train": tcfg.to_dict(), "windows": int(len(starts)),
     }
     out = Path(out)
@@ -132,13 +185,23 @@ def train(data, out, *, variables=None, train_period=None, context="24h", horizo
     ar = None
     if base == "linear":
         ar = ARBase.fit(values, idx, int(ar_order), starts, ctx_steps, hor_steps, times, codec.sizes)
-    run_cfg["codec_template"] = save_state(out, codec, clim, ar)
+    run_cfg["codec_template"] = save_state(out, codec, clim, ar, static_values)
     write_json_atomic(out / runs.CONFIG, {"format": runs.FORMAT, "domain": "weather", **run_cfg})
-    dataset = WindowDataset(values, calendar_features(times, run_cfg["day_of_year"]), starts, ctx_steps, hor_steps,
-                            residual=bool(residual), base=ar, times=times)
+    calendar = calendar_features(times, run_cfg["day_of_year"])
+    groups = codec.sizes
+    if arch == "gridnet":
+        n_loc, n_patch = locations["locations"], locations["patch"]
+        dataset = GridWindowDataset(values, calendar, starts, ctx_steps, hor_steps, residual=bool(residual), base=ar,
+                                    times=times, static=static_values, locations=n_loc,
+                                    pos_dims=locations["pos_dims"], patch=n_patch, seed=int(tcfg.seed))
+        if n_patch is not None:  # each variable's features in a patch: its channels x the patch's locations
+            groups = [size // n_loc * n_patch for size in codec.sizes]
+    else:
+        dataset = WindowDataset(values, calendar, starts, ctx_steps, hor_steps, residual=bool(residual), base=ar,
+                                times=times, missing_flag=bool(missing_flag))
     weighting = constant_weight() if precondition else None
-    trainer = Trainer(denoiser, make_step_fn(sched, MaskedSpace(), float(context_noise), weighting), dataset, tcfg,
-                      out, resume="auto" if resume == "auto" else bool(resume))
+    trainer = Trainer(denoiser, make_step_fn(sched, VariableBalancedSpace(groups), float(context_noise), weighting),
+                      dataset, tcfg, out, resume="auto" if resume == "auto" else bool(resume))
     if compile:
         compile_network(trainer.model, compile)  # after the Trainer made its EMA copy: that stays eager
     summary = trainer.fit()

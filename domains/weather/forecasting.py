@@ -17,9 +17,12 @@ from gendiff.errors import ConfigError, DataError
 from gendiff.samplers import prior_sample, sample
 
 from .data import Codec, calendar_features, init_indices, open_data, parse_duration, time_step, write_dataset
-from .inputs import anchor_of, make_inputs
+from .inputs import anchor_of, grid_cond, make_inputs
 from .network import compile_network
-from .run import Run, load_run
+from .run import Run, load_run, subregion
+
+
+GRID_SEQUENCES = 8192  # gridnet forecasts: at most this many (window, location) sequences per network call
 
 
 def forecast_dataset(codec: Codec, values: np.ndarray, init_times, step: pd.Timedelta, attrs: dict | None = None):
@@ -52,7 +55,10 @@ def sample_windows(run: Run, window: torch.Tensor, calendar: torch.Tensor, *, sa
         slots = None if init_times is None else run.ar.slots(init_times)
         base = run.ar.window_base(window, run.context, level_only_base)
         scale = run.ar.window_scale(window.shape[1], run.context, slots)
-    _, mask, cond = make_inputs(window, calendar, run.context, valid, residual, base, scale)
+    _, mask, cond = make_inputs(window, calendar, run.context, valid, residual, base, scale,
+                                bool(run.config.get("missing_flag", False)))
+    if run.arch == "gridnet":
+        cond = grid_cond(cond, run.static)
     horizon = torch.zeros(run.context + run.horizon, dtype=torch.bool, device=device)
     horizon[run.context:] = True
     gen_mask = valid[None, :, None] & horizon[None, None, :]
@@ -94,6 +100,8 @@ def rollout_tensor(run: Run, values: np.ndarray, times: np.ndarray, init_idx: np
     device = run.device
     ctx, hor = run.context, run.horizon
     step = times[1] - times[0]
+    if run.arch == "gridnet":  # the network runs over windows x locations sequences: bound them per batch
+        batch_size = max(1, min(batch_size, GRID_SEQUENCES // max(1, int(run.static.shape[0]))))
     chunks = math.ceil(n_lead / hor)
     n_traj = len(init_idx) * members
     ctx_vals = torch.from_numpy(np.stack([values[i - ctx + 1:i + 1] for i in init_idx]).astype(np.float32))
@@ -158,6 +166,7 @@ def forecast(run, data, *, init_period=None, init_times=None, init_every="6h", m
         compile_network(run.denoiser, compile)
     label = str(data) if isinstance(data, (str, Path)) else "data"
     ds = open_data(data, run.codec.variables, name=label)
+    run = subregion(run, ds, label)  # a gridnet run on a part of its grid
     step = time_step(ds)
     if step.total_seconds() != run.config["time_step_seconds"]:
         raise DataError(f"{label}: time step {step} differs from the model's "

@@ -9,12 +9,21 @@ from .unet1d import UNet1D
 
 
 def build_denoiser(config: dict) -> Denoiser:
-    """U-Net -> core Denoiser; with `precondition`, EDM's preconditioning (Karras et al. 2022, table 1, for any
+    """The network of config['arch'] ('unet1d', the default: features stacked into channels; 'gridnet': one
+    temporal U-Net shared by every location, gridnet.py) -> core Denoiser; with `precondition`, EDM's preconditioning (Karras et al. 2022, table 1, for any
     (alpha, sigma)): x0 = c_skip x_t + c_out F(c_in x_t, t), c_skip = a s_d^2 / (a^2 s_d^2 + s^2),
     c_out = s s_d / sqrt(a^2 s_d^2 + s^2), c_in = 1 / sqrt(a^2 s_d^2 + s^2), s_d = `sigma_data` (1: the targets
     are unit-variance). Trained with losses.constant_weight (loss.make_step_fn), the loss is the plain
     ||x0_hat - x0||^2 the weather domain has always used."""
-    net = UNet1D(**config["net"])
+    arch = config.get("arch", "unet1d")  # runs from before the choice are unet1d's
+    if arch == "unet1d":
+        net = UNet1D(**config["net"])
+    elif arch == "gridnet":
+        from .gridnet import GridNet
+
+        net = GridNet(**config["net"])
+    else:
+        raise ConfigError(f"arch={arch!r}: expected 'unet1d' or 'gridnet'")
     schedule = schedule_from_config(config["schedule"])
     if config.get("precondition", False):
         return Denoiser(net, schedule, precondition="edm", sigma_data=float(config.get("sigma_data", 1.0)),

@@ -31,6 +31,11 @@ class Run:
     ar: ARBase | None = None
     spec: str | None = None  # as given: a folder or pretrained:NAME
     card: dict | None = None
+    static: torch.Tensor | None = None  # gridnet: (N, S) static inputs of the locations
+
+    @property
+    def arch(self) -> str:
+        return str(self.config.get("arch", "unet1d"))
 
     @property
     def context(self) -> int:
@@ -50,13 +55,16 @@ class Run:
         self.denoiser.to(device)
         if self.ar is not None:
             self.ar.to(device)
+        if self.static is not None:
+            self.static = self.static.to(device)
         return self
 
 
 STATE = "state.safetensors"  # codec template, climatology and AR base of a run (beside weights.safetensors)
 
 
-def save_state(out, codec: Codec, climatology: HourlyClimatology, ar: ARBase | None) -> dict:
+def save_state(out, codec: Codec, climatology: HourlyClimatology, ar: ARBase | None,
+               static: np.ndarray | None = None) -> dict:
     """Write out/state.safetensors (the codec template, the hourly climatology and the AR base as tensors) and
     return the JSON the template needs besides (dims, dtypes, attrs), for config.json's `codec_template`."""
     from gendiff import runs
@@ -66,6 +74,8 @@ def save_state(out, codec: Codec, climatology: HourlyClimatology, ar: ARBase | N
     tensors.update({f"climatology.{k}": v for k, v in climatology.state().items()})
     if ar is not None:
         tensors.update({f"ar.{k}": v for k, v in ar.state(codec.sizes).items()})
+    if static is not None:
+        tensors["static.values"] = torch.from_numpy(np.ascontiguousarray(static, dtype=np.float32))
     runs.save_weights(tensors, Path(out) / STATE)
     return meta
 
@@ -116,11 +126,17 @@ def load_run(path, device="cpu") -> Run:
         ar = ARBase.from_state(state["ar"]) if config.get("base") == "linear" else None
     except KeyError as exc:
         raise DataError(f"{state_path}: entry {exc} missing (the file does not match {cfg_path})") from None
-    if codec.num_features != config["net"]["channels"] or (ar is not None and ar.phi.shape[0] != codec.num_features):
-        raise DataError(f"{state_path}: holds {codec.num_features} features, {cfg_path} describes "
-                        f"{config['net']['channels']}")
+    static = None
+    expect = int(config["net"]["channels"])
+    if config.get("arch", "unet1d") == "gridnet":
+        if "static" not in state or "values" not in state["static"]:
+            raise DataError(f"{state_path}: entry 'static.values' missing (the file does not match {cfg_path})")
+        static = state["static"]["values"].float()
+        expect *= int(static.shape[0])
+    if codec.num_features != expect or (ar is not None and ar.phi.shape[0] != codec.num_features):
+        raise DataError(f"{state_path}: holds {codec.num_features} features, {cfg_path} describes {expect}")
     return Run(info.path, config, codec, denoiser, MaskedSpace(), clim, ar, spec=str(path),
-               card=info.card).to(device)
+               card=info.card, static=static).to(device)
 
 
 def output_check(run: Run, n: int = 2) -> dict:
@@ -129,11 +145,68 @@ def output_check(run: Run, n: int = 2) -> dict:
     alters what a shipped checkpoint computes fails its test even where the weights still load."""
     g = torch.Generator().manual_seed(0)
     c, length = int(run.config["net"]["channels"]), run.context + run.horizon
-    x = torch.randn(n, c, length, generator=g)
-    cond = torch.randn(n, int(run.config["net"]["cond_channels"]), length, generator=g)
+    if run.arch == "gridnet":
+        c *= int(run.static.shape[0])
+        x = torch.randn(n, c, length, generator=g)
+        cond = {"seq": torch.randn(n, 2 * c + 5, length, generator=g), "static": run.static[None].cpu()}
+    else:
+        x = torch.randn(n, c, length, generator=g)
+        cond = torch.randn(n, int(run.config["net"]["cond_channels"]), length, generator=g)
     t = torch.linspace(0.3, 0.7, n)
     with torch.no_grad():
         out = run.denoiser.to("cpu")(x, t, cond=cond, output="x0").double()
     return {"x0_norm": float(out.norm()), "x0_mean": float(out.mean()),
             "x0_per_sample_norm": [float(v) for v in out.flatten(1).norm(dim=1)],
             "x0_first": [float(v) for v in out.flatten()[:8]]}
+
+
+def subregion(run: Run, ds, label: str = "data") -> Run:
+    """The run restricted to the locations of `ds` when they are a part of the run's, in the run's order (a
+    gridnet run forecasts any such subregion: its weights are the same at every location; the codec template,
+    the climatology, the AR base and the static inputs are cut to the subregion's locations). The run itself
+    when `ds` has the run's locations, or when they are not an ordered part of them (Codec.check_coords then names
+    the coordinate that differs)."""
+    from .data import _close
+
+    if run.arch != "gridnet":
+        return run
+    loc = list(run.config["locations"]["location_dims"])
+    tmpl = run.codec.template
+    picks = {}
+    for d in loc:
+        if d not in tmpl.coords or d not in ds.coords or ds[d].ndim != 1:
+            return run
+        want, got = np.asarray(tmpl[d].values), np.asarray(ds[d].values)
+        if got.shape == want.shape and bool(_close(got, want).all()):
+            continue
+        hit = _close(got[:, None], want[None, :])  # (n_got, n_want)
+        if not hit.any(1).all():
+            return run
+        idx = hit.argmax(1)
+        if len(idx) > 1 and not (np.diff(idx) > 0).all():
+            return run
+        picks[d] = idx
+    if not picks:
+        return run
+    sizes = [tmpl.sizes[d] for d in loc]
+    grid = np.arange(int(np.prod(sizes))).reshape(sizes)
+    cells = grid[np.ix_(*[picks.get(d, np.arange(n)) for d, n in zip(loc, sizes)])].ravel()
+    feats, start = [], 0
+    for v, size in zip(run.codec.variables, run.codec.sizes):
+        k = size // len(grid.ravel())
+        feats.append(start + (np.arange(k)[:, None] * grid.size + cells[None, :]).ravel())
+        start += size
+    feat = np.concatenate(feats)
+    codec = Codec(tmpl.isel({d: idx for d, idx in picks.items()}), run.codec.mean, run.codec.std)
+    clim = HourlyClimatology(run.climatology.hours, run.climatology.mean[:, feat])
+    ar = None
+    if run.ar is not None:
+        f = torch.as_tensor(feat, device=run.ar.device)
+        ar = ARBase(run.ar.phi[f].cpu().numpy(), None if run.ar.scale is None else run.ar.scale[:, f].cpu().numpy(),
+                    None if run.ar.diurnal is None else run.ar.diurnal[..., f].cpu().numpy(),
+                    run.ar.step_seconds).to(run.ar.device)
+    config = {**run.config, "locations": {**run.config["locations"], "locations": int(len(cells))}}
+    static = run.static[torch.as_tensor(cells, device=run.static.device)]
+    return Run(run.path, config, codec, run.denoiser, run.space, clim, ar, spec=run.spec, card=run.card,
+               static=static)
+

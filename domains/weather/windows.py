@@ -13,9 +13,10 @@ class WindowDataset(torch.utils.data.Dataset):
     """All windows of length context + horizon starting at `starts` over normalised values (T, C)."""
 
     def __init__(self, values: np.ndarray, calendar: np.ndarray, starts: np.ndarray, context: int, horizon: int,
-                 residual: bool = True, base: ARBase | None = None, times: np.ndarray | None = None):
+                 residual: bool = True, base: ARBase | None = None, times: np.ndarray | None = None,
+                 missing_flag: bool = False):
         self.values, self.calendar, self.residual = torch.from_numpy(values), torch.from_numpy(calendar), residual
-        self.base = base
+        self.base, self.missing_flag = base, bool(missing_flag)
         self.starts, self.context, self.length = np.asarray(starts), context, context + horizon
         self.scale = self.slot = None
         if base is not None:  # one (L, C) scale per time-of-day slot of the init, built once
@@ -34,7 +35,7 @@ class WindowDataset(torch.utils.data.Dataset):
         base = None if self.base is None else self.base.window_base(window, self.context)
         scale = None if self.scale is None else self.scale[self.slot[i]]
         x0, mask, cond = make_inputs(window, self.calendar[None, s:s + self.length], self.context, self.valid,
-                                     self.residual, base, scale)
+                                     self.residual, base, scale, self.missing_flag)
         return {"x0": x0[0], "mask": mask[0], "cond": cond[0]}
 
 
@@ -47,3 +48,42 @@ def window_starts(n_times: int, index: np.ndarray, length: int, values: np.ndarr
         if inside[s:s + length].all() and np.isfinite(values[s + context:s + length]).any():
             starts.append(s)
     return np.asarray(starts, dtype=np.int64)
+
+
+class GridWindowDataset(WindowDataset):
+    """WindowDataset for the location-shared network (gridnet): each window carries the static inputs of its
+    locations, cond = {"seq": make_inputs' channels, "static": (N, S)}. With `patch`, a window covers `patch`
+    locations only, the nearest to a location drawn at random (by `static[:, :pos_dims]`; a random subset without
+    positions): the shared weights learn from many small regions, at a cost independent of the grid's size.
+
+    `locations`: N; the features are K x N, variable-major (data.Codec), so feature k*N + j is channel k of
+    location j."""
+
+    def __init__(self, *args, static: np.ndarray, locations: int, pos_dims: int, patch: int | None = None,
+                 seed: int = 0, **kwargs):
+        super().__init__(*args, missing_flag=True, **kwargs)
+        self.static = torch.from_numpy(np.asarray(static, dtype=np.float32))
+        self.n, self.pos = int(locations), np.asarray(static, dtype=np.float64)[:, :pos_dims]
+        self.k = self.values.shape[1] // self.n
+        self.patch = None if patch is None or patch >= self.n else int(patch)
+        self.rng = np.random.default_rng(seed)
+
+    def locations_of(self) -> np.ndarray:
+        """Sorted location indices of one random patch."""
+        if self.pos.shape[1] == 0:
+            return np.sort(self.rng.choice(self.n, self.patch, replace=False))
+        centre = self.pos[self.rng.integers(self.n)]
+        d = ((self.pos - centre) ** 2).sum(1)
+        return np.sort(np.argpartition(d, self.patch - 1)[:self.patch])
+
+    def __getitem__(self, i: int):
+        item = super().__getitem__(i)
+        if self.patch is None:
+            return {**item, "cond": {"seq": item["cond"], "static": self.static}}
+        sel = self.locations_of()
+        feat = torch.from_numpy((np.arange(self.k)[:, None] * self.n + sel[None, :]).ravel())
+        c, cond = self.values.shape[1], item["cond"]
+        seq = torch.cat([cond[:c][feat], cond[c:c + 5], cond[c + 5:][feat]])
+        return {"x0": item["x0"][feat], "mask": item["mask"][feat],
+                "cond": {"seq": seq, "static": self.static[torch.from_numpy(sel)]}}
+
