@@ -207,7 +207,14 @@ def test_cli_csv_train_forecast_evaluate(tmp_path, capsys):
     assert cli.main(["forecast", "timeseries", *common, "--out", str(nc)]) == 0
     capsys.readouterr()
     assert cli.main(["evaluate", "timeseries", "--forecast", str(nc), "--truth", str(csv), "--json"]) == 0
-    assert '"system": "persistence"' in capsys.readouterr().out
+    from_nc = capsys.readouterr().out
+    assert '"system": "persistence"' in from_nc
+    # the tidy members file scores the same (it carries no training period: name it)
+    assert cli.main(["evaluate", "timeseries", "--forecast", str(members), "--truth", str(csv), "--json",
+                     "--train-period", "2024-01-01:2024-01-09"]) == 0
+    assert capsys.readouterr().out == from_nc
+    assert cli.main(["evaluate", "timeseries", "--forecast", str(members), "--truth", str(csv)]) == 2
+    assert "train_period" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv,needle", [
