@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -298,7 +299,10 @@ def train_for_cpu(run: Path, budget_s: float, *, chunk_steps: int = 250, on_chun
         if done >= budget_s:
             return {"cpu_seconds": done, "steps": steps}
         per_step = done / steps if steps else None
-        todo = chunk_steps if per_step is None else max(1, min(chunk_steps, int((budget_s - done) / per_step + 0.5)))
+        todo = min(chunk_steps, 50) if per_step is None else max(1, min(chunk_steps,
+                                                                         int((budget_s - done) / per_step + 0.5)))
+        if card is None and (run / "checkpoint.pt").exists():
+            raise SystemExit(f"{run}: a checkpoint without a card (an interrupted first sitting); delete {run}")
         molecules.train(out=run, max_steps=steps + todo, resume=card is not None, progress=False, log_every=50,
                         ckpt_every=10**7, **train_kw)
         if on_chunk is not None:
@@ -349,16 +353,192 @@ def run_recipes(args) -> dict:
     res = {"cpu_budget_s": 60 * args.cpu_minutes, "n": args.n, "samplers": args.samplers, "hidden": args.hidden,
            "layers": args.layers, "batch_size": args.batch_size, "lr": args.lr, "ema_decay": args.ema_decay,
            "threads": args.threads, "recipes": {}}
-    for name in names:
+    for name in names:  # each recipe's result is kept in its run folder: parallel processes can share a root
         run = root / name
+        done = run / "recipe_result.json"
+        if done.is_file():
+            old = json.loads(done.read_text())
+            if (old.get("cpu_budget_s"), old.get("n"), old.get("samplers")) == (res["cpu_budget_s"], args.n,
+                                                                              args.samplers):
+                print(f"recipe {name}: measured already ({done})", flush=True)
+                res["recipes"][name] = old["result"]
+                continue
         print(f"recipe {name}: {RECIPES[name]}", flush=True)
         t = train_for_cpu(run, 60 * args.cpu_minutes, **base_train_kw(args), **RECIPES[name])
         res["recipes"][name] = {"switches": RECIPES[name], **t, "metrics": score(run, args.n, samplers)}
-        (root / "recipes.json").write_text(json.dumps(res, indent=1, default=str))
+        done.write_text(json.dumps({"cpu_budget_s": res["cpu_budget_s"], "n": args.n, "samplers": args.samplers,
+                                    "result": res["recipes"][name]}, indent=1, default=str))
     key = f"{samplers[0][0]}-{samplers[0][1]}"
     res["winner"] = max(res["recipes"], key=lambda r: (res["recipes"][r]["metrics"][key]["molecule_stability"],
                                                        res["recipes"][r]["metrics"][key]["atom_stability"]))
     return res
+
+
+# ---- (4) race: gendiff's default recipe against EDM's own code, same data, threads and training CPU time ----------
+
+EDM_MAX_ATOMS = 29
+
+
+def write_edm_qm9(datadir: Path) -> Path:
+    """QM9 from qm9pack (molecules.data) in the files EDM's loader reads: DATADIR/qm9/{train,valid,test}.npz with
+    num_atoms, charges (atomic numbers, zero-padded to 29), positions (angstrom, padded) and index, on gendiff's
+    split (the EDM/Cormorant split: its train atom-count histogram equals EDM's configs/datasets_config.py)."""
+    import numpy as np
+
+    from gendiff.domains.molecules.data import load_qm9_arrays, split_indices
+    from gendiff.io import atomic_path
+
+    folder = Path(datadir) / "qm9"
+    files = {split: folder / f"{split}.npz" for split in ("train", "valid", "test")}
+    if all(f.is_file() for f in files.values()):
+        return Path(datadir)
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = load_qm9_arrays()
+    offsets = arrays["offsets"]
+    for split, path in files.items():
+        idx = split_indices(split, len(offsets) - 1)
+        n = (offsets[idx + 1] - offsets[idx]).astype(np.int64)
+        charges = np.zeros((len(idx), EDM_MAX_ATOMS), dtype=np.int64)
+        positions = np.zeros((len(idx), EDM_MAX_ATOMS, 3), dtype=np.float32)
+        for row, (j, k) in enumerate(zip(idx, n)):
+            s0 = int(offsets[j])
+            charges[row, :k] = arrays["z"][s0:s0 + k]
+            positions[row, :k] = arrays["pos"][s0:s0 + k]
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, num_atoms=n, charges=charges, positions=positions, index=idx.astype(np.int64))
+    return Path(datadir)
+
+
+def edm_molecules(npz: Path) -> list:
+    """EDM's samples (the harness's npz) as gendiff molecule records, for gendiff's evaluator."""
+    import numpy as np
+
+    from gendiff.domains.molecules.data import molecule_to_data
+
+    f = np.load(npz)
+    out, start = [], 0
+    for n in f["num_atoms"].tolist():
+        out.append(molecule_to_data(f["z"][start:start + n], f["pos"][start:start + n]))
+        start += n
+    return out
+
+
+def time_to_reach(curve: list[tuple[float, float]], level: float) -> float | None:
+    """CPU hours at which a (hours, value) curve first reaches `level`, interpolated linearly between checkpoints
+    (from (0, 0)); None if it never does."""
+    prev = (0.0, 0.0)
+    for h, v in curve:
+        if v >= level:
+            if v == prev[1]:
+                return h
+            return prev[0] + (h - prev[0]) * (level - prev[1]) / (v - prev[1])
+        prev = (h, v)
+    return None
+
+
+def run_race(args) -> dict | None:
+    """Train both from scratch on QM9's train split with the same threads and training CPU time; score every
+    checkpoint with gendiff's evaluator (EDM: its own 1000-step sampler; gendiff: <= 100 steps)."""
+    import shutil
+    import subprocess
+
+    from gendiff.domains import molecules
+
+    repo = Path(args.edm_repo) if args.edm_repo else None
+    if repo is None or not (repo / "equivariant_diffusion" / "en_diffusion.py").is_file():
+        print(f"race skipped: --edm-repo {args.edm_repo!r} is not a checkout of ehoogeboom/e3_diffusion_for_molecules "
+              "(git clone it outside this repository and pass its path)", flush=True)
+        return None
+    torch.set_num_threads(args.threads)
+    (sampler, steps), = _samplers(args.sampler)
+    root = Path(args.root)
+    root.mkdir(parents=True, exist_ok=True)
+    datadir = write_edm_qm9(Path(args.data_cache))
+    budget = 60.0 * args.cpu_minutes
+    edm_out = root / "edm"
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    cmd = [sys.executable, str(Path(__file__).with_name("_edm_harness.py")), "--edm-repo", str(repo),
+           "--datadir", str(datadir), "--out", str(edm_out), "--cpu-seconds", str(budget),
+           "--checkpoints", str(args.checkpoints), "--hidden", str(args.hidden), "--layers", str(args.layers),
+           "--batch-size", str(args.batch_size), "--lr", str(args.lr), "--ema-decay", str(args.ema_decay),
+           "--n-samples", str(args.n), "--threads", str(args.threads)]
+    log = open(root / "edm.log", "w")
+    bump = max(0, args.nice - os.nice(0))  # EDM at the same niceness as this process (which trains gendiff)
+    edm = subprocess.Popen(["nice", "-n", str(bump)] + cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    print("EDM:", " ".join(cmd), flush=True)
+
+    run = root / "gendiff"
+    gendiff_rows = []
+    try:
+        for k in range(args.checkpoints):
+            mark = budget * (k + 1) / args.checkpoints
+            t = train_for_cpu(run, mark, **base_train_kw(args))
+            keep = root / "gendiff_checkpoints" / str(k)
+            keep.mkdir(parents=True, exist_ok=True)
+            for name in ("config.json", "weights.safetensors", "card.json"):
+                shutil.copy2(run / name, keep / name)
+            m = score(keep, args.n, [(sampler, steps)])[f"{sampler}-{steps}"]
+            gendiff_rows.append({"k": k, "cpu_hours": t["cpu_seconds"] / 3600, **m, "train_steps": t["steps"]})
+            print(f"gendiff checkpoint {k}: {t}", flush=True)
+    finally:
+        code = edm.wait()
+        log.close()
+    if code != 0:
+        raise SystemExit(f"EDM harness failed (exit {code}); see {root / 'edm.log'}")
+    progress = json.loads((edm_out / "progress.json").read_text())
+    edm_rows = []
+    for c in progress["checkpoints"]:
+        m = molecules.evaluate(molecules=edm_molecules(edm_out / f"edm_samples_{c['k']}.npz"))
+        m["valid_x_unique"] = m["validity"] * m["uniqueness"]
+        edm_rows.append({"k": c["k"], "cpu_hours": c["train_cpu_seconds"] / 3600, **m, "train_steps": c["steps"],
+                         "sample_cpu_seconds": round(c["sample_cpu_seconds"], 1), "sampler": "edm-ancestral-1000"})
+    final_g, final_e = gendiff_rows[-1]["atom_stability"], edm_rows[-1]["atom_stability"]
+    level = min(final_g, final_e)
+    tg = time_to_reach([(r["cpu_hours"], r["atom_stability"]) for r in gendiff_rows], level)
+    te = time_to_reach([(r["cpu_hours"], r["atom_stability"]) for r in edm_rows], level)
+    res = {"cpu_budget_s": budget, "checkpoints": args.checkpoints, "n": args.n, "sampler": f"{sampler}-{steps}",
+           "hidden": args.hidden, "layers": args.layers, "batch_size": args.batch_size, "lr": args.lr,
+           "ema_decay": args.ema_decay, "threads": args.threads, "edm_repo_commit": _git_head(repo),
+           "edm_parameters": progress["parameters"], "gendiff": gendiff_rows, "edm": edm_rows,
+           "level": level, "gendiff_hours_to_level": tg, "edm_hours_to_level": te,
+           "ratio_edm_over_gendiff": (te / tg) if tg and te else None}
+    (root / "race.json").write_text(json.dumps(res, indent=1, default=str))
+    plot_race(res, Path(args.png))
+    return res
+
+
+def _git_head(repo: Path) -> str | None:
+    import subprocess
+
+    try:
+        return subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def plot_race(res: dict, png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    for ax, key, title in zip(axes, ("atom_stability", "molecule_stability", "valid_x_unique"),
+                              ("atom stability", "molecule stability", "validity x uniqueness")):
+        for name, rows, style in (("gendiff (" + res["sampler"] + ")", res["gendiff"], "o-"),
+                                  ("EDM (its 1000-step sampler)", res["edm"], "s--")):
+            ax.plot([0] + [r["cpu_hours"] for r in rows], [0] + [r[key] for r in rows], style, label=name)
+        ax.set_xlabel("training CPU hours (1 thread)")
+        ax.set_title(title)
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"QM9, EGNN {res['hidden']}x{res['layers']}, {res['n']} samples per checkpoint", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
 
 
 from _machine import machine as _machine  # noqa: E402
@@ -367,6 +547,32 @@ from _machine import machine as _machine  # noqa: E402
 def _markdown(part: str, res: dict) -> str:
     head = (f"\n### molecules {part} ({datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC)\n\n"
             f"- command: `python {' '.join(sys.argv)}`\n- machine: {_machine()}\n")
+    if part == "race":
+        if res is None:
+            return head + "- skipped: no EDM checkout (--edm-repo)\n"
+
+        def cells(r):
+            return (f"{r['train_steps']} | {r['atom_stability']:.3f} | {r['molecule_stability']:.3f} | {r['validity']:.3f}"
+                    f" | {r['valid_x_unique']:.3f}")
+
+        rows = "".join(f"| {g['k']} | {g['cpu_hours']:.3f} / {e['cpu_hours']:.3f} | {cells(g)} | {cells(e)} |\n"
+                       for g, e in zip(res["gendiff"], res["edm"]))
+        tg, te = res["gendiff_hours_to_level"], res["edm_hours_to_level"]
+        ratio = (f"**{res['ratio_edm_over_gendiff']:.2f}x** (EDM / gendiff CPU time to reach atom stability "
+                 f"{res['level']:.3f}: {te:.3f} h / {tg:.3f} h)") if res["ratio_edm_over_gendiff"] else (
+                 f"not defined (times to reach atom stability {res['level']:.3f}: gendiff {tg}, EDM {te})")
+        return head + (
+            f"- both: EGNN {res['hidden']} features x {res['layers']} layers, batch {res['batch_size']}, lr "
+            f"{res['lr']}, EMA {res['ema_decay']}, {res['threads']} thread(s), niced, QM9 train split (gendiff's "
+            f"qm9pack data written in EDM's npz format), {res['cpu_budget_s'] / 60:.1f} min of training CPU each, "
+            f"run at the same time; EDM = its own code (commit {res['edm_repo_commit']}), its QM9 recipe "
+            "(polynomial_2, 1000 steps, l2, 1/4/10, AdamW amsgrad, adaptive clipping, EMA without warm-up); gendiff "
+            "= molecules.train defaults\n"
+            f"- {res['n']} molecules per checkpoint, all scored by gendiff's evaluator; gendiff samples with "
+            f"{res['sampler']}, EDM with its own 1000-step ancestral sampler\n\n"
+            "| ckpt | CPU h gendiff / EDM | gendiff steps | atom | mol | valid | VxU | EDM steps | atom | mol | "
+            "valid | VxU |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n" + rows +
+            f"\nCPU-time ratio to the same atom stability: {ratio}\n")
     if part == "recipes":
         keys = list(next(iter(res["recipes"].values()))["metrics"])
         rows = ""
@@ -438,8 +644,20 @@ def main(argv=None) -> int:
     r.add_argument("--cpu-minutes", type=float, default=7.0, help="training CPU time per recipe")
     r.add_argument("--n", type=int, default=300, help="molecules sampled per recipe and sampler")
     r.add_argument("--samplers", default="dpm_solver_pp:50,ancestral:100", help="NAME:STEPS,... (<= 100 steps)")
-    r.add_argument("--root", default="runs/bench_recipes", help="one run folder per recipe (resumed if present)")
-    for sp in (r,):
+    r.add_argument("--root", default="runs/bench_recipes",
+                   help="one run folder per recipe; a recipe measured there with the same budget is reused")
+    r.add_argument("--no-record", action="store_true", help="do not append to results_molecules.md (partial runs)")
+    c = sub.add_parser("race", help="gendiff's default recipe against EDM's own code, same training CPU time")
+    c.add_argument("--edm-repo", default=None, help="a local checkout of ehoogeboom/e3_diffusion_for_molecules")
+    c.add_argument("--cpu-minutes", type=float, default=60.0, help="training CPU time of each")
+    c.add_argument("--checkpoints", type=int, default=6, help="checkpoints (equally spaced in CPU time) scored")
+    c.add_argument("--n", type=int, default=1000, help="molecules sampled per checkpoint")
+    c.add_argument("--sampler", default="dpm_solver_pp:50", help="gendiff's sampler NAME:STEPS (<= 100 steps)")
+    c.add_argument("--root", default="runs/race_molecules", help="both runs, checkpoints and samples")
+    c.add_argument("--data-cache", default="runs/edm_qm9_data", help="QM9 in EDM's npz format (written once)")
+    c.add_argument("--png", default=str(Path(__file__).with_name("molecules_race.png")))
+    c.add_argument("--nice", type=int, default=10, help="niceness of the EDM process (at least this process's)")
+    for sp in (r, c):
         sp.add_argument("--hidden", type=int, default=64)
         sp.add_argument("--layers", type=int, default=4)
         sp.add_argument("--batch-size", type=int, default=64)
@@ -447,7 +665,7 @@ def main(argv=None) -> int:
         sp.add_argument("--ema-decay", type=float, default=0.995)
         sp.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
-    parts = {"speed": run_speed, "quality": run_quality, "recipes": run_recipes}
+    parts = {"speed": run_speed, "quality": run_quality, "recipes": run_recipes, "race": run_race}
     res = parts[args.part](args)
     print(json.dumps(res, indent=1, default=str))
     text = _markdown(args.part, res)
