@@ -2,6 +2,7 @@
 
     nice -n 10 python benchmarks/weather.py --out runs/bench-weather            # everything, writes the results fragment
     python benchmarks/weather.py --parts era5 --era5-steps 200 --out /tmp/b     # a quicker partial run
+    python benchmarks/weather.py scale                                          # networks against grid size
 
 Results go to benchmarks/results_weather.md (command, machine, date, numbers, and whether each bar is met).
 
@@ -375,6 +376,11 @@ def write_results(res: dict, command: str) -> str:
 
 
 def main(argv=None) -> int:
+    if (sys.argv[1:] if argv is None else list(argv))[:1] == ["scale"]:  # networks against the number of locations
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from weather_scale import main as scale_main
+
+        return scale_main((sys.argv[1:] if argv is None else list(argv))[1:])
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=str(ROOT / "runs" / "bench-weather"))
     p.add_argument("--parts", default="era5,speed,lorenz96",
