@@ -98,6 +98,10 @@ def add_forecast(p: argparse.ArgumentParser) -> None:
                    help="AR base of horizons past the first: from the generated context's level (default) or its "
                         "last steps")
     p.add_argument("--raw", action="store_true", help="skip the run's ensemble calibration")
+    p.add_argument("--new-locations", action="store_true",
+                   help="gridnet runs: forecast locations the run was not trained on (their climatology and AR base "
+                        "fitted on the data before the first init)")
+    p.add_argument("--static", default=None, help="with --new-locations: static fields of the new locations")
     _compute(p)
     _common(p)
 
@@ -116,7 +120,10 @@ def forecast_command(args) -> str:
             parts += [flag, str(value)]
     if args.chain_base != "level":
         parts += ["--chain-base", args.chain_base]
-    parts += [flag for flag, on in (("--raw", args.raw), ("--bf16", args.bf16), ("--compile", args.compile)) if on]
+    parts += [flag for flag, on in (("--raw", args.raw), ("--bf16", args.bf16), ("--compile", args.compile),
+                                    ("--new-locations", getattr(args, "new_locations", False))) if on]
+    if getattr(args, "static", None):
+        parts += ["--static", str(args.static)]
     if args.device != "auto":
         parts += ["--device", args.device]
     if args.threads:
@@ -132,7 +139,7 @@ def run_forecast(args) -> int:
                   members=args.members, lead=args.lead, sampler=args.sampler, steps=args.steps, seed=args.seed,
                   batch_size=args.batch_size, out=args.out, progress=not args.quiet, chain_base=args.chain_base,
                   calibrated=not args.raw, device=args.device, bf16=args.bf16, compile=args.compile,
-                  command=forecast_command(args))
+                  command=forecast_command(args), new_locations=args.new_locations, static=args.static)
     print(f"wrote {args.out}: {dict(ds.sizes)} in {ds.attrs['forecast_seconds']} s", file=sys.stderr)
     return 0
 

@@ -19,7 +19,7 @@ from gendiff.samplers import prior_sample, sample
 from .data import Codec, calendar_features, init_indices, open_data, parse_duration, time_step, write_dataset
 from .inputs import anchor_of, grid_cond, make_inputs
 from .network import compile_network
-from .run import Run, load_run, subregion
+from .run import Run, load_run, regrid, subregion
 
 
 GRID_SEQUENCES = 8192  # gridnet forecasts: at most this many (window, location) sequences per network call
@@ -144,7 +144,8 @@ def rollout(run: Run, values: np.ndarray, times: np.ndarray, init_idx: np.ndarra
 def forecast(run, data, *, init_period=None, init_times=None, init_every="6h", members: int = 16, lead="24h",
              sampler: str | None = None, steps: int | None = None, seed: int = 0, batch_size: int = 256,
              out=None, progress: bool = True, calibrated: bool = True, chain_base: str = "level", device=None,
-             bf16: bool = False, compile=False, command: str | None = None) -> xr.Dataset:
+             bf16: bool = False, compile=False, command: str | None = None, new_locations: bool = False,
+             static=None) -> xr.Dataset:
     """Ensemble forecasts from every init time in init_period (or the given init_times); optionally written to out.
 
     `calibrated`: rescale members about their mean by the run's spread calibration (calibrate.py), when it has one.
@@ -154,7 +155,13 @@ def forecast(run, data, *, init_period=None, init_times=None, init_every="6h", m
     `bf16`: the network under bfloat16 autocast; `compile`: torch.compile the network first (True: inductor, or a
     backend name; model.compile_network). `run`: a Run, a run folder or `pretrained:NAME`. `command`: the
     command line that made this forecast, kept in the file's attributes (`gendiff_command`) so that
-    `gendiff evaluate weather --record` can write both onto the run's card."""
+    `gendiff evaluate weather --record` can write both onto the run's card.
+
+    A gridnet run (arch='gridnet') forecasts any part of its grid as it is. `new_locations`: a gridnet run on
+    locations it was not trained on (a larger or another region of the same kind of data): the per-location state
+    (codec template, hourly climatology, AR base and its error level) is fitted on the data before the first init
+    time (run.regrid), the network and the spread calibration are the run's; `static`: the static fields
+    (land-sea mask, ...) of the new locations, when the run was trained with some."""
     if device is not None:
         device = resolve_device(device)  # a bad name fails before anything is read
     if isinstance(run, Run):
@@ -188,6 +195,8 @@ def forecast(run, data, *, init_period=None, init_times=None, init_every="6h", m
     else:
         idx = init_indices(ds, init_period, init_every, run.context, label)
     times = ds["time"].values
+    if new_locations:  # a gridnet run on another region: its per-location state from the data before the inits
+        run = regrid(run, ds, int(np.min(idx)) - run.context + 1, static, label)
     values = run.codec.encode(ds, label) - run.climatology.at(times)
     sampler = sampler or run.config["sampler"]
     steps = int(steps or run.config["sample_steps"])

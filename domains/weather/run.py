@@ -210,3 +210,60 @@ def subregion(run: Run, ds, label: str = "data") -> Run:
     return Run(run.path, config, codec, run.denoiser, run.space, clim, ar, spec=run.spec, card=run.card,
                static=static)
 
+
+def regrid(run: Run, ds, until: int, static=None, label: str = "data") -> Run:
+    """A gridnet run moved to the locations of `ds` (another or a larger region of the same variables): the codec
+    template (the time mean), the hourly climatology and the AR base with its error level per lead are fitted on
+    ds's first `until` steps (the data before the first init: nothing from the forecast period), the static inputs
+    are those of the new locations (`static`: their fields, required when the run was trained with some); the
+    network, the normalisation per variable and the spread calibration stay the run's."""
+    from .data import time_step
+    from .gridnet import static_inputs
+    from .windows import window_starts
+
+    if run.arch != "gridnet":
+        raise DataError(f"{label}: new_locations needs a gridnet run (arch='gridnet'); {run.path} is "
+                        f"{run.arch}, whose network is tied to its grid")
+    if time_step(ds).total_seconds() != run.config["time_step_seconds"]:
+        raise DataError(f"{label}: time step {time_step(ds)} differs from the model's")
+    length = run.context + run.horizon
+    if until < length + 1:
+        raise DataError(f"{label}: new_locations fits the per-location state on the data before the first init; "
+                        f"{until} steps there, at least {length + 1} needed (start the data earlier)")
+    fields = run.config["locations"]["fields"]
+    if fields and static is None:
+        raise DataError(f"{label}: the run was trained with static fields {', '.join(fields)}; pass static= "
+                        "with them on the new locations")
+    if not fields and static is not None:
+        raise DataError(f"{label}: the run was trained without static fields; static= has nowhere to go")
+    history = ds.isel(time=slice(0, until))
+    fitted = Codec.fit(history[run.codec.variables])
+    codec = Codec(fitted.template, run.codec.mean, run.codec.std)
+    if static is not None:
+        from .fit import open_static
+
+        static = open_static(static, label)
+        missing = [f for f in fields if f not in static.data_vars]
+        if missing:
+            raise DataError(f"{label}: static= lacks the run's field(s) {', '.join(missing)}")
+        static = static[fields]
+    static_values, info = static_inputs(codec.template, codec.variables, static, label)
+    old = run.config["locations"]
+    if info["channels"] != old["channels"] or info["pos_kind"] != old["pos_kind"] or \
+            info["pos_dims"] != old["pos_dims"]:
+        raise DataError(f"{label}: the new locations have {info['channels']} channels and {info['pos_kind']} "
+                        f"positions, the run {old['channels']} and {old['pos_kind']}")
+    times = ds["time"].values
+    values = codec.encode(ds, label)
+    index = np.arange(until)
+    clim = HourlyClimatology.fit(values, times, index)
+    values = values - clim.at(times)
+    ar = None
+    if run.ar is not None:
+        starts = window_starts(len(times), index, length, values, run.context)
+        ar = ARBase.fit(values, index, run.ar.order, starts, run.context, run.horizon, times, codec.sizes)
+        ar.to(run.ar.device)
+    config = {**run.config, "locations": {**old, **{k: info[k] for k in ("locations", "fields")}}}
+    return Run(run.path, config, codec, run.denoiser, run.space, clim, ar, spec=run.spec, card=run.card,
+               static=torch.from_numpy(static_values).to(run.device))
+

@@ -115,6 +115,17 @@ def test_tiny_gridnet_run_forecasts_its_grid_and_a_subregion(tmp_path):
         weather.forecast(tmp_path / "run", ds.sortby("latitude"), **kw)
     with pytest.raises(DataError, match="coordinate 'longitude'"):  # not a part of the grid: named, not guessed
         weather.forecast(tmp_path / "run", ds.assign_coords(longitude=ds["longitude"] + 0.3), **kw)
+    # another region: the per-location state from the data before the first init, the network the run's
+    other = ds.assign_coords(longitude=ds["longitude"] + 0.3).isel(latitude=slice(0, 3))
+    with pytest.raises(DataError, match="pass static= with them"):
+        weather.forecast(tmp_path / "run", other, new_locations=True, **kw)
+    other_lsm = lsm.assign_coords(longitude=other["longitude"]).isel(latitude=slice(0, 3))
+    fc_other = weather.forecast(tmp_path / "run", other, new_locations=True, static=other_lsm, **kw)
+    assert dict(fc_other.sizes) == {"init_time": 2, "member": 2, "lead_time": 6, "latitude": 3, "longitude": 5}
+    assert fc_other["t2m"].notnull().all()
+    np.testing.assert_allclose(fc_other["longitude"].values, other["longitude"].values)
+    spread = float(fc_other["t2m"].std("member").mean())
+    assert 0 < spread < 5 * float(other["t2m"].std())
     with pytest.raises(ConfigError, match="arch='gridnet'"):
         weather.train(ds, tmp_path / "bad", patch=4, max_steps=1, progress=False)
 

@@ -234,6 +234,9 @@ def test_tiny_end_to_end(tmp_path):
     with pytest.raises(DataError, match="coordinate 'longitude' .*another grid"):
         weather.forecast(tmp_path / "run", ds.assign_coords(longitude=ds["longitude"] + 0.5),
                          init_period="2021-06-07:2021-06-07T06:00", progress=False)
+    with pytest.raises(DataError, match="new_locations needs a gridnet run"):
+        weather.forecast(tmp_path / "run", ds, init_period="2021-06-07:2021-06-07T06:00", progress=False,
+                         new_locations=True)
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["missing_flag"] and config["loss_balance"] == "variable"
     assert config["net"]["cond_channels"] == 2 * 12 + 5
