@@ -6,10 +6,11 @@ messages are aggregated with `index_add_`; no padding to the largest molecule an
 Factored first layers (the default, `factored=True`): the edge MLP and the coordinate MLP start with a Linear on
 [h_i, h_j, d_ij] (d_ij = [radial, radial0]). With its weight split as [W_a | W_b | W_d], that layer equals
 h_i W_a^T + h_j W_b^T + d_ij W_d^T + b, so the two (N, F) x (F, F) projections run once per node and each edge only
-gathers and adds them (plus the (E, 2) x (2, F) distance term): the (E, 2F + 2) x (2F + 2, F) product, two thirds of
-the per-edge matmul work of a layer, is gone, and so is the (E, 2F + 2) concatenated input. Same function, same
-parameters and state_dict keys (checkpoints load in either form); `factored=False` computes the concatenation as
-EDM's code does.
+gathers and adds them (plus the (E, 2) x (2, F) distance term): the (E, 2F + 2) x (2F + 2, F) product, about two
+thirds of each MLP's per-edge matmul work (forward and backward), is gone, and so is the (E, 2F + 2) concatenated
+input. Same function, same parameters and state_dict keys (checkpoints load in either form); `factored=False`
+computes the concatenation as EDM's code does (benchmarks/molecules.py speed measures both).
+
 The graph structure (edges, number of graphs) has data-dependent sizes: `graph_structure` builds it once per
 forward, outside torch.compile, so a compiled network is one graph from the embedding to the output.
 """
