@@ -89,7 +89,10 @@ def _grid_data(days=8, nlat=4, nlon=5, seed=0):
                       coords={"time": time, "latitude": lat, "longitude": lon})
 
 
-def test_tiny_gridnet_run_forecasts_its_grid_and_a_subregion(tmp_path):
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A gridnet run trained for a few steps on a 4 x 5 grid of two variables with a land-sea mask."""
+    tmp_path = tmp_path_factory.mktemp("gridnet")
     ds = _grid_data()
     lsm = xr.Dataset({"lsm": (("latitude", "longitude"), (np.arange(20).reshape(4, 5) % 3 == 0).astype(float))},
                      coords={"latitude": ds["latitude"], "longitude": ds["longitude"]})
@@ -97,6 +100,11 @@ def test_tiny_gridnet_run_forecasts_its_grid_and_a_subregion(tmp_path):
                             train_period="2021-06-01:2021-06-06", context="6h", horizon="6h",
                             net={"width": 8, "mults": [1, 2], "neighbours": 4}, max_steps=6, batch_size=4,
                             sample_steps=3, progress=False)
+    return tmp_path, ds, lsm, summary
+
+
+def test_tiny_gridnet_run_forecasts_its_grid_and_a_subregion(tiny):
+    tmp_path, ds, lsm, summary = tiny
     assert np.isfinite(summary["loss"])
     run = load_run(tmp_path / "run")
     assert run.arch == "gridnet" and tuple(run.static.shape) == (20, 4)  # unit vector + land-sea mask
@@ -128,6 +136,48 @@ def test_tiny_gridnet_run_forecasts_its_grid_and_a_subregion(tmp_path):
     assert 0 < spread < 5 * float(other["t2m"].std())
     with pytest.raises(ConfigError, match="arch='gridnet'"):
         weather.train(ds, tmp_path / "bad", patch=4, max_steps=1, progress=False)
+
+
+def test_gridnet_training_step_and_forecast_on_a_virtual_device(tiny):
+    """Patch windows through the balanced loss, and a forecast of a subregion, with every tensor on the device
+    (tests._device_check.VirtualDevice: any op mixing device and CPU tensors raises)."""
+    from gendiff.device import make_generator
+    from gendiff.losses import constant_weight
+    from gendiff.schedules import schedule_from_config
+    from gendiff.domains.weather.data import calendar_features
+    from gendiff.domains.weather.forecasting import rollout_tensor
+    from gendiff.domains.weather.loss import VariableBalancedSpace, make_step_fn
+    from gendiff.domains.weather.network import build_denoiser
+    from gendiff.domains.weather.run import subregion
+    from gendiff.domains.weather.windows import GridWindowDataset, window_starts
+    from tests._device_check import VirtualDevice
+
+    tmp_path, ds, _, _ = tiny
+    run = load_run(tmp_path / "run")
+    times = ds["time"].values
+    values = run.codec.encode(ds) - run.climatology.at(times)
+    starts = window_starts(len(times), np.arange(100), 12, values, 6)
+    data = GridWindowDataset(values, calendar_features(times, False), starts[:4], 6, 6, base=run.ar, times=times,
+                             static=run.static.numpy(), locations=20, pos_dims=3, patch=8)
+    batch = torch.utils.data.default_collate([data[i] for i in range(4)])
+    assert batch["x0"].shape == (4, 16, 12) and batch["cond"]["static"].shape == (4, 8, 4)
+    sub = subregion(run, ds.isel(latitude=slice(1, 3)))
+    init = np.array([150, 160])
+    sub_values = sub.codec.encode(ds.isel(latitude=slice(1, 3))) - sub.climatology.at(times)
+    with VirtualDevice("meta") as check:
+        den = build_denoiser(run.config).train().to(check.device)
+        moved = {"x0": batch["x0"].to(check.device), "mask": batch["mask"].to(check.device),
+                 "cond": {k: v.to(check.device) for k, v in batch["cond"].items()}}
+        step_fn = make_step_fn(schedule_from_config(run.config["schedule"]), VariableBalancedSpace([8, 8]), 0.1,
+                               constant_weight())
+        loss = step_fn(den, moved, make_generator(check.device, 0))
+        loss.backward()
+        assert check.is_on_device(loss) and torch.isfinite(loss.cpu())
+        sub.to(check.device)
+        out = rollout_tensor(sub, sub_values, times, init, 8, 2, sampler="euler_maruyama", steps=2, progress=False)
+        assert check.is_on_device(out) and out.shape == (2, 2, 8, 20)
+        vals = out.cpu()
+    assert torch.isfinite(vals).all()
 
 
 def test_static_inputs_of_stations_and_series():
