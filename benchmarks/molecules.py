@@ -443,8 +443,6 @@ def run_race(args) -> dict | None:
     import shutil
     import subprocess
 
-    from gendiff.domains import molecules
-
     repo = Path(args.edm_repo) if args.edm_repo else None
     if repo is None or not (repo / "equivariant_diffusion" / "en_diffusion.py").is_file():
         print(f"race skipped: --edm-repo {args.edm_repo!r} is not a checkout of ehoogeboom/e3_diffusion_for_molecules "
@@ -463,13 +461,14 @@ def run_race(args) -> dict | None:
            "--checkpoints", str(args.checkpoints), "--hidden", str(args.hidden), "--layers", str(args.layers),
            "--batch-size", str(args.batch_size), "--lr", str(args.lr), "--ema-decay", str(args.ema_decay),
            "--n-samples", str(args.n), "--threads", str(args.threads)]
+    if args.score_existing:
+        return race_table(args, root, edm_out, repo, budget, sampler, steps)
     log = open(root / "edm.log", "w")
     bump = max(0, args.nice - os.nice(0))  # EDM at the same niceness as this process (which trains gendiff)
     edm = subprocess.Popen(["nice", "-n", str(bump)] + cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     print("EDM:", " ".join(cmd), flush=True)
 
     run = root / "gendiff"
-    gendiff_rows = []
     try:
         for k in range(args.checkpoints):
             mark = budget * (k + 1) / args.checkpoints
@@ -478,26 +477,51 @@ def run_race(args) -> dict | None:
             keep.mkdir(parents=True, exist_ok=True)
             for name in ("config.json", "weights.safetensors", "card.json"):
                 shutil.copy2(run / name, keep / name)
-            m = score(keep, args.n, [(sampler, steps)])[f"{sampler}-{steps}"]
-            gendiff_rows.append({"k": k, "cpu_hours": t["cpu_seconds"] / 3600, **m, "train_steps": t["steps"]})
+            _gendiff_row(keep, k, args.n, sampler, steps)
             print(f"gendiff checkpoint {k}: {t}", flush=True)
     finally:
         code = edm.wait()
         log.close()
     if code != 0:
         raise SystemExit(f"EDM harness failed (exit {code}); see {root / 'edm.log'}")
+    return race_table(args, root, edm_out, repo, budget, sampler, steps)
+
+
+def _gendiff_row(keep: Path, k: int, n: int, sampler: str, steps: int) -> dict:
+    """The score of gendiff's checkpoint k (kept next to it as race_score.json; measured once)."""
+    cached = keep / "race_score.json"
+    if cached.is_file():
+        return json.loads(cached.read_text())
+    card = json.loads((keep / "card.json").read_text())["training"]
+    m = score(keep, n, [(sampler, steps)])[f"{sampler}-{steps}"]
+    row = {"k": k, "cpu_hours": float(card["cpu_seconds"]) / 3600, **m, "train_steps": int(card["steps"])}
+    cached.write_text(json.dumps(row, indent=1))
+    return row
+
+
+def race_table(args, root: Path, edm_out: Path, repo: Path, budget: float, sampler: str, steps: int) -> dict:
+    """Score what the race left in ROOT (gendiff's kept checkpoints, EDM's sampled checkpoints), the checkpoints
+    both reached, into the race's result, race.json and the PNG."""
+    from gendiff.domains import molecules
+
     progress = json.loads((edm_out / "progress.json").read_text())
+    kept = sorted((int(d.name), d) for d in (root / "gendiff_checkpoints").iterdir() if (d / "card.json").is_file())
+    gendiff_rows = [_gendiff_row(d, k, args.n, sampler, steps) for k, d in kept]
     edm_rows = []
     for c in progress["checkpoints"]:
         m = molecules.evaluate(molecules=edm_molecules(edm_out / f"edm_samples_{c['k']}.npz"))
         m["valid_x_unique"] = m["validity"] * m["uniqueness"]
         edm_rows.append({"k": c["k"], "cpu_hours": c["train_cpu_seconds"] / 3600, **m, "train_steps": c["steps"],
                          "sample_cpu_seconds": round(c["sample_cpu_seconds"], 1), "sampler": "edm-ancestral-1000"})
+    both = min(len(gendiff_rows), len(edm_rows))
+    if both == 0:
+        raise SystemExit(f"{root}: no checkpoint reached by both yet")
+    gendiff_rows, edm_rows = gendiff_rows[:both], edm_rows[:both]
     final_g, final_e = gendiff_rows[-1]["atom_stability"], edm_rows[-1]["atom_stability"]
     level = min(final_g, final_e)
     tg = time_to_reach([(r["cpu_hours"], r["atom_stability"]) for r in gendiff_rows], level)
     te = time_to_reach([(r["cpu_hours"], r["atom_stability"]) for r in edm_rows], level)
-    res = {"cpu_budget_s": budget, "checkpoints": args.checkpoints, "n": args.n, "sampler": f"{sampler}-{steps}",
+    res = {"cpu_budget_s": budget, "checkpoints": args.checkpoints, "checkpoints_scored": both, "n": args.n, "sampler": f"{sampler}-{steps}",
            "hidden": args.hidden, "layers": args.layers, "batch_size": args.batch_size, "lr": args.lr,
            "ema_decay": args.ema_decay, "threads": args.threads, "edm_repo_commit": _git_head(repo),
            "edm_parameters": progress["parameters"], "gendiff": gendiff_rows, "edm": edm_rows,
@@ -656,6 +680,8 @@ def main(argv=None) -> int:
     c.add_argument("--root", default="runs/race_molecules", help="both runs, checkpoints and samples")
     c.add_argument("--data-cache", default="runs/edm_qm9_data", help="QM9 in EDM's npz format (written once)")
     c.add_argument("--png", default=str(Path(__file__).with_name("molecules_race.png")))
+    c.add_argument("--score-existing", action="store_true",
+                   help="train nothing: score the checkpoints an earlier (or interrupted) race left in --root")
     c.add_argument("--nice", type=int, default=10, help="niceness of the EDM process (at least this process's)")
     for sp in (r, c):
         sp.add_argument("--hidden", type=int, default=64)
