@@ -276,6 +276,7 @@ RECIPES = {  # issue 11's levers, one switch at a time from EDM's recipe (the sh
     "edm_precond": dict(precondition="edm"),
     "formula": dict(composition="formula"),
     "flow_formula": dict(schedule="flow", prediction="velocity", composition="formula"),
+    "x0_clamped_formula": dict(prediction="x0", weighting="clamped_snr", composition="formula"),
 }
 
 
