@@ -145,7 +145,7 @@ def train(data="qm9", model: str = "egnn", out="runs/molecules", *, schedule: st
           prediction: str = "eps", weighting=None, precondition: str | None = None, sigma_data: float = 1.0,
           feature_scaling: bool = True, composition: str = "size", seed: int = 0, limit: int | None = None,
           progress: bool = True, resume: bool = False, device: str = "auto", compile: bool | str = False,
-          command: str | None = None, name: str | None = None, **config) -> Path:
+          command: str | None = None, name: str | None = None, init=None, **config) -> Path:
     """Train a molecule denoiser into run folder OUT (run format: config.json first, then at the end
     weights.safetensors and card.json; checkpoint.pt and log.csv for resuming).
 
@@ -156,6 +156,11 @@ def train(data="qm9", model: str = "egnn", out="runs/molecules", *, schedule: st
     `sigma_data`; the network then predicts x0), `feature_scaling` (EDM's 1, 4, 10 on positions, one-hot types,
     charges; False: 1, 1, 1), `composition` ('size': N from the training histogram; 'formula': the formula drawn
     from the training formulas and given to the network as context) and `ema_decay` (a TrainConfig field).
+
+    `init` (a run folder or `pretrained:NAME` of the same network and recipe) starts from that run's EMA weights
+    with a fresh optimizer: how training continues across sittings from weights committed as safetensors (the
+    checkpoint with the optimizer state never goes into git). The card continues the init run's sittings, so its
+    steps and CPU time are cumulative.
 
     `max_minutes` (or `time_budget` in seconds) is the core Trainer's TrainConfig.time_budget: training stops before
     a step would overrun it. The card records `command` (default: this process's command line), cumulative over
@@ -215,6 +220,11 @@ def train(data="qm9", model: str = "egnn", out="runs/molecules", *, schedule: st
     data_text = str(data) if isinstance(data, (str, os.PathLike)) else f"<{len(dataset)} molecules>"
     cfg = run_config(model, net_cfg, sched, denoiser, sizes, data_text, feature_scaling=feature_scaling,
                      recipe=recipe)
+    init_steps = 0
+    if init is not None:
+        if (out / CHECKPOINT).exists():
+            raise ConfigError(f"{out / CHECKPOINT} exists: continue it with resume=True, or give init= a new --out")
+        previous, init_steps = _warm_start(init, denoiser, cfg)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / RUN_CONFIG, {"format": runs.FORMAT, "domain": DOMAIN, **cfg})
     step_fn = make_step_fn(sched, weighting=build_weighting(weighting_cfg),
@@ -225,12 +235,35 @@ def train(data="qm9", model: str = "egnn", out="runs/molecules", *, schedule: st
                              summary=summary, seed=seed, device=trainer.device, command=command, previous=previous,
                              model=model, parameters=sum(p.numel() for p in denoiser.parameters()),
                              train_config=trainer.config.to_dict())
+        if init is not None:
+            card["training"]["steps"] = init_steps + int(summary.get("step") or 0)
+            card["training"]["sittings"][-1]["initialised_from"] = {"run": str(init), "steps": init_steps}
         runs.save_run(out, DOMAIN, cfg, trainer.ema_model, card)
         write_json_atomic(out / "train_summary.json", {k: v for k, v in summary.items()})
     return out
 
 
 _EMA_DEFAULT = 0.999
+_SAME_FOR_INIT = ("model", "net", "schedule", "denoiser", "features")
+
+
+def _warm_start(init, denoiser, cfg: dict) -> tuple[dict, int]:
+    """Load run `init`'s EMA weights into `denoiser` (strict) after checking that its network and recipe are the
+    ones being trained; returns (its card without metrics, its steps)."""
+    info = read_run(init)
+    old = info.config
+    for key in _SAME_FOR_INIT:
+        if old.get(key) != cfg.get(key):
+            raise ConfigError(f"{info.path / RUN_CONFIG}: init run has {key} {old.get(key)!r}, this training "
+                              f"{cfg.get(key)!r}; train with the init run's settings")
+    strip = lambda r: {k: v for k, v in (r or {}).items() if k not in ("formulas", "ema_decay")}  # noqa: E731
+    if strip(old.get("recipe")) != strip(cfg.get("recipe")):
+        raise ConfigError(f"{info.path / RUN_CONFIG}: init run has recipe {strip(old.get('recipe'))}, this "
+                          f"training {strip(cfg.get('recipe'))}; train with the init run's settings")
+    runs.load_weights(info, denoiser)
+    card = dict(info.card)
+    card["metrics"] = {}  # measured on the init weights, not on what this sitting trains
+    return card, int(card.get("training", {}).get("steps") or 0)
 
 
 def _fit(denoiser, step_fn, dataset, collate_fn, train_cfg: dict, seed: int, out: Path, progress: bool,

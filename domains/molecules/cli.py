@@ -45,6 +45,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-minutes", type=float, default=None,
                    help="training time budget (the core trainer's: stops before a step would overrun it)")
     p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
+    p.add_argument("--init", default=None, help="start from the EMA weights of this run folder or pretrained:NAME "
+                   "(same network and recipe; fresh optimizer; the card's steps and CPU time stay cumulative)")
     _precision_arguments(p, "train")
     add_device_argument(p)
     p.add_argument("--seed", type=int, default=0)
@@ -68,7 +70,7 @@ def run_train(args) -> int:
     train(data=args.data, model=_check_model(args.model), out=args.out, schedule=args.schedule,
           prediction=args.prediction, weighting=args.weighting, precondition=args.precondition,
           sigma_data=args.sigma_data, feature_scaling=not args.no_feature_scaling, composition=args.composition,
-          seed=args.seed, resume=args.resume, device=args.device, compile=args.compile, **config)
+          seed=args.seed, resume=args.resume, init=args.init, device=args.device, compile=args.compile, **config)
     print(f"trained run in {args.out}")
     return 0
 

@@ -267,3 +267,35 @@ def test_cli_recipe_flags(tmp_path, capsys):
         code = exc.code
     err = capsys.readouterr().err
     assert code == 2 and "gendiff: error:" in err and "min_snr:x" in err
+
+
+def test_init_warm_starts_from_a_run_and_keeps_the_card_cumulative(trained, tmp_path):
+    from safetensors.torch import load_file
+
+    src = trained["default"]
+    out = tmp_path / "cont"
+    # one step at lr 1e-12 moves each weight by about 1e-12 (Adam's step is ~lr): the loaded weights come back
+    molecules.train(data=toy_molecules(), out=out, init=src, max_steps=1, batch_size=8, lr=1e-12, progress=False,
+                    ema_decay=0.0, **TINY)
+    before, after = load_file(str(src / "weights.safetensors")), load_file(str(out / "weights.safetensors"))
+    assert before.keys() == after.keys()
+    assert all(torch.allclose(before[k], after[k], rtol=0, atol=1e-9) for k in before)
+    fresh = tmp_path / "fresh"  # and without init the same call starts elsewhere (the check above can fail)
+    molecules.train(data=toy_molecules(), out=fresh, seed=1, max_steps=1, batch_size=8, lr=1e-12, progress=False,
+                    ema_decay=0.0, **TINY)
+    other = load_file(str(fresh / "weights.safetensors"))
+    assert not all(torch.allclose(before[k], other[k], rtol=0, atol=1e-9) for k in before)
+    card, old = (json.loads((d / "card.json").read_text()) for d in (out, src))
+    assert card["training"]["steps"] == old["training"]["steps"] + 1
+    assert len(card["training"]["sittings"]) == len(old["training"]["sittings"]) + 1
+    assert card["training"]["sittings"][-1]["initialised_from"]["steps"] == old["training"]["steps"]
+    assert card["training"]["cpu_seconds"] >= old["training"]["cpu_seconds"]
+    with pytest.raises(ConfigError, match="init run has"):
+        molecules.train(data=toy_molecules(), out=tmp_path / "bad", init=src, hidden=8, layers=2, max_steps=1,
+                        batch_size=8, progress=False)
+    with pytest.raises(ConfigError, match="init run has recipe"):
+        molecules.train(data=toy_molecules(), out=tmp_path / "bad2", init=src, weighting="min_snr", max_steps=1,
+                        batch_size=8, progress=False, **TINY)
+    with pytest.raises(ConfigError, match="resume=True"):
+        molecules.train(data=toy_molecules(), out=trained["x0_clamped"], init=src, max_steps=1, batch_size=8,
+                        progress=False, **TINY)
