@@ -218,9 +218,9 @@ class Codec:
                 raise DataError(f"{label}: variable '{v}' has dims {ds[v].dims}, "
                                 f"the model expects (time, {', '.join(dims)})")
             da = ds[v].transpose(TIME, *dims)
+            self.check_coords(da, v, label)  # first: a coordinate that differs in length is named
             if da.shape[1:] != self.template[v].shape:
                 raise DataError(f"{label}: variable '{v}' has shape {da.shape[1:]}, expected {self.template[v].shape}")
-            self.check_coords(da, v, label)
             vals = da.values.reshape(da.shape[0], -1).astype(np.float64)
             parts.append(((vals - self.mean[v]) / self.std[v]).astype(np.float32))
         return np.concatenate(parts, axis=1)
@@ -244,7 +244,7 @@ class Codec:
             want = np.asarray(want_da.values)
             if got.shape != want.shape:
                 raise DataError(f"{label}: coordinate '{c}' of variable '{v}' has shape {got.shape}, "
-                                f"the model's {want.shape}")
+                                f"the model's {want.shape} (the data run {_span(got)}, the model's {_span(want)})")
             if _coords_equal(got, want):
                 continue
             if got.ndim == 1 and _coords_equal(got[::-1], want):

@@ -199,3 +199,26 @@ def test_gridnet_on_the_meta_device():
     x, cond = x.to("meta"), {k: v.to("meta") for k, v in cond.items()}
     out = net(x, torch.rand(2, device="meta"), cond=cond)
     assert out.device.type == "meta" and out.shape == x.shape
+
+
+def test_tiny_gridnet_run_on_a_station_set(tmp_path):
+    rng = np.random.default_rng(0)
+    time = pd.date_range("2021-06-01", periods=24 * 6, freq="1h")
+    n = 6
+    temp = (10 + 3 * np.sin(2 * np.pi * np.asarray(time.hour) / 24)[:, None] + rng.normal(0, 0.5, (len(time), n)))
+    temp[40:45, 2] = np.nan  # a station outage
+    ds = xr.Dataset({"t": (("time", "station"), temp.astype(np.float32))},
+                    coords={"time": time, "station": [f"S{i}" for i in range(n)],
+                            "lat": ("station", rng.uniform(50, 55, n)), "lon": ("station", rng.uniform(-3, 2, n))})
+    weather.train(ds, tmp_path / "run", arch="gridnet", train_period="2021-06-01:2021-06-05", context="6h",
+                  horizon="6h", net={"width": 8, "mults": [1, 2], "neighbours": 3}, max_steps=3, batch_size=4,
+                  sample_steps=2, calibration=0.0, progress=False)
+    run = load_run(tmp_path / "run")
+    assert run.config["locations"]["pos_kind"] == "sphere" and run.config["locations"]["locations"] == n
+    kw = dict(init_period="2021-06-06:2021-06-06T06:00", init_every="6h", members=2, lead="6h", progress=False)
+    fc = weather.forecast(tmp_path / "run", ds, **kw)
+    assert dict(fc.sizes) == {"init_time": 2, "member": 2, "lead_time": 6, "station": n} and fc["t"].notnull().all()
+    part = weather.forecast(tmp_path / "run", ds.isel(station=[1, 4]), **kw)  # a subset of the stations
+    assert list(part["station"].values) == ["S1", "S4"] and part["t"].notnull().all()
+    with pytest.raises(DataError, match="coordinate 'station'"):
+        weather.forecast(tmp_path / "run", ds.isel(station=[4, 1]), **kw)  # another order is not a subset
