@@ -259,6 +259,19 @@ def card_headline(card: dict) -> dict:
     return out
 
 
+def saved_config(out, hint: str) -> dict | None:
+    """The config.json of a run folder about to be resumed (None when there is none); a folder of an older format
+    is refused with one line ending in `hint` (what to do instead)."""
+    path = Path(out) / CONFIG
+    if not path.is_file():
+        return None
+    saved = _read_json(path, "run config")
+    if saved.get("format") != FORMAT:
+        raise DataError(f"{path}: run format {saved.get('format')!r} is not {FORMAT!r} (written by an older "
+                        f"gendiff); {hint}")
+    return saved
+
+
 def list_pretrained() -> list[dict]:
     """One row per shipped model: name, domain, folder, size in bytes and the card's headline metrics."""
     rows = []

@@ -137,17 +137,7 @@ def run_config(train_data: ImageData, data: str, *, model: dict | None, schedule
 
 def _saved_config(out: Path) -> dict | None:
     """The config.json of a run folder about to be resumed (None when there is none); old formats refused."""
-    path = out / runs.CONFIG
-    if not path.is_file():
-        return None
-    try:
-        saved = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: unreadable run config ({type(exc).__name__}: {exc})") from None
-    if saved.get("format") != runs.FORMAT:
-        raise DataError(f"{path}: run format {saved.get('format')!r} is not {runs.FORMAT!r} (written by an older "
-                        f"gendiff); retrain it with `gendiff train images` into a new folder")
-    return saved
+    return runs.saved_config(out, "retrain it with `gendiff train images` into a new folder")
 
 
 def make_step_fn(schedule, num_classes: int | None, p_uncond: float, learn_sigma: bool = False,

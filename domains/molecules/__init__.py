@@ -128,17 +128,8 @@ def _split_text(data, limit, n: int) -> str:
 
 
 def _saved_config(out: Path) -> dict | None:
-    path = out / RUN_CONFIG
-    if not path.is_file():
-        return None
-    try:
-        saved = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: unreadable run config ({type(exc).__name__}: {exc})") from None
-    if saved.get("format") != runs.FORMAT:
-        raise DataError(f"{path}: run format {saved.get('format')!r} is not {runs.FORMAT!r} (written by an older "
-                        f"gendiff); convert it with gendiff.domains.molecules.convert_run or train into a new --out")
-    return saved
+    """The config.json of a run folder about to be resumed (None when there is none); old formats refused."""
+    return runs.saved_config(out, "convert it with gendiff.domains.molecules.convert_run or train into a new --out")
 
 
 def train(data="qm9", model: str = "egnn", out="runs/molecules", *, schedule: str = "polynomial",
