@@ -119,12 +119,11 @@ def ar_calibrated(run, values: np.ndarray, times, init_idx: np.ndarray, n_lead: 
     c + g S per variable and lead) sets the ensemble variance. Same members and leads as the model, seeded by
     `seed`. `values` (T, C): the data as the network sees them (codec-encoded, hourly climatology removed);
     returns (I, M, n_lead, C) codec-encoded, climatology added back, like forecasting.forecast."""
-    import math
 
     import torch
 
     from . import calibrate
-    from .forecasting import base_trajectory
+    from .forecasting import base_trajectory, initial_history
 
     if run.ar is None:
         raise DataError(f"{run.path}: the ar_calibrated baseline needs a run with an AR base (config base 'linear')")
@@ -142,12 +141,7 @@ def ar_calibrated(run, values: np.ndarray, times, init_idx: np.ndarray, n_lead: 
     ar = run.ar
     device = ar.device  # the draws come from a CPU generator whatever the device, so they are the same everywhere
     valid = torch.from_numpy(np.asarray(run.codec.valid, dtype=bool)).to(device)
-    chunks = math.ceil(n_lead / hor)
-    n_traj = len(init_idx) * members
-    ctx_vals = torch.from_numpy(np.stack([values[i - ctx + 1:i + 1] for i in init_idx]).astype(np.float32))
-    hist = torch.full((n_traj, ctx + chunks * hor, values.shape[1]), float("nan"), device=device)
-    hist[:, :ctx] = ctx_vals.to(device).repeat_interleave(members, 0)
-    t0 = np.repeat(times[init_idx], members)
+    hist, t0, chunks = initial_history(values, times, init_idx, ctx, hor, n_lead, members, device)
     generator = torch.Generator().manual_seed(int(seed))
     with torch.no_grad():
         for c in range(chunks):

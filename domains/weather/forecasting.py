@@ -90,6 +90,17 @@ def base_trajectory(run: Run, values: np.ndarray, init_idx: np.ndarray, n_lead: 
         return run.ar.window_base(torch.from_numpy(w).to(run.ar.device), ctx)[:, ctx:].cpu().numpy()
 
 
+def initial_history(values: np.ndarray, times: np.ndarray, init_idx: np.ndarray, ctx: int, hor: int, n_lead: int,
+                    members: int, device) -> tuple[torch.Tensor, np.ndarray, int]:
+    """(history, init time per trajectory, chunks) of an autoregressive rollout: each init's last `ctx` observed
+    steps repeated per member, then NaN for the chunks of `hor` steps that cover `n_lead`, on `device`."""
+    chunks = math.ceil(n_lead / hor)
+    ctx_vals = torch.from_numpy(np.stack([values[i - ctx + 1:i + 1] for i in init_idx]).astype(np.float32))
+    hist = torch.full((len(init_idx) * members, ctx + chunks * hor, values.shape[1]), float("nan"), device=device)
+    hist[:, :ctx] = ctx_vals.to(device).repeat_interleave(members, 0)
+    return hist, np.repeat(times[init_idx], members), chunks
+
+
 def rollout_tensor(run: Run, values: np.ndarray, times: np.ndarray, init_idx: np.ndarray, n_lead: int,
                    members: int, *, sampler: str, steps: int, seed: int = 0, batch_size: int = 256,
                    progress: bool = True, chain_base: str = "level", bf16: bool = False) -> torch.Tensor:
@@ -102,12 +113,8 @@ def rollout_tensor(run: Run, values: np.ndarray, times: np.ndarray, init_idx: np
     step = times[1] - times[0]
     if run.arch == "gridnet":  # the network runs over windows x locations sequences: bound them per batch
         batch_size = max(1, min(batch_size, GRID_SEQUENCES // max(1, int(run.static.shape[0]))))
-    chunks = math.ceil(n_lead / hor)
-    n_traj = len(init_idx) * members
-    ctx_vals = torch.from_numpy(np.stack([values[i - ctx + 1:i + 1] for i in init_idx]).astype(np.float32))
-    hist = torch.full((n_traj, ctx + chunks * hor, values.shape[1]), float("nan"), device=device)
-    hist[:, :ctx] = ctx_vals.to(device).repeat_interleave(members, 0)
-    t0 = np.repeat(times[init_idx], members)
+    hist, t0, chunks = initial_history(values, times, init_idx, ctx, hor, n_lead, members, device)
+    n_traj = hist.shape[0]
     offsets = np.arange(-ctx + 1, chunks * hor + 1)
     cal = torch.from_numpy(calendar_features(t0[:, None] + step * offsets[None, :],  # (n_traj, ctx + chunks*hor, 4)
                                              bool(run.config.get("day_of_year", True)))).to(device)
