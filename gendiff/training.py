@@ -368,6 +368,9 @@ class Trainer:
                 self.log_path.unlink()
         start, t0, cpu0 = self.step, time.perf_counter(), time.process_time()
         stopped = "max_steps"
+        # the budget bounds the loop: it stops when one more iteration at the mean so far would overrun, so the loop
+        # ends before time_budget + its longest iteration (reported, with the final checkpoint's time, in the summary)
+        loop_seconds, longest, tick = 0.0, 0.0, t0
         window_t, window_steps, window_losses, last_loss = time.perf_counter(), 0, [], float("nan")
         show = cfg.progress and self.ctx.is_main and sys.stderr.isatty()
         from tqdm.auto import tqdm
@@ -402,9 +405,12 @@ class Trainer:
                         f"checkpoint {self.ckpt_path} was left intact")
                 if self.step % cfg.ckpt_every == 0 and self.step < cfg.max_steps:
                     self.save_checkpoint()
+                now = time.perf_counter()
+                longest, tick = max(longest, now - tick), now
                 if cfg.time_budget is not None and self.step < cfg.max_steps and self._out_of_time(t0, start):
                     stopped = "time_budget"
                     break
+            loop_seconds = time.perf_counter() - t0
             if self.step > start or not self.ckpt_path.exists():
                 self.save_checkpoint()
             clean = True
@@ -423,6 +429,7 @@ class Trainer:
         seconds = time.perf_counter() - t0
         return {"step": self.step, "loss": last_loss, "nonfinite": self.nonfinite_total, "stopped": stopped,
                 "epoch": self.position[0], "seconds": seconds, "cpu_seconds": time.process_time() - cpu0,
+                "loop_seconds": loop_seconds, "longest_step_seconds": longest,
                 "resumed_from": self.resumed_from,
                 "samples_per_sec": (self.step - start) * cfg.batch_size * cfg.accumulate / max(seconds, 1e-9),
                 "checkpoint": str(self.ckpt_path)}

@@ -53,7 +53,10 @@ def test_time_budget_and_cumulative_card(tmp_path):
     out = tmp_path / "budget"
     kw = dict(data="digits", out=out, model=TINY, batch_size=32, progress=False, ema_decay=0.995, warmup_steps=0)
     s1 = images.train(max_steps=10**6, time_budget=1.5, **kw)
-    assert s1["stopped"] == "time_budget" and 0 < s1["step"] < 10**6 and s1["seconds"] <= 1.5 + 0.5
+    assert s1["stopped"] == "time_budget" and 0 < s1["step"] < 10**6
+    # the stop rule's guarantee (a wall-clock bound like `seconds <= 2` fails on a loaded machine): the loop ends
+    # before the budget plus its longest iteration; the final checkpoint comes after it
+    assert s1["loop_seconds"] <= 1.5 + s1["longest_step_seconds"] and s1["loop_seconds"] <= s1["seconds"]
     s2 = images.train(max_steps=s1["step"] + 3, resume=True, **kw)
     assert s2["step"] == s1["step"] + 3 and s2["stopped"] == "max_steps"
     card = json.loads((out / "card.json").read_text())
