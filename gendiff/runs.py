@@ -217,21 +217,38 @@ def new_card(name: str, domain: str, *, data: str, split: str, summary: dict, se
         "command": command or " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "sittings": sittings,
     }
     card = {"name": name, "domain": domain, "training": training, "metrics": {}, **extra}
+    if prev.get("curve"):  # the scores of earlier sittings' weights, each tagged with its steps and CPU hours
+        card["curve"] = list(prev["curve"])
     if "headline" in prev and "headline" not in card:
         card["headline"] = prev["headline"]  # which metrics `gendiff list` shows, once they are measured again
     return card
 
 
 def record_metrics(run_dir, key: str, metrics: dict, command: str) -> dict:
-    """Add (or replace) one block of measured metrics on a run's card, with the command that measured them."""
+    """Add (or replace) one block of measured metrics on a run's card, with the command that measured them.
+
+    The block is also added to the card's `curve`: one point per (train_steps, key), with the cumulative CPU
+    hours of training, which new_card carries across sittings, so a card shows how its scores grew with training
+    (re-measuring the same weights with the same key replaces their point)."""
     run_dir = Path(run_dir)
     card_path = run_dir / CARD
     card = _read_json(card_path, "model card") if card_path.is_file() else {}
-    card.setdefault("metrics", {})[key] = {
-        **metrics, "command": command,
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    card.setdefault("metrics", {})[key] = {**metrics, "command": command, "date": date}
+    training = card.get("training", {})
+    if training.get("steps") is not None:
+        cpu = training.get("cpu_seconds")
+        point = {**{k: v for k, v in metrics.items() if _is_number(v)}, "key": key, "date": date,
+                 "train_steps": training["steps"], "cpu_hours": None if cpu is None else round(cpu / 3600, 4)}
+        curve = [p for p in card.get("curve", [])
+                 if (p.get("train_steps"), p.get("key")) != (point["train_steps"], key)]
+        card["curve"] = sorted([*curve, point], key=lambda p: (p.get("train_steps") or 0, str(p.get("key"))))
     write_json_atomic(card_path, card)
     return card
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 _BOOKKEEPING = {"n", "steps", "seed", "nfe"}

@@ -117,3 +117,22 @@ def test_atomic_writes_get_the_permissions_of_a_plain_open(tmp_path):
     write_json_atomic(tmp_path / "atomic.json", {})
     mode = lambda p: stat.S_IMODE(os.stat(p).st_mode)  # noqa: E731
     assert mode(tmp_path / "atomic.json") == mode(tmp_path / "plain.json")
+
+
+def test_card_curve_grows_across_sittings(tmp_path):
+    """Each recorded score becomes a curve point (steps, cumulative CPU hours); a resumed run's card keeps the
+    earlier sittings' points, and re-measuring the same weights replaces their point instead of adding one."""
+    path, model = _save(tmp_path)
+    runs.record_metrics(path, "q", {"acc": 0.5, "n": 10, "sampler": "ddim"}, "cmd")
+    runs.record_metrics(path, "q", {"acc": 0.6, "n": 10, "sampler": "ddim"}, "cmd")  # same weights, same key
+    first = json.loads((path / "card.json").read_text())
+    assert [(p["train_steps"], p["acc"]) for p in first["curve"]] == [(3, 0.6)]
+    assert first["curve"][0]["cpu_hours"] == pytest.approx(0.5 / 3600, abs=1e-4) and "sampler" not in first["curve"][0]
+    card = runs.new_card("toy", "toy", data="synthetic", split="all", seed=0, previous=first,
+                         summary={"step": 9, "seconds": 2.0, "cpu_seconds": 3600.0})
+    assert card["metrics"] == {} and card["curve"] == first["curve"]
+    second = runs.save_run(tmp_path / "run2", "toy", {"net": {"width": 4}}, model, card)
+    runs.record_metrics(second, "q", {"acc": 0.8, "steps": 50}, "cmd")  # sampler steps stay apart
+    curve = json.loads((second / "card.json").read_text())["curve"]
+    assert [(p["train_steps"], p["acc"]) for p in curve] == [(3, 0.6), (9, 0.8)]
+    assert curve[1]["cpu_hours"] == pytest.approx((0.5 + 3600) / 3600, abs=1e-4) and curve[1]["steps"] == 50
