@@ -115,6 +115,24 @@ def test_uniqueness_and_novelty():
     assert M.canonicalize_smiles("OC.Cl") == "CO" and M.canonicalize_smiles("not a smiles") is None
 
 
+def test_novelty_reference_rebuilt_from_3d_training_molecules(tmp_path):
+    """EDM's novelty reference: training molecules rebuilt from 3-D with the same bond table. Training molecules
+    themselves are then never novel, a perturbed-but-same molecule neither, and a molecule outside the set is; a
+    blob that does not sanitize is left out of the reference instead of entering as a fragment."""
+    train = D.load_qm9(split="train")
+    mols = [train.atoms(i) for i in range(40)]
+    blob = (np.full(8, 6), np.random.default_rng(0).normal(size=(8, 3)) * 0.5)
+    ref = M.reference_from_molecules(mols + [blob])
+    assert 30 <= len(ref) <= 40 and all(isinstance(s, str) and "." not in s for s in ref)
+    assert M.evaluate_molecules(mols, reference_smiles=ref)["novelty"] == 0.0
+    jittered = [(z, p + np.random.default_rng(1).normal(scale=0.005, size=p.shape)) for z, p in mols[:10]]
+    assert M.evaluate_molecules(jittered, reference_smiles=ref)["novelty"] == 0.0
+    other = train.atoms(5000)  # 8 heavy atoms; the first 40 have at most 5
+    assert M.evaluate_molecules([other], reference_smiles=ref)["novelty"] == 1.0
+    with pytest.raises(DataError, match="source"):
+        M.qm9_reference_smiles(cache_dir=tmp_path, source="smiles")
+
+
 def test_rdkit_method_and_bad_method():
     r = M.evaluate_molecules([methane(), formaldehyde()], method="rdkit")
     assert r["validity"] == 1.0
