@@ -1,4 +1,4 @@
-"""`gendiff train|sample|evaluate|forecast|demo <domain> ...`: argparse front end over the domains' cli modules.
+"""`gendiff train|sample|evaluate|forecast|impute|demo <domain> ...`: argparse front end over the domains' cli modules.
 
 Each domain's `cli.py` exposes `VERBS = {verb: (add_arguments, run)}`. Errors (GendiffError, bad arguments, missing
 files) print one line `gendiff: error: ...` on stderr and exit with status 2, without a traceback.
@@ -18,6 +18,7 @@ VERB_HELP = {
     "sample": "draw samples from a trained run",
     "evaluate": "score samples, forecasts or files",
     "forecast": "ensemble forecasts from a trained run (weather, timeseries)",
+    "impute": "fill the gaps of series with draws from a run trained to impute (weather, timeseries)",
     "demo": "train briefly on embedded data, sample and evaluate",
 }
 

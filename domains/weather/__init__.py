@@ -96,6 +96,59 @@ def evaluate(forecast, truth=None, *, time_column: str | None = None, **kwargs) 
     return _evaluate(forecast, truth, **kwargs)
 
 
+def impute(run, data, *, members: int = 16, time_column: str | None = None, quantiles=None,
+           output: str | None = None, out=None, **kwargs):
+    """Fill every interior gap of `data` with `members` draws from a run trained with task='impute'; see
+    impute.impute (observed values come back bit for bit). `output`: 'xarray' (member, time, <data dims>),
+    'frame' (tidy: time, series, member, value, observed; `quantiles=` for quantiles) or 'wide' (the input's
+    shape, gaps filled with the members' median); default 'frame' for a DataFrame / Series or with `quantiles`,
+    else 'xarray'. An `out` ending in .csv / .parquet is written as that table, .nc as the Dataset."""
+    import pandas as pd
+
+    from .data import write_dataset
+    from .impute import impute as _impute, to_tidy, to_wide
+    from .tabular import TableOutput, file_format, parse_quantiles, write_table
+
+    if output not in (None, "xarray", "frame", "wide"):
+        from gendiff.errors import ConfigError
+
+        raise ConfigError(f"output={output!r}: expected 'xarray', 'frame' or 'wide'")
+    quantiles = parse_quantiles(quantiles if quantiles is not None else getattr(out, "quantiles", None))
+    if quantiles is not None and (output == "wide" or getattr(out, "wide", False)):
+        from gendiff.errors import ConfigError
+
+        raise ConfigError("quantiles go with the tidy table (output='frame'), not the wide one (the median)")
+    if output is None:
+        output = "frame" if isinstance(data, (pd.DataFrame, pd.Series)) or quantiles is not None else "xarray"
+    table_out = out is not None and (isinstance(out, TableOutput) or file_format(out) in ("csv", "parquet"))
+    ds = resolve_data(data, time_column=time_column)
+    if isinstance(data, (str, Path)) and "label" not in kwargs:
+        kwargs["label"] = str(data)
+    result = _impute(run, ds, members=members, **kwargs)
+    frame = None
+    if output != "xarray" or table_out:
+        wide = output == "wide" or getattr(out, "wide", False)
+        frame = to_wide(result, ds) if wide else to_tidy(result, ds, quantiles)
+    if out is not None:
+        if table_out:
+            write_table(frame.reset_index() if isinstance(frame.index, pd.DatetimeIndex) else frame, out,
+                        getattr(out, "table_format", None))
+        else:
+            write_dataset(result, out)
+    return result if output == "xarray" else frame
+
+
+def evaluate_imputation(run, data, *, time_column: str | None = None, **kwargs) -> dict:
+    """Hide a fraction of the observed values (default 10%, seeded), impute them, score model, linear
+    interpolation and seasonal baseline on them (CRPS fair and standard, normalised CRPS exact and CSDI's
+    19-quantile one, MAE of the median); see impute_eval.evaluate_imputation."""
+    from .impute_eval import evaluate_imputation as _evaluate
+
+    if isinstance(data, (str, Path)) and "label" not in kwargs:
+        kwargs["label"] = str(data)
+    return _evaluate(run, resolve_data(data, time_column=time_column), **kwargs)
+
+
 def demo(out="runs/weather-demo", device="auto", from_scratch: bool = False, **kwargs) -> dict:
     """The shipped pretrained:lorenz96 forecasting fresh Lorenz-96 data, scored against the baselines, with a plume
     and a skill-against-lead plot (seconds, no training); `from_scratch`: train a small model first, forecast,
@@ -119,5 +172,5 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["train", "forecast", "sample", "evaluate", "demo", "resolve_data", "from_pandas", "to_tidy", "from_tidy",
+__all__ = ["train", "forecast", "sample", "evaluate", "impute", "evaluate_imputation", "demo", "resolve_data", "from_pandas", "to_tidy", "from_tidy",
            "to_frame"]

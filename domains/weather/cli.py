@@ -58,6 +58,10 @@ def add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sample-steps", type=int, default=100)
     p.add_argument("--calibration", type=float, default=0.15,
                    help="fraction of the training period (its end) held out to calibrate the ensemble spread; 0: off")
+    p.add_argument("--task", choices=("forecast", "impute"), default="forecast",
+                   help="forecast (context -> horizon) or impute (hide observed entries of --window steps and "
+                        "generate them from the rest; for `gendiff impute`)")
+    p.add_argument("--window", default="64", help="--task impute: window length (a duration or a number of steps)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     _compute(p)
@@ -76,6 +80,7 @@ def run_train(args) -> int:
                     {"width": 96 if args.width is None else args.width},
                     sample_steps=args.sample_steps, calibration=args.calibration, seed=args.seed, resume=args.resume,
                     progress=not args.quiet, device=args.device, bf16=args.bf16, compile=args.compile,
+                    task=args.task, window=int(args.window) if args.window.isdigit() else args.window,
                     time_budget=None if args.minutes is None else 60.0 * args.minutes)
     print(json.dumps(summary, default=str))
     return 0
@@ -259,3 +264,7 @@ VERBS = {
 from .tabular_cli import extend_verbs  # noqa: E402  CSV / Parquet inputs and tidy outputs on the verbs
 
 VERBS = extend_verbs(VERBS)
+
+from .impute_cli import VERBS as _IMPUTE_VERBS  # noqa: E402  gendiff impute weather|timeseries
+
+VERBS.update(_IMPUTE_VERBS)
