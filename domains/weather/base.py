@@ -3,13 +3,13 @@
 Data flow: data.Codec (normalised values) -> base (climatology removed, AR mean forecast) -> windows -> inputs."""
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pandas as pd
 import torch
 
 from gendiff.errors import DataError
+
+from .stream import STREAM_BYTES
 
 
 class ARBase:
@@ -55,14 +55,23 @@ class ARBase:
         whose init falls in that slot over the all-window RMS, pooled over the features of each variable (`groups`:
         feature counts per variable) so that a few weeks of data give a stable estimate; 1 for slots with fewer
         than MIN_SLOT_WINDOWS windows."""
-        from .baselines import fit_ar
+        from .baselines import ar_sums, solve_ar
+        from .stream import row_blocks
 
-        phi, _ = fit_ar(np.asarray(values[index], dtype=np.float64), order)
-        ar = cls(phi)
+        c = values.shape[1]
+        index = np.asarray(index)
+        if len(index) and (np.diff(index) == 1).all():  # the normal equations summed block by block of steps
+            gram, rhs = np.zeros((c, order, order)), np.zeros((c, order))
+            lo, hi = int(index[0]), int(index[-1]) + 1
+            for a, b in row_blocks(lo, hi, c):
+                g, r = ar_sums(np.asarray(values[max(lo, a - order):b], dtype=np.float64), order)
+                gram, rhs = gram + g, rhs + r
+        else:
+            gram, rhs = ar_sums(np.asarray(values[index], dtype=np.float64), order)
+        ar = cls(solve_ar(gram, rhs))
         if starts is None:
             return ar
         starts = np.asarray(starts)
-        c = values.shape[1]
         n_slots, slot = 1, np.zeros(len(starts), dtype=np.int64)
         if times is not None and len(times) > 1:
             step_s = pd.Timedelta(times[1] - times[0]).total_seconds()
@@ -70,8 +79,14 @@ class ARBase:
                 ar.step_seconds, n_slots = step_s, int(86400 // step_s)
                 slot = ar.slots(times[starts + context - 1])
         sq, n = np.zeros((n_slots, horizon, c)), np.zeros((n_slots, horizon, c))
-        for chunk in np.array_split(np.arange(len(starts)), max(1, len(starts) // 256)):
-            w = torch.from_numpy(np.stack([values[s:s + context + horizon] for s in starts[chunk]]))
+        length = context + horizon
+        per_chunk = int(max(1, min(256, STREAM_BYTES // (8 * length * c))))
+        for chunk in np.array_split(np.arange(len(starts)), max(1, -(-len(starts) // per_chunk))):
+            if len(chunk) == 0:
+                continue
+            s0 = int(starts[chunk[0]])  # one read covers the chunk's windows (starts are increasing)
+            span = np.asarray(values[s0:int(starts[chunk[-1]]) + length])
+            w = torch.from_numpy(np.stack([span[s - s0:s - s0 + length] for s in starts[chunk]]))
             err = (w - ar.window_base(w, context))[:, context:].double().numpy()
             ok = np.isfinite(err)
             np.add.at(sq, slot[chunk], np.where(ok, err, 0.0) ** 2)
@@ -182,6 +197,45 @@ class ARBase:
                    None if diurnal is None else diurnal.cpu().numpy(), None if step is None else float(step))
 
 
+class HourlySums:
+    """Sums and counts of the finite values per hour of day and feature, added block by block of time steps (in
+    float64): the hourly climatology in one streaming pass. `hours` is None when the time step does not divide a
+    day (no daily cycle to remove)."""
+
+    def __init__(self, times: np.ndarray, n_features: int):
+        from .baselines import hour_of_day
+
+        self.hours, self.n_features = None, int(n_features)
+        if len(times) > 1 and pd.Timedelta(days=1) % pd.Timedelta(times[1] - times[0]) == pd.Timedelta(0):
+            self.hours = np.unique(hour_of_day(times))
+            self.sum = np.zeros((len(self.hours), n_features))
+            self.count = np.zeros((len(self.hours), n_features), dtype=np.int64)
+
+    def add(self, x: np.ndarray, finite: np.ndarray, times: np.ndarray, cols=slice(None)) -> None:
+        """x (n, c) float64 with 0 where not `finite`, at `times` (n,), into the features `cols`."""
+        from .baselines import hour_of_day
+
+        if self.hours is None:
+            return
+        pos = np.searchsorted(self.hours, hour_of_day(times))
+        for k in np.unique(pos):
+            rows = pos == k
+            self.sum[k, cols] += x[rows].sum(0)
+            self.count[k, cols] += finite[rows].sum(0)
+
+    def mean(self) -> np.ndarray:
+        """(H, C) mean per hour and feature; NaN where a feature has no value at that hour."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(self.count > 0, self.sum / np.maximum(self.count, 1), np.nan)
+
+    def climatology(self, offset=0.0, scale=1.0) -> "HourlyClimatology":
+        """The climatology of (value - offset) / scale (per feature; the codec's normalisation of raw sums), 0
+        where a feature has no value at an hour."""
+        if self.hours is None:
+            return HourlyClimatology(np.zeros(1), np.zeros((1, self.n_features), np.float32))
+        return HourlyClimatology(self.hours, np.nan_to_num((self.mean() - offset) / scale).astype(np.float32))
+
+
 class HourlyClimatology:
     """Per-feature mean by hour of day over the training period (normalised units), subtracted before the network.
 
@@ -192,18 +246,19 @@ class HourlyClimatology:
         self.hours, self.mean = np.asarray(hours, dtype=np.float64), np.asarray(mean, dtype=np.float32)
 
     @classmethod
-    def fit(cls, values: np.ndarray, times: np.ndarray, index: np.ndarray) -> "HourlyClimatology":
-        from .baselines import hour_of_day
+    def fit(cls, values, times: np.ndarray, index: np.ndarray) -> "HourlyClimatology":
+        """From normalised values (T, C) (an array or stream.EncodedValues) over the contiguous `index`, read in
+        blocks of time steps (stream.STREAM_BYTES)."""
+        from .stream import row_blocks
 
-        step = pd.Timedelta(times[1] - times[0])
-        if pd.Timedelta(days=1) % step != pd.Timedelta(0):
+        sums = HourlySums(times[index], values.shape[1])
+        if sums.hours is None:
             return cls(np.zeros(1), np.zeros((1, values.shape[1]), np.float32))  # no daily cycle to remove
-        h = hour_of_day(times[index])
-        hours = np.unique(h)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            mean = np.stack([np.nanmean(values[index][h == k], axis=0) for k in hours])
-        return cls(hours, np.nan_to_num(mean))
+        for a, b in row_blocks(int(index[0]), int(index[-1]) + 1, values.shape[1]):
+            x = np.asarray(values[a:b], dtype=np.float64)
+            finite = np.isfinite(x)
+            sums.add(np.where(finite, x, 0.0), finite, times[a:b])
+        return sums.climatology()
 
     def at(self, times) -> np.ndarray:
         """(*times.shape, C) climatological mean at the given times."""

@@ -40,18 +40,35 @@ def hourly_climatology(values: np.ndarray, times, train_idx: np.ndarray, valid_t
     return out
 
 
-def fit_ar(a: np.ndarray, order: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-feature AR(order) by least squares on consecutive rows of anomalies a (T, C); NaN pairs are left out.
-
-    Returns phi (C, order), lag 1 first, and the one-step residuals (T - order, C), 0 where a pair was left out."""
+def _ar_pairs(a: np.ndarray, order: int):
+    """(lags (n, C, p), target (n, C)) of consecutive rows of a (T, C), 0 where a pair has a NaN, and its mask."""
     p = order
     target = a[p:]
     lags = np.stack([a[p - k:len(a) - k] for k in range(1, p + 1)], axis=-1)  # (n, C, p)
     ok = np.isfinite(target) & np.isfinite(lags).all(-1)
-    lags0, target0 = np.where(ok[..., None], lags, 0.0), np.where(ok, target, 0.0)
-    gram = np.einsum("ncp,ncq->cpq", lags0, lags0) + 1e-6 * np.eye(p)
-    rhs = np.einsum("ncp,nc->cp", lags0, target0)
-    phi = np.linalg.solve(gram, rhs[..., None])[..., 0]  # (C, p)
+    return np.where(ok[..., None], lags, 0.0), np.where(ok, target, 0.0), ok, target
+
+
+def ar_sums(a: np.ndarray, order: int) -> tuple[np.ndarray, np.ndarray]:
+    """The per-feature AR(order) normal equations (gram (C, p, p), rhs (C, p)) of the consecutive rows of a (T, C);
+    sums over blocks of rows that overlap by `order` rows give those of all the rows (ARBase.fit streams them)."""
+    if len(a) <= order:
+        return np.zeros((a.shape[1], order, order)), np.zeros((a.shape[1], order))
+    lags0, target0, _, _ = _ar_pairs(a, order)
+    return np.einsum("ncp,ncq->cpq", lags0, lags0), np.einsum("ncp,nc->cp", lags0, target0)
+
+
+def solve_ar(gram: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """phi (C, p), lag 1 first, from the normal equations, with a small ridge for features without data."""
+    return np.linalg.solve(gram + 1e-6 * np.eye(gram.shape[-1]), rhs[..., None])[..., 0]
+
+
+def fit_ar(a: np.ndarray, order: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature AR(order) by least squares on consecutive rows of anomalies a (T, C); NaN pairs are left out.
+
+    Returns phi (C, order), lag 1 first, and the one-step residuals (T - order, C), 0 where a pair was left out."""
+    lags0, _, ok, target = _ar_pairs(a, order)
+    phi = solve_ar(*ar_sums(a, order))  # (C, p)
     return phi, np.where(ok, target - np.einsum("ncp,cp->nc", lags0, phi), 0.0)
 
 

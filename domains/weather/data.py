@@ -14,16 +14,28 @@ from gendiff.io import atomic_path
 TIME = "time"
 
 
-def open_data(source, variables=None, *, name: str | None = None) -> xr.Dataset:
-    """Open `source` (path to netCDF / zarr / GRIB, Dataset or DataArray), pick `variables` and validate the time axis."""
+def open_data(source, variables=None, *, name: str | None = None, chunks=None) -> xr.Dataset:
+    """Open `source`, pick `variables` and validate the time axis; the values stay on disk (lazy) until read.
+
+    `source`: a path to netCDF / zarr (a directory store) / GRIB, a glob ('era5/*.nc') or a list of files (one
+    dataset, combined by their coordinates with xarray.open_mfdataset), or an xarray Dataset / DataArray (kept as
+    it is, numpy- or dask-backed). `chunks`: dask chunks for files, an int (time steps per chunk), a dict as
+    xarray's (e.g. {"time": 24}) or a string "time=24,latitude=100"; None: xarray's lazy indexing without dask for
+    one netCDF / GRIB file, the store's own chunks for zarr, one chunk per file for many files.
+
+    The check that no variable is all NaN reads the values, so here it runs only on data already in memory; for
+    lazy data training finds it in its one pass over the training period (stream.fit_statistics)."""
+    chunks = parse_chunks(chunks)
     if isinstance(source, xr.DataArray):
         label = name or str(source.name or "DataArray")
         ds = source.to_dataset(name=source.name or "data")
     elif isinstance(source, xr.Dataset):
         label, ds = name or "Dataset", source
     else:
-        label = name or str(source)
-        ds = _open_path(Path(source))
+        paths = data_paths(source)
+        label = name or source_label(source)
+        ds = _open_path(paths[0], chunks) if len(paths) == 1 and not _is_glob(source) else \
+            _open_many(paths, chunks, label)
     if TIME not in ds.dims:
         raise DataError(f"{label}: no '{TIME}' dimension (dims: {', '.join(map(str, ds.dims)) or 'none'})")
     available = [str(v) for v in ds.data_vars if TIME in ds[v].dims]
@@ -43,30 +55,128 @@ def open_data(source, variables=None, *, name: str | None = None) -> xr.Dataset:
     ds = ds[list(variables)]
     check_time(ds, label)
     for v in variables:
-        if not bool(ds[v].notnull().any()):
+        if ds[v].variable._in_memory and not bool(ds[v].notnull().any()):  # numpy-backed: nothing to read
             raise DataError(f"{label}: variable '{v}' is all NaN")
     return ds
 
 
-def _open_path(path: Path) -> xr.Dataset:
+def source_label(source) -> str:
+    """How errors and run cards name `source`: its path or glob, the first of a list of files, or 'data'."""
+    if isinstance(source, (str, Path)):
+        return str(source)
+    if isinstance(source, (list, tuple)) and source:
+        return f"{source[0]} (+{len(source) - 1} files)" if len(source) > 1 else str(source[0])
+    return "data"
+
+
+def parse_chunks(chunks):
+    """None, an int (time steps per dask chunk), a dict, or 'time=24,latitude=100' / '24' -> xarray's chunks."""
+    if chunks is None or isinstance(chunks, dict):
+        return chunks
+    if isinstance(chunks, (int, np.integer)) and not isinstance(chunks, bool):
+        if chunks < 1:
+            raise ConfigError(f"chunks={chunks}: time steps per chunk must be >= 1")
+        return {TIME: int(chunks)}
+    text = str(chunks).strip()
+    if text.isdigit():
+        return parse_chunks(int(text))
+    out = {}
+    for part in text.split(","):
+        dim, eq, size = part.partition("=")
+        if not eq or not dim.strip() or not (size.strip().isdigit() or size.strip() in ("-1", "auto")):
+            raise ConfigError(f"chunks '{text}': expected N or DIM=N[,DIM=N...] (e.g. time=24,latitude=100)")
+        size = size.strip()
+        out[dim.strip()] = size if size == "auto" else int(size)
+    return out
+
+
+def is_lazy(ds: xr.Dataset) -> bool:
+    """Whether any data variable of `ds` is dask-backed (its values computed chunk by chunk on reading)."""
+    return any(ds[v].chunks is not None for v in ds.data_vars)
+
+
+def _is_glob(source) -> bool:
+    return isinstance(source, (str, Path)) and any(ch in str(source) for ch in "*?[")
+
+
+def data_paths(source) -> list[Path]:
+    """The files of `source` (a path, a glob or a list of paths); DataError for a glob that matches nothing."""
+    import glob
+
+    if isinstance(source, (list, tuple)):
+        if not source:
+            raise DataError("data: an empty list of files")
+        return [Path(p) for p in source]
+    if _is_glob(source) and not Path(source).exists():
+        paths = sorted(glob.glob(str(source)))
+        if not paths:
+            raise DataError(f"{source}: no file matches this pattern")
+        return [Path(p) for p in paths]
+    return [Path(source)]
+
+
+def _needs(package: str, path, what: str, extra: str) -> None:
+    if importlib.util.find_spec(package) is None:
+        raise DataError(f"{path}: {what} needs the '{package}' package (pip install 'gendiff[{extra}]')")
+
+
+def _is_zarr(path: Path) -> bool:
+    return path.suffix.lower() == ".zarr" or (path.is_dir() and ((path / ".zgroup").exists() or
+                                                                 (path / "zarr.json").exists()))
+
+
+def _open_path(path: Path, chunks=None) -> xr.Dataset:
     if not path.exists():
         raise DataError(f"{path}: no such file or directory")
     suffix = path.suffix.lower()
+    if chunks is not None:
+        _needs("dask", path, "reading in chunks (chunks=)", "lazy")
     try:
-        if suffix == ".zarr" or (path.is_dir() and (path / ".zgroup").exists() or (path / "zarr.json").exists()):
-            if importlib.util.find_spec("zarr") is None:
-                raise DataError(f"{path}: reading zarr needs the 'zarr' package (pip install 'gendiff[zarr]')")
-            return xr.open_zarr(path)
+        if _is_zarr(path):
+            _needs("zarr", path, "reading zarr", "zarr")
+            if importlib.util.find_spec("dask") is None:  # the store read lazily without dask
+                return xr.open_dataset(path, engine="zarr", chunks=None)
+            return xr.open_zarr(path, chunks="auto" if chunks is None else chunks)
+        if path.is_dir():
+            raise DataError(f"{path}: a directory but not a zarr store (for many files pass a glob: '{path}/*.nc')")
         if suffix in (".grib", ".grib2", ".grb", ".grb2"):
-            if importlib.util.find_spec("cfgrib") is None:
-                raise DataError(f"{path}: reading GRIB needs the 'cfgrib' package (pip install 'gendiff[grib]')")
+            _needs("cfgrib", path, "reading GRIB", "grib")
             # indexpath "": no .idx index file is written next to the user's data
-            return xr.open_dataset(path, engine="cfgrib", backend_kwargs={"indexpath": ""})
-        return xr.open_dataset(path)
+            return xr.open_dataset(path, engine="cfgrib", backend_kwargs={"indexpath": ""}, chunks=chunks)
+        return xr.open_dataset(path, chunks=chunks)
     except DataError:
         raise
     except Exception as exc:
         raise DataError(f"{path}: cannot be read as netCDF/zarr/GRIB ({type(exc).__name__}: {exc})") from None
+
+
+def _open_many(paths: list[Path], chunks, label: str) -> xr.Dataset:
+    """Files combined along their coordinates (xarray.open_mfdataset, combine='by_coords'), checked first one by
+    one: each readable, with a time axis and the same variables (xarray would fill a missing one with NaN), and
+    the other coordinates exactly equal (join='exact': a file on another grid is an error, not NaN padding)."""
+    _needs("dask", paths[0], f"reading {len(paths)} files as one dataset", "lazy")
+    first = None
+    for p in paths:
+        with _open_path(p) as one:  # metadata only: the values stay on disk
+            if TIME not in one.dims:
+                raise DataError(f"{p}: no '{TIME}' dimension (dims: {', '.join(map(str, one.dims)) or 'none'}); "
+                                f"the files of {label} are combined along '{TIME}'")
+            names = sorted(str(v) for v in one.data_vars if TIME in one[v].dims)
+        if first is None:
+            first = (p, names)
+        elif names != first[1]:
+            extra = sorted(set(names) ^ set(first[1]))
+            raise DataError(f"{p}: variables {', '.join(names)} differ from those of {first[0]} "
+                            f"({', '.join(first[1])}): '{extra[0]}' is not in both (mixed variables across files)")
+    try:
+        return xr.open_mfdataset([str(p) for p in paths], combine="by_coords", parallel=False, join="exact",
+                                 engine="zarr" if _is_zarr(paths[0]) else None,
+                                 data_vars="minimal", coords="minimal", compat="override",
+                                 chunks={} if chunks is None else chunks)
+    except Exception as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(f"{label}: the {len(paths)} files do not combine into one dataset along their coordinates "
+                        f"({type(exc).__name__}: {msg})") from None
 
 
 def check_time(ds: xr.Dataset, label: str) -> np.timedelta64:
@@ -186,18 +296,12 @@ class Codec:
 
     @classmethod
     def fit(cls, ds: xr.Dataset) -> "Codec":
-        """Per-variable mean/std over all times and points (NaN ignored); template = time-mean field (NaN = never valid)."""
-        mean, std, fields = {}, {}, {}
-        for v in ds.data_vars:
-            vals = ds[v].values.astype(np.float64)
-            m, s = float(np.nanmean(vals)), float(np.nanstd(vals))
-            mean[str(v)], std[str(v)] = m, (s if s > 0 else 1.0)
-            fields[v] = ds[v].mean(TIME, skipna=True, keep_attrs=True).astype(ds[v].dtype)
-            fields[v].attrs = dict(ds[v].attrs)
-            fields[v].encoding = {}
-        template = xr.Dataset(fields, attrs=dict(ds.attrs))
-        template = template.drop_vars([c for c in template.coords if TIME in template[c].dims], errors="ignore")
-        return cls(template, mean, std)
+        """Per-variable mean/std over all times and points (NaN ignored); template = time-mean field (NaN = never
+        valid); computed in one pass over blocks of time steps (stream.fit_statistics), so `ds` may be larger than
+        memory."""
+        from .stream import fit_statistics
+
+        return fit_statistics(ds, hourly=False).codec
 
     @property
     def num_features(self) -> int:
@@ -206,22 +310,26 @@ class Codec:
     def feature_dims(self, v: str) -> tuple:
         return tuple(self.template[v].dims)
 
-    def encode(self, ds: xr.Dataset, label: str = "data") -> np.ndarray:
-        """Dataset (time, ...) -> normalised float32 (T, C); NaN stays NaN."""
+    def encode(self, ds: xr.Dataset, label: str = "data", check: bool = True) -> np.ndarray:
+        """Dataset (time, ...) -> normalised float32 (T, C); NaN stays NaN. `check`: variables, dims and coordinates
+        against the template (False: already checked on this Dataset, stream.EncodedValues' reads of its slices)."""
         parts = []
         for v in self.variables:
-            if v not in ds.data_vars:
-                raise DataError(f"{label}: unknown variable '{v}' "
-                                f"(the model was trained on {', '.join(self.variables)})")
-            dims = self.feature_dims(v)
-            if set(ds[v].dims) != set(dims) | {TIME}:
-                raise DataError(f"{label}: variable '{v}' has dims {ds[v].dims}, "
-                                f"the model expects (time, {', '.join(dims)})")
-            da = ds[v].transpose(TIME, *dims)
-            self.check_coords(da, v, label)  # first: a coordinate that differs in length is named
-            if da.shape[1:] != self.template[v].shape:
-                raise DataError(f"{label}: variable '{v}' has shape {da.shape[1:]}, expected {self.template[v].shape}")
-            vals = da.values.reshape(da.shape[0], -1).astype(np.float64)
+            if check:
+                if v not in ds.data_vars:
+                    raise DataError(f"{label}: unknown variable '{v}' "
+                                    f"(the model was trained on {', '.join(self.variables)})")
+                dims = self.feature_dims(v)
+                if set(ds[v].dims) != set(dims) | {TIME}:
+                    raise DataError(f"{label}: variable '{v}' has dims {ds[v].dims}, "
+                                    f"the model expects (time, {', '.join(dims)})")
+            da = ds[v].transpose(TIME, *self.feature_dims(v))
+            if check:
+                self.check_coords(da, v, label)  # first: a coordinate that differs in length is named
+                if da.shape[1:] != self.template[v].shape:
+                    raise DataError(f"{label}: variable '{v}' has shape {da.shape[1:]}, "
+                                    f"expected {self.template[v].shape}")
+            vals = da.values.reshape(da.shape[0], int(np.prod(da.shape[1:], dtype=np.int64))).astype(np.float64)
             parts.append(((vals - self.mean[v]) / self.std[v]).astype(np.float32))
         return np.concatenate(parts, axis=1)
 

@@ -1,6 +1,7 @@
 """Train the temporal U-Net on windows of an xarray Dataset (context known, horizon generated) with the core Trainer."""
 from __future__ import annotations
 
+import functools
 import json
 import warnings
 from pathlib import Path
@@ -8,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+import xarray as xr
 
 from gendiff.device import resolve_device
 from gendiff.errors import ConfigError, DataError
@@ -17,12 +19,13 @@ from gendiff.losses import constant_weight
 from gendiff.schedules import get_schedule, schedule_config
 from gendiff.training import TrainConfig, Trainer
 
-from .base import ARBase, HourlyClimatology
-from .data import Codec, calendar_features, open_data, parse_duration, period_indices, time_step
+from .base import ARBase
+from .data import calendar_features, is_lazy, open_data, parse_duration, period_indices, source_label, time_step
 from .inputs import cond_channels
 from .loss import VariableBalancedSpace, make_step_fn
 from .network import build_denoiser, compile_network, is_old_state
 from .run import save_state
+from .stream import EncodedValues, decide_in_memory, fit_statistics
 from .windows import GridWindowDataset, WindowDataset, window_starts
 
 NET_DEFAULTS = {"width": 64, "mults": (1, 2, 2), "blocks_per_level": 1, "heads": 4, "dropout": 0.1,
@@ -35,8 +38,6 @@ TRAIN_DEFAULTS = {"max_steps": 3000, "batch_size": 32, "lr": 5e-4, "warmup_steps
 
 def open_static(static, label: str):
     """`static` (an xarray Dataset / DataArray or a file) -> a Dataset of time-free fields; DataError otherwise."""
-    import xarray as xr
-
     from .data import _open_path
 
     if isinstance(static, xr.DataArray):
@@ -55,7 +56,8 @@ def train(data, out, *, variables=None, train_period=None, context="24h", horizo
           net: dict | None = None, sampler="euler_maruyama", sample_steps=100, context_noise: float = 0.0,
           calibration: float = 0.15, resume=False, progress=True, device="auto", bf16: bool = False,
           compile=False, card: dict | None = None, missing_flag: bool = True, arch: str = "unet1d",
-          static=None, patch: int | None = None, task: str = "forecast", window=64, **config) -> dict:
+          static=None, patch: int | None = None, task: str = "forecast", window=64, chunks=None, workers: int = 0,
+          in_memory: bool | None = None, **config) -> dict:
     """Fit a weather forecast model on `data` (path, Dataset or DataArray); writes a run folder `out`; returns a summary.
 
     The network generates the horizon as departures from `base`: "linear" (a per-feature AR(`ar_order`) mean
@@ -102,23 +104,37 @@ def train(data, out, *, variables=None, train_period=None, context="24h", horizo
         raise ConfigError(f"context_noise={context_noise!r} must be >= 0")
     if base not in (None, "linear"):
         raise ConfigError(f"base={base!r}: expected 'linear' or None")
-    label = str(data) if isinstance(data, (str, Path)) else "data"
-    ds = open_data(data, variables, name=label)
+    label = source_label(data)
+    ds = open_data(data, variables, name=label, chunks=chunks)
     step = time_step(ds)
-    ctx_steps = 0 if task == "impute" else parse_duration(context, step, "context")
-    hor_steps = parse_duration(window if task == "impute" else horizon, step,  # impute: the whole window generated
-                               "window" if task == "impute" else "horizon")
+    ctx_steps = parse_duration(context, step, "context")
+    hor_steps = parse_duration(horizon, step, "horizon")
     idx = period_indices(ds, train_period, label, "training period")
-    train_ds = ds.isel(time=idx)
-    codec = Codec.fit(train_ds)
+    stats = fit_statistics(ds.isel(time=idx), label)
+    codec = stats.codec
     for v in codec.variables:
-        if not bool(train_ds[v].notnull().any()):
+        if not stats.counts[v]:
             raise DataError(f"{label}: variable '{v}' is all NaN in the training period {train_period}")
-    values = codec.encode(ds, label)
     times = ds["time"].values
+    has_data = np.zeros(len(times), dtype=bool)
+    has_data[idx] = stats.has_data
+    clim = stats.climatology()
+    reopen = None
+    if isinstance(data, (str, Path, list, tuple)):  # each DataLoader worker opens the files itself
+        reopen = functools.partial(open_data, data, codec.variables, name=label, chunks=chunks)
+    values = EncodedValues(ds, codec, clim, label, reopen)
+    in_memory = decide_in_memory(in_memory, values, chunks is not None or (isinstance(data, xr.Dataset)
+                                                                          and is_lazy(data)))
+    if in_memory:
+        values = values.load()
     n_hold = int(round(len(idx) * calibration))
     idx_net, idx_hold = idx[:len(idx) - n_hold], idx[len(idx) - n_hold:]
-    starts = window_starts(len(times), idx_net, ctx_steps + hor_steps, values, ctx_steps)
+    starts = window_starts(len(times), idx_net, ctx_steps + hor_steps, None, ctx_steps, has_data)
+    if not isinstance(workers, (int, np.integer)) or isinstance(workers, bool) or workers < 0:
+        raise ConfigError(f"workers={workers!r} must be a whole number >= 0 (DataLoader worker processes)")
+    if "num_workers" in config and int(config["num_workers"]) != int(workers) and workers:
+        raise ConfigError("pass workers= or num_workers=, not both")
+    config.setdefault("num_workers", int(workers))
     unknown = sorted(set(config) - set(TRAIN_DEFAULTS) - {f for f in TrainConfig.__dataclass_fields__})
     if unknown:
         raise ConfigError(f"train: unknown option(s) {', '.join(unknown)}")
@@ -192,8 +208,6 @@ def train(data, out, *, variables=None, train_period=None, context="24h", horizo
         (out / stale).unlink(missing_ok=True)
     torch.manual_seed(tcfg.seed)
     denoiser = build_denoiser(run_cfg)
-    clim = HourlyClimatology.fit(values, times, idx)
-    values = values - clim.at(times)
     ar = None
     if base == "linear":
         ar = ARBase.fit(values, idx, int(ar_order), starts, ctx_steps, hor_steps, times, codec.sizes)
@@ -205,7 +219,8 @@ def train(data, out, *, variables=None, train_period=None, context="24h", horizo
         n_loc, n_patch = locations["locations"], locations["patch"]
         dataset = GridWindowDataset(values, calendar, starts, ctx_steps, hor_steps, residual=bool(residual), base=ar,
                                     times=times, static=static_values, locations=n_loc,
-                                    pos_dims=locations["pos_dims"], patch=n_patch, seed=int(tcfg.seed))
+                                    pos_dims=locations["pos_dims"], patch=n_patch, seed=int(tcfg.seed),
+                                    valid=codec.valid)
         if n_patch is not None:  # each variable's features in a patch: its channels x the patch's locations
             groups = [size // n_loc * n_patch for size in codec.sizes]
     elif task == "impute":
@@ -214,7 +229,7 @@ def train(data, out, *, variables=None, train_period=None, context="24h", horizo
         dataset = ImputeWindowDataset(values, calendar, starts, hor_steps, seed=int(tcfg.seed))
     else:
         dataset = WindowDataset(values, calendar, starts, ctx_steps, hor_steps, residual=bool(residual), base=ar,
-                                times=times, missing_flag=bool(missing_flag))
+                                times=times, missing_flag=bool(missing_flag), valid=codec.valid)
     weighting = constant_weight() if precondition else None
     trainer = Trainer(denoiser, make_step_fn(sched, VariableBalancedSpace(groups), float(context_noise), weighting),
                       dataset, tcfg, out, resume="auto" if resume == "auto" else bool(resume))
@@ -222,7 +237,7 @@ def train(data, out, *, variables=None, train_period=None, context="24h", horizo
         compile_network(trainer.model, compile)  # after the Trainer made its EMA copy: that stays eager
     summary = trainer.fit()
     summary.update(parameters=int(sum(p.numel() for p in denoiser.parameters())), windows=int(len(starts)),
-                   run=str(out))
+                   run=str(out), in_memory=bool(in_memory), workers=int(tcfg.num_workers))
     from . import calibrate
 
     (out / calibrate.FILE).unlink(missing_ok=True)

@@ -16,10 +16,12 @@ from gendiff.device import make_generator, resolve_device
 from gendiff.errors import ConfigError, DataError
 from gendiff.samplers import prior_sample, sample
 
-from .data import Codec, calendar_features, init_indices, open_data, parse_duration, time_step, write_dataset
+from .data import (Codec, calendar_features, init_indices, open_data, parse_duration, source_label, time_step,
+                   write_dataset)
 from .inputs import anchor_of, grid_cond, make_inputs
 from .network import compile_network
 from .run import Run, load_run, regrid, subregion
+from .stream import EncodedValues
 
 
 GRID_SEQUENCES = 8192  # gridnet forecasts: at most this many (window, location) sequences per network call
@@ -152,7 +154,7 @@ def forecast(run, data, *, init_period=None, init_times=None, init_every="6h", m
              sampler: str | None = None, steps: int | None = None, seed: int = 0, batch_size: int = 256,
              out=None, progress: bool = True, calibrated: bool = True, chain_base: str = "level", device=None,
              bf16: bool = False, compile=False, command: str | None = None, new_locations: bool = False,
-             static=None) -> xr.Dataset:
+             static=None, chunks=None) -> xr.Dataset:
     """Ensemble forecasts from every init time in init_period (or the given init_times); optionally written to out.
 
     `calibrated`: rescale members about their mean by the run's spread calibration (calibrate.py), when it has one.
@@ -168,7 +170,10 @@ def forecast(run, data, *, init_period=None, init_times=None, init_every="6h", m
     locations it was not trained on (a larger or another region of the same kind of data): the per-location state
     (codec template, hourly climatology, AR base and its error level) is fitted on the data before the first init
     time (run.regrid), the network and the spread calibration are the run's; `static`: the static fields
-    (land-sea mask, ...) of the new locations, when the run was trained with some."""
+    (land-sea mask, ...) of the new locations, when the run was trained with some.
+
+    `data` is read lazily (data.open_data; `chunks` as there): only each init's context is read from it
+    (stream.EncodedValues), so it may be larger than memory."""
     if device is not None:
         device = resolve_device(device)  # a bad name fails before anything is read
     if isinstance(run, Run):
@@ -178,8 +183,8 @@ def forecast(run, data, *, init_period=None, init_times=None, init_every="6h", m
         run = load_run(run, device="auto" if device is None else device)
     if compile:
         compile_network(run.denoiser, compile)
-    label = str(data) if isinstance(data, (str, Path)) else "data"
-    ds = open_data(data, run.codec.variables, name=label)
+    label = source_label(data)
+    ds = open_data(data, run.codec.variables, name=label, chunks=chunks)
     run = subregion(run, ds, label)  # a gridnet run on a part of its grid
     step = time_step(ds)
     if step.total_seconds() != run.config["time_step_seconds"]:
@@ -204,7 +209,7 @@ def forecast(run, data, *, init_period=None, init_times=None, init_every="6h", m
     times = ds["time"].values
     if new_locations:  # a gridnet run on another region: its per-location state from the data before the inits
         run = regrid(run, ds, int(np.min(idx)) - run.context + 1, static, label)
-    values = run.codec.encode(ds, label) - run.climatology.at(times)
+    values = EncodedValues(ds, run.codec, run.climatology, label)
     sampler = sampler or run.config["sampler"]
     steps = int(steps or run.config["sample_steps"])
     t0 = time.perf_counter()

@@ -219,6 +219,7 @@ def regrid(run: Run, ds, until: int, static=None, label: str = "data") -> Run:
     network, the normalisation per variable and the spread calibration stay the run's."""
     from .data import time_step
     from .gridnet import static_inputs
+    from .stream import EncodedValues, fit_statistics
     from .windows import window_starts
 
     if run.arch != "gridnet":
@@ -236,9 +237,8 @@ def regrid(run: Run, ds, until: int, static=None, label: str = "data") -> Run:
                         "with them on the new locations")
     if not fields and static is not None:
         raise DataError(f"{label}: the run was trained without static fields; static= has nowhere to go")
-    history = ds.isel(time=slice(0, until))
-    fitted = Codec.fit(history[run.codec.variables])
-    codec = Codec(fitted.template, run.codec.mean, run.codec.std)
+    stats = fit_statistics(ds.isel(time=slice(0, until))[run.codec.variables], label)
+    codec = Codec(stats.codec.template, run.codec.mean, run.codec.std)
     if static is not None:
         from .fit import open_static
 
@@ -254,13 +254,14 @@ def regrid(run: Run, ds, until: int, static=None, label: str = "data") -> Run:
         raise DataError(f"{label}: the new locations have {info['channels']} channels and {info['pos_kind']} "
                         f"positions, the run {old['channels']} and {old['pos_kind']}")
     times = ds["time"].values
-    values = codec.encode(ds, label)
     index = np.arange(until)
-    clim = HourlyClimatology.fit(values, times, index)
-    values = values - clim.at(times)
+    clim = stats.climatology(codec)
+    values = EncodedValues(ds, codec, clim, label)
     ar = None
     if run.ar is not None:
-        starts = window_starts(len(times), index, length, values, run.context)
+        has_data = np.zeros(len(times), dtype=bool)
+        has_data[:until] = stats.has_data
+        starts = window_starts(len(times), index, length, None, run.context, has_data)
         ar = ARBase.fit(values, index, run.ar.order, starts, run.context, run.horizon, times, codec.sizes)
         ar.to(run.ar.device)
     config = {**run.config, "locations": {**old, **{k: info[k] for k in ("locations", "fields")}}}

@@ -18,6 +18,7 @@ from . import baselines
 from .data import Codec, _jsonable, open_data, period_indices, time_step, write_dataset
 from .forecasting import forecast_dataset
 from .metrics import score
+from .stream import EncodedValues
 
 SYSTEMS = ("model", "persistence", "climatology", "linear", "ar_calibrated")
 DEFAULT_SYSTEMS = ("model", "persistence", "climatology", "linear")  # ar_calibrated needs the run: ask for it
@@ -102,7 +103,7 @@ def baseline_forecasts(truth: xr.Dataset, fc: xr.Dataset, train_period, members:
     n_lead = int(lead_steps[-1])
     train_idx = period_indices(truth, train_period, label, "training period")
     codec = Codec.fit(truth.isel(time=train_idx))
-    values = codec.encode(truth, label)
+    values = EncodedValues(truth, codec, label=label)  # read where a baseline needs it
     times = truth["time"].values
     tindex = pd.DatetimeIndex(times)
     init = pd.DatetimeIndex(fc["init_time"].values)
@@ -141,7 +142,7 @@ def ar_calibrated_forecast(run, truth: xr.Dataset, fc: xr.Dataset, members: int,
     init_idx = pd.DatetimeIndex(times).get_indexer(init)
     if (init_idx < 0).any():
         raise DataError(f"{label}: init time {init[init_idx < 0][0]} of the forecast is not in the truth data")
-    values = run.codec.encode(truth, label) - run.climatology.at(times)
+    values = EncodedValues(truth, run.codec, run.climatology, label)
     arr = baselines.ar_calibrated(run, values, times, init_idx, int(lead_steps[-1]), members, seed=seed)
     return forecast_dataset(run.codec, arr, init.values, step).isel(lead_time=lead_steps - 1)
 

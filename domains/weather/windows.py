@@ -10,12 +10,16 @@ from .inputs import make_inputs
 
 
 class WindowDataset(torch.utils.data.Dataset):
-    """All windows of length context + horizon starting at `starts` over normalised values (T, C)."""
+    """All windows of length context + horizon starting at `starts` over normalised values (T, C): a numpy array
+    in memory, or a stream.EncodedValues whose windows are read from disk in __getitem__ (each DataLoader worker
+    reading its own). `valid` (C,): the features that are ever valid (default: those with a finite value in
+    `values`, which reads everything; training passes the codec's)."""
 
-    def __init__(self, values: np.ndarray, calendar: np.ndarray, starts: np.ndarray, context: int, horizon: int,
+    def __init__(self, values, calendar: np.ndarray, starts: np.ndarray, context: int, horizon: int,
                  residual: bool = True, base: ARBase | None = None, times: np.ndarray | None = None,
-                 missing_flag: bool = False):
-        self.values, self.calendar, self.residual = torch.from_numpy(values), torch.from_numpy(calendar), residual
+                 missing_flag: bool = False, valid: np.ndarray | None = None):
+        self.values = torch.from_numpy(values) if isinstance(values, np.ndarray) else values
+        self.calendar, self.residual = torch.from_numpy(calendar), residual
         self.base, self.missing_flag = base, bool(missing_flag)
         self.starts, self.context, self.length = np.asarray(starts), context, context + horizon
         self.scale = self.slot = None
@@ -24,14 +28,16 @@ class WindowDataset(torch.utils.data.Dataset):
                          else np.zeros(len(self.starts), dtype=np.int64))
             n_slots = 1 if base.diurnal is None else base.diurnal.shape[0]
             self.scale = base.window_scale(self.length, context, np.arange(n_slots))
-        self.valid = torch.from_numpy(np.isfinite(values).any(0))
+        self.valid = torch.from_numpy(np.asarray(valid, dtype=bool) if valid is not None
+                                      else np.isfinite(np.asarray(values)).any(0))
 
     def __len__(self) -> int:
         return len(self.starts)
 
     def __getitem__(self, i: int):
         s = int(self.starts[i])
-        window = self.values[None, s:s + self.length]
+        window = self.values[s:s + self.length]
+        window = (window if isinstance(window, torch.Tensor) else torch.from_numpy(window))[None]
         base = None if self.base is None else self.base.window_base(window, self.context)
         scale = None if self.scale is None else self.scale[self.slot[i]]
         x0, mask, cond = make_inputs(window, self.calendar[None, s:s + self.length], self.context, self.valid,
@@ -39,15 +45,24 @@ class WindowDataset(torch.utils.data.Dataset):
         return {"x0": x0[0], "mask": mask[0], "cond": cond[0]}
 
 
-def window_starts(n_times: int, index: np.ndarray, length: int, values: np.ndarray, context: int) -> np.ndarray:
-    """Window starts whose whole window lies inside the (contiguous) index and whose horizon has data."""
+def window_starts(n_times: int, index: np.ndarray, length: int, values, context: int,
+                  has_data: np.ndarray | None = None) -> np.ndarray:
+    """Window starts whose whole window lies inside the (contiguous) index and whose horizon has data.
+
+    `has_data` (n_times,): whether each step holds any finite value (stream.fit_statistics), in place of reading
+    `values` (which may then be None)."""
     inside = np.zeros(n_times, dtype=bool)
     inside[index] = True
-    starts = []
-    for s in range(n_times - length + 1):
-        if inside[s:s + length].all() and np.isfinite(values[s + context:s + length]).any():
-            starts.append(s)
-    return np.asarray(starts, dtype=np.int64)
+    if has_data is None:
+        has_data = np.isfinite(np.asarray(values)).any(1)
+    n = n_times - length + 1
+    if n <= 0:
+        return np.zeros(0, dtype=np.int64)
+    c_in = np.concatenate([[0], np.cumsum(inside)])
+    c_data = np.concatenate([[0], np.cumsum(np.asarray(has_data, dtype=bool))])
+    s = np.arange(n)
+    ok = (c_in[s + length] - c_in[s] == length) & (c_data[s + length] - c_data[s + context] > 0)
+    return s[ok].astype(np.int64)
 
 
 class GridWindowDataset(WindowDataset):
@@ -66,10 +81,14 @@ class GridWindowDataset(WindowDataset):
         self.n, self.pos = int(locations), np.asarray(static, dtype=np.float64)[:, :pos_dims]
         self.k = self.values.shape[1] // self.n
         self.patch = None if patch is None or patch >= self.n else int(patch)
-        self.rng = np.random.default_rng(seed)
+        self.seed, self.rng, self._worker = int(seed), np.random.default_rng(seed), None
 
     def locations_of(self) -> np.ndarray:
-        """Sorted location indices of one random patch."""
+        """Sorted location indices of one random patch; each DataLoader worker draws from its own stream (a
+        forked worker would otherwise repeat the draws of every other)."""
+        info = torch.utils.data.get_worker_info()
+        if info is not None and self._worker != info.id:
+            self._worker, self.rng = info.id, np.random.default_rng([self.seed, info.id])
         if self.pos.shape[1] == 0:
             return np.sort(self.rng.choice(self.n, self.patch, replace=False))
         centre = self.pos[self.rng.integers(self.n)]

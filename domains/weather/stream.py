@@ -1,0 +1,286 @@
+"""Data larger than memory: blocks of time steps, the codec's statistics and the hourly climatology in one pass over
+them, and the normalised values read on demand (EncodedValues) by the training windows, the AR fit and the forecasts.
+
+Every consumer of the normalised values (T, C) takes either a numpy array or an EncodedValues and reads it by time
+slices (`values[a:b]`), so data in memory and data on disk go through the same code and give the same numbers."""
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import xarray as xr
+
+from .data import TIME, Codec, is_lazy
+
+STREAM_BYTES = 16 * 2**20  # float64 bytes of the values of one block of time steps read by a streaming pass
+IN_MEMORY_BYTES = 2 * 2**30  # train(in_memory=None) reads the values into memory up to this size (float32)
+
+
+def row_blocks(start: int, stop: int, n_features: int, max_bytes: int | None = None,
+               bounds: np.ndarray | None = None) -> list[tuple[int, int]]:
+    """[start, stop) cut into consecutive blocks of at most `max_bytes` (STREAM_BYTES) of float64 values of
+    `n_features` per step (at least one step each). With `bounds` (the data's chunk boundaries along time, as
+    indices), blocks end on them where a block can hold whole chunks, so no chunk is read twice."""
+    per_block = max(1, int((max_bytes or STREAM_BYTES) // (8 * max(1, n_features))))
+    if bounds is None:
+        return [(a, min(a + per_block, stop)) for a in range(start, stop, per_block)]
+    cuts = [start] + [int(b) for b in bounds if start < b < stop] + [stop]
+    out, a = [], start
+    for i, b in enumerate(cuts[1:], 1):
+        nxt = cuts[i + 1] if i + 1 < len(cuts) else None
+        if nxt is None or nxt - a > per_block:  # close the block here (split a chunk larger than a block)
+            while b - a > per_block:
+                out.append((a, a + per_block))
+                a += per_block
+            out.append((a, b))
+            a = b
+    return [(a, b) for a, b in out if b > a]
+
+
+def time_blocks(ds: xr.Dataset, max_bytes: int | None = None) -> list[tuple[int, int]]:
+    """Blocks of time steps over all of `ds` (row_blocks), on its dask chunk boundaries when it has them."""
+    n_time = ds.sizes[TIME]
+    n_features = sum(int(ds[v].size // max(1, n_time)) for v in ds.data_vars)
+    bounds = None
+    for v in ds.data_vars:
+        chunks = ds[v].chunksizes.get(TIME) if ds[v].chunks is not None else None
+        if chunks:
+            bounds = np.cumsum(chunks)[:-1]
+            break
+    return row_blocks(0, n_time, n_features, max_bytes, bounds)
+
+
+def memory_headroom() -> int | None:
+    """Bytes this process may still allocate: the memory the system has available, or less under a resource limit
+    on data size or address space (as a batch system or a test sets); None where neither can be read."""
+    import resource
+
+    room = []
+    try:
+        with open("/proc/meminfo") as f:
+            info = dict(line.split(":", 1) for line in f)
+        room.append(int(info["MemAvailable"].split()[0]) * 1024)
+        with open("/proc/self/status") as f:
+            status = dict(line.split(":", 1) for line in f if ":" in line)
+        for limit, used in ((resource.RLIMIT_DATA, "VmData"), (resource.RLIMIT_AS, "VmSize")):
+            soft = resource.getrlimit(limit)[0]
+            if soft != resource.RLIM_INFINITY:
+                room.append(soft - int(status[used].split()[0]) * 1024)
+    except (OSError, KeyError, ValueError):
+        pass
+    return max(0, min(room)) if room else None
+
+
+def decide_in_memory(in_memory: bool | None, values: "EncodedValues", chose_lazy: bool) -> bool:
+    """train's in_memory: as given, else False when the caller chose lazy data (`chose_lazy`: dask chunks or a
+    dask-backed Dataset), else whether the float32 values fit in IN_MEMORY_BYTES and a quarter of the headroom."""
+    if in_memory is not None:
+        return bool(in_memory)
+    if chose_lazy:
+        return False
+    size = 4 * values.shape[0] * values.shape[1]
+    room = memory_headroom()
+    return size <= IN_MEMORY_BYTES and (room is None or size <= room // 4)
+
+
+@contextlib.contextmanager
+def _synchronous():
+    """dask computes in the calling thread: window reads are small, and a DataLoader worker forked from a process
+    whose dask thread pool existed has a copy of that pool without its threads (it would wait forever)."""
+    try:
+        import dask
+    except ImportError:
+        yield
+        return
+    with dask.config.set(scheduler="synchronous"):
+        yield
+
+
+@dataclass
+class Statistics:
+    """What one pass over the training period gives: the codec (per-variable mean and std, the time-mean
+    template), the raw per-hour sums of the hourly climatology, and which time steps hold any finite value."""
+
+    codec: Codec
+    hourly: object | None  # base.HourlySums of the raw values, or None
+    has_data: np.ndarray  # (T,) bool
+    counts: dict  # finite values per variable
+
+    def climatology(self, codec: Codec | None = None):
+        """The hourly climatology of the values normalised by `codec` (default: the fitted one)."""
+        codec = codec or self.codec
+        offset, scale = feature_normalisation(codec)
+        return self.hourly.climatology(offset, scale)
+
+
+def feature_normalisation(codec: Codec) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature (mean, std) of the codec's per-variable normalisation, (C,) each."""
+    offset = np.concatenate([np.full(n, codec.mean[v]) for v, n in zip(codec.variables, codec.sizes)])
+    scale = np.concatenate([np.full(n, codec.std[v]) for v, n in zip(codec.variables, codec.sizes)])
+    return offset, scale
+
+
+def fit_statistics(ds: xr.Dataset, label: str = "data", hourly: bool = True,
+                   max_bytes: int | None = None) -> Statistics:
+    """One pass over `ds` in blocks of time steps (time_blocks): per variable the mean and standard deviation of
+    all finite values (float64, blocks merged with Chan et al.'s pairwise update, so equal to numpy's nanmean and
+    nanstd of everything in memory to rounding), per feature the time mean (the codec's template; NaN = never
+    valid), with `hourly` the per-hour sums of the hourly climatology (base.HourlySums), and per step whether any
+    value is finite (window_starts). Only one block's values are in memory at a time."""
+    from .base import HourlySums
+
+    variables = [str(v) for v in ds.data_vars]
+    dims = {v: tuple(d for d in ds[v].dims if d != TIME) for v in variables}
+    sizes = [int(ds[v].size // max(1, ds.sizes[TIME])) for v in variables]
+    times = ds[TIME].values
+    sums = HourlySums(times, sum(sizes)) if hourly else None
+    n = {v: 0 for v in variables}
+    mean = {v: 0.0 for v in variables}
+    m2 = {v: 0.0 for v in variables}
+    point_sum = {v: np.zeros(s) for v, s in zip(variables, sizes)}
+    point_count = {v: np.zeros(s, dtype=np.int64) for v, s in zip(variables, sizes)}
+    has_data = np.zeros(len(times), dtype=bool)
+    for a, b in time_blocks(ds, max_bytes):
+        start = 0
+        for v, size in zip(variables, sizes):
+            x = np.asarray(ds[v].isel({TIME: slice(a, b)}).transpose(TIME, *dims[v]).values)
+            x = x.reshape(b - a, -1).astype(np.float64)
+            finite = np.isfinite(x)
+            x[~finite] = 0.0
+            has_data[a:b] |= finite.any(1)
+            point_sum[v] += x.sum(0)
+            point_count[v] += finite.sum(0)
+            if sums is not None:
+                sums.add(x, finite, times[a:b], slice(start, start + size))
+            start += size
+            nb = int(finite.sum())
+            if nb == 0:
+                continue
+            mb = float(x.sum() / nb)
+            x -= mb
+            x[~finite] = 0.0
+            m2b = float((x * x).sum())
+            delta, total = mb - mean[v], n[v] + nb
+            mean[v] += delta * nb / total
+            m2[v] += m2b + delta * delta * n[v] * nb / total
+            n[v] = total
+    fields = {}
+    for v in variables:
+        first = ds[v].isel({TIME: 0}, drop=True)
+        timed = [c for c in ds[v].coords if TIME in ds[v][c].dims]
+        first = first.drop_vars([c for c in timed if c in first.coords], errors="ignore")
+        with np.errstate(invalid="ignore", divide="ignore"):
+            tm = np.where(point_count[v] > 0, point_sum[v] / np.maximum(point_count[v], 1), np.nan)
+        field = xr.DataArray(tm.reshape(first.shape).astype(ds[v].dtype), dims=first.dims, coords=first.coords,
+                             attrs=dict(ds[v].attrs))
+        fields[v] = field
+    template = xr.Dataset(fields, attrs=dict(ds.attrs))
+    means = {v: (mean[v] if n[v] else float("nan")) for v in variables}
+    stds = {}
+    for v in variables:
+        s = float(np.sqrt(m2[v] / n[v])) if n[v] else float("nan")
+        stds[v] = s if s > 0 else 1.0
+    return Statistics(Codec(template, means, stds), sums, has_data, dict(n))
+
+
+_INHERITED: list = []  # file handles a forked process found open: kept (closing them could touch shared state)
+
+
+def _forget_open_files() -> None:
+    """Make xarray reopen, in this process, every file it had open before a fork (its file cache is inherited):
+    netCDF / HDF5 handles are not safe to share between processes."""
+    from xarray.backends.file_manager import FILE_CACHE
+
+    for key in list(FILE_CACHE):
+        _INHERITED.append(FILE_CACHE.pop(key, None))
+
+
+class EncodedValues:
+    """The normalised values (T, C) of a Dataset, numpy- or dask-backed or lazily opened, read on demand:
+    `values[a:b]` reads steps a..b-1 from `ds`, encodes them with `codec` (data.Codec.encode) and removes the
+    hourly `climatology` (when given): the same numbers as encoding everything, with only the slice in memory.
+
+    In another process (a DataLoader worker, forked or spawned) the data are reopened there: by `reopen` (a
+    picklable callable returning the Dataset: open_data by path) when given, else by emptying xarray's inherited
+    file cache, so no netCDF / HDF5 handle is shared between processes; dask computes in the reading thread."""
+
+    ndim = 2
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, ds: xr.Dataset, codec: Codec, climatology=None, label: str = "data", reopen=None):
+        codec.encode(ds.isel({TIME: slice(0, 0)}), label)  # variables, dims and coordinates checked once, no read
+        self.ds, self.codec, self.climatology, self.label, self.reopen = ds, codec, climatology, label, reopen
+        self.times = ds[TIME].values
+        self.shape = (len(self.times), codec.num_features)
+        self.lazy = is_lazy(ds)
+        self._pid = os.getpid()
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def _data(self) -> xr.Dataset:
+        if self._pid != os.getpid():
+            self._pid = os.getpid()
+            if self.reopen is not None:
+                self.ds = self.reopen()
+            else:
+                _forget_open_files()
+        return self.ds
+
+    def read(self, a: int, b: int) -> np.ndarray:
+        """Steps a..b-1 (0 <= a <= b <= T) as float32 (b - a, C)."""
+        with _synchronous():
+            out = self.codec.encode(self._data().isel({TIME: slice(a, b)}), self.label, check=False)
+        if self.climatology is not None and b > a:
+            out = out - self.climatology.at(self.times[a:b])
+        return out
+
+    def __getitem__(self, key) -> np.ndarray:
+        if isinstance(key, tuple):  # values[rows, cols]
+            return self[key[0]][(slice(None), *key[1:])]
+        if isinstance(key, slice):
+            a, b, step = key.indices(self.shape[0])
+            return self.read(a, max(a, b))[::step] if step > 0 else self.read(b + 1, a + 1)[::step]
+        if isinstance(key, (int, np.integer)):
+            i = int(key) + (self.shape[0] if key < 0 else 0)
+            if not 0 <= i < self.shape[0]:
+                raise IndexError(f"index {key} out of range for {self.shape[0]} time steps")
+            return self.read(i, i + 1)[0]
+        idx = np.asarray(key)
+        if idx.dtype == bool:
+            idx = np.nonzero(idx)[0]
+        flat = np.where(idx.ravel() < 0, idx.ravel() + self.shape[0], idx.ravel())
+        if flat.size == 0:
+            return np.empty((*idx.shape, self.shape[1]), dtype=np.float32)
+        rows = np.unique(flat)
+        if rows[0] < 0 or rows[-1] >= self.shape[0]:
+            raise IndexError(f"time index out of range for {self.shape[0]} time steps")
+        parts = []
+        for a, b in row_blocks(int(rows[0]), int(rows[-1]) + 1, self.shape[1]):
+            inside = rows[(rows >= a) & (rows < b)]
+            if 8 * len(inside) >= b - a:  # dense enough: one read of the block
+                parts.append(self.read(a, b)[inside - a])
+            else:
+                parts.extend(self.read(int(r), int(r) + 1) for r in inside)
+        got = np.concatenate(parts)
+        return got[np.searchsorted(rows, flat)].reshape(*idx.shape, self.shape[1])
+
+    def __array__(self, dtype=None, copy=None):
+        out = self.load()
+        return out if dtype is None else out.astype(dtype)
+
+    def load(self) -> np.ndarray:
+        """Everything, read block by block into one float32 (T, C) array."""
+        out = np.empty(self.shape, dtype=np.float32)
+        for a, b in time_blocks(self._data()):
+            out[a:b] = self.read(a, b)
+        return out
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        if self.reopen is not None:
+            state["ds"] = None  # reopened where it is unpickled
+        state["_pid"] = None
+        return state
