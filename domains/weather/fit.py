@@ -107,8 +107,9 @@ def train(data, out, *, variables=None, train_period=None, context="24h", horizo
     label = source_label(data)
     ds = open_data(data, variables, name=label, chunks=chunks)
     step = time_step(ds)
-    ctx_steps = parse_duration(context, step, "context")
-    hor_steps = parse_duration(horizon, step, "horizon")
+    ctx_steps = 0 if task == "impute" else parse_duration(context, step, "context")
+    hor_steps = parse_duration(window if task == "impute" else horizon, step,  # impute: the whole window generated
+                               "window" if task == "impute" else "horizon")
     idx = period_indices(ds, train_period, label, "training period")
     stats = fit_statistics(ds.isel(time=idx), label)
     codec = stats.codec
