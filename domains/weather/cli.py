@@ -33,8 +33,18 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _lazy(p: argparse.ArgumentParser) -> None:
+    """Options for data larger than memory: --chunks."""
+    p.add_argument("--chunks", default=None,
+                   help="read --data lazily with dask chunks: N time steps per chunk, or DIM=N,... "
+                        "(e.g. time=24,latitude=100); default: lazy without dask for one file, the store's chunks "
+                        "for zarr")
+
+
 def add_train(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", default="lorenz96", help="netCDF / zarr / GRIB file, or 'lorenz96' (default)")
+    p.add_argument("--data", default="lorenz96",
+                   help="netCDF / zarr / GRIB file, a quoted glob of files ('era5/*.nc', combined along time), or "
+                        "'lorenz96' (default)")
     p.add_argument("--vars", default=None, help="comma-separated variables (default: all with a time dim)")
     p.add_argument("--train-period", default=None, help="START:END, inclusive (default: all the data)")
     p.add_argument("--context", default="24h", help="past context length (e.g. 24h)")
@@ -64,6 +74,14 @@ def add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--window", default="64", help="--task impute: window length (a duration or a number of steps)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    _lazy(p)
+    p.add_argument("--workers", type=int, default=0,
+                   help="DataLoader worker processes reading training windows (each opens the files itself)")
+    memory = p.add_mutually_exclusive_group()
+    memory.add_argument("--in-memory", dest="in_memory", action="store_const", const=True, default=None,
+                        help="read the normalised data into memory before training (default: when they fit)")
+    memory.add_argument("--stream", dest="in_memory", action="store_const", const=False,
+                        help="read every training window from disk on demand (data larger than memory)")
     _compute(p)
     _common(p)
 
@@ -81,6 +99,7 @@ def run_train(args) -> int:
                     sample_steps=args.sample_steps, calibration=args.calibration, seed=args.seed, resume=args.resume,
                     progress=not args.quiet, device=args.device, bf16=args.bf16, compile=args.compile,
                     task=args.task, window=int(args.window) if args.window.isdigit() else args.window,
+                    chunks=args.chunks, workers=args.workers, in_memory=args.in_memory,
                     time_budget=None if args.minutes is None else 60.0 * args.minutes)
     print(json.dumps(summary, default=str))
     return 0
@@ -107,6 +126,7 @@ def add_forecast(p: argparse.ArgumentParser) -> None:
                    help="gridnet runs: forecast locations the run was not trained on (their climatology and AR base "
                         "fitted on the data before the first init)")
     p.add_argument("--static", default=None, help="with --new-locations: static fields of the new locations")
+    _lazy(p)
     _compute(p)
     _common(p)
 
@@ -129,6 +149,8 @@ def forecast_command(args) -> str:
                                     ("--new-locations", getattr(args, "new_locations", False))) if on]
     if getattr(args, "static", None):
         parts += ["--static", str(args.static)]
+    if getattr(args, "chunks", None):
+        parts += ["--chunks", str(args.chunks)]
     if args.device != "auto":
         parts += ["--device", args.device]
     if args.threads:
@@ -144,7 +166,8 @@ def run_forecast(args) -> int:
                   members=args.members, lead=args.lead, sampler=args.sampler, steps=args.steps, seed=args.seed,
                   batch_size=args.batch_size, out=args.out, progress=not args.quiet, chain_base=args.chain_base,
                   calibrated=not args.raw, device=args.device, bf16=args.bf16, compile=args.compile,
-                  command=forecast_command(args), new_locations=args.new_locations, static=args.static)
+                  command=forecast_command(args), new_locations=args.new_locations, static=args.static,
+                  chunks=args.chunks)
     print(f"wrote {args.out}: {dict(ds.sizes)} in {ds.attrs['forecast_seconds']} s", file=sys.stderr)
     return 0
 

@@ -124,6 +124,8 @@ def train(data, out, *, variables=None, train_period=None, context="24h", horizo
     if isinstance(data, (str, Path, list, tuple)):  # each DataLoader worker opens the files itself
         reopen = functools.partial(open_data, data, codec.variables, name=label, chunks=chunks)
     values = EncodedValues(ds, codec, clim, label, reopen)
+    if task == "impute":  # imputation.ImputeWindowDataset takes its values in memory
+        in_memory = True
     in_memory = decide_in_memory(in_memory, values, chunks is not None or (isinstance(data, xr.Dataset)
                                                                           and is_lazy(data)))
     if in_memory:
