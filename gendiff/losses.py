@@ -98,6 +98,15 @@ def diffusion_loss(denoiser, x0: torch.Tensor, schedule: Schedule, space: NoiseS
     `denoiser` is a forward.Denoiser (possibly DDP-wrapped); t is drawn per sample and expanded per row by the
     space (graphs: t[batch]); noise comes from the space; the error is reduced over valid elements by the space.
     """
+    inner, x0, x_t, t, noise, out = _noised_prediction(denoiser, x0, schedule, space, mask, cond, t, noise,
+                                                       generator, t_per_sample)
+    out = inner.split(out, x_t)[0] if getattr(inner, "learn_sigma", False) else out
+    return space.reduce(_weighted_error(inner, schedule, out, x0, noise, t, weighting), mask)
+
+
+def _noised_prediction(denoiser, x0, schedule, space, mask, cond, t, noise, generator, t_per_sample=None):
+    """Draw t (per sample, expanded per row by the space) and the noise where not given, noise x0 and run the
+    network: (inner Denoiser, projected x0, x_t, t, noise, raw network output)."""
     n = space.num_samples(x0, mask)
     if t is None:
         if t_per_sample is None:
@@ -108,18 +117,22 @@ def diffusion_loss(denoiser, x0: torch.Tensor, schedule: Schedule, space: NoiseS
     x0 = space.project(x0, mask)
     x_t = space.project(q_sample(x0, t, noise, schedule), mask)
     out = denoiser(x_t, t, mask=mask, cond=cond, output="raw")
-    inner = _inner(denoiser)
-    out = inner.split(out, x_t)[0] if getattr(inner, "learn_sigma", False) else out
+    return _inner(denoiser), x0, x_t, t, noise, out
+
+
+def _weighted_error(inner, schedule, pred, x0, noise, t, weighting):
+    """Squared error of the prediction against the parametrization's target, times the loss weight: a Weighting
+    is an x0-loss weight times (d x0 / d output)^2 (any parametrization); a callable gets (log SNR, prediction)."""
     alpha, sigma = inner.coefficients(x0, t)
-    err = (out - inner.target(x0, noise, alpha, sigma, t)) ** 2
-    if weighting is not None:
-        log_snr = append_dims(schedule.log_snr(t).to(x0.device), err.dim())
-        if isinstance(weighting, Weighting):  # x0-loss weight times (d x0 / d output)^2: any parametrization
-            w = weighting.x0_weight(log_snr).to(err.dtype) * inner.x0_error_scale(alpha, sigma, t).to(err.dtype) ** 2
-        else:
-            w = append_dims(weighting(schedule.log_snr(t).to(x0.device), inner.prediction).to(err.dtype), err.dim())
-        err = err * w
-    return space.reduce(err, mask)
+    err = (pred - inner.target(x0, noise, alpha, sigma, t)) ** 2
+    if weighting is None:
+        return err
+    log_snr = append_dims(schedule.log_snr(t).to(x0.device), err.dim())
+    if isinstance(weighting, Weighting):
+        w = weighting.x0_weight(log_snr).to(err.dtype) * inner.x0_error_scale(alpha, sigma, t).to(err.dtype) ** 2
+    else:
+        w = append_dims(weighting(schedule.log_snr(t).to(x0.device), inner.prediction).to(err.dtype), err.dim())
+    return err * w
 
 
 def gaussian_kl(mean1, logvar1, mean2, logvar2):
@@ -164,21 +177,9 @@ def hybrid_loss(denoiser, x0: torch.Tensor, schedule: Schedule, space: NoiseSpac
     inner = _inner(denoiser)
     if not getattr(inner, "learn_sigma", False):
         raise ConfigError("hybrid_loss needs a model that learns its variance (Denoiser(..., learn_sigma=True))")
-    n = space.num_samples(x0, mask)
-    if t is None:
-        t_per_sample = schedule.sample_t(n, generator=generator, device=x0.device)
-        t = space.per_row(t_per_sample.to(x0.device), mask)
-    if noise is None:
-        noise = space.sample(x0, mask, generator)
-    x0 = space.project(x0, mask)
-    x_t = space.project(q_sample(x0, t, noise, schedule), mask)
-    out = denoiser(x_t, t, mask=mask, cond=cond, output="raw")
+    _, x0, x_t, t, noise, out = _noised_prediction(denoiser, x0, schedule, space, mask, cond, t, noise, generator)
     pred, v = inner.split(out, x_t)
-    alpha, sigma = inner.coefficients(x0, t)
-    err = (pred - inner.target(x0, noise, alpha, sigma, t)) ** 2
-    if weighting is not None:
-        log_snr = append_dims(schedule.log_snr(t).to(x0.device), err.dim())
-        err = err * (weighting.x0_weight(log_snr) * inner.x0_error_scale(alpha, sigma, t) ** 2).to(err.dtype)
+    err = _weighted_error(inner, schedule, pred, x0, noise, t, weighting)
     simple = space.reduce(err, mask)
     vb = vlb_step_term(inner, x0, x_t, t, pred.detach(), (v + 1) / 2, schedule, space, mask=mask,
                        num_steps=num_steps, decoder=decoder)

@@ -28,11 +28,10 @@ from torch import nn
 import torch.nn.functional as F
 
 from gendiff.errors import DataError
-from gendiff.nn import SinusoidalTimeEmbedding
 
 from .data import _coords_equal
 from .inputs import CALENDAR
-from .unet1d import Attention1d, ResBlock1d, _norm
+from .unet1d import TemporalUNet, _norm
 
 LAT_NAMES, LON_NAMES = ("latitude", "lat"), ("longitude", "lon")
 
@@ -91,7 +90,7 @@ class SpatialMix(nn.Module):
         return h + self.out(mixed.reshape(bn, ch, length))
 
 
-class GridNet(nn.Module):
+class GridNet(TemporalUNet):
     """net(x_t (B, K*N, L), t (B,), *, mask, cond={"seq", "static"}) -> (B, K*N, L); see the module docstring."""
 
     def __init__(self, channels: int, static: int = 0, pos_dims: int = 0, width: int = 32, mults=(1, 2, 2),
@@ -106,50 +105,15 @@ class GridNet(nn.Module):
                        "learned_skip": learned_skip, "checkpoint": checkpoint}
         self.checkpoint = bool(checkpoint)
         self.k, self.static, self.pos_dims, self.neighbours = channels, static, pos_dims, neighbours
-        temb_dim = 4 * width
-        self.factor = 2 ** (len(mults) - 1)
-        self.temb = nn.Sequential(SinusoidalTimeEmbedding(width), nn.Linear(width, temb_dim), nn.SiLU(),
-                                  nn.Linear(temb_dim, temb_dim))
-        self.inp = nn.Conv1d(2 * channels + 1 + CALENDAR + static, width, 1)
-        rel = pos_dims + 1
-        first_mixed = len(mults) - mix_levels
-        self.down, self.up = nn.ModuleList(), nn.ModuleList()
-        chans, ch = [width], width
-        for i, m in enumerate(mults):
-            for _ in range(blocks_per_level):
-                self.down.append(ResBlock1d(ch, width * m, temb_dim, dropout))
-                ch = width * m
-                chans.append(ch)
-                if i >= first_mixed:
-                    self.down.append(SpatialMix(ch, heads, rel))
-            if i < len(mults) - 1:
-                self.down.append(nn.Conv1d(ch, ch, 3, stride=2, padding=1))
-                chans.append(ch)
-        self.mid = nn.ModuleList([ResBlock1d(ch, ch, temb_dim, dropout), SpatialMix(ch, heads, rel),
-                                  Attention1d(ch, heads), ResBlock1d(ch, ch, temb_dim, dropout)])
-        for i, m in reversed(list(enumerate(mults))):
-            for _ in range(blocks_per_level + 1):
-                self.up.append(ResBlock1d(ch + chans.pop(), width * m, temb_dim, dropout))
-                ch = width * m
-                if i >= first_mixed:
-                    self.up.append(SpatialMix(ch, heads, rel))
-            if i > 0:
-                self.up.append(nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
-                                             nn.Conv1d(ch, ch, 3, padding=1)))
-        self.out = nn.Sequential(_norm(ch), nn.SiLU(), nn.Conv1d(ch, channels, 1))
-        nn.init.zeros_(self.out[-1].weight)
-        nn.init.zeros_(self.out[-1].bias)
-        self.skip_gain = nn.Linear(temb_dim, 1) if learned_skip else None
-        self.skip_head = nn.Conv1d(ch, 1, 1) if learned_skip else None
-        for layer in (self.skip_gain, self.skip_head):
-            if layer is not None:
-                nn.init.zeros_(layer.weight)
-                nn.init.zeros_(layer.bias)
+        self._build(channels, 2 * channels + 1 + CALENDAR + static, width, mults, blocks_per_level, heads, dropout,
+                    learned_skip, mix=lambda ch: SpatialMix(ch, heads, pos_dims + 1), mix_levels=mix_levels)
 
-    def _layer(self, layer, h, temb, graph, batch):
-        if isinstance(layer, ResBlock1d):
-            return layer(h, temb)
+    def _is_mix(self, layer) -> bool:
+        return isinstance(layer, SpatialMix)
+
+    def _layer(self, layer, h, ctx):
         if isinstance(layer, SpatialMix):
+            graph, batch = ctx
             if self.checkpoint and torch.is_grad_enabled() and h.requires_grad:
                 # recomputed in the backward pass: the gathered neighbour values (k per location) are not kept
                 return torch.utils.checkpoint.checkpoint(layer, h, batch, *graph, use_reentrant=False)
@@ -175,25 +139,9 @@ class GridNet(nn.Module):
         inp = torch.cat([per(x + seq[:, :c]), per(seq[:, c + 1 + CALENDAR:]), shared, stat], 2)
         inp = F.pad(inp.reshape(b * n, -1, length), (0, (-length) % self.factor))
         graph = neighbour_graph(static[..., :self.pos_dims].float(), self.neighbours)
-        temb = self.temb(t)
-        temb_n = temb.repeat_interleave(n, 0)
-        h = self.inp(inp)
-        skips = [h]
-        for layer in self.down:
-            h = self._layer(layer, h, temb_n, graph, b)
-            if not isinstance(layer, SpatialMix):
-                skips.append(h)
-        for layer in self.mid:
-            h = self._layer(layer, h, temb_n, graph, b)
-        for layer in self.up:
-            if isinstance(layer, ResBlock1d):
-                h = layer(torch.cat([h, skips.pop()], 1), temb_n)
-            else:
-                h = self._layer(layer, h, temb_n, graph, b)
-        out = self.out(h)[..., :length]
-        if self.skip_gain is not None:
-            gain = self.skip_gain(temb_n)[:, :, None] + self.skip_head(h)[..., :length]
-            out = out + gain * x.reshape(b, self.k, n, length).transpose(1, 2).reshape(b * n, self.k, length)
+        temb_n = self.temb(t).repeat_interleave(n, 0)
+        out = self._unet(inp, temb_n, x.reshape(b, self.k, n, length).transpose(1, 2).reshape(b * n, self.k, length),
+                         length, ctx=(graph, b))
         return out.reshape(b, n, self.k, length).transpose(1, 2).reshape(b, c, length)
 
 
