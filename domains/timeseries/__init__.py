@@ -9,7 +9,7 @@ See gendiff.domains.weather for the verbs and gendiff.domains.weather.tabular fo
 from __future__ import annotations
 
 from gendiff.domains import weather as _weather
-from gendiff.domains.weather import demo, evaluate, forecast, resolve_data, sample, train
+from gendiff.domains.weather import demo, evaluate, evaluate_imputation, forecast, impute, resolve_data, sample, train
 
 __all__ = list(_weather.__all__)
 

@@ -99,14 +99,14 @@ def evaluate(forecast, truth=None, *, time_column: str | None = None, **kwargs) 
 def impute(run, data, *, members: int = 16, time_column: str | None = None, quantiles=None,
            output: str | None = None, out=None, **kwargs):
     """Fill every interior gap of `data` with `members` draws from a run trained with task='impute'; see
-    impute.impute (observed values come back bit for bit). `output`: 'xarray' (member, time, <data dims>),
+    gapfill.impute (observed values come back bit for bit). `output`: 'xarray' (member, time, <data dims>),
     'frame' (tidy: time, series, member, value, observed; `quantiles=` for quantiles) or 'wide' (the input's
     shape, gaps filled with the members' median); default 'frame' for a DataFrame / Series or with `quantiles`,
     else 'xarray'. An `out` ending in .csv / .parquet is written as that table, .nc as the Dataset."""
     import pandas as pd
 
     from .data import write_dataset
-    from .impute import impute as _impute, to_tidy, to_wide
+    from .gapfill import impute as _impute, to_tidy, to_wide
     from .tabular import TableOutput, file_format, parse_quantiles, write_table
 
     if output not in (None, "xarray", "frame", "wide"):

@@ -138,11 +138,11 @@ def evaluate_imputation(run, data, *, fraction: float = 0.1, seed: int = 0, memb
                         season: int | None = None, sampler: str | None = None, steps: int | None = None,
                         device=None, progress: bool = False, label: str | None = None) -> dict:
     """Hide `fraction` of the observed values of `data` (within `period`, START:END inclusive, when given; seeded),
-    impute them with `run` (impute.impute) and with the baselines, and score all three on the hidden entries.
+    impute them with `run` (gapfill.impute) and with the baselines, and score all three on the hidden entries.
 
     Returns {"records": [{system, n, members, crps, crps_standard, ncrps, ncrps_csdi, mae, rmse, seconds}],
     "hidden": n, "fraction", "seed", "season"}; `seasonal` is seasonal_fill with `season` steps (default_season)."""
-    from .impute import impute
+    from .gapfill import impute
 
     label = label or (str(data) if isinstance(data, (str,)) else "data")
     ds = open_data(data, name=label)
