@@ -143,7 +143,7 @@ def run_evaluate(args) -> int:
 
             from . import read_run
 
-            key = f"{args.sampler}-{args.steps}"
+            key = f"{args.sampler}-{args.steps}-n{args.n}"  # a 10,000-sample score keeps the 500-sample one
             runs.record_metrics(read_run(args.run).path, key, metrics, _command_line())
     if args.json:
         print(json.dumps(metrics, sort_keys=True))
