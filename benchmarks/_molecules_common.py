@@ -6,6 +6,19 @@ from pathlib import Path
 
 
 
+RECIPES = {  # issue 11's levers, one switch at a time from EDM's recipe (the shipped model's)
+    "edm": {},
+    "unscaled": dict(feature_scaling=False),
+    "flow": dict(schedule="flow", prediction="velocity"),
+    "x0_clamped": dict(prediction="x0", weighting="clamped_snr"),
+    "v_min_snr": dict(prediction="v", weighting="min_snr:5"),
+    "edm_precond": dict(precondition="edm"),
+    "formula": dict(composition="formula"),
+    "flow_formula": dict(schedule="flow", prediction="velocity", composition="formula"),
+    "x0_clamped_formula": dict(prediction="x0", weighting="clamped_snr", composition="formula"),
+}
+
+
 def cpu_seconds_of(run: Path) -> float:
     """Cumulative training CPU seconds on a run's card (0 before its first sitting)."""
     card = run / "card.json"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from _molecules_common import _samplers, base_train_kw, score, train_for_cpu
+from _molecules_common import RECIPES, _samplers, base_train_kw, score, train_for_cpu
 
 
 EDM_MAX_ATOMS = 29
@@ -108,7 +108,7 @@ def run_race(args) -> dict | None:
     try:
         for k in range(args.checkpoints):
             mark = budget * (k + 1) / args.checkpoints
-            t = train_for_cpu(run, mark, **base_train_kw(args))
+            t = train_for_cpu(run, mark, **base_train_kw(args), **RECIPES[args.recipe])
             keep = root / "gendiff_checkpoints" / str(k)
             keep.mkdir(parents=True, exist_ok=True)
             for name in ("config.json", "weights.safetensors", "card.json"):
@@ -157,7 +157,7 @@ def race_table(args, root: Path, edm_out: Path, repo: Path, budget: float, sampl
     level = min(final_g, final_e)
     tg = time_to_reach([(r["cpu_hours"], r["atom_stability"]) for r in gendiff_rows], level)
     te = time_to_reach([(r["cpu_hours"], r["atom_stability"]) for r in edm_rows], level)
-    res = {"cpu_budget_s": budget, "checkpoints": args.checkpoints, "checkpoints_scored": both, "n": args.n, "sampler": f"{sampler}-{steps}",
+    res = {"recipe": args.recipe, "cpu_budget_s": budget, "checkpoints": args.checkpoints, "checkpoints_scored": both, "n": args.n, "sampler": f"{sampler}-{steps}",
            "hidden": args.hidden, "layers": args.layers, "batch_size": args.batch_size, "lr": args.lr,
            "ema_decay": args.ema_decay, "threads": args.threads, "edm_repo_commit": _git_head(repo),
            "edm_parameters": progress["parameters"], "gendiff": gendiff_rows, "edm": edm_rows,

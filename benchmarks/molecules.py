@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from _machine import machine as _machine
-from _molecules_common import _samplers, base_train_kw, score, train_for_cpu
+from _molecules_common import RECIPES, _samplers, base_train_kw, score, train_for_cpu
 from _molecules_race import run_race
 from _molecules_speed import SPEED_IMPLS, _speed_markdown, run_speed
 
@@ -65,19 +65,6 @@ def run_quality(args) -> dict:
 
 
 # ---- (3) recipes: the same CPU-time budget per recipe, scored by the same evaluator ----------------------------------
-
-RECIPES = {  # issue 11's levers, one switch at a time from EDM's recipe (the shipped model's)
-    "edm": {},
-    "unscaled": dict(feature_scaling=False),
-    "flow": dict(schedule="flow", prediction="velocity"),
-    "x0_clamped": dict(prediction="x0", weighting="clamped_snr"),
-    "v_min_snr": dict(prediction="v", weighting="min_snr:5"),
-    "edm_precond": dict(precondition="edm"),
-    "formula": dict(composition="formula"),
-    "flow_formula": dict(schedule="flow", prediction="velocity", composition="formula"),
-    "x0_clamped_formula": dict(prediction="x0", weighting="clamped_snr", composition="formula"),
-}
-
 
 
 def run_recipes(args) -> dict:
@@ -138,7 +125,7 @@ def _markdown(part: str, res: dict) -> str:
             f"qm9pack data written in EDM's npz format), {res['cpu_budget_s'] / 60:.1f} min of training CPU each, "
             f"run at the same time; EDM = its own code (commit {res['edm_repo_commit']}), its QM9 recipe "
             "(polynomial_2, 1000 steps, l2, 1/4/10, AdamW amsgrad, adaptive clipping, EMA without warm-up); gendiff "
-            "= molecules.train defaults\n"
+            f"= recipe {res.get('recipe', 'edm')} ({RECIPES.get(res.get('recipe', 'edm')) or 'molecules.train defaults'})\n"
             f"- {res['n']} molecules per checkpoint, all scored by gendiff's evaluator; gendiff samples with "
             f"{res['sampler']}, EDM with its own 1000-step ancestral sampler\n\n"
             "| ckpt | CPU h gendiff / EDM | gendiff steps | atom | mol | valid | VxU | EDM steps | atom | mol | "
@@ -229,6 +216,8 @@ def main(argv=None) -> int:
     c.add_argument("--png", default=str(Path(__file__).with_name("molecules_race.png")))
     c.add_argument("--score-existing", action="store_true",
                    help="train nothing: score the checkpoints an earlier (or interrupted) race left in --root")
+    c.add_argument("--recipe", default="edm", choices=sorted(RECIPES),
+                   help="gendiff's recipe (benchmarks/molecules.py recipes' names; edm: molecules.train's defaults)")
     c.add_argument("--nice", type=int, default=10, help="niceness of the EDM process (at least this process's)")
     for sp in (r, c):
         sp.add_argument("--hidden", type=int, default=64)
