@@ -175,6 +175,25 @@ def test_train_forecast_evaluate_many_series_from_a_frame(tmp_path):
         timeseries.forecast(tmp_path / "run", df, output="json", **kw)
 
 
+def test_network_shared_across_series_has_one_size(tmp_path):
+    """arch='gridnet' on a table: one temporal U-Net for every series (issue 13, many series), so three series and
+    six give the same parameter count, and each forecast keeps its own series' scale."""
+    df = hourly_frame()
+    wide = pd.concat([df, 2 * df.add_suffix("_b")], axis=1)
+    net = {"width": 8, "mults": [1, 2], "heads": 2, "neighbours": 2, "dropout": 0.0}
+    sizes = []
+    for name, frame in (("three", df), ("six", wide)):
+        summary = timeseries.train(frame, tmp_path / name, arch="gridnet", **{**TINY, "net": net, "max_steps": 3})
+        sizes.append(summary["parameters"])
+        tidy = timeseries.forecast(tmp_path / name, frame, init_period="2024-01-10:2024-01-10", init_every="6h",
+                                   members=2, lead="6h", progress=False)
+        assert set(tidy["series"]) == set(frame.columns) and tidy["value"].notna().all()
+        means = tidy.groupby("series")["value"].mean()
+        assert abs(means["south"] - 100) < 15 and abs(means["north"] - 10) < 5
+    assert sizes[0] == sizes[1] > 0
+    assert abs(means["south_b"] - 200) < 30 and abs(means["north_b"] - 20) < 10
+
+
 def test_alias_is_the_weather_domain():
     assert timeseries.train is weather.train and timeseries.forecast is weather.forecast
     assert timeseries.from_pandas is tabular.from_pandas and timeseries.to_tidy is tabular.to_tidy
