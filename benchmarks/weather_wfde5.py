@@ -3,6 +3,8 @@
 
     python benchmarks/weather_wfde5.py --out runs/bench_wfde5            # 40 x 60 cells (half sea), 5 variables
     python benchmarks/weather_wfde5.py --train-args "--minutes 5"        # extra `gendiff train weather` options
+    python benchmarks/weather_wfde5.py --data ../shared/data/era5_uk_t2m_2019-03.nc --out runs/bench_era5_defaults
+                                                                         # the README's ERA5 commands, same checks
 
 Prints and appends to benchmarks/results_weather_wfde5.md: wall time of each stage against the 20-minute budget,
 whether NaN stays over the sea and nowhere else in every member and lead, and the fair CRPS of the model against
@@ -45,6 +47,9 @@ def _gendiff(args: list[str], env: dict) -> tuple[float, str]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/bench_wfde5", help="folder for the data file, the run and the forecast")
+    p.add_argument("--data", default=None,
+                   help="a data file to use instead of the synthetic forcing (read by path, never copied); its "
+                        "'sea' is the cells with no value at any time")
     p.add_argument("--nlat", type=int, default=40)
     p.add_argument("--nlon", type=int, default=60)
     p.add_argument("--days", type=int, default=31)
@@ -67,11 +72,18 @@ def main(argv=None) -> int:
 
     root = Path(a.out)
     root.mkdir(parents=True, exist_ok=True)
-    data, run, fc = root / "forcing.nc", root / "run", root / "forecast.nc"
-    ds = wfde5_like_dataset(a.nlat, a.nlon, a.days, seed=a.seed)
-    ds.to_netcdf(data)
-    land = ds["lsm"].values > 0
+    run, fc = root / "run", root / "forecast.nc"
+    if a.data is None:
+        data = root / "forcing.nc"
+        ds = wfde5_like_dataset(a.nlat, a.nlon, a.days, seed=a.seed)
+        ds.to_netcdf(data)
+        land = ds["lsm"].values > 0
+    else:
+        data = Path(a.data)
+        ds = xr.open_dataset(data)
     variables = [v for v in ds.data_vars if "time" in ds[v].dims]
+    if a.data is not None:
+        land = np.isfinite(ds[variables[0]].values).any(0)
     env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), MKL_NUM_THREADS=str(a.threads))
     if run.exists():
         import shutil
@@ -94,7 +106,8 @@ def main(argv=None) -> int:
     config = json.loads((run / "config.json").read_text())
     card = json.loads((run / "card.json").read_text()) if (run / "card.json").is_file() else {}
     res = {"date": f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC", "machine": machine(),
-           "grid": [a.nlat, a.nlon], "land_cells": int(land.sum()), "variables": variables,
+           "data": str(data) if a.data else "synthetic WFDE5-shaped forcing",
+           "grid": list(land.shape), "land_cells": int(land.sum()), "variables": variables,
            "train_seconds": round(t_train, 1), "forecast_seconds": round(t_fc, 1), "evaluate_seconds": round(t_ev, 1),
            "total_minutes": round((t_train + t_fc + t_ev) / 60, 2), "budget_minutes": a.budget_minutes,
            "nan_only_over_sea": nan_ok, "train_steps": (card.get("training") or {}).get("steps"),
@@ -104,6 +117,8 @@ def main(argv=None) -> int:
         lead_h = int(round(float(r["lead_time_hours"])))
         if lead_h in LEADS_H:
             res["crps"].setdefault(r["variable"], {}).setdefault(lead_h, {})[r["system"]] = r["crps"]
+            if r["system"] == "model":
+                res.setdefault("ssr", {}).setdefault(r["variable"], {})[lead_h] = r.get("ssr")
     beats = {v: all(c["model"] < min(c["persistence"], c["climatology"]) for c in by_lead.values())
              for v, by_lead in res["crps"].items()}
     res["model_beats_persistence_and_climatology"] = beats
@@ -121,10 +136,11 @@ def _markdown(res: dict) -> str:
     for v, by_lead in res["crps"].items():
         for lead, c in sorted(by_lead.items()):
             rows += (f"| {v} | {lead} | {c.get('model', float('nan')):.4g} | {c.get('persistence', float('nan')):.4g} | "
-                     f"{c.get('climatology', float('nan')):.4g} | {c.get('linear', float('nan')):.4g} |\n")
+                     f"{c.get('climatology', float('nan')):.4g} | {c.get('linear', float('nan')):.4g} | "
+                     f"{res.get('ssr', {}).get(v, {}).get(lead, float('nan')):.3f} |\n")
     ok = res["total_minutes"] <= res["budget_minutes"]
-    return (f"\n### WFDE5-shaped forcing, CLI defaults ({res['date']})\n\n"
-            f"- machine: {res['machine']}\n- grid {res['grid'][0]} x {res['grid'][1]} at 0.5 deg, "
+    return (f"\n### {res['data']}, CLI defaults ({res['date']})\n\n"
+            f"- machine: {res['machine']}\n- grid {res['grid'][0]} x {res['grid'][1]}, "
             f"{res['land_cells']} land cells, variables {', '.join(res['variables'])}; network {res['net']}, "
             f"{res['train_steps']} training steps, sampler {res['sampler']} x {res['sample_steps']}\n"
             + "".join(f"- `{c}`\n" for c in res["commands"]) +
@@ -134,7 +150,7 @@ def _markdown(res: dict) -> str:
             f"- NaN over the sea and nowhere else, every member and lead: **{res['nan_only_over_sea']}**\n"
             f"- model CRPS below persistence and climatology at {', '.join(map(str, LEADS_H))} h: "
             + ", ".join(f"{v} {'yes' if b else 'no'}" for v, b in res["model_beats_persistence_and_climatology"].items())
-            + "\n\n| variable | lead (h) | model | persistence | climatology | linear |\n|---|---|---|---|---|---|\n"
+            + "\n\n| variable | lead (h) | model | persistence | climatology | linear | SSR model |\n|---|---|---|---|---|---|---|\n"
             + rows)
 
 
