@@ -6,6 +6,10 @@ Public verbs (same shapes as the other domains):
                                                   -> xarray.Dataset
     sample(...)                                   -> forecast alias (the model is a conditional forecaster)
     evaluate(forecast, truth, out=None)           -> list of score records (model and baselines; numpy, no device)
+    impute(run, data, members=16, ...)            -> every interior gap filled with independent draws from a run
+                                                     trained with task="impute" (gapfill.py); observed values as given
+    evaluate_imputation(run, data, fraction=0.1)  -> hide observed values, impute, score against linear
+                                                     interpolation and a seasonal baseline (impute_eval.py)
     demo(out, device="auto", from_scratch=False)  -> pretrained:lorenz96 forecast / evaluate / plots in seconds;
                                                      from_scratch: train first (about two minutes)
 `run` is a run folder or `pretrained:NAME` (shipped in gendiff/domains/weather/pretrained/: lorenz96,
@@ -67,11 +71,27 @@ def forecast(run, data=None, *, time_column: str | None = None, quantiles=None, 
     if output is None:
         output = "frame" if isinstance(data, (pd.DataFrame, pd.Series)) or quantiles is not None else "xarray"
     table_out = out is not None and (isinstance(out, TableOutput) or file_format(out) in ("csv", "parquet"))
+    _require_task(run, "forecast")
     ds = _forecast(run, resolve_data(data, time_column=time_column), out=None if table_out else out, **kwargs)
     if table_out:
         file_q = quantiles if quantiles is not None else parse_quantiles(getattr(out, "quantiles", None))
         write_table(to_tidy(ds, file_q), out, getattr(out, "table_format", None))
     return to_tidy(ds, quantiles) if output == "frame" else ds
+
+
+def _require_task(run, task: str) -> None:
+    """ConfigError when `run` (a Run, run folder or pretrained:NAME) was trained for another task (fit.train's
+    `task`: a forecast run cannot impute, an imputation run has no context to forecast from)."""
+    from gendiff import runs
+    from gendiff.errors import ConfigError
+
+    config = run.config if hasattr(run, "config") else runs.read_run(run, domain="weather").config
+    have = config.get("task", "forecast")
+    if have != task:
+        verb = {"impute": "gendiff train timeseries --task impute", "forecast": "task='forecast'"}[task]
+        raise ConfigError(f"{getattr(run, 'spec', None) or run}: a run trained with task '{have}'; "
+                          f"{'imputation' if task == 'impute' else 'forecasting'} needs one trained with "
+                          f"task='{task}' ({verb})")
 
 
 def sample(run, data=None, **kwargs):

@@ -119,12 +119,12 @@ def impute_tensor(run: Run, values: np.ndarray, times: np.ndarray, members: int,
                 window = hist[idx_m[:, None], span]  # (B, L, C)
                 target = todo[span]
                 known = torch.isfinite(window) & ~target
-                x0, mask, cond, level = make_impute_inputs(window, cal[span], known, target)
+                x0, mask, cond, base = make_impute_inputs(window, cal[span], known, target)
                 like = torch.zeros_like(x0)
                 x_T = prior_sample(run.denoiser.schedule, run.space, like, mask=mask, generator=generator)
                 x = sample(sampler, run.denoiser, x_T, run.denoiser.schedule, run.space, steps, mask=mask,
                            cond=cond, generator=generator)
-                drawn = x.float().transpose(1, 2) + level[:, None, :]  # (B, L, C)
+                drawn = x.float().transpose(1, 2) + base  # (B, L, C)
                 put = target.clone()
                 put[:, :lo] = False
                 put[:, hi:] = False
@@ -152,9 +152,9 @@ def impute(run, data, *, members: int = 16, sampler: str | None = None, steps: i
             run.to(device)
     else:
         run = load_run(run, device="auto" if device is None else device)
-    if run.config.get("task", "forecast") != "impute":
-        raise ConfigError(f"{run.spec or run.path}: a forecast run (task 'forecast'); imputation needs a run "
-                          "trained with task='impute' (gendiff train timeseries --task impute)")
+    from . import _require_task
+
+    _require_task(run, "impute")
     label = label or (str(data) if isinstance(data, (str, Path)) else "data")
     ds = open_data(data, run.codec.variables, name=label)
     step = time_step(ds)

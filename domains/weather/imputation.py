@@ -7,9 +7,10 @@ unknown value is not read as the 0 it is filled with. The hiding follows CSDI's 
 window, or the missing pattern of another window: "historical"), plus contiguous blocks, since real gaps (weeks of
 a broken sensor) are runs, which random entries rarely form.
 
-Values enter relative to the window's level (the mean of its known values per feature): a series with a trend
-(Mauna Loa CO2 climbs 60 ppm in 40 years) leaves the training range, its departures from the local level do not.
-No AR base, no residual anchor: the network sees both sides of a gap.
+The known values enter relative to the window's level (the mean of its known values per feature): a series with
+a trend (Mauna Loa CO2 climbs 60 ppm in 40 years) leaves the training range, its departures from the local level
+do not. The targets are generated as departures from the linear interpolation of the known values: no AR base
+(the network sees both sides of a gap), but the deterministic part a straight line gets right is not left to it.
 """
 from __future__ import annotations
 
@@ -27,22 +28,43 @@ def window_level(window: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
     return torch.where(count > 0, total / count.clamp(min=1).to(window.dtype), zero)
 
 
+def interpolate_known(window: torch.Tensor, known: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+    """(B, L, C): the known values of windows (B, L, C) linearly interpolated in time per feature, constant beyond
+    the first and last known step, `level` (B, C) where a feature has none."""
+    length = window.shape[1]
+    steps = torch.arange(length, device=window.device)[None, :, None].expand_as(window)
+    prev = torch.where(known, steps, torch.full_like(steps, -1)).cummax(1).values
+    nxt = torch.where(known, steps, torch.full_like(steps, length)).flip(1).cummin(1).values.flip(1)
+    filled = torch.nan_to_num(torch.where(known, window, torch.zeros((), dtype=window.dtype, device=window.device)))
+    v_prev = filled.gather(1, prev.clamp(min=0))
+    v_next = filled.gather(1, nxt.clamp(max=length - 1))
+    w = (steps - prev).to(window.dtype) / (nxt - prev).clamp(min=1).to(window.dtype)
+    inside = v_prev + w * (v_next - v_prev)
+    out = torch.where(prev < 0, v_next, torch.where(nxt >= length, v_prev, inside))
+    none = ~known.any(1, keepdim=True)
+    return torch.where(none, level[:, None, :].expand_as(out), out)
+
+
 def make_impute_inputs(window: torch.Tensor, calendar: torch.Tensor, known: torch.Tensor, target: torch.Tensor):
     """windows (B, L, C) normalised (NaN allowed where not known), calendar (B, L, 4), known and target entries
-    (B, L, C) bool -> x0, mask, cond (each (B, *, L)) and the level (B, C) the values are taken relative to.
+    (B, L, C) bool -> x0, mask, cond (each (B, *, L)) and the base (B, L, C) the targets are generated about.
 
-    x0: the targets' departures from the level (0 elsewhere); mask: the targets (what is generated and scored);
-    cond: [known departures (0 where unknown), 1 at steps with any known value, calendar, 1 where an entry is not
-    known]: make_inputs' layout (inputs.cond_channels(C, missing_flag=True)), so the same networks take it."""
+    x0: the targets' departures from the base, the linear interpolation of the known values (interpolate_known;
+    0 elsewhere): a short gap in a smooth series is then a small correction to a good guess, not a value to
+    rebuild to a tenth of a percent from the window's level; mask: the targets (what is generated and scored);
+    cond: [known values' departures from the window's level (0 where unknown), 1 at steps with any known value,
+    calendar, 1 where an entry is not known]: make_inputs' layout (inputs.cond_channels(C, missing_flag=True)),
+    so the same networks take it."""
     level = window_level(window, known)
+    base = interpolate_known(window, known, level)
     centred = (window - level[:, None, :]).transpose(1, 2)  # (B, C, L)
     known_t, target_t = known.transpose(1, 2), target.transpose(1, 2)
     zero = torch.zeros((), dtype=centred.dtype, device=centred.device)
-    x0 = torch.where(target_t, torch.nan_to_num(centred), zero)
+    x0 = torch.where(target_t, torch.nan_to_num((window - base).transpose(1, 2)), zero)
     step_flag = known_t.any(1, keepdim=True).to(x0.dtype)
     cond = torch.cat([torch.where(known_t, torch.nan_to_num(centred), zero), step_flag,
                       calendar.transpose(1, 2).to(x0.dtype), (~known_t).to(x0.dtype)], dim=1)
-    return x0, target_t, cond, level
+    return x0, target_t, cond, base
 
 
 def hide(observed: np.ndarray, rng: np.random.Generator, strategy: str, pattern: np.ndarray | None = None,

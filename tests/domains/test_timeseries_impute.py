@@ -137,8 +137,10 @@ def test_errors_are_one_line(run, tmp_path, capsys):
     fc_run = tmp_path / "fc"
     timeseries.train(df, fc_run, context=8, horizon=4, max_steps=1, batch_size=4, net={"width": 8},
                      calibration=0.0, progress=False)
-    with pytest.raises(ConfigError, match="imputation needs a run trained with task='impute'"):
+    with pytest.raises(ConfigError, match="task 'forecast'; imputation needs one trained with task='impute'"):
         timeseries.impute(fc_run, df, progress=False)
+    with pytest.raises(ConfigError, match="task 'impute'; forecasting needs one trained with task='forecast'"):
+        timeseries.forecast(run, df, init_times=[df.index[100]], progress=False)
     capsys.readouterr()
     rc = main(["impute", "timeseries", "--run", str(run), "--data", str(tmp_path / "none.csv"), "--out",
                str(tmp_path / "x.csv")])
@@ -209,16 +211,20 @@ def test_hiding_and_inputs():
             target = hide(obs[:16], rng, strategy, pattern)
             assert target.any() and not (target & ~obs[:16]).any() and (obs[:16] & ~target).any()
     assert (hide(obs[:16], rng, "historical", pattern) == (obs[:16] & ~pattern)).all()
-    window = torch.tensor([[[1.0, 5.0], [3.0, float("nan")], [2.0, 7.0]]])  # (1, L=3, C=2)
-    known = torch.tensor([[[True, True], [False, False], [True, False]]])
-    target = torch.tensor([[[False, False], [True, False], [False, True]]])
-    x0, mask, cond, level = make_impute_inputs(window, torch.zeros(1, 3, 4), known, target)
-    np.testing.assert_allclose(level, [[1.5, 5.0]])
-    np.testing.assert_allclose(x0[0], [[0.0, 1.5, 0.0], [0.0, 0.0, 2.0]])
-    assert (mask[0] == target[0].T).all() and cond.shape == (1, 2 + 1 + 4 + 2, 3)
-    np.testing.assert_allclose(cond[0, :2], [[-0.5, 0.0, 0.5], [0.0, 0.0, 0.0]])
-    np.testing.assert_allclose(cond[0, 2], [1.0, 0.0, 1.0])
-    np.testing.assert_allclose(cond[0, 7:], [[0.0, 1.0, 0.0], [0.0, 1.0, 1.0]])
+    nan = float("nan")
+    window = torch.tensor([[[0.0, 5.0], [5.0, nan], [2.0, 7.0], [4.0, nan]]])  # (1, L=4, C=2)
+    known = torch.tensor([[[True, True], [False, False], [True, False], [True, False]]])
+    target = torch.tensor([[[False, False], [True, False], [False, True], [False, False]]])
+    x0, mask, cond, base = make_impute_inputs(window, torch.zeros(1, 4, 4), known, target)
+    # a: level 2, interpolation 1 at step 1; b: one known value, held
+    np.testing.assert_allclose(base[0], [[0.0, 5.0], [1.0, 5.0], [2.0, 5.0], [4.0, 5.0]])
+    np.testing.assert_allclose(x0[0], [[0.0, 4.0, 0.0, 0.0], [0.0, 0.0, 2.0, 0.0]])
+    assert (mask[0] == target[0].T).all() and cond.shape == (1, 2 + 1 + 4 + 2, 4)
+    np.testing.assert_allclose(cond[0, :2], [[-2.0, 0.0, 0.0, 2.0], [0.0, 0.0, 0.0, 0.0]])
+    np.testing.assert_allclose(cond[0, 2], [1.0, 0.0, 1.0, 1.0])
+    np.testing.assert_allclose(cond[0, 7:], [[0.0, 1.0, 0.0, 0.0], [0.0, 1.0, 1.0, 1.0]])
+    none = make_impute_inputs(window, torch.zeros(1, 4, 4), torch.zeros_like(known), target)[3]
+    assert (none == 0).all()  # nothing known: the base is the (zero) level
 
 
 @pytest.mark.parametrize("n,length", [(10, 64), (100, 64), (2284, 64), (65, 8), (7, 8), (33, 10)])
