@@ -120,7 +120,7 @@ def run(args, command: str) -> int:
     seconds = 60.0 * args.minutes
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [f"### Time-series imputation benchmark ({stamp})", "", f"Command: `{command}`", "",
-             f"Machine: {machine()}, {args.threads} torch thread(s) for every method", ""]
+             f"Machine: {machine()}, the same for every method", ""]
     if why:
         lines += [f"CSDI not run: {why}.", ""]
     for name in names:

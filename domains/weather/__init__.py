@@ -192,5 +192,6 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["train", "forecast", "sample", "evaluate", "impute", "evaluate_imputation", "demo", "resolve_data", "from_pandas", "to_tidy", "from_tidy",
+__all__ = ["train", "forecast", "sample", "evaluate", "impute", "evaluate_imputation", "demo", "resolve_data",
+           "from_pandas", "to_tidy", "from_tidy",
            "to_frame"]

@@ -61,7 +61,7 @@ def longest_gaps(gaps: np.ndarray) -> list[tuple[int, int, int]]:
 
 
 def check_gaps(gaps: np.ndarray, length: int, codec: Codec, times: np.ndarray, label: str) -> None:
-    """DataError naming the series, start and length of the first gap longer than half the run's window."""
+    """DataError naming the series, start and length of the longest gap when it exceeds half the run's window."""
     limit = length // 2
     worst = max(longest_gaps(gaps), default=(0, 0, 0))
     n, start, c = worst
