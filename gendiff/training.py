@@ -292,8 +292,12 @@ class Trainer:
     def _loader(self):
         cfg = self.config
         sampler = StepBatches(len(self.dataset), cfg.batch_size, cfg.seed, self.position, self.ctx)
+        # a dataset may name the start method its workers need: 'spawn' for one reading netCDF / HDF5 files, whose
+        # library state does not survive a fork (a forked worker can crash opening a file the parent had open)
+        context = getattr(self.dataset, "worker_context", None) if cfg.num_workers else None
         return iter(DataLoader(self.dataset, batch_sampler=sampler, num_workers=cfg.num_workers,
                                collate_fn=self.collate_fn, pin_memory=self.device.type == "cuda",
+                               multiprocessing_context=context,
                                generator=torch.Generator().manual_seed(mix_seed(cfg.seed, 3, self.step))))
 
     def _micro_step(self, batch, sync: bool, skip_backward: bool) -> tuple[float, bool]:

@@ -19,6 +19,9 @@ class WindowDataset(torch.utils.data.Dataset):
                  residual: bool = True, base: ARBase | None = None, times: np.ndarray | None = None,
                  missing_flag: bool = False, valid: np.ndarray | None = None):
         self.values = torch.from_numpy(values) if isinstance(values, np.ndarray) else values
+        # windows read from files: DataLoader workers start fresh ('spawn'; gendiff.training.Trainer) and reopen
+        # them (stream.EncodedValues); HDF5's state in a forked copy of this process is not safe to use
+        self.worker_context = None if isinstance(values, np.ndarray) else "spawn"
         self.calendar, self.residual = torch.from_numpy(calendar), residual
         self.base, self.missing_flag = base, bool(missing_flag)
         self.starts, self.context, self.length = np.asarray(starts), context, context + horizon
