@@ -63,7 +63,7 @@ class ARBase:
         if len(index) and (np.diff(index) == 1).all():  # the normal equations summed block by block of steps
             gram, rhs = np.zeros((c, order, order)), np.zeros((c, order))
             lo, hi = int(index[0]), int(index[-1]) + 1
-            for a, b in row_blocks(lo, hi, c):
+            for a, b in row_blocks(lo, hi, c * 4 * (order + 1)):  # ar_sums holds ~4 (p + 1) copies
                 g, r = ar_sums(np.asarray(values[max(lo, a - order):b], dtype=np.float64), order)
                 gram, rhs = gram + g, rhs + r
         else:

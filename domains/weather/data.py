@@ -12,6 +12,7 @@ from gendiff.errors import ConfigError, DataError
 from gendiff.io import atomic_path
 
 TIME = "time"
+CHUNK_BYTES = 4 * 2**20  # default dask chunk along time for many files (reading a window reads its whole chunks)
 
 
 def open_data(source, variables=None, *, name: str | None = None, chunks=None) -> xr.Dataset:
@@ -21,7 +22,8 @@ def open_data(source, variables=None, *, name: str | None = None, chunks=None) -
     dataset, combined by their coordinates with xarray.open_mfdataset), or an xarray Dataset / DataArray (kept as
     it is, numpy- or dask-backed). `chunks`: dask chunks for files, an int (time steps per chunk), a dict as
     xarray's (e.g. {"time": 24}) or a string "time=24,latitude=100"; None: xarray's lazy indexing without dask for
-    one netCDF / GRIB file, the store's own chunks for zarr, one chunk per file for many files.
+    one netCDF / GRIB file, the store's own chunks for zarr, chunks of CHUNK_BYTES along time for many files
+    (dask reads whole chunks, so each training window costs one chunk's read).
 
     The check that no variable is all NaN reads the values, so here it runs only on data already in memory; for
     lazy data training finds it in its one pass over the training period (stream.fit_statistics)."""
@@ -162,6 +164,9 @@ def _open_many(paths: list[Path], chunks, label: str) -> xr.Dataset:
                 raise DataError(f"{p}: no '{TIME}' dimension (dims: {', '.join(map(str, one.dims)) or 'none'}); "
                                 f"the files of {label} are combined along '{TIME}'")
             names = sorted(str(v) for v in one.data_vars if TIME in one[v].dims)
+            if chunks is None:  # chunks of at most CHUNK_BYTES: a window's read reads whole chunks
+                step_bytes = sum(one[v].size // max(1, one.sizes[TIME]) * one[v].dtype.itemsize for v in names)
+                chunks = {TIME: max(1, CHUNK_BYTES // max(1, step_bytes))}
         if first is None:
             first = (p, names)
         elif names != first[1]:
@@ -172,7 +177,7 @@ def _open_many(paths: list[Path], chunks, label: str) -> xr.Dataset:
         return xr.open_mfdataset([str(p) for p in paths], combine="by_coords", parallel=False, join="exact",
                                  engine="zarr" if _is_zarr(paths[0]) else None,
                                  data_vars="minimal", coords="minimal", compat="override",
-                                 chunks={} if chunks is None else chunks)
+                                 chunks=chunks)
     except Exception as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DataError(f"{label}: the {len(paths)} files do not combine into one dataset along their coordinates "

@@ -145,7 +145,8 @@ def fit_statistics(ds: xr.Dataset, label: str = "data", hourly: bool = True,
     for a, b in time_blocks(ds, max_bytes):
         start = 0
         for v, size in zip(variables, sizes):
-            x = np.asarray(ds[v].isel({TIME: slice(a, b)}).transpose(TIME, *dims[v]).values)
+            with _synchronous():  # one block in memory, not one per dask thread
+                x = np.asarray(ds[v].isel({TIME: slice(a, b)}).transpose(TIME, *dims[v]).values)
             x = x.reshape(b - a, -1).astype(np.float64)
             finite = np.isfinite(x)
             x[~finite] = 0.0
