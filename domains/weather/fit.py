@@ -88,13 +88,14 @@ def train(data, out, *, variables=None, train_period=None, context="24h", horizo
     `task`: "forecast" (the default) or "impute": windows of `window` steps (a duration or a number of steps) in
     which random observed entries are hidden and generated from the others (imputation.py; CSDI's training), for
     impute(); no AR base, residual or spread calibration then (context, horizon, base, residual and calibration
-    are not used), arch unet1d only."""
+    are not used). With arch="gridnet" each series (location) is a sequence of the shared U-Net, so the
+    network's size does not depend on the number of series."""
     resolve_device(device)  # a bad --device or compile option fails before any work
     if task not in ("forecast", "impute"):
         raise ConfigError(f"task={task!r}: expected 'forecast' or 'impute'")
     if task == "impute":
-        if arch != "unet1d" or not missing_flag:
-            raise ConfigError("task='impute' trains arch='unet1d' with missing_flag=True")
+        if not missing_flag:
+            raise ConfigError("task='impute' takes the per-entry known flags: missing_flag must be True")
         base, residual, calibration = None, False, 0.0
     if not (isinstance(compile, (bool, str)) or callable(compile)):
         raise ConfigError(f"compile={compile!r}: expected True/False, a torch.compile backend name or callable")
@@ -220,10 +221,15 @@ def train(data, out, *, variables=None, train_period=None, context="24h", horizo
     groups = codec.sizes
     if arch == "gridnet":
         n_loc, n_patch = locations["locations"], locations["patch"]
-        dataset = GridWindowDataset(values, calendar, starts, ctx_steps, hor_steps, residual=bool(residual), base=ar,
-                                    times=times, static=static_values, locations=n_loc,
-                                    pos_dims=locations["pos_dims"], patch=n_patch, seed=int(tcfg.seed),
-                                    valid=codec.valid)
+        grid = {"static": static_values, "locations": n_loc, "pos_dims": locations["pos_dims"], "patch": n_patch,
+                "seed": int(tcfg.seed)}
+        if task == "impute":
+            from .imputation import GridImputeWindowDataset
+
+            dataset = GridImputeWindowDataset(values, calendar, starts, hor_steps, **grid)
+        else:
+            dataset = GridWindowDataset(values, calendar, starts, ctx_steps, hor_steps, residual=bool(residual),
+                                        base=ar, times=times, valid=codec.valid, **grid)
         if n_patch is not None:  # each variable's features in a patch: its channels x the patch's locations
             groups = [size // n_loc * n_patch for size in codec.sizes]
     elif task == "impute":

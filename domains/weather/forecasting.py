@@ -24,7 +24,15 @@ from .run import Run, load_run, regrid, subregion
 from .stream import EncodedValues
 
 
-GRID_SEQUENCES = 8192  # gridnet forecasts: at most this many (window, location) sequences per network call
+GRID_SEQUENCES = 8192  # gridnet runs: at most this many (window, location) sequences per network call
+
+
+def sequence_batch(run: Run, batch_size: int) -> int:
+    """The windows per network call: `batch_size`, bounded for a gridnet run, which runs over windows x locations
+    sequences, by GRID_SEQUENCES."""
+    if run.arch == "gridnet":
+        return max(1, min(batch_size, GRID_SEQUENCES // max(1, int(run.static.shape[0]))))
+    return batch_size
 
 
 def forecast_dataset(codec: Codec, values: np.ndarray, init_times, step: pd.Timedelta, attrs: dict | None = None):
@@ -113,8 +121,7 @@ def rollout_tensor(run: Run, values: np.ndarray, times: np.ndarray, init_idx: np
     device = run.device
     ctx, hor = run.context, run.horizon
     step = times[1] - times[0]
-    if run.arch == "gridnet":  # the network runs over windows x locations sequences: bound them per batch
-        batch_size = max(1, min(batch_size, GRID_SEQUENCES // max(1, int(run.static.shape[0]))))
+    batch_size = sequence_batch(run, batch_size)
     hist, t0, chunks = initial_history(values, times, init_idx, ctx, hor, n_lead, members, device)
     n_traj = hist.shape[0]
     offsets = np.arange(-ctx + 1, chunks * hor + 1)

@@ -27,7 +27,9 @@ from gendiff.errors import ConfigError, DataError
 from gendiff.samplers import prior_sample, sample
 
 from .data import Codec, calendar_features, open_data, time_step
+from .forecasting import sequence_batch
 from .imputation import make_impute_inputs
+from .inputs import grid_cond
 from .run import Run, load_run
 
 
@@ -102,6 +104,7 @@ def impute_tensor(run: Run, values: np.ndarray, times: np.ndarray, members: int,
     todo = torch.zeros(padded, c_n, dtype=torch.bool, device=device)
     todo[q:q + t_n] = torch.from_numpy(gaps).to(device)
     generator = make_generator(device, seed)
+    batch_size = sequence_batch(run, batch_size)
     jobs = []
     for starts, lo, hi in passes:
         keep = [s for s in starts if bool(todo[s + lo:s + hi].any())]
@@ -120,6 +123,8 @@ def impute_tensor(run: Run, values: np.ndarray, times: np.ndarray, members: int,
                 target = todo[span]
                 known = torch.isfinite(window) & ~target
                 x0, mask, cond, base = make_impute_inputs(window, cal[span], known, target)
+                if run.arch == "gridnet":  # each series a location of the shared U-Net
+                    cond = grid_cond(cond, run.static)
                 like = torch.zeros_like(x0)
                 x_T = prior_sample(run.denoiser.schedule, run.space, like, mask=mask, generator=generator)
                 x = sample(sampler, run.denoiser, x_T, run.denoiser.schedule, run.space, steps, mask=mask,

@@ -17,6 +17,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .windows import LocationPatches
+
 STRATEGIES = ("random", "historical", "block")
 
 
@@ -116,13 +118,39 @@ class ImputeWindowDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.starts)
 
-    def __getitem__(self, i: int):
+    def window(self, i: int, features: np.ndarray | None = None) -> dict:
+        """Window i (of the features `features` only, when given): targets hidden, x0, mask and cond."""
         s, n = int(self.starts[i]), self.length
-        observed = self.observed[s:s + n]
         strategy = STRATEGIES[self.rng.choice(len(STRATEGIES), p=self.weights)]
         other = int(self.starts[self.rng.integers(len(self.starts))])
-        target = hide(observed, self.rng, strategy, self.observed[other:other + n])
+        observed, pattern, values = self.observed[s:s + n], self.observed[other:other + n], self.values[s:s + n]
+        if features is not None:
+            observed, pattern, values = observed[:, features], pattern[:, features], values[:, features]
+        target = hide(observed, self.rng, strategy, pattern)
         known = observed & ~target
-        x0, mask, cond, _ = make_impute_inputs(self.values[None, s:s + n], self.calendar[None, s:s + n],
+        x0, mask, cond, _ = make_impute_inputs(values[None], self.calendar[None, s:s + n],
                                                torch.from_numpy(known)[None], torch.from_numpy(target)[None])
         return {"x0": x0[0], "mask": mask[0], "cond": cond[0]}
+
+    def __getitem__(self, i: int):
+        return self.window(i)
+
+
+class GridImputeWindowDataset(LocationPatches, ImputeWindowDataset):
+    """ImputeWindowDataset for the location-shared network (gridnet): cond = {"seq": make_impute_inputs'
+    channels (make_inputs' layout, the one GridNet reads), "static": the locations' (N, S)}; with `patch`, each
+    window covers a random patch of locations (windows.LocationPatches), hidden within the patch."""
+
+    def __init__(self, values: np.ndarray, calendar: np.ndarray, starts: np.ndarray, length: int, *,
+                 static: np.ndarray, locations: int, pos_dims: int, patch: int | None = None, seed: int = 0,
+                 weights=(0.4, 0.3, 0.3)):
+        super().__init__(values, calendar, starts, length, seed, weights)
+        self._set_locations(static, locations, pos_dims, patch, seed, values.shape[1])
+
+    def __getitem__(self, i: int):
+        if self.patch is None:
+            item = self.window(i)
+            return {**item, "cond": {"seq": item["cond"], "static": self.static}}
+        sel = self.locations_of()
+        item = self.window(i, self.features_of(sel))
+        return {**item, "cond": {"seq": item["cond"], "static": self.static[torch.from_numpy(sel)]}}

@@ -68,21 +68,17 @@ def window_starts(n_times: int, index: np.ndarray, length: int, values, context:
     return s[ok].astype(np.int64)
 
 
-class GridWindowDataset(WindowDataset):
-    """WindowDataset for the location-shared network (gridnet): each window carries the static inputs of its
-    locations, cond = {"seq": make_inputs' channels, "static": (N, S)}. With `patch`, a window covers `patch`
-    locations only, the nearest to a location drawn at random (by `static[:, :pos_dims]`; a random subset without
-    positions): the shared weights learn from many small regions, at a cost independent of the grid's size.
+class LocationPatches:
+    """The locations of a gridnet's training windows: their static inputs (N, S) and, with `patch`, the random
+    patches of `patch` locations a window covers, the nearest to a location drawn at random (by
+    `static[:, :pos_dims]`; a random subset without positions). The features are K x N, variable-major
+    (data.Codec), so feature k*N + j is channel k of location j."""
 
-    `locations`: N; the features are K x N, variable-major (data.Codec), so feature k*N + j is channel k of
-    location j."""
-
-    def __init__(self, *args, static: np.ndarray, locations: int, pos_dims: int, patch: int | None = None,
-                 seed: int = 0, **kwargs):
-        super().__init__(*args, missing_flag=True, **kwargs)
+    def _set_locations(self, static: np.ndarray, locations: int, pos_dims: int, patch: int | None, seed: int,
+                       features: int) -> None:
         self.static = torch.from_numpy(np.asarray(static, dtype=np.float32))
         self.n, self.pos = int(locations), np.asarray(static, dtype=np.float64)[:, :pos_dims]
-        self.k = self.values.shape[1] // self.n
+        self.k = int(features) // self.n
         self.patch = None if patch is None or patch >= self.n else int(patch)
         self.seed, self.rng, self._worker = int(seed), np.random.default_rng(seed), None
 
@@ -98,14 +94,29 @@ class GridWindowDataset(WindowDataset):
         d = ((self.pos - centre) ** 2).sum(1)
         return np.sort(np.argpartition(d, self.patch - 1)[:self.patch])
 
+    def features_of(self, sel: np.ndarray) -> np.ndarray:
+        """The feature indices (K x len(sel), variable-major) of the locations `sel`."""
+        return (np.arange(self.k)[:, None] * self.n + sel[None, :]).ravel()
+
+
+class GridWindowDataset(LocationPatches, WindowDataset):
+    """WindowDataset for the location-shared network (gridnet): each window carries the static inputs of its
+    locations, cond = {"seq": make_inputs' channels, "static": (N, S)}. With `patch`, a window covers `patch`
+    locations only (LocationPatches): the shared weights learn from many small regions, at a cost independent
+    of the grid's size. `locations`: N."""
+
+    def __init__(self, *args, static: np.ndarray, locations: int, pos_dims: int, patch: int | None = None,
+                 seed: int = 0, **kwargs):
+        super().__init__(*args, missing_flag=True, **kwargs)
+        self._set_locations(static, locations, pos_dims, patch, seed, self.values.shape[1])
+
     def __getitem__(self, i: int):
         item = super().__getitem__(i)
         if self.patch is None:
             return {**item, "cond": {"seq": item["cond"], "static": self.static}}
         sel = self.locations_of()
-        feat = torch.from_numpy((np.arange(self.k)[:, None] * self.n + sel[None, :]).ravel())
+        feat = torch.from_numpy(self.features_of(sel))
         c, cond = self.values.shape[1], item["cond"]
         seq = torch.cat([cond[:c][feat], cond[c:c + 5], cond[c + 5:][feat]])
         return {"x0": item["x0"][feat], "mask": item["mask"][feat],
                 "cond": {"seq": seq, "static": self.static[torch.from_numpy(sel)]}}
-

@@ -130,8 +130,8 @@ def test_errors_are_one_line(run, tmp_path, capsys):
         timeseries.impute(run, df, output="wide", quantiles=[0.5], progress=False)
     with pytest.raises(DataError, match="time step 0 days 02:00:00 differs"):
         timeseries.impute(run, df.iloc[::2], progress=False)
-    with pytest.raises(ConfigError, match="task='impute'"):
-        timeseries.train(df, tmp_path / "g", task="impute", arch="gridnet", max_steps=1)
+    with pytest.raises(ConfigError, match="task='impute' takes the per-entry known flags: missing_flag"):
+        timeseries.train(df, tmp_path / "g", task="impute", arch="gridnet", missing_flag=False, max_steps=1)
     with pytest.raises(ConfigError, match="task='nowcast'"):
         timeseries.train(df, tmp_path / "g", task="nowcast", max_steps=1)
     fc_run = tmp_path / "fc"
@@ -153,6 +153,50 @@ def test_errors_are_one_line(run, tmp_path, capsys):
     assert "--evaluate writes scores" in capsys.readouterr().err
     with pytest.raises(ConfigError, match=r"fraction=1.5 must be in \(0, 1\)"):
         timeseries.evaluate_imputation(run, df, fraction=1.5)
+
+
+def test_gridnet_imputation_has_one_size_for_any_number_of_series(tmp_path):
+    """arch='gridnet' with task='impute' (issue 13): one temporal U-Net shared by the series, so three series and
+    six train the same number of parameters; impute fills every gap of each, observed values bit for bit."""
+    base = _frame()
+    three = base.assign(c=base["a"].shift(5) - 4)  # a third series, gappy where 'a' is, five steps later
+    six = pd.concat([three, (2 * three).add_suffix("_x")], axis=1)
+    net = {"width": 8, "mults": [1, 2], "heads": 2, "neighbours": 2}
+    sizes = []
+    for name, frame in (("three", three), ("six", six)):
+        summary = timeseries.train(frame, tmp_path / name, task="impute", arch="gridnet", window=WINDOW,
+                                   max_steps=2, batch_size=4, net=net, sampler="ddim", sample_steps=3,
+                                   progress=False)
+        sizes.append(summary["parameters"])
+        ds = timeseries.impute(tmp_path / name, frame, members=2, output="xarray", progress=False)
+        assert list(ds["series"].values) == list(frame.columns)
+        vals = ds["value"].transpose("member", "time", "series").values
+        orig = frame.to_numpy()
+        obs = np.isfinite(orig)
+        gaps = interior_gaps(obs)
+        assert gaps.sum() > 0 and np.isfinite(vals[:, gaps]).all()  # every gap filled
+        assert (_bits(vals[:, obs]) == _bits(orig[obs])[None]).all()  # observed bit for bit
+        assert np.isnan(vals[:, ~obs & ~gaps]).all()  # leading NaN stay NaN
+        assert np.ptp(vals[:, gaps], axis=0).min() > 0  # independent members
+        wide = timeseries.impute(tmp_path / name, frame, members=2, output="wide", progress=False)
+        assert list(wide.columns) == list(frame.columns) and wide.shape == frame.shape
+    assert sizes[0] == sizes[1] > 0
+
+
+def test_gridnet_imputation_windows_of_a_patch():
+    from gendiff.domains.weather.imputation import GridImputeWindowDataset
+
+    values = np.random.default_rng(0).standard_normal((40, 6)).astype(np.float32)  # K = 1 channel, N = 6 series
+    values[5:9, 2] = np.nan
+    ds = GridImputeWindowDataset(values, np.zeros((40, 4), np.float32), np.arange(0, 24, 4), WINDOW,
+                                 static=np.zeros((6, 0), np.float32), locations=6, pos_dims=0, patch=2)
+    for i in range(len(ds)):
+        item = ds[i]
+        assert item["x0"].shape == item["mask"].shape == (2, WINDOW) and item["mask"].any()
+        assert item["cond"]["seq"].shape == (2 * 2 + 5, WINDOW) and item["cond"]["static"].shape == (2, 0)
+    full = GridImputeWindowDataset(values, np.zeros((40, 4), np.float32), np.arange(0, 24, 4), WINDOW,
+                                   static=np.zeros((6, 0), np.float32), locations=6, pos_dims=0)[0]
+    assert full["x0"].shape == (6, WINDOW) and full["cond"]["static"].shape == (6, 0)
 
 
 def test_quantile_crps_matches_brute_force():
