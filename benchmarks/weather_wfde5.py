@@ -62,6 +62,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2, help="torch threads of each gendiff process (2: both cores)")
     p.add_argument("--train-args", default="", help="extra `gendiff train weather` options (default: none)")
     p.add_argument("--forecast-args", default="", help="extra `gendiff forecast weather` options (default: none)")
+    p.add_argument("--systems", default="model,persistence,climatology,linear,ar_calibrated",
+                   help="systems scored (ar_calibrated: the run's AR base + calibration + Gaussian noise, no network)")
     p.add_argument("--budget-minutes", type=float, default=20.0, help="the bar: train + forecast + evaluate")
     p.add_argument("--no-record", action="store_true")
     a = p.parse_args(argv)
@@ -97,7 +99,7 @@ def main(argv=None) -> int:
                "--threads", str(a.threads), "--quiet", *shlex.split(a.forecast_args)]
     t_fc, _ = _gendiff(fc_args, env)
     ev_args = ["evaluate", "weather", "--forecast", str(fc), "--truth", str(data), "--train-period", a.train_period,
-               "--systems", "model,persistence,climatology,linear", "--json"]
+               "--systems", a.systems, "--run", str(run), "--json"]
     t_ev, text = _gendiff(ev_args, env)
     records = json.loads(text)
     out = xr.open_dataset(fc)
@@ -137,6 +139,7 @@ def _markdown(res: dict) -> str:
         for lead, c in sorted(by_lead.items()):
             rows += (f"| {v} | {lead} | {c.get('model', float('nan')):.4g} | {c.get('persistence', float('nan')):.4g} | "
                      f"{c.get('climatology', float('nan')):.4g} | {c.get('linear', float('nan')):.4g} | "
+                     f"{c.get('ar_calibrated', float('nan')):.4g} | "
                      f"{res.get('ssr', {}).get(v, {}).get(lead, float('nan')):.3f} |\n")
     ok = res["total_minutes"] <= res["budget_minutes"]
     return (f"\n### {res['data']}, CLI defaults ({res['date']})\n\n"
@@ -150,7 +153,8 @@ def _markdown(res: dict) -> str:
             f"- NaN over the sea and nowhere else, every member and lead: **{res['nan_only_over_sea']}**\n"
             f"- model CRPS below persistence and climatology at {', '.join(map(str, LEADS_H))} h: "
             + ", ".join(f"{v} {'yes' if b else 'no'}" for v, b in res["model_beats_persistence_and_climatology"].items())
-            + "\n\n| variable | lead (h) | model | persistence | climatology | linear | SSR model |\n|---|---|---|---|---|---|---|\n"
+            + "\n\n| variable | lead (h) | model | persistence | climatology | linear | ar_calibrated | SSR model |\n"
+            "|---|---|---|---|---|---|---|---|\n"
             + rows)
 
 
