@@ -35,6 +35,27 @@ def sequence_batch(run: Run, batch_size: int) -> int:
     return batch_size
 
 
+def use_run(run, device=None) -> Run:
+    """`run` (a Run, a run folder or pretrained:NAME) ready to sample on `device` ('auto', 'cpu', 'cuda', ...;
+    None: a Run's own device, 'auto' for a folder); a bad device name fails before anything is read."""
+    if device is not None:
+        device = resolve_device(device)
+    if isinstance(run, Run):
+        if device is not None:
+            run.to(device)
+        return run
+    return load_run(run, device="auto" if device is None else device)
+
+
+def check_time_step(ds: xr.Dataset, run: Run, label: str) -> pd.Timedelta:
+    """The data's time step; DataError when it is not the one the run was trained on."""
+    step = time_step(ds)
+    if step.total_seconds() != run.config["time_step_seconds"]:
+        raise DataError(f"{label}: time step {step} differs from the model's "
+                        f"{pd.Timedelta(seconds=run.config['time_step_seconds'])}")
+    return step
+
+
 def forecast_dataset(codec: Codec, values: np.ndarray, init_times, step: pd.Timedelta, attrs: dict | None = None):
     """(I, M, L, C) normalised -> Dataset(init_time, member, lead_time, <data dims>) with a valid_time coordinate."""
     n_init, members, n_lead = values.shape[:3]
@@ -181,22 +202,13 @@ def forecast(run, data, *, init_period=None, init_times=None, init_every="6h", m
 
     `data` is read lazily (data.open_data; `chunks` as there): only each init's context is read from it
     (stream.EncodedValues), so it may be larger than memory."""
-    if device is not None:
-        device = resolve_device(device)  # a bad name fails before anything is read
-    if isinstance(run, Run):
-        if device is not None:
-            run.to(device)
-    else:
-        run = load_run(run, device="auto" if device is None else device)
+    run = use_run(run, device)
     if compile:
         compile_network(run.denoiser, compile)
     label = source_label(data)
     ds = open_data(data, run.codec.variables, name=label, chunks=chunks)
     run = subregion(run, ds, label)  # a gridnet run on a part of its grid
-    step = time_step(ds)
-    if step.total_seconds() != run.config["time_step_seconds"]:
-        raise DataError(f"{label}: time step {step} differs from the model's "
-                        f"{pd.Timedelta(seconds=run.config['time_step_seconds'])}")
+    step = check_time_step(ds, run, label)
     if members < 1:
         raise ConfigError(f"members={members} must be >= 1")
     n_lead = parse_duration(lead, step, "lead")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -22,15 +21,15 @@ import torch
 import xarray as xr
 from tqdm.auto import tqdm
 
-from gendiff.device import make_generator, resolve_device
+from gendiff.device import make_generator
 from gendiff.errors import ConfigError, DataError
 from gendiff.samplers import prior_sample, sample
 
-from .data import Codec, calendar_features, open_data, time_step
-from .forecasting import sequence_batch
+from .data import Codec, calendar_features, open_data, source_label
+from .forecasting import check_time_step, sequence_batch, use_run
 from .imputation import make_impute_inputs
 from .inputs import grid_cond
-from .run import Run, load_run
+from .run import Run
 
 
 def feature_labels(codec: Codec) -> list[str]:
@@ -150,22 +149,13 @@ def impute(run, data, *, members: int = 16, sampler: str | None = None, steps: i
     task='impute'; `sampler` / `steps`: override the run's."""
     if members < 1:
         raise ConfigError(f"members={members} must be >= 1")
-    if device is not None:
-        device = resolve_device(device)
-    if isinstance(run, Run):
-        if device is not None:
-            run.to(device)
-    else:
-        run = load_run(run, device="auto" if device is None else device)
+    run = use_run(run, device)
     from . import _require_task
 
     _require_task(run, "impute")
-    label = label or (str(data) if isinstance(data, (str, Path)) else "data")
+    label = label or source_label(data)
     ds = open_data(data, run.codec.variables, name=label)
-    step = time_step(ds)
-    if step.total_seconds() != run.config["time_step_seconds"]:
-        raise DataError(f"{label}: time step {step} differs from the model's "
-                        f"{pd.Timedelta(seconds=run.config['time_step_seconds'])}")
+    check_time_step(ds, run, label)
     times = ds["time"].values
     values = run.codec.encode(ds, label)
     check_gaps(interior_gaps(np.isfinite(values) & run.codec.valid[None, :]), run.horizon, run.codec, times, label)

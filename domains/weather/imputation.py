@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .windows import LocationPatches
+from .windows import LocationPatches, WorkerRandom
 
 STRATEGIES = ("random", "historical", "block")
 
@@ -103,9 +103,10 @@ def hide(observed: np.ndarray, rng: np.random.Generator, strategy: str, pattern:
     return target.reshape(observed.shape)
 
 
-class ImputeWindowDataset(torch.utils.data.Dataset):
+class ImputeWindowDataset(WorkerRandom, torch.utils.data.Dataset):
     """Windows of `length` steps starting at `starts` over normalised values (T, C), with targets hidden by a
-    strategy drawn per window (`weights` over STRATEGIES): x0, mask (the targets), cond (make_impute_inputs)."""
+    strategy drawn per window (`weights` over STRATEGIES): x0, mask (the targets), cond (make_impute_inputs); each
+    DataLoader worker hides with its own draws (WorkerRandom)."""
 
     def __init__(self, values: np.ndarray, calendar: np.ndarray, starts: np.ndarray, length: int, seed: int = 0,
                  weights=(0.4, 0.3, 0.3)):
@@ -113,20 +114,20 @@ class ImputeWindowDataset(torch.utils.data.Dataset):
         self.observed = np.isfinite(values)
         self.starts, self.length = np.asarray(starts), int(length)
         self.weights = np.asarray(weights, dtype=np.float64) / np.sum(weights)
-        self.rng = np.random.default_rng(seed)
+        self._init_random(seed)
 
     def __len__(self) -> int:
         return len(self.starts)
 
     def window(self, i: int, features: np.ndarray | None = None) -> dict:
         """Window i (of the features `features` only, when given): targets hidden, x0, mask and cond."""
-        s, n = int(self.starts[i]), self.length
-        strategy = STRATEGIES[self.rng.choice(len(STRATEGIES), p=self.weights)]
-        other = int(self.starts[self.rng.integers(len(self.starts))])
+        s, n, rng = int(self.starts[i]), self.length, self.random()
+        strategy = STRATEGIES[rng.choice(len(STRATEGIES), p=self.weights)]
+        other = int(self.starts[rng.integers(len(self.starts))])
         observed, pattern, values = self.observed[s:s + n], self.observed[other:other + n], self.values[s:s + n]
         if features is not None:
             observed, pattern, values = observed[:, features], pattern[:, features], values[:, features]
-        target = hide(observed, self.rng, strategy, pattern)
+        target = hide(observed, rng, strategy, pattern)
         known = observed & ~target
         x0, mask, cond, _ = make_impute_inputs(values[None], self.calendar[None, s:s + n],
                                                torch.from_numpy(known)[None], torch.from_numpy(target)[None])

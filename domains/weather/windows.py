@@ -68,7 +68,21 @@ def window_starts(n_times: int, index: np.ndarray, length: int, values, context:
     return s[ok].astype(np.int64)
 
 
-class LocationPatches:
+class WorkerRandom:
+    """A training dataset's random stream, one per DataLoader worker: a forked worker would otherwise repeat the
+    draws of every other (the same generator state copied into each); in the main process the seeded stream."""
+
+    def _init_random(self, seed: int) -> None:
+        self.seed, self.rng, self._worker = int(seed), np.random.default_rng(seed), None
+
+    def random(self) -> np.random.Generator:
+        info = torch.utils.data.get_worker_info()
+        if info is not None and self._worker != info.id:
+            self._worker, self.rng = info.id, np.random.default_rng([self.seed, info.id])
+        return self.rng
+
+
+class LocationPatches(WorkerRandom):
     """The locations of a gridnet's training windows: their static inputs (N, S) and, with `patch`, the random
     patches of `patch` locations a window covers, the nearest to a location drawn at random (by
     `static[:, :pos_dims]`; a random subset without positions). The features are K x N, variable-major
@@ -80,17 +94,14 @@ class LocationPatches:
         self.n, self.pos = int(locations), np.asarray(static, dtype=np.float64)[:, :pos_dims]
         self.k = int(features) // self.n
         self.patch = None if patch is None or patch >= self.n else int(patch)
-        self.seed, self.rng, self._worker = int(seed), np.random.default_rng(seed), None
+        self._init_random(seed)
 
     def locations_of(self) -> np.ndarray:
-        """Sorted location indices of one random patch; each DataLoader worker draws from its own stream (a
-        forked worker would otherwise repeat the draws of every other)."""
-        info = torch.utils.data.get_worker_info()
-        if info is not None and self._worker != info.id:
-            self._worker, self.rng = info.id, np.random.default_rng([self.seed, info.id])
+        """Sorted location indices of one random patch (each DataLoader worker its own draws: WorkerRandom)."""
+        rng = self.random()
         if self.pos.shape[1] == 0:
-            return np.sort(self.rng.choice(self.n, self.patch, replace=False))
-        centre = self.pos[self.rng.integers(self.n)]
+            return np.sort(rng.choice(self.n, self.patch, replace=False))
+        centre = self.pos[rng.integers(self.n)]
         d = ((self.pos - centre) ** 2).sum(1)
         return np.sort(np.argpartition(d, self.patch - 1)[:self.patch])
 
