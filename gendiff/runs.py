@@ -264,7 +264,7 @@ def card_headline(card: dict) -> dict:
         if not isinstance(block, dict):
             continue
         for key, value in block.items():
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or key in out:
+            if not _is_number(value) or key in out:
                 continue
             if wanted is not None:
                 if key in wanted:

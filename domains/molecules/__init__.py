@@ -189,13 +189,13 @@ def train(data="qm9", model: str = "egnn", out="runs/molecules", *, schedule: st
         if (old.get("model"), old.get("net")) != (model, full_net_config(model, net_cfg)):
             raise ConfigError(f"{out / RUN_CONFIG}: cannot resume model {old.get('model')!r} {old.get('net')} "
                               f"as {model!r} {net_cfg}")
-        old_recipe = {k: v for k, v in (old.get("recipe") or {}).items() if k not in ("formulas", "ema_decay")}
+        old_recipe = _recipe_switches(old.get("recipe"))
         old_den = old.get("denoiser") or {}
         was = (old.get("schedule"), old_den.get("prediction"), old_den.get("precondition"),
                (old.get("features") or {}).get("norm_values"), old_recipe)
         now = (schedule_config(sched), "x0" if precondition else prediction, precondition,
                features_config(feature_scaling)["norm_values"],
-               {k: v for k, v in recipe.items() if k not in ("formulas", "ema_decay")})
+               _recipe_switches(recipe))
         if was != now:
             raise ConfigError(f"{out / RUN_CONFIG}: cannot resume the recipe (schedule, prediction, precondition, "
                               f"norm_values, recipe) {was} as {now}")
@@ -238,6 +238,12 @@ _EMA_DEFAULT = 0.999
 _SAME_FOR_INIT = ("model", "net", "schedule", "denoiser", "features")
 
 
+def _recipe_switches(recipe: dict | None) -> dict:
+    """The parts of a run's recipe that must match to resume or warm-start it: all but the training formulas (data,
+    not a switch) and the EMA decay (may change between sittings)."""
+    return {k: v for k, v in (recipe or {}).items() if k not in ("formulas", "ema_decay")}
+
+
 def _warm_start(init, denoiser, cfg: dict) -> tuple[dict, int]:
     """Load run `init`'s EMA weights into `denoiser` (strict) after checking that its network and recipe are the
     ones being trained; returns (its card without metrics, its steps)."""
@@ -247,10 +253,10 @@ def _warm_start(init, denoiser, cfg: dict) -> tuple[dict, int]:
         if old.get(key) != cfg.get(key):
             raise ConfigError(f"{info.path / RUN_CONFIG}: init run has {key} {old.get(key)!r}, this training "
                               f"{cfg.get(key)!r}; train with the init run's settings")
-    strip = lambda r: {k: v for k, v in (r or {}).items() if k not in ("formulas", "ema_decay")}  # noqa: E731
-    if strip(old.get("recipe")) != strip(cfg.get("recipe")):
-        raise ConfigError(f"{info.path / RUN_CONFIG}: init run has recipe {strip(old.get('recipe'))}, this "
-                          f"training {strip(cfg.get('recipe'))}; train with the init run's settings")
+    was, now = _recipe_switches(old.get("recipe")), _recipe_switches(cfg.get("recipe"))
+    if was != now:
+        raise ConfigError(f"{info.path / RUN_CONFIG}: init run has recipe {was}, this training {now}; train with "
+                          "the init run's settings")
     runs.load_weights(info, denoiser)
     card = dict(info.card)
     card["metrics"] = {}  # measured on the init weights, not on what this sitting trains
