@@ -38,16 +38,20 @@ from _machine import machine  # noqa: E402  (benchmarks/ is on sys.path when run
 # context / horizon / lead / init spacing in data steps; periods inclusive; `leads`: the steps reported
 CONFIGS = {
     "co2": dict(context=104, horizon=13, lead=52, init_every=4, train_period=("1958-03-29", "1991-12-28"),
-                init_period=("1993-01-02", "2000-12-30"), leads=(1, 4, 13, 26, 52), unit="week"),
+                init_period=("1993-01-02", "2000-12-30"), leads=(1, 4, 13, 26, 52), unit="week", seasons="52W"),
+    # solar: four training days; the daily season is the hour-of-day climatology already, and a lag of one day
+    # (context 60, seasons="1d") scored worse at every lead (RESULTS.md)
     "solar": dict(context=48, horizon=12, lead=12, init_every=2, train_period=("2021-05-01", "2021-05-04T23:30"),
-                  init_period=("2021-05-05", "2021-05-06T18:00"), leads=(1, 2, 6, 12), unit="half hour"),
-    "taylor": dict(context=96, horizon=48, lead=48, init_every=12, train_period=("2000-06-05", "2000-08-13T23:30"),
-                   init_period=("2000-08-14", "2000-08-26T23:30"), leads=(2, 12, 24, 48), unit="half hour"),
+                  init_period=("2021-05-05", "2021-05-06T18:00"), leads=(1, 2, 6, 12), unit="half hour",
+                  seasons=None),
+    "taylor": dict(context=384, horizon=48, lead=48, init_every=12, train_period=("2000-06-05", "2000-08-13T23:30"),
+                   init_period=("2000-08-14", "2000-08-26T23:30"), leads=(2, 12, 24, 48), unit="half hour",
+                   seasons="1d,7d"),
 }
 
 
 def run_dataset(name: str, out: Path, minutes: float, members: int, sample_steps: int, width: int,
-                seed: int, sampler: str = "dpm_solver_pp") -> dict:
+                seed: int, sampler: str = "dpm_solver_pp", no_seasons: bool = False) -> dict:
     from gendiff.domains import timeseries
     from gendiff.domains.weather import real_series
     from gendiff.domains.weather.metrics import score
@@ -58,7 +62,8 @@ def run_dataset(name: str, out: Path, minutes: float, members: int, sample_steps
     run = out / name / "run"
     t0 = time.perf_counter()
     summary = timeseries.train(df, run, context=cfg["context"], horizon=cfg["horizon"],
-                               train_period=cfg["train_period"], max_steps=100_000, time_budget=60.0 * minutes,
+                               train_period=cfg["train_period"], seasons=None if no_seasons else cfg["seasons"],
+                               max_steps=100_000, time_budget=60.0 * minutes,
                                net={"width": width}, batch_size=32, sampler=sampler, sample_steps=sample_steps,
                                progress=False,
                                seed=seed, resume="auto")
@@ -153,6 +158,8 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-write", action="store_true", help="print the tables only")
+    p.add_argument("--no-seasons", action="store_true",
+                   help="the AR base without its seasonal lags (an AR(2) on the hour-of-day anomalies)")
     p.add_argument("--impute", action="store_true",
                    help="the imputation benchmark (hide 10%% of the observed values, impute, score) instead")
     p.add_argument("--csdi-repo", default=None,
@@ -175,7 +182,7 @@ def main(argv=None) -> int:
     results = []
     for name in names:
         r = run_dataset(name, out, args.minutes, args.members, args.sample_steps, args.width, args.seed,
-                        args.sampler)
+                        args.sampler, args.no_seasons)
         results.append(r)
         print(f"{name}: {r['train_steps']} steps, {r['train_seconds']} s", file=sys.stderr)
         print("\n".join(table(r)), file=sys.stderr)

@@ -44,12 +44,15 @@ def resolve_data(data, lorenz96_kwargs: dict | None = None, time_column: str | N
 
 
 def train(data=None, out="runs/weather", time_column: str | None = None, **config) -> dict:
-    """Train a forecast model; see gendiff.domains.weather.train.train for options."""
+    """Train a forecast model; see gendiff.domains.weather.fit.train for options. A table (DataFrame, Series,
+    CSV or Parquet) is normalised per series unless `normalise="variable"` is passed."""
     from .fit import train as _train
     from .tabular import is_table
 
     if is_table(data) and isinstance(data, (str, Path)):
         config["card"] = {"data": str(data), **(config.get("card") or {})}
+    if is_table(data):  # each series on its own scale: a table may mix megawatts and fractions
+        config.setdefault("normalise", "location")
     return _train(resolve_data(data, time_column=time_column), out, **config)
 
 

@@ -13,14 +13,22 @@ from .stream import STREAM_BYTES
 
 
 class ARBase:
-    """Per-feature AR(p) mean forecast of anomalies, rolled from the context over the horizon.
+    """Per-feature AR mean forecast of anomalies, rolled from the context over the horizon.
+
+    The lags are 1..p (`ar_order`), and with seasons also each season s and s + 1 (a seasonal AR: the value a week
+    or a year back, and its step-to-step change, enter the mean forecast as they do in SARIMA's
+    (p, 0, 0) x (1, 0, 0)_s form, here with the cross lag s + 1 fitted freely). The context must reach back to the
+    largest lag.
 
     With `base="linear"` the network generates the departures of the future from this deterministic forecast (as
     CorrDiff generates residuals of a regression model): the linear part of the predictability is exact from the
     start, and the network's capacity goes to the state-dependent, spatially correlated error distribution."""
 
-    def __init__(self, phi, scale=None, diurnal=None, step_seconds: float | None = None):
-        self.phi = torch.as_tensor(np.asarray(phi), dtype=torch.float32)  # (C, p), lag 1 first
+    def __init__(self, phi, scale=None, diurnal=None, step_seconds: float | None = None, lags=None):
+        self.phi = torch.as_tensor(np.asarray(phi), dtype=torch.float32)  # (C, K), in the order of `lags`
+        self.lags = tuple(range(1, self.phi.shape[1] + 1)) if lags is None else tuple(int(k) for k in lags)
+        if len(self.lags) != self.phi.shape[1]:
+            raise DataError(f"AR base: {self.phi.shape[1]} coefficients per feature for {len(self.lags)} lags")
         self.scale = None if scale is None else torch.as_tensor(np.asarray(scale), dtype=torch.float32)  # (H, C)
         # (S, H, C): the error level's factor by the init's time of day (S slots of one time step per day)
         self.diurnal = None if diurnal is None else torch.as_tensor(np.asarray(diurnal), dtype=torch.float32)
@@ -40,11 +48,22 @@ class ARBase:
     def device(self) -> torch.device:
         return self.phi.device
 
+    @staticmethod
+    def lags_for(order: int, seasons=()) -> tuple[int, ...]:
+        """Lags 1..order, and s and s + 1 for each season s (in steps)."""
+        lags = set(range(1, int(order) + 1))
+        for s in seasons or ():
+            if int(s) < 2:
+                raise DataError(f"season={s!r}: a season is at least 2 steps")
+            lags |= {int(s), int(s) + 1}
+        return tuple(sorted(lags))
+
     @classmethod
-    def fit(cls, values: np.ndarray, index: np.ndarray, order: int = 2, starts: np.ndarray | None = None,
+    def fit(cls, values: np.ndarray, index: np.ndarray, order=2, starts: np.ndarray | None = None,
             context: int | None = None, horizon: int | None = None, times: np.ndarray | None = None,
             groups: list[int] | None = None) -> "ARBase":
-        """Least-squares AR(order) per feature on values[index]; with training window `starts`, also the RMS error
+        """Least-squares AR per feature on values[index], on lags 1..order (an int) or the given lags (a sequence,
+        lags_for); with training window `starts`, also the RMS error
         of its forecast per lead and feature (`scale`, H x C), by which the generated departures are divided so
         that the network sees unit-variance targets at every lead (the diffusion schedules assume unit-variance
         data; the departures grow from a few hundredths of a standard deviation at the first step).
@@ -58,17 +77,24 @@ class ARBase:
         from .baselines import ar_sums, solve_ar
         from .stream import row_blocks
 
+        from .baselines import ar_lags
+
         c = values.shape[1]
+        lags = ar_lags(order)
+        k, m = len(lags), lags[-1]
+        if context is not None and context < m:
+            raise DataError(f"the AR base's largest lag is {m} steps: the context must be at least {m} steps, "
+                            f"got {context}")
         index = np.asarray(index)
         if len(index) and (np.diff(index) == 1).all():  # the normal equations summed block by block of steps
-            gram, rhs = np.zeros((c, order, order)), np.zeros((c, order))
+            gram, rhs = np.zeros((c, k, k)), np.zeros((c, k))
             lo, hi = int(index[0]), int(index[-1]) + 1
-            for a, b in row_blocks(lo, hi, c * 4 * (order + 1)):  # ar_sums holds ~4 (p + 1) copies
-                g, r = ar_sums(np.asarray(values[max(lo, a - order):b], dtype=np.float64), order)
+            for a, b in row_blocks(lo, hi, c * 4 * (k + 1)):  # ar_sums holds ~4 (K + 1) copies
+                g, r = ar_sums(np.asarray(values[max(lo, a - m):b], dtype=np.float64), lags)
                 gram, rhs = gram + g, rhs + r
         else:
-            gram, rhs = ar_sums(np.asarray(values[index], dtype=np.float64), order)
-        ar = cls(solve_ar(gram, rhs))
+            gram, rhs = ar_sums(np.asarray(values[index], dtype=np.float64), lags)
+        ar = cls(solve_ar(gram, rhs), lags=lags)
         if starts is None:
             return ar
         starts = np.asarray(starts)
@@ -111,7 +137,16 @@ class ARBase:
 
     @property
     def order(self) -> int:
-        return int(self.phi.shape[1])
+        """The largest lag: the context steps the base reads."""
+        return int(self.lags[-1])
+
+    @property
+    def short_lags(self) -> int:
+        """p of lags 1..p (the leading run of consecutive lags; the seasonal ones come after)."""
+        p = 0
+        while p < len(self.lags) and self.lags[p] == p + 1:
+            p += 1
+        return p
 
     def slots(self, init_times) -> np.ndarray:
         """Time-of-day slot of each init time (0 when the error level has no time-of-day factor)."""
@@ -123,24 +158,33 @@ class ARBase:
         return (np.asarray(sec) // int(self.step_seconds)).astype(np.int64) % n_slots
 
     def window_base(self, window: torch.Tensor, context: int, level_only: bool = False) -> torch.Tensor:
-        """(B, L, C): the context as given (NaN -> 0), then the AR mean from the last `order` context steps.
+        """(B, L, C): the context as given (NaN -> 0), then the AR mean recursion: step t is the sum over the lags
+        k of phi_k times the value at t - k, from the context or from the recursion's own earlier steps.
 
-        `level_only`: start the recursion from the mean of those steps in every lag (their level, no slope), for
-        contexts that are themselves generated (chained horizons): they are rougher step to step than real data,
-        and an AR fitted close to a unit root (Lorenz-96: 1.87, -0.93) turns that roughness into growing swings."""
+        `level_only`: the short lags (1..p) start from the mean of the last p context steps (their level, no
+        slope), for contexts that are themselves generated (chained horizons): they are rougher step to step than
+        real data, and an AR fitted close to a unit root (Lorenz-96: 1.87, -0.93) turns that roughness into growing
+        swings. Seasonal lags read the context as it is."""
         known = torch.nan_to_num(window[:, :context], nan=0.0)
         if context < self.order:
             raise DataError(f"the AR base needs a context of at least {self.order} steps, got {context}")
+        horizon = window.shape[1] - context
+        if horizon <= 0:
+            return known
         phi = self.phi.to(known)
-        lags = [known[:, context - 1 - k] for k in range(self.order)]
-        if level_only:
-            lags = [torch.stack(lags).mean(0)] * self.order
-        steps = []
-        for _ in range(window.shape[1] - context):
-            nxt = sum(phi[:, k] * lags[k] for k in range(self.order))
-            steps.append(nxt)
-            lags = [nxt] + lags[:-1]
-        return torch.cat([known, torch.stack(steps, 1)], 1) if steps else known
+        seq = list(known.unbind(1)) + [None] * horizon  # the context steps, then the recursion's
+        p = self.short_lags
+        short = {}  # lag-k reads of the last p context steps, replaced by their level
+        if level_only and p:
+            level = torch.stack(seq[context - p:context]).mean(0)
+            short = {context - 1 - j: level for j in range(p)}
+        for t in range(context, context + horizon):
+            nxt = 0
+            for k, lag in enumerate(self.lags):
+                src = short.get(t - lag, seq[t - lag]) if lag <= p else seq[t - lag]
+                nxt = nxt + phi[:, k] * src
+            seq[t] = nxt
+        return torch.stack(seq, 1)
 
     def window_scale(self, length: int, context: int, slots=None) -> torch.Tensor:
         """(L, C): 1 over the context, `scale` over the horizon (ones without a fitted scale); with `slots` (B,),
@@ -172,6 +216,8 @@ class ARBase:
         constant over each variable's features (as fit pools it) is stored once per variable (`diurnal_groups`,
         S x H x G), not per feature: 3.7 MB -> 2 KB for a 33 x 49 grid."""
         out = {"phi": self.phi.cpu()}
+        if self.lags != tuple(range(1, len(self.lags) + 1)):
+            out["lags"] = torch.tensor(self.lags, dtype=torch.long)
         if self.scale is not None:
             out["scale"] = self.scale.cpu()
         if self.diurnal is not None:
@@ -192,9 +238,10 @@ class ARBase:
         scale, diurnal = state.get("scale"), state.get("diurnal")
         if diurnal is None and "diurnal_groups" in state:
             diurnal = state["diurnal_groups"].repeat_interleave(state["groups"].long(), dim=-1)
-        step = state.get("step_seconds")
+        step, lags = state.get("step_seconds"), state.get("lags")
         return cls(state["phi"].cpu().numpy(), None if scale is None else scale.cpu().numpy(),
-                   None if diurnal is None else diurnal.cpu().numpy(), None if step is None else float(step))
+                   None if diurnal is None else diurnal.cpu().numpy(), None if step is None else float(step),
+                   None if lags is None else lags.tolist())
 
 
 class HourlySums:

@@ -40,26 +40,38 @@ def hourly_climatology(values: np.ndarray, times, train_idx: np.ndarray, valid_t
     return out
 
 
-def _ar_pairs(a: np.ndarray, order: int):
-    """(lags (n, C, p), target (n, C)) of consecutive rows of a (T, C), 0 where a pair has a NaN, and its mask."""
-    p = order
-    target = a[p:]
-    lags = np.stack([a[p - k:len(a) - k] for k in range(1, p + 1)], axis=-1)  # (n, C, p)
+def ar_lags(order) -> tuple[int, ...]:
+    """The lags of an AR: an int p means lags 1..p; a sequence gives them (positive, increasing after sorting)."""
+    if isinstance(order, (int, np.integer)):
+        return tuple(range(1, int(order) + 1))
+    return tuple(sorted({int(k) for k in order}))
+
+
+def _ar_pairs(a: np.ndarray, order):
+    """(lags (n, C, K), target (n, C)) of consecutive rows of a (T, C), 0 where a pair has a NaN, and its mask.
+    `order`: p (lags 1..p) or the lags themselves (ar_lags)."""
+    lags_k = ar_lags(order)
+    m = lags_k[-1]
+    target = a[m:]
+    lags = np.stack([a[m - k:len(a) - k] for k in lags_k], axis=-1)  # (n, C, K)
     ok = np.isfinite(target) & np.isfinite(lags).all(-1)
     return np.where(ok[..., None], lags, 0.0), np.where(ok, target, 0.0), ok, target
 
 
-def ar_sums(a: np.ndarray, order: int) -> tuple[np.ndarray, np.ndarray]:
-    """The per-feature AR(order) normal equations (gram (C, p, p), rhs (C, p)) of the consecutive rows of a (T, C);
-    sums over blocks of rows that overlap by `order` rows give those of all the rows (ARBase.fit streams them)."""
-    if len(a) <= order:
-        return np.zeros((a.shape[1], order, order)), np.zeros((a.shape[1], order))
-    lags0, target0, _, _ = _ar_pairs(a, order)
+def ar_sums(a: np.ndarray, order) -> tuple[np.ndarray, np.ndarray]:
+    """The per-feature AR normal equations (gram (C, K, K), rhs (C, K)) of the consecutive rows of a (T, C), for
+    lags 1..order or the given lags (ar_lags); sums over blocks of rows that overlap by the largest lag give those
+    of all the rows (ARBase.fit streams them)."""
+    lags_k = ar_lags(order)
+    if len(a) <= lags_k[-1]:
+        return np.zeros((a.shape[1], len(lags_k), len(lags_k))), np.zeros((a.shape[1], len(lags_k)))
+    lags0, target0, _, _ = _ar_pairs(a, lags_k)
     return np.einsum("ncp,ncq->cpq", lags0, lags0), np.einsum("ncp,nc->cp", lags0, target0)
 
 
 def solve_ar(gram: np.ndarray, rhs: np.ndarray) -> np.ndarray:
-    """phi (C, p), lag 1 first, from the normal equations, with a small ridge for features without data."""
+    """phi (C, K), in the order of the lags, from the normal equations, with a small ridge for features without
+    data."""
     return np.linalg.solve(gram + 1e-6 * np.eye(gram.shape[-1]), rhs[..., None])[..., 0]
 
 

@@ -49,6 +49,10 @@ def add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train-period", default=None, help="START:END, inclusive (default: all the data)")
     p.add_argument("--context", default="24h", help="past context length (e.g. 24h)")
     p.add_argument("--horizon", default="24h", help="generated horizon per sample (e.g. 24h)")
+    p.add_argument("--season", default=None,
+                   help="season length(s) for the AR base, comma-separated durations or steps (e.g. 7d, or 1d,7d, "
+                        "or 52W for weekly data): it then also takes the value one season back; the context must "
+                        "reach back one season and a step")
     p.add_argument("--out", required=True, help="run folder to write")
     p.add_argument("--steps", type=int, default=None,
                    help="optimizer steps (default 500: with the other defaults the README's ERA5 commands train, "
@@ -94,7 +98,7 @@ def run_train(args) -> int:
 
     steps = {} if args.steps is None else {"max_steps": args.steps}
     summary = train(args.data, args.out, variables=args.vars, train_period=_period(args.train_period),
-                    context=args.context, horizon=args.horizon, **steps, batch_size=args.batch_size,
+                    context=args.context, horizon=args.horizon, seasons=args.season, **steps, batch_size=args.batch_size,
                     lr=args.lr, schedule=args.schedule, sampler=args.sampler, arch=args.arch, static=args.static,
                     patch=args.patch,
                     net=None if args.width is None else {"width": args.width},

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 
 import numpy as np
@@ -212,7 +213,7 @@ def parse_duration(text, step: pd.Timedelta, field: str) -> int:
         n = int(text)
     else:
         try:
-            td = pd.Timedelta(str(text))
+            td = pd.Timedelta(re.sub(r"(?<=\d)d$", "D", str(text).strip()))  # '2d': pandas 4 drops the lower-case 'd'
         except (ValueError, TypeError):
             raise ConfigError(f"{field}: '{text}' is not a duration (examples: 24h, 6h, 2d)") from None
         n, rem = divmod(td, step)
@@ -290,14 +291,46 @@ def calendar_features(times, day_of_year: bool = True) -> np.ndarray:
     return f.astype(np.float32).reshape(*np.shape(times), 4)
 
 
+NORMALISE = ("variable", "location")
+
+
 class Codec:
-    """Stack every non-time dim of each variable into features, normalise per variable, and undo it exactly."""
+    """Stack every non-time dim of each variable into features, normalise, and undo it exactly.
+
+    The normalisation is per variable (one mean and standard deviation for all its cells: WeatherBench's and the
+    gridded default) or per location (each feature its own, `mean[v]` and `std[v]` arrays of the variable's size:
+    each series of a table on its own scale, as DeepAR and GluonTS scale each series, so that a table that mixes
+    magnitudes is not modelled at its largest series' scale)."""
 
     def __init__(self, template: xr.Dataset, mean: dict, std: dict):
-        self.template, self.mean, self.std = template, dict(mean), dict(std)
+        self.template = template
         self.variables = [str(v) for v in template.data_vars]
         self.sizes = [int(template[v].size) for v in self.variables]
+        self.mean, self.std = {}, {}
+        for v, n in zip(self.variables, self.sizes):
+            for name, given, out in (("mean", mean, self.mean), ("std", std, self.std)):
+                val = given[v]
+                if np.ndim(val) == 0:
+                    out[v] = float(val)
+                    continue
+                arr = np.asarray(val, dtype=np.float64).ravel()
+                if arr.size != n:
+                    raise DataError(f"codec: the per-location {name} of '{v}' holds {arr.size} values for "
+                                    f"{n} features")
+                out[v] = arr
         self.valid = np.concatenate([template[v].notnull().values.ravel() for v in self.variables])
+
+    @property
+    def normalise(self) -> str:
+        """'location' when the means and deviations are per feature, else 'variable'."""
+        return "location" if any(np.ndim(self.mean[v]) for v in self.variables) else "variable"
+
+    def select(self, template: xr.Dataset, features: dict) -> "Codec":
+        """The codec of a part of the features: `template` (the part's template) and per variable the indices of
+        its features kept (per-location normalisation is sliced with them; per-variable is kept as it is)."""
+        pick = lambda d: {v: (d[v][np.asarray(features[v])] if np.ndim(d[v]) else d[v])  # noqa: E731
+                          for v in self.variables}
+        return Codec(template, pick(self.mean), pick(self.std))
 
     @classmethod
     def fit(cls, ds: xr.Dataset) -> "Codec":
@@ -387,7 +420,12 @@ class Codec:
         return xr.Dataset(out, attrs=dict(self.template.attrs))
 
     def to_config(self) -> dict:
-        return {"variables": self.variables, "mean": self.mean, "std": self.std}
+        """JSON: the variables and the normalisation; per location the arrays live in state.safetensors
+        (to_state), and `mean` / `std` give their averages over the features, for reading."""
+        if self.normalise == "variable":
+            return {"variables": self.variables, "normalise": "variable", "mean": self.mean, "std": self.std}
+        avg = lambda d: {v: float(np.mean(d[v])) for v in self.variables}  # noqa: E731
+        return {"variables": self.variables, "normalise": "location", "mean": avg(self.mean), "std": avg(self.std)}
 
     def save(self, path) -> None:
         write_dataset(self.template, path)
@@ -399,6 +437,9 @@ class Codec:
         for v in self.variables:
             da = self.template[v]
             arrays[f"codec.var.{v}"] = np.ascontiguousarray(da.values)
+            if np.ndim(self.mean[v]):
+                arrays[f"codec.mean.{v}"] = np.ascontiguousarray(self.mean[v])
+                arrays[f"codec.std.{v}"] = np.ascontiguousarray(self.std[v])
             meta["vars"][v] = {"dims": list(da.dims), "dtype": str(da.dtype), "attrs": _jsonable(da.attrs)}
         for c in self.template.coords:
             da = self.template[c]
@@ -428,10 +469,15 @@ class Codec:
                 coords[c] = xr.Variable(e["dims"], vals.reshape(vals.shape), attrs=e["attrs"])
             data = {v: xr.Variable(e["dims"], np.asarray(arrays[f"codec.var.{v}"]).astype(e["dtype"]),
                                    attrs=e["attrs"]) for v, e in meta["vars"].items()}
+            mean, std = dict(config["mean"]), dict(config["std"])
+            if config.get("normalise", "variable") == "location":
+                for v in config["variables"]:
+                    mean[v] = np.asarray(arrays[f"codec.mean.{v}"], dtype=np.float64)
+                    std[v] = np.asarray(arrays[f"codec.std.{v}"], dtype=np.float64)
         except KeyError as exc:
             raise DataError(f"{label}: codec entry {exc} missing (the file does not match the run config)") from None
         template = xr.Dataset(data, coords=coords, attrs=meta["attrs"])
-        return cls(template[list(config["variables"])], config["mean"], config["std"])
+        return cls(template[list(config["variables"])], mean, std)
 
     @classmethod
     def load(cls, path, config: dict) -> "Codec":

@@ -51,8 +51,27 @@ def open_static(static, label: str):
     return static
 
 
+def parse_seasons(seasons, step) -> list[int]:
+    """Season lengths (None, one, a list, or a comma-separated text of durations or step counts) -> steps."""
+    if seasons is None or seasons == "" or seasons == []:
+        return []
+    items = seasons.split(",") if isinstance(seasons, str) else (
+        list(seasons) if isinstance(seasons, (list, tuple)) else [seasons])
+    out = []
+    for item in items:
+        text = item.strip() if isinstance(item, str) else item
+        if isinstance(text, str) and text.isdigit():
+            text = int(text)
+        n = parse_duration(text, step, "season")
+        if n < 2:
+            raise ConfigError(f"season: {item} is {n} step; a season is at least 2 steps")
+        out.append(n)
+    return sorted(set(out))
+
+
 def train(data, out, *, variables=None, train_period=None, context="24h", horizon="24h", schedule="cosine",
           prediction="x0", precondition=True, residual=True, base: str | None = "linear", ar_order: int = 2,
+          seasons=None, normalise: str = "variable",
           net: dict | None = None, sampler="euler_maruyama", sample_steps=100, context_noise: float = 0.0,
           calibration: float = 0.15, resume=False, progress=True, device="auto", bf16: bool = False,
           compile=False, card: dict | None = None, missing_flag: bool = True, arch: str = "unet1d",
@@ -61,10 +80,14 @@ def train(data, out, *, variables=None, train_period=None, context="24h", horizo
     """Fit a weather forecast model on `data` (path, Dataset or DataArray); writes a run folder `out`; returns a summary.
 
     The network generates the horizon as departures from `base`: "linear" (a per-feature AR(`ar_order`) mean
-    forecast fitted on the training period, model.ARBase), or None (from the last context step when `residual`,
+    forecast fitted on the training period, base.ARBase; with `seasons`, one or more season lengths (durations
+    such as '7d' or '52W', or numbers of steps), the AR also takes the lags s and s + 1 of each season: the
+    value a week or a year back, which the context must then reach), or None (from the last context step when `residual`,
     else the anomalies themselves). `context_noise`: see make_step_fn. `missing_flag`: a conditioning channel per
     feature marking missing context values (inputs.make_inputs). The loss weighs variables equally, not cells
-    (loss.VariableBalancedSpace).
+    (loss.VariableBalancedSpace). `normalise`: "variable" (one mean and standard deviation per variable, the
+    gridded default) or "location" (per feature: each series of a table, or each cell, on its own scale; the
+    default for tables, see gendiff.domains.weather.train).
 
     `arch`: "unet1d" (every feature a channel of one temporal U-Net; the shipped runs') or "gridnet" (one temporal
     U-Net shared by every location, with neighbourhood attention across locations: gridnet.py; its parameters do
@@ -111,8 +134,15 @@ def train(data, out, *, variables=None, train_period=None, context="24h", horizo
     ctx_steps = 0 if task == "impute" else parse_duration(context, step, "context")
     hor_steps = parse_duration(window if task == "impute" else horizon, step,  # impute: the whole window generated
                                "window" if task == "impute" else "horizon")
+    season_steps = parse_seasons(seasons, step)
+    if season_steps and (task == "impute" or base != "linear"):
+        raise ConfigError("seasons= are lags of the AR base: they need base='linear' and task='forecast'")
+    lags = ARBase.lags_for(int(ar_order), season_steps)
+    if season_steps and ctx_steps < lags[-1]:
+        raise ConfigError(f"seasons={seasons!r}: the AR base reads {lags[-1]} steps back (season {max(season_steps)}"
+                          f" + 1); the context is {ctx_steps} steps: pass a context of at least {lags[-1]} steps")
     idx = period_indices(ds, train_period, label, "training period")
-    stats = fit_statistics(ds.isel(time=idx), label)
+    stats = fit_statistics(ds.isel(time=idx), label, normalise=normalise)
     codec = stats.codec
     for v in codec.variables:
         if not stats.counts[v]:
@@ -185,6 +215,7 @@ def train(data, out, *, variables=None, train_period=None, context="24h", horizo
         "sigma_data": 1.0,
         "arch": arch, "missing_flag": bool(missing_flag), "loss_balance": "variable",
         "residual": bool(residual), "base": base, "ar_order": int(ar_order),
+        "ar_seasons": list(season_steps),
         "context_noise": float(context_noise), "calibration": float(calibration),
         "network_period": [str(pd.Timestamp(times[idx_net[0]])), str(pd.Timestamp(times[idx_net[-1]]))],
         # day of year only when the training data span a year: with less it is a key to memorise single days
@@ -214,7 +245,7 @@ def train(data, out, *, variables=None, train_period=None, context="24h", horizo
     denoiser = build_denoiser(run_cfg)
     ar = None
     if base == "linear":
-        ar = ARBase.fit(values, idx, int(ar_order), starts, ctx_steps, hor_steps, times, codec.sizes)
+        ar = ARBase.fit(values, idx, lags, starts, ctx_steps, hor_steps, times, codec.sizes)
     run_cfg["codec_template"] = save_state(out, codec, clim, ar, static_values)
     write_json_atomic(out / runs.CONFIG, {"format": runs.FORMAT, "domain": "weather", **run_cfg})
     calendar = calendar_features(times, run_cfg["day_of_year"])

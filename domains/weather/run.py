@@ -197,14 +197,16 @@ def subregion(run: Run, ds, label: str = "data") -> Run:
         feats.append(start + (np.arange(k)[:, None] * grid.size + cells[None, :]).ravel())
         start += size
     feat = np.concatenate(feats)
-    codec = Codec(tmpl.isel({d: idx for d, idx in picks.items()}), run.codec.mean, run.codec.std)
+    local = {v: f - first for v, f, first in zip(run.codec.variables, feats,
+                                                   np.cumsum([0, *run.codec.sizes[:-1]]))}
+    codec = run.codec.select(tmpl.isel({d: idx for d, idx in picks.items()}), local)
     clim = HourlyClimatology(run.climatology.hours, run.climatology.mean[:, feat])
     ar = None
     if run.ar is not None:
         f = torch.as_tensor(feat, device=run.ar.device)
         ar = ARBase(run.ar.phi[f].cpu().numpy(), None if run.ar.scale is None else run.ar.scale[:, f].cpu().numpy(),
                     None if run.ar.diurnal is None else run.ar.diurnal[..., f].cpu().numpy(),
-                    run.ar.step_seconds).to(run.ar.device)
+                    run.ar.step_seconds, run.ar.lags).to(run.ar.device)
     config = {**run.config, "locations": {**run.config["locations"], "locations": int(len(cells))}}
     static = run.static[torch.as_tensor(cells, device=run.static.device)]
     return Run(run.path, config, codec, run.denoiser, run.space, clim, ar, spec=run.spec, card=run.card,
@@ -216,7 +218,8 @@ def regrid(run: Run, ds, until: int, static=None, label: str = "data") -> Run:
     template (the time mean), the hourly climatology and the AR base with its error level per lead are fitted on
     ds's first `until` steps (the data before the first init: nothing from the forecast period), the static inputs
     are those of the new locations (`static`: their fields, required when the run was trained with some); the
-    network, the normalisation per variable and the spread calibration stay the run's."""
+    network, the spread calibration and a normalisation per variable stay the run's (a normalisation per location
+    is fitted on the new locations' history, like the template)."""
     from .data import time_step
     from .gridnet import static_inputs
     from .stream import EncodedValues, fit_statistics
@@ -237,8 +240,11 @@ def regrid(run: Run, ds, until: int, static=None, label: str = "data") -> Run:
                         "with them on the new locations")
     if not fields and static is not None:
         raise DataError(f"{label}: the run was trained without static fields; static= has nowhere to go")
-    stats = fit_statistics(ds.isel(time=slice(0, until))[run.codec.variables], label)
-    codec = Codec(stats.codec.template, run.codec.mean, run.codec.std)
+    per_location = run.codec.normalise == "location"
+    stats = fit_statistics(ds.isel(time=slice(0, until))[run.codec.variables], label,
+                           normalise=run.codec.normalise)
+    # per variable the run's normalisation; per location that of the new locations' own history
+    codec = stats.codec if per_location else Codec(stats.codec.template, run.codec.mean, run.codec.std)
     if static is not None:
         from .fit import open_static
 
@@ -262,7 +268,7 @@ def regrid(run: Run, ds, until: int, static=None, label: str = "data") -> Run:
         has_data = np.zeros(len(times), dtype=bool)
         has_data[:until] = stats.has_data
         starts = window_starts(len(times), index, length, None, run.context, has_data)
-        ar = ARBase.fit(values, index, run.ar.order, starts, run.context, run.horizon, times, codec.sizes)
+        ar = ARBase.fit(values, index, run.ar.lags, starts, run.context, run.horizon, times, codec.sizes)
         ar.to(run.ar.device)
     config = {**run.config, "locations": {**old, **{k: info[k] for k in ("locations", "fields")}}}
     return Run(run.path, config, codec, run.denoiser, run.space, clim, ar, spec=run.spec, card=run.card,

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
+from gendiff.errors import ConfigError
+
 from .data import TIME, Codec, is_lazy
 
 STREAM_BYTES = 16 * 2**20  # float64 bytes of the values of one block of time steps read by a streaming pass
@@ -116,17 +118,19 @@ class Statistics:
 
 
 def feature_normalisation(codec: Codec) -> tuple[np.ndarray, np.ndarray]:
-    """Per-feature (mean, std) of the codec's per-variable normalisation, (C,) each."""
-    offset = np.concatenate([np.full(n, codec.mean[v]) for v, n in zip(codec.variables, codec.sizes)])
-    scale = np.concatenate([np.full(n, codec.std[v]) for v, n in zip(codec.variables, codec.sizes)])
+    """Per-feature (mean, std) of the codec's normalisation (per variable or per location), (C,) each."""
+    pairs = list(zip(codec.variables, codec.sizes))
+    offset = np.concatenate([np.broadcast_to(np.asarray(codec.mean[v], np.float64), (n,)) for v, n in pairs])
+    scale = np.concatenate([np.broadcast_to(np.asarray(codec.std[v], np.float64), (n,)) for v, n in pairs])
     return offset, scale
 
 
 def fit_statistics(ds: xr.Dataset, label: str = "data", hourly: bool = True,
-                   max_bytes: int | None = None) -> Statistics:
+                   max_bytes: int | None = None, normalise: str = "variable") -> Statistics:
     """One pass over `ds` in blocks of time steps (time_blocks): per variable the mean and standard deviation of
     all finite values (float64, blocks merged with Chan et al.'s pairwise update, so equal to numpy's nanmean and
-    nanstd of everything in memory to rounding), per feature the time mean (the codec's template; NaN = never
+    nanstd of everything in memory to rounding); with `normalise="location"` the same per feature (each series or
+    cell its own; a feature without values, or a constant one, takes its variable's), per feature the time mean (the codec's template; NaN = never
     valid), with `hourly` the per-hour sums of the hourly climatology (base.HourlySums), and per step whether any
     value is finite (window_starts). Only one block's values are in memory at a time."""
     from .base import HourlySums
@@ -141,6 +145,10 @@ def fit_statistics(ds: xr.Dataset, label: str = "data", hourly: bool = True,
     m2 = {v: 0.0 for v in variables}
     point_sum = {v: np.zeros(s) for v, s in zip(variables, sizes)}
     point_count = {v: np.zeros(s, dtype=np.int64) for v, s in zip(variables, sizes)}
+    point_mean = {v: np.zeros(s) for v, s in zip(variables, sizes)}  # per feature (normalise="location")
+    point_m2 = {v: np.zeros(s) for v, s in zip(variables, sizes)}
+    if normalise not in ("variable", "location"):
+        raise ConfigError(f"normalise={normalise!r}: expected 'variable' or 'location'")
     has_data = np.zeros(len(times), dtype=bool)
     for a, b in time_blocks(ds, max_bytes):
         start = 0
@@ -151,8 +159,18 @@ def fit_statistics(ds: xr.Dataset, label: str = "data", hourly: bool = True,
             finite = np.isfinite(x)
             x[~finite] = 0.0
             has_data[a:b] |= finite.any(1)
+            nb_f = finite.sum(0)
+            if normalise == "location" and nb_f.any():
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    mb_f = np.where(nb_f > 0, x.sum(0) / np.maximum(nb_f, 1), 0.0)
+                d = np.where(finite, x - mb_f, 0.0)
+                tot = point_count[v] + nb_f
+                delta = mb_f - point_mean[v]
+                frac = np.where(tot > 0, nb_f / np.maximum(tot, 1), 0.0)
+                point_m2[v] += (d * d).sum(0) + delta * delta * point_count[v] * frac
+                point_mean[v] += delta * frac
             point_sum[v] += x.sum(0)
-            point_count[v] += finite.sum(0)
+            point_count[v] += nb_f
             if sums is not None:
                 sums.add(x, finite, times[a:b], slice(start, start + size))
             start += size
@@ -183,6 +201,13 @@ def fit_statistics(ds: xr.Dataset, label: str = "data", hourly: bool = True,
     for v in variables:
         s = float(np.sqrt(m2[v] / n[v])) if n[v] else float("nan")
         stds[v] = s if s > 0 else 1.0
+    if normalise == "location":
+        for v in variables:
+            cnt = point_count[v]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                sd = np.sqrt(point_m2[v] / np.maximum(cnt, 1))
+            means[v] = np.where(cnt > 0, point_mean[v], means[v])
+            stds[v] = np.where((cnt > 0) & (sd > 0), sd, stds[v])
     return Statistics(Codec(template, means, stds), sums, has_data, dict(n))
 
 
