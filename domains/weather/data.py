@@ -300,14 +300,19 @@ class Codec:
     The normalisation is per variable (one mean and standard deviation for all its cells: WeatherBench's and the
     gridded default) or per location (each feature its own, `mean[v]` and `std[v]` arrays of the variable's size:
     each series of a table on its own scale, as DeepAR and GluonTS scale each series, so that a table that mixes
-    magnitudes is not modelled at its largest series' scale)."""
+    magnitudes is not modelled at its largest series' scale).
 
-    def __init__(self, template: xr.Dataset, mean: dict, std: dict):
+    `compact`: the features that are never valid (NaN in the template: sea cells of land forcing) are left out of
+    the encoded arrays, and decode puts NaN back there; the network, the AR base and the climatology then only
+    carry cells that have data (unet1d: half the channels on land-only forcing)."""
+
+    def __init__(self, template: xr.Dataset, mean: dict, std: dict, compact: bool = False):
         self.template = template
         self.variables = [str(v) for v in template.data_vars]
-        self.sizes = [int(template[v].size) for v in self.variables]
+        self.full_sizes = [int(template[v].size) for v in self.variables]
+        self.compact = bool(compact)
         self.mean, self.std = {}, {}
-        for v, n in zip(self.variables, self.sizes):
+        for v, n in zip(self.variables, self.full_sizes):
             for name, given, out in (("mean", mean, self.mean), ("std", std, self.std)):
                 val = given[v]
                 if np.ndim(val) == 0:
@@ -318,7 +323,22 @@ class Codec:
                     raise DataError(f"codec: the per-location {name} of '{v}' holds {arr.size} values for "
                                     f"{n} features")
                 out[v] = arr
-        self.valid = np.concatenate([template[v].notnull().values.ravel() for v in self.variables])
+        full_valid = [template[v].notnull().values.ravel() for v in self.variables]
+        # per variable the indices of its encoded features among its cells (all of them unless compact)
+        self.keep = {v: (np.flatnonzero(ok) if self.compact else np.arange(ok.size))
+                     for v, ok in zip(self.variables, full_valid)}
+        self.sizes = [int(self.keep[v].size) for v in self.variables]
+        self.valid = (np.ones(sum(self.sizes), dtype=bool) if self.compact else np.concatenate(full_valid))
+
+    @property
+    def full_index(self) -> np.ndarray:
+        """(C,) the position of each encoded feature among all cells x variables (the uncompacted layout)."""
+        starts = np.cumsum([0, *self.full_sizes[:-1]])
+        return np.concatenate([self.keep[v] + a for v, a in zip(self.variables, starts)])
+
+    def _kept(self, d: dict, v: str):
+        """mean or std of `v` for its encoded features (a scalar per variable stays one)."""
+        return d[v][self.keep[v]] if np.ndim(d[v]) else d[v]
 
     @property
     def normalise(self) -> str:
@@ -328,6 +348,8 @@ class Codec:
     def select(self, template: xr.Dataset, features: dict) -> "Codec":
         """The codec of a part of the features: `template` (the part's template) and per variable the indices of
         its features kept (per-location normalisation is sliced with them; per-variable is kept as it is)."""
+        if self.compact:
+            raise DataError("codec: a compact codec (never-valid cells left out; unet1d runs) has no subregions")
         pick = lambda d: {v: (d[v][np.asarray(features[v])] if np.ndim(d[v]) else d[v])  # noqa: E731
                           for v in self.variables}
         return Codec(template, pick(self.mean), pick(self.std))
@@ -367,8 +389,11 @@ class Codec:
                 if da.shape[1:] != self.template[v].shape:
                     raise DataError(f"{label}: variable '{v}' has shape {da.shape[1:]}, "
                                     f"expected {self.template[v].shape}")
-            vals = da.values.reshape(da.shape[0], int(np.prod(da.shape[1:], dtype=np.int64))).astype(np.float64)
-            parts.append(((vals - self.mean[v]) / self.std[v]).astype(np.float32))
+            vals = da.values.reshape(da.shape[0], int(np.prod(da.shape[1:], dtype=np.int64)))
+            if self.compact:
+                vals = vals[:, self.keep[v]]
+            vals = vals.astype(np.float64)
+            parts.append(((vals - self._kept(self.mean, v)) / self._kept(self.std, v)).astype(np.float32))
         return np.concatenate(parts, axis=1)
 
     def check_coords(self, da: xr.DataArray, v: str, label: str = "data") -> None:
@@ -411,7 +436,11 @@ class Codec:
         out, start = {}, 0
         for v, n in zip(self.variables, self.sizes):
             tmpl = self.template[v]
-            chunk = values[..., start:start + n].astype(np.float64) * self.std[v] + self.mean[v]
+            chunk = values[..., start:start + n].astype(np.float64) * self._kept(self.std, v) + self._kept(self.mean, v)
+            if self.compact:
+                full = np.full((*lead, tmpl.size), np.nan)
+                full[..., self.keep[v]] = chunk
+                chunk = full
             chunk = np.where(tmpl.notnull().values.ravel(), chunk, np.nan)
             start += n
             out[v] = xr.DataArray(chunk.reshape(*lead, *tmpl.shape).astype(tmpl.dtype), dims=(*dims, *tmpl.dims),
@@ -422,10 +451,12 @@ class Codec:
     def to_config(self) -> dict:
         """JSON: the variables and the normalisation; per location the arrays live in state.safetensors
         (to_state), and `mean` / `std` give their averages over the features, for reading."""
+        extra = {"compact": True} if self.compact else {}
         if self.normalise == "variable":
-            return {"variables": self.variables, "normalise": "variable", "mean": self.mean, "std": self.std}
+            return {"variables": self.variables, "normalise": "variable", "mean": self.mean, "std": self.std, **extra}
         avg = lambda d: {v: float(np.mean(d[v])) for v in self.variables}  # noqa: E731
-        return {"variables": self.variables, "normalise": "location", "mean": avg(self.mean), "std": avg(self.std)}
+        return {"variables": self.variables, "normalise": "location", "mean": avg(self.mean), "std": avg(self.std),
+                **extra}
 
     def save(self, path) -> None:
         write_dataset(self.template, path)
@@ -477,7 +508,7 @@ class Codec:
         except KeyError as exc:
             raise DataError(f"{label}: codec entry {exc} missing (the file does not match the run config)") from None
         template = xr.Dataset(data, coords=coords, attrs=meta["attrs"])
-        return cls(template[list(config["variables"])], mean, std)
+        return cls(template[list(config["variables"])], mean, std, compact=bool(config.get("compact", False)))
 
     @classmethod
     def load(cls, path, config: dict) -> "Codec":

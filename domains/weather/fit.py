@@ -20,7 +20,7 @@ from gendiff.schedules import get_schedule, schedule_config
 from gendiff.training import TrainConfig, Trainer
 
 from .base import ARBase
-from .data import calendar_features, is_lazy, open_data, parse_duration, period_indices, source_label, time_step
+from .data import Codec, calendar_features, is_lazy, open_data, parse_duration, period_indices, source_label, time_step
 from .inputs import cond_channels
 from .loss import VariableBalancedSpace, make_step_fn
 from .network import build_denoiser, compile_network, is_old_state
@@ -85,7 +85,8 @@ def train(data, out, *, variables=None, train_period=None, context="24h", horizo
     value a week or a year back, which the context must then reach), or None (from the last context step when `residual`,
     else the anomalies themselves). `context_noise`: see make_step_fn. `missing_flag`: a conditioning channel per
     feature marking missing context values (inputs.make_inputs). The loss weighs variables equally, not cells
-    (loss.VariableBalancedSpace). `normalise`: "variable" (one mean and standard deviation per variable, the
+    (loss.VariableBalancedSpace). With arch="unet1d" the cells that have no value in the training period (the
+    sea of land-only forcing) are left out of the channels (data.Codec compact) and come back NaN. `normalise`: "variable" (one mean and standard deviation per variable, the
     gridded default) or "location" (per feature: each series of a table, or each cell, on its own scale; the
     default for tables, see gendiff.domains.weather.train).
 
@@ -144,13 +145,15 @@ def train(data, out, *, variables=None, train_period=None, context="24h", horizo
     idx = period_indices(ds, train_period, label, "training period")
     stats = fit_statistics(ds.isel(time=idx), label, normalise=normalise)
     codec = stats.codec
+    if arch == "unet1d" and not codec.valid.all():  # never-valid cells (sea) are no channels of the network
+        codec = Codec(codec.template, codec.mean, codec.std, compact=True)
     for v in codec.variables:
         if not stats.counts[v]:
             raise DataError(f"{label}: variable '{v}' is all NaN in the training period {train_period}")
     times = ds["time"].values
     has_data = np.zeros(len(times), dtype=bool)
     has_data[idx] = stats.has_data
-    clim = stats.climatology()
+    clim = stats.climatology(codec)
     reopen = None
     if isinstance(data, (str, Path, list, tuple)):  # each DataLoader worker opens the files itself
         reopen = functools.partial(open_data, data, codec.variables, name=label, chunks=chunks)

@@ -36,7 +36,8 @@ def feature_labels(codec: Codec) -> list[str]:
     """A name per stacked feature, as the tables name series: the series for a table's `value` (time, series),
     else 'var[dim=c,...]'."""
     template = codec.template.expand_dims(member=[0], time=[0])
-    return [lab for lab, _ in _series_arrays(template)]
+    labels = [lab for lab, _ in _series_arrays(template)]
+    return [labels[i] for i in codec.full_index] if codec.compact else labels
 
 
 def interior_gaps(observed: np.ndarray) -> np.ndarray:

@@ -113,15 +113,21 @@ class Statistics:
     def climatology(self, codec: Codec | None = None):
         """The hourly climatology of the values normalised by `codec` (default: the fitted one)."""
         codec = codec or self.codec
-        offset, scale = feature_normalisation(codec)
-        return self.hourly.climatology(offset, scale)
+        offset, scale = feature_normalisation(codec, full=True)  # the sums are over every cell
+        clim = self.hourly.climatology(offset, scale)
+        if codec.compact:
+            clim.mean = np.ascontiguousarray(clim.mean[:, codec.full_index])
+        return clim
 
 
-def feature_normalisation(codec: Codec) -> tuple[np.ndarray, np.ndarray]:
-    """Per-feature (mean, std) of the codec's normalisation (per variable or per location), (C,) each."""
-    pairs = list(zip(codec.variables, codec.sizes))
-    offset = np.concatenate([np.broadcast_to(np.asarray(codec.mean[v], np.float64), (n,)) for v, n in pairs])
-    scale = np.concatenate([np.broadcast_to(np.asarray(codec.std[v], np.float64), (n,)) for v, n in pairs])
+def feature_normalisation(codec: Codec, full: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature (mean, std) of the codec's normalisation (per variable or per location), (C,) each; `full`:
+    over every cell, the never-valid ones of a compact codec included."""
+    sizes = codec.full_sizes if full else codec.sizes
+    pick = (lambda d, v: d[v]) if full else codec._kept  # noqa: E731
+    pairs = list(zip(codec.variables, sizes))
+    offset = np.concatenate([np.broadcast_to(np.asarray(pick(codec.mean, v), np.float64), (n,)) for v, n in pairs])
+    scale = np.concatenate([np.broadcast_to(np.asarray(pick(codec.std, v), np.float64), (n,)) for v, n in pairs])
     return offset, scale
 
 

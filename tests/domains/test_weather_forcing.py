@@ -40,12 +40,15 @@ def test_cli_multi_variable_grid_keeps_nan_over_sea(tmp_path, capsys):
     assert cli.main(["train", "weather", "--data", str(path), "--train-period", "2019-03-01:2019-03-04",
                      "--context", "12h", "--horizon", "6h", "--out", str(run), "--steps", "3", "--batch-size", "4",
                      "--width", "8", "--sample-steps", "3", "--quiet"]) == 0
-    assert json.loads((run / "config.json").read_text())["variables"] == ["Tair", "Qair", "Wind"]  # lsm: no time
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["variables"] == ["Tair", "Qair", "Wind"]  # lsm: no time
+    land = ds["lsm"].values > 0
+    # the sea is no channel of the network: the codec is compact, 3 variables x the land cells
+    assert cfg["codec"]["compact"] is True and cfg["net"]["channels"] == 3 * int(land.sum()) < 3 * land.size
     assert cli.main(["forecast", "weather", "--run", str(run), "--data", str(path), "--init-period",
                      "2019-03-05:2019-03-05T06:00", "--members", "3", "--lead", "9h", "--out", str(fc),
                      "--quiet"]) == 0
     out = xr.open_dataset(fc)
-    land = ds["lsm"].values > 0
     for name in ("Tair", "Qair", "Wind"):
         v = out[name].values  # (init, member, lead, lat, lon)
         assert np.isnan(v[..., ~land]).all() and np.isfinite(v[..., land]).all()
@@ -54,3 +57,31 @@ def test_cli_multi_variable_grid_keeps_nan_over_sea(tmp_path, capsys):
     records = json.loads(capsys.readouterr().out)
     assert {r["variable"] for r in records} == {"Tair", "Qair", "Wind"}
     assert all(np.isfinite(r["crps"]) for r in records if r["system"] == "model")
+
+
+def test_compact_codec_leaves_the_sea_out_and_puts_it_back(tmp_path):
+    from gendiff.domains.weather.data import Codec
+    from gendiff.domains.weather.run import read_state, save_state
+    from gendiff.domains.weather.stream import fit_statistics
+
+    src = wfde5_like_dataset(nlat=6, nlon=8, days=2, variables=("Tair", "Wind"), seed=3)
+    ds, land = src[["Tair", "Wind"]], src["lsm"].values > 0
+    for normalise in ("variable", "location"):
+        stats = fit_statistics(ds, normalise=normalise)
+        full = stats.codec
+        compact = Codec(full.template, full.mean, full.std, compact=True)
+        assert compact.sizes == [int(land.sum())] * 2 and compact.valid.all()
+        enc_full, enc = full.encode(ds), compact.encode(ds)
+        np.testing.assert_array_equal(enc, enc_full[:, compact.full_index])  # the land columns, unchanged
+        assert np.isfinite(enc).all()
+        back = compact.decode(enc, ("time",), {"time": ds["time"].values})
+        xr.testing.assert_allclose(back, ds, rtol=1e-5)  # NaN over the sea again
+        clim_full, clim = stats.climatology(full), stats.climatology(compact)
+        np.testing.assert_array_equal(clim.mean, clim_full.mean[:, compact.full_index])
+        save_state(tmp_path, compact, clim, None)
+        meta = compact.to_state()[1]
+        state = read_state(tmp_path / "state.safetensors")
+        again = Codec.from_state({f"codec.{k}": v.numpy() for k, v in state["codec"].items()}, meta,
+                                 compact.to_config())
+        assert again.compact and again.sizes == compact.sizes
+        np.testing.assert_array_equal(again.encode(ds), enc)
