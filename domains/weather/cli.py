@@ -70,8 +70,11 @@ def add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--patch", type=int, default=None,
                    help="gridnet: train on random patches of this many neighbouring locations")
     p.add_argument("--schedule", default="cosine")
-    p.add_argument("--sampler", default="euler_maruyama", help="default sampler stored with the run")
-    p.add_argument("--sample-steps", type=int, default=100)
+    p.add_argument("--sampler", default=None,
+                   help="default sampler stored with the run (default dpm_solver_pp for forecasts: on ERA5 it gives "
+                        "euler_maruyama's 100-step CRPS at a fifth of the cost, benchmarks/RESULTS.md; "
+                        "euler_maruyama for --task impute)")
+    p.add_argument("--sample-steps", type=int, default=None, help="its steps (default 20; 100 for --task impute)")
     p.add_argument("--calibration", type=float, default=0.15,
                    help="fraction of the training period (its end) held out to calibrate the ensemble spread; 0: off")
     p.add_argument("--task", choices=("forecast", "impute"), default="forecast",

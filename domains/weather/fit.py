@@ -72,7 +72,7 @@ def parse_seasons(seasons, step) -> list[int]:
 def train(data, out, *, variables=None, train_period=None, context="24h", horizon="24h", schedule="cosine",
           prediction="x0", precondition=True, residual=True, base: str | None = "linear", ar_order: int = 2,
           seasons=None, normalise: str = "variable",
-          net: dict | None = None, sampler="euler_maruyama", sample_steps=100, context_noise: float = 0.0,
+          net: dict | None = None, sampler=None, sample_steps=None, context_noise: float = 0.0,
           calibration: float = 0.15, resume=False, progress=True, device="auto", bf16: bool = False,
           compile=False, card: dict | None = None, missing_flag: bool = True, arch: str = "unet1d",
           static=None, patch: int | None = None, task: str = "forecast", window=64, chunks=None, workers: int = 0,
@@ -99,6 +99,10 @@ def train(data, out, *, variables=None, train_period=None, context="24h", horizo
     period, at its end, kept from the network and used to fit the ensemble spread calibration (calibrate.py);
     0 turns it off. The codec, climatology and AR base use the whole period.
 
+    `sampler` / `sample_steps`: the run's default sampler (None: dpm_solver_pp with 20 steps for forecasts, which
+    on ERA5 scores the CRPS of euler_maruyama with 100 at a fifth of the cost; euler_maruyama with 100 for
+    task="impute"); the spread calibration is fitted with it.
+
     `device`: where the network trains and the calibration forecasts run ('auto', 'cpu', 'cuda', 'cuda:N', 'mps');
     the windows are built on the CPU and moved there by the Trainer. `bf16`: bfloat16 autocast in the training
     steps (TrainConfig.bf16); `compile`: torch.compile the network for training (True: inductor, or a backend
@@ -115,6 +119,10 @@ def train(data, out, *, variables=None, train_period=None, context="24h", horizo
     are not used). With arch="gridnet" each series (location) is a sequence of the shared U-Net, so the
     network's size does not depend on the number of series."""
     resolve_device(device)  # a bad --device or compile option fails before any work
+    if sampler is None:  # forecasts: the ODE solver (ERA5: the CRPS of 100 Euler-Maruyama steps in 20)
+        sampler = "euler_maruyama" if task == "impute" else "dpm_solver_pp"
+    if sample_steps is None:
+        sample_steps = 100 if task == "impute" else 20
     if task not in ("forecast", "impute"):
         raise ConfigError(f"task={task!r}: expected 'forecast' or 'impute'")
     if task == "impute":
