@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from gendiff.errors import DataError
+from gendiff.errors import ConfigError, DataError
 
 from .stream import STREAM_BYTES
 
@@ -54,7 +54,7 @@ class ARBase:
         lags = set(range(1, int(order) + 1))
         for s in seasons or ():
             if int(s) < 2:
-                raise DataError(f"season={s!r}: a season is at least 2 steps")
+                raise ConfigError(f"season: {s} step; a season is at least 2 steps")
             lags |= {int(s), int(s) + 1}
         return tuple(sorted(lags))
 
@@ -74,10 +74,8 @@ class ARBase:
         whose init falls in that slot over the all-window RMS, pooled over the features of each variable (`groups`:
         feature counts per variable) so that a few weeks of data give a stable estimate; 1 for slots with fewer
         than MIN_SLOT_WINDOWS windows."""
-        from .baselines import ar_sums, solve_ar
+        from .baselines import ar_lags, ar_sums, solve_ar
         from .stream import row_blocks
-
-        from .baselines import ar_lags
 
         c = values.shape[1]
         lags = ar_lags(order)

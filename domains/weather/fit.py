@@ -62,10 +62,7 @@ def parse_seasons(seasons, step) -> list[int]:
         text = item.strip() if isinstance(item, str) else item
         if isinstance(text, str) and text.isdigit():
             text = int(text)
-        n = parse_duration(text, step, "season")
-        if n < 2:
-            raise ConfigError(f"season: {item} is {n} step; a season is at least 2 steps")
-        out.append(n)
+        out.append(parse_duration(text, step, "season"))  # at least 2 steps: checked by ARBase.lags_for
     return sorted(set(out))
 
 

@@ -191,14 +191,13 @@ def subregion(run: Run, ds, label: str = "data") -> Run:
     sizes = [tmpl.sizes[d] for d in loc]
     grid = np.arange(int(np.prod(sizes))).reshape(sizes)
     cells = grid[np.ix_(*[picks.get(d, np.arange(n)) for d, n in zip(loc, sizes)])].ravel()
-    feats, start = [], 0
+    feats, local, start = [], {}, 0  # per variable its kept features, within the variable and overall
     for v, size in zip(run.codec.variables, run.codec.sizes):
         k = size // len(grid.ravel())
-        feats.append(start + (np.arange(k)[:, None] * grid.size + cells[None, :]).ravel())
+        local[v] = (np.arange(k)[:, None] * grid.size + cells[None, :]).ravel()
+        feats.append(start + local[v])
         start += size
     feat = np.concatenate(feats)
-    local = {v: f - first for v, f, first in zip(run.codec.variables, feats,
-                                                   np.cumsum([0, *run.codec.sizes[:-1]]))}
     codec = run.codec.select(tmpl.isel({d: idx for d, idx in picks.items()}), local)
     clim = HourlyClimatology(run.climatology.hours, run.climatology.mean[:, feat])
     ar = None

@@ -14,7 +14,7 @@ import xarray as xr
 
 from gendiff.errors import ConfigError
 
-from .data import TIME, Codec, is_lazy
+from .data import NORMALISE, TIME, Codec, is_lazy
 
 STREAM_BYTES = 16 * 2**20  # float64 bytes of the values of one block of time steps read by a streaming pass
 IN_MEMORY_BYTES = 2 * 2**30  # train(in_memory=None) reads the values into memory up to this size (float32)
@@ -153,8 +153,8 @@ def fit_statistics(ds: xr.Dataset, label: str = "data", hourly: bool = True,
     point_count = {v: np.zeros(s, dtype=np.int64) for v, s in zip(variables, sizes)}
     point_mean = {v: np.zeros(s) for v, s in zip(variables, sizes)}  # per feature (normalise="location")
     point_m2 = {v: np.zeros(s) for v, s in zip(variables, sizes)}
-    if normalise not in ("variable", "location"):
-        raise ConfigError(f"normalise={normalise!r}: expected 'variable' or 'location'")
+    if normalise not in NORMALISE:
+        raise ConfigError(f"normalise={normalise!r}: expected one of {', '.join(map(repr, NORMALISE))}")
     has_data = np.zeros(len(times), dtype=bool)
     for a, b in time_blocks(ds, max_bytes):
         start = 0
