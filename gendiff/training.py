@@ -7,6 +7,7 @@ import csv
 import dataclasses
 import gc
 import logging
+import math
 import random
 import sys
 import time
@@ -28,6 +29,7 @@ from .io import torch_load_safe, torch_save_atomic, write_text_atomic
 
 log = logging.getLogger("gendiff.training")
 FORMAT = "gendiff-trainer-v1"
+LR_DECAYS = (None, "cosine")
 LOG_FIELDS = ["step", "epoch", "loss", "lr", "samples_per_sec", "nonfinite"]
 unwrap = D.unwrap
 
@@ -40,6 +42,8 @@ class TrainConfig:
     weight_decay: float = 0.0
     betas: tuple = (0.9, 0.999)
     warmup_steps: int = 0
+    lr_decay: str | None = None  # None: constant after warm-up; 'cosine': half a cosine from lr to lr * lr_final
+    lr_final: float = 0.0  # with lr_decay: the last step's learning rate as a fraction of lr
     max_steps: int = 1000
     batch_size: int = 32
     grad_clip: float | None = 1.0
@@ -66,6 +70,7 @@ class TrainConfig:
             "num_workers": self.num_workers >= 0, "grad_clip": self.grad_clip is None or self.grad_clip >= 0,
             "betas": len(self.betas) == 2 and all(0.0 <= b < 1.0 for b in self.betas),
             "time_budget": self.time_budget is None or self.time_budget > 0,
+            "lr_decay": self.lr_decay in LR_DECAYS, "lr_final": 0.0 <= self.lr_final <= 1.0,
         }
         for name, ok in checks.items():
             if not ok:
@@ -92,10 +97,16 @@ def ema_decay_at(step: int, config: TrainConfig) -> float:
 
 
 def warmup_lr(step: int, config: TrainConfig) -> float:
-    """Learning rate of optimizer step `step` (0-based): lr * min(1, (step + 1) / warmup_steps)."""
-    if config.warmup_steps <= 0:
-        return config.lr
-    return config.lr * min(1.0, (step + 1) / config.warmup_steps)
+    """Learning rate of optimizer step `step` (0-based): lr * min(1, (step + 1) / warmup_steps), then, with
+    lr_decay='cosine', times lr_final + (1 - lr_final) * (1 + cos(pi * p)) / 2, where p runs from 0 at the end of
+    the warm-up to 1 at the last step (max_steps - 1): the decay is by step, so a resumed run follows the same
+    curve. A run stopped early by its time budget ends at whatever point of the curve it reached."""
+    lr = config.lr if config.warmup_steps <= 0 else config.lr * min(1.0, (step + 1) / config.warmup_steps)
+    if config.lr_decay == "cosine":
+        span = config.max_steps - 1 - config.warmup_steps
+        p = min(max((step - config.warmup_steps) / span, 0.0), 1.0) if span > 0 else 1.0
+        lr *= config.lr_final + (1.0 - config.lr_final) * 0.5 * (1.0 + math.cos(math.pi * p))
+    return lr
 
 
 def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
@@ -256,8 +267,8 @@ class Trainer:
             _seed_globals(self.config.seed, self.ctx.rank, self.step)
             self.generator.manual_seed(mix_seed(self.config.seed, 1, self.ctx.rank, self.step))
         old = state.get("config", {})
-        changed = [k for k in ("seed", "batch_size", "accumulate", "lr", "warmup_steps", "ema_decay",
-                                 "ema_warmup")
+        changed = [k for k in ("seed", "batch_size", "accumulate", "lr", "warmup_steps", "lr_decay", "lr_final",
+                                 "ema_decay", "ema_warmup")
                    if k in old and old[k] != getattr(self.config, k)]
         if changed:
             warnings.warn(f"{self.ckpt_path}: resuming with changed TrainConfig field(s) {', '.join(changed)}")

@@ -25,6 +25,10 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-steps", type=int, default=None, help="optimizer steps (default 100000)")
     p.add_argument("--batch-size", type=int, default=None, help="molecules per batch (EDM: 64)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (EDM: 1e-4)")
+    p.add_argument("--warmup-steps", type=int, default=None, help="linear learning-rate warm-up steps (default 0)")
+    p.add_argument("--lr-decay", default=None, choices=["cosine"],
+                   help="decay the learning rate by step to --lr-final x lr at --max-steps (default: constant)")
+    p.add_argument("--lr-final", type=float, default=None, help="with --lr-decay: the final fraction of lr (0)")
     p.add_argument("--schedule", default="polynomial",
                    help="noise schedule (EDM: polynomial, 1000 steps; flow: rectified flow, with --prediction velocity)")
     p.add_argument("--prediction", default="eps", help="what the network predicts: eps, x0, v or velocity")
@@ -62,6 +66,7 @@ def run_train(args) -> int:
     from . import train
 
     config = {k: v for k, v in dict(max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr,
+                                    warmup_steps=args.warmup_steps, lr_decay=args.lr_decay, lr_final=args.lr_final,
                                     hidden=args.hidden, layers=args.layers, limit=args.limit,
                                     max_minutes=args.max_minutes, ema_decay=args.ema_decay).items()
               if v is not None}

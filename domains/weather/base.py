@@ -1,6 +1,6 @@
-"""The AR(p) mean forecast the network's targets are departures from, and the hourly climatology removed before it.
+"""The AR(p) mean forecast the network's targets are departures from (on the anomalies climatology.py leaves).
 
-Data flow: data.Codec (normalised values) -> base (climatology removed, AR mean forecast) -> windows -> inputs."""
+Data flow: data.Codec (normalised values) -> climatology (removed) -> base (AR mean forecast) -> windows -> inputs."""
 from __future__ import annotations
 
 import numpy as np
@@ -240,88 +240,3 @@ class ARBase:
         return cls(state["phi"].cpu().numpy(), None if scale is None else scale.cpu().numpy(),
                    None if diurnal is None else diurnal.cpu().numpy(), None if step is None else float(step),
                    None if lags is None else lags.tolist())
-
-
-class HourlySums:
-    """Sums and counts of the finite values per hour of day and feature, added block by block of time steps (in
-    float64): the hourly climatology in one streaming pass. `hours` is None when the time step does not divide a
-    day (no daily cycle to remove)."""
-
-    def __init__(self, times: np.ndarray, n_features: int):
-        from .baselines import hour_of_day
-
-        self.hours, self.n_features = None, int(n_features)
-        if len(times) > 1 and pd.Timedelta(days=1) % pd.Timedelta(times[1] - times[0]) == pd.Timedelta(0):
-            self.hours = np.unique(hour_of_day(times))
-            self.sum = np.zeros((len(self.hours), n_features))
-            self.count = np.zeros((len(self.hours), n_features), dtype=np.int64)
-
-    def add(self, x: np.ndarray, finite: np.ndarray, times: np.ndarray, cols=slice(None)) -> None:
-        """x (n, c) float64 with 0 where not `finite`, at `times` (n,), into the features `cols`."""
-        from .baselines import hour_of_day
-
-        if self.hours is None:
-            return
-        pos = np.searchsorted(self.hours, hour_of_day(times))
-        for k in np.unique(pos):
-            rows = pos == k
-            self.sum[k, cols] += x[rows].sum(0)
-            self.count[k, cols] += finite[rows].sum(0)
-
-    def mean(self) -> np.ndarray:
-        """(H, C) mean per hour and feature; NaN where a feature has no value at that hour."""
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(self.count > 0, self.sum / np.maximum(self.count, 1), np.nan)
-
-    def climatology(self, offset=0.0, scale=1.0) -> "HourlyClimatology":
-        """The climatology of (value - offset) / scale (per feature; the codec's normalisation of raw sums), 0
-        where a feature has no value at an hour."""
-        if self.hours is None:
-            return HourlyClimatology(np.zeros(1), np.zeros((1, self.n_features), np.float32))
-        return HourlyClimatology(self.hours, np.nan_to_num((self.mean() - offset) / scale).astype(np.float32))
-
-
-class HourlyClimatology:
-    """Per-feature mean by hour of day over the training period (normalised units), subtracted before the network.
-
-    The static fine-scale pattern and the local diurnal cycle then bypass the network's low-rank projections; the
-    model forecasts anomalies (relative to their last context step when `residual`)."""
-
-    def __init__(self, hours: np.ndarray, mean: np.ndarray):
-        self.hours, self.mean = np.asarray(hours, dtype=np.float64), np.asarray(mean, dtype=np.float32)
-
-    @classmethod
-    def fit(cls, values, times: np.ndarray, index: np.ndarray) -> "HourlyClimatology":
-        """From normalised values (T, C) (an array or stream.EncodedValues) over the contiguous `index`, read in
-        blocks of time steps (stream.STREAM_BYTES)."""
-        from .stream import row_blocks
-
-        sums = HourlySums(times[index], values.shape[1])
-        if sums.hours is None:
-            return cls(np.zeros(1), np.zeros((1, values.shape[1]), np.float32))  # no daily cycle to remove
-        for a, b in row_blocks(int(index[0]), int(index[-1]) + 1, values.shape[1]):
-            x = np.asarray(values[a:b], dtype=np.float64)
-            finite = np.isfinite(x)
-            sums.add(np.where(finite, x, 0.0), finite, times[a:b])
-        return sums.climatology()
-
-    def at(self, times) -> np.ndarray:
-        """(*times.shape, C) climatological mean at the given times."""
-        from .baselines import hour_of_day
-
-        if len(self.hours) == 1:
-            return np.broadcast_to(self.mean[0], (*np.shape(times), self.mean.shape[1]))
-        h = hour_of_day(times)
-        pos = np.searchsorted(self.hours, h)
-        pos = np.clip(pos, 0, len(self.hours) - 1)
-        if not np.allclose(self.hours[pos], h):
-            raise DataError(f"times at hour(s) {sorted(set(h[~np.isclose(self.hours[pos], h)]))[:3]} of day were "
-                            f"not seen in training (hours {self.hours.tolist()})")
-        return self.mean[pos]
-
-    def state(self) -> dict:
-        return {"hours": torch.from_numpy(self.hours), "mean": torch.from_numpy(self.mean)}
-
-    @classmethod
-    def from_state(cls, state: dict) -> "HourlyClimatology":
-        return cls(state["hours"].numpy(), state["mean"].numpy())

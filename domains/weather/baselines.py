@@ -185,4 +185,4 @@ def ar_calibrated(run, values: np.ndarray, times, init_idx: np.ndarray, n_lead: 
     arr = hist[:, ctx:ctx + n_lead].reshape(len(init_idx), members, n_lead, values.shape[1]).cpu().numpy()
     arr = calibrate.apply(arr, calib, run.codec, base_trajectory(run, values, init_idx, n_lead))
     valid_t = times[init_idx][:, None] + step * np.arange(1, n_lead + 1)[None, :]
-    return (arr + run.climatology.at(valid_t)[:, None]).astype(np.float32)
+    return run.climatology.restore(arr, valid_t, axis=1).astype(np.float32)

@@ -53,6 +53,10 @@ def add_train(p: argparse.ArgumentParser) -> None:
                    help="season length(s) for the AR base, comma-separated durations or steps (e.g. 7d, or 1d,7d, "
                         "or 52W for weekly data): it then also takes the value one season back; the context must "
                         "reach back one season and a step")
+    p.add_argument("--hourly-std", default="auto", choices=["auto", "on", "off"],
+                   help="standardise the anomalies by their hour-of-day standard deviation too, for variables whose "
+                        "variability follows the daily cycle (default auto: those that never vary at some hour of "
+                        "the day, such as solar power and shortwave radiation, 0 every night)")
     p.add_argument("--out", required=True, help="run folder to write")
     p.add_argument("--steps", type=int, default=None,
                    help="optimizer steps (default 500: with the other defaults the README's ERA5 commands train, "
@@ -102,6 +106,7 @@ def run_train(args) -> int:
     steps = {} if args.steps is None else {"max_steps": args.steps}
     summary = train(args.data, args.out, variables=args.vars, train_period=_period(args.train_period),
                     context=args.context, horizon=args.horizon, seasons=args.season, **steps, batch_size=args.batch_size,
+                    hourly_std={"on": True, "off": False}.get(args.hourly_std, "auto"),
                     lr=args.lr, schedule=args.schedule, sampler=args.sampler, arch=args.arch, static=args.static,
                     patch=args.patch,
                     net=None if args.width is None else {"width": args.width},

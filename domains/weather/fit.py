@@ -20,6 +20,7 @@ from gendiff.schedules import get_schedule, schedule_config
 from gendiff.training import TrainConfig, Trainer
 
 from .base import ARBase
+from .climatology import check_hourly_std
 from .data import Codec, calendar_features, is_lazy, open_data, parse_duration, period_indices, source_label, time_step
 from .inputs import cond_channels
 from .loss import VariableBalancedSpace, make_step_fn
@@ -68,7 +69,7 @@ def parse_seasons(seasons, step) -> list[int]:
 
 def train(data, out, *, variables=None, train_period=None, context="24h", horizon="24h", schedule="cosine",
           prediction="x0", precondition=True, residual=True, base: str | None = "linear", ar_order: int = 2,
-          seasons=None, normalise: str = "variable",
+          seasons=None, normalise: str = "variable", hourly_std="auto",
           net: dict | None = None, sampler=None, sample_steps=None, context_noise: float = 0.0,
           calibration: float = 0.15, resume=False, progress=True, device="auto", bf16: bool = False,
           compile=False, card: dict | None = None, missing_flag: bool = True, arch: str = "unet1d",
@@ -85,7 +86,11 @@ def train(data, out, *, variables=None, train_period=None, context="24h", horizo
     (loss.VariableBalancedSpace). With arch="unet1d" the cells that have no value in the training period (the
     sea of land-only forcing) are left out of the channels (data.Codec compact) and come back NaN. `normalise`: "variable" (one mean and standard deviation per variable, the
     gridded default) or "location" (per feature: each series of a table, or each cell, on its own scale; the
-    default for tables, see gendiff.domains.weather.train).
+    default for tables, see gendiff.domains.weather.train). `hourly_std`: divide the anomalies by their
+    hour-of-day standard deviation as well (standardised anomalies, base.HourlyClimatology), for variables whose
+    variability follows the daily cycle: "auto" (the default) for the features that never vary at some hour of the
+    day in the training period (solar power, shortwave radiation: 0 every night), True for every feature, False
+    for none.
 
     `arch`: "unet1d" (every feature a channel of one temporal U-Net; the shipped runs') or "gridnet" (one temporal
     U-Net shared by every location, with neighbourhood attention across locations: gridnet.py; its parameters do
@@ -134,6 +139,7 @@ def train(data, out, *, variables=None, train_period=None, context="24h", horizo
         raise ConfigError(f"context_noise={context_noise!r} must be >= 0")
     if base not in (None, "linear"):
         raise ConfigError(f"base={base!r}: expected 'linear' or None")
+    check_hourly_std(hourly_std)
     label = source_label(data)
     ds = open_data(data, variables, name=label, chunks=chunks)
     step = time_step(ds)
@@ -158,7 +164,7 @@ def train(data, out, *, variables=None, train_period=None, context="24h", horizo
     times = ds["time"].values
     has_data = np.zeros(len(times), dtype=bool)
     has_data[idx] = stats.has_data
-    clim = stats.climatology(codec)
+    clim = stats.climatology(codec, std=hourly_std)
     reopen = None
     if isinstance(data, (str, Path, list, tuple)):  # each DataLoader worker opens the files itself
         reopen = functools.partial(open_data, data, codec.variables, name=label, chunks=chunks)
@@ -223,7 +229,7 @@ def train(data, out, *, variables=None, train_period=None, context="24h", horizo
         "sigma_data": 1.0,
         "arch": arch, "missing_flag": bool(missing_flag), "loss_balance": "variable",
         "residual": bool(residual), "base": base, "ar_order": int(ar_order),
-        "ar_seasons": list(season_steps),
+        "ar_seasons": list(season_steps), "hourly_std": hourly_std,
         "context_noise": float(context_noise), "calibration": float(calibration),
         "network_period": [str(pd.Timestamp(times[idx_net[0]])), str(pd.Timestamp(times[idx_net[-1]]))],
         # day of year only when the training data span a year: with less it is a key to memorise single days

@@ -241,7 +241,7 @@ def forecast(run, data, *, init_period=None, init_times=None, init_every="6h", m
     if calib is not None:
         arr = calibrate.apply(arr, calib, run.codec, base_trajectory(run, values, idx, n_lead))
     valid = times[idx][:, None] + (times[1] - times[0]) * np.arange(1, n_lead + 1)[None, :]
-    arr = arr + run.climatology.at(valid)[:, None]
+    arr = run.climatology.restore(arr, valid, axis=1)
     attrs = {"gendiff_run": str(run.spec or run.path), "gendiff_model_source": run.config["source"],
              "train_period": " to ".join(run.config["train_period"]), "sampler": sampler, "sampler_steps": steps,
              "seed": seed, "forecast_seconds": round(seconds, 3), "spread_calibration": int(calib is not None),

@@ -160,14 +160,14 @@ def impute(run, data, *, members: int = 16, sampler: str | None = None, steps: i
     times = ds["time"].values
     values = run.codec.encode(ds, label)
     check_gaps(interior_gaps(np.isfinite(values) & run.codec.valid[None, :]), run.horizon, run.codec, times, label)
-    clim = run.climatology.at(times)
     sampler = sampler or run.config["sampler"]
     steps = int(steps or run.config["sample_steps"])
+    anomalies = run.climatology.remove(values, times)
     t0 = time.perf_counter()
-    draws = impute_tensor(run, values - clim, times, members, sampler=sampler, steps=steps, seed=seed,
+    draws = impute_tensor(run, anomalies, times, members, sampler=sampler, steps=steps, seed=seed,
                           batch_size=batch_size, progress=progress)
     seconds = time.perf_counter() - t0
-    decoded = run.codec.decode(draws + clim[None], ("member", "time"),
+    decoded = run.codec.decode(run.climatology.restore(draws, times), ("member", "time"),
                                {"member": np.arange(members), "time": times})
     out = xr.Dataset(attrs={"gendiff_run": str(run.spec or run.path), "sampler": sampler, "sampler_steps": steps,
                             "seed": seed, "impute_seconds": round(seconds, 3), "members": members,

@@ -13,7 +13,8 @@ from gendiff.errors import DataError
 from gendiff.forward import Denoiser
 from gendiff.spaces import MaskedSpace
 
-from .base import ARBase, HourlyClimatology
+from .base import ARBase
+from .climatology import HourlyClimatology
 from .data import Codec
 from .network import build_denoiser
 
@@ -199,7 +200,7 @@ def subregion(run: Run, ds, label: str = "data") -> Run:
         start += size
     feat = np.concatenate(feats)
     codec = run.codec.select(tmpl.isel({d: idx for d, idx in picks.items()}), local)
-    clim = HourlyClimatology(run.climatology.hours, run.climatology.mean[:, feat])
+    clim = run.climatology.select(feat)
     ar = None
     if run.ar is not None:
         f = torch.as_tensor(feat, device=run.ar.device)
@@ -260,7 +261,8 @@ def regrid(run: Run, ds, until: int, static=None, label: str = "data") -> Run:
                         f"positions, the run {old['channels']} and {old['pos_kind']}")
     times = ds["time"].values
     index = np.arange(until)
-    clim = stats.climatology(codec)
+    clim = stats.climatology(codec, std=run.config.get("hourly_std", False) if run.climatology.std is not None
+                             else False)  # the run's choice, made again on the new locations' history
     values = EncodedValues(ds, codec, clim, label)
     ar = None
     if run.ar is not None:

@@ -110,13 +110,14 @@ class Statistics:
     has_data: np.ndarray  # (T,) bool
     counts: dict  # finite values per variable
 
-    def climatology(self, codec: Codec | None = None):
-        """The hourly climatology of the values normalised by `codec` (default: the fitted one)."""
+    def climatology(self, codec: Codec | None = None, std: bool = False):
+        """The hourly climatology of the values normalised by `codec` (default: the fitted one); `std`: with the
+        hour-of-day standard deviations (standardised anomalies, base.HourlyClimatology)."""
         codec = codec or self.codec
         offset, scale = feature_normalisation(codec, full=True)  # the sums are over every cell
-        clim = self.hourly.climatology(offset, scale)
+        clim = self.hourly.climatology(offset, scale, std=std)
         if codec.compact:
-            clim.mean = np.ascontiguousarray(clim.mean[:, codec.full_index])
+            clim = clim.select(codec.full_index)
         return clim
 
 
@@ -139,7 +140,7 @@ def fit_statistics(ds: xr.Dataset, label: str = "data", hourly: bool = True,
     cell its own; a feature without values, or a constant one, takes its variable's), per feature the time mean (the codec's template; NaN = never
     valid), with `hourly` the per-hour sums of the hourly climatology (base.HourlySums), and per step whether any
     value is finite (window_starts). Only one block's values are in memory at a time."""
-    from .base import HourlySums
+    from .climatology import HourlySums
 
     variables = [str(v) for v in ds.data_vars]
     dims = {v: tuple(d for d in ds[v].dims if d != TIME) for v in variables}
@@ -266,7 +267,7 @@ class EncodedValues:
         with _synchronous():
             out = self.codec.encode(self._data().isel({TIME: slice(a, b)}), self.label, check=False)
         if self.climatology is not None and b > a:
-            out = out - self.climatology.at(self.times[a:b])
+            out = self.climatology.remove(out, self.times[a:b])
         return out
 
     def __getitem__(self, key) -> np.ndarray:

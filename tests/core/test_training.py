@@ -58,6 +58,35 @@ def test_warmup_lr_values(tmp_path):
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.4)
 
 
+def test_cosine_decay_by_step_and_across_a_resume(tmp_path):
+    """lr_decay='cosine': after the warm-up, lr_final + (1 - lr_final) (1 + cos(pi p)) / 2 of lr, p from 0 at the end
+    of the warm-up to 1 at the last step; a run stopped and resumed logs the same learning rates as one that was not."""
+    c = cfg(lr=0.4, warmup_steps=2, max_steps=7, lr_decay="cosine", lr_final=0.1)
+    want = [0.2, 0.4] + [0.4 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * k / 4))) for k in range(5)]
+    got = [warmup_lr(s, c) for s in range(7)]
+    assert got == pytest.approx(want) and got[2] == pytest.approx(0.4) and got[-1] == pytest.approx(0.04)
+    assert warmup_lr(100, c) == pytest.approx(0.04)  # past max_steps it stays at the floor
+    assert [warmup_lr(s, cfg(lr=1.0, max_steps=3, lr_decay="cosine")) for s in range(3)] == pytest.approx([1, .5, 0])
+    kw = dict(lr=0.4, warmup_steps=2, max_steps=7, lr_decay="cosine", lr_final=0.1)
+    make(tmp_path, "whole", **kw).fit()
+    first = make(tmp_path, "split", **kw)
+    batches = first._loader()
+    for _ in range(3):  # three steps, a checkpoint, then a new process would resume from it
+        first.train_step(batches)
+    first.save_checkpoint()
+    assert first.optimizer.param_groups[0]["lr"] == pytest.approx(got[2])
+    resumed = Trainer(script.make_model(False), script.make_step_fn(False), script.make_data(48), cfg(**kw),
+                      tmp_path / "split", resume=True)
+    resumed.fit()
+    whole = [float(r["lr"]) for r in read_log(tmp_path / "whole" / "log.csv")]
+    split = [float(r["lr"]) for r in read_log(tmp_path / "split" / "log.csv")]
+    assert whole == pytest.approx(got)
+    assert split == pytest.approx(got[3:])
+    for bad in (dict(lr_decay="linear"), dict(lr_final=1.5)):
+        with pytest.raises(ConfigError, match=next(iter(bad))):
+            cfg(**bad)
+
+
 def test_data_order_is_seeded_per_epoch_and_drops_remainder():
     assert torch.equal(epoch_permutation(10, 1, 2), epoch_permutation(10, 1, 2))
     assert not torch.equal(epoch_permutation(10, 1, 2), epoch_permutation(10, 1, 3))

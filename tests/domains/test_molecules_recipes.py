@@ -248,8 +248,11 @@ def test_cli_recipe_flags(tmp_path, capsys):
     out = tmp_path / "run"
     code = main(["train", "molecules", "--data", str(xyz), "--out", str(out), "--max-steps", "2", "--batch-size",
                  "4", "--hidden", "16", "--layers", "2", "--schedule", "flow", "--prediction", "x0", "--weighting",
-                 "min_snr:3", "--no-feature-scaling", "--composition", "formula", "--ema-decay", "0.5"])
+                 "min_snr:3", "--no-feature-scaling", "--composition", "formula", "--ema-decay", "0.5",
+                 "--warmup-steps", "1", "--lr-decay", "cosine", "--lr-final", "0.2"])
     assert code == 0
+    train_cfg = json.loads((out / "card.json").read_text())["train_config"]
+    assert (train_cfg["lr_decay"], train_cfg["lr_final"], train_cfg["warmup_steps"]) == ("cosine", 0.2, 1)
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["schedule"]["name"] == "flow" and cfg["prediction"] == "x0"
     assert cfg["recipe"]["weighting"] == {"name": "min_snr", "gamma": 3.0} and cfg["recipe"]["ema_decay"] == 0.5

@@ -17,7 +17,8 @@ import xarray as xr
 
 from gendiff.errors import ConfigError, DataError
 from gendiff.domains.weather import stream
-from gendiff.domains.weather.base import ARBase, HourlyClimatology
+from gendiff.domains.weather.base import ARBase
+from gendiff.domains.weather.climatology import HourlyClimatology
 from gendiff.domains.weather.data import Codec, open_data, parse_chunks, write_dataset
 from gendiff.domains.weather.stream import EncodedValues, fit_statistics, row_blocks
 from gendiff.domains.weather.windows import window_starts

@@ -10,6 +10,7 @@ import pytest
 import torch
 import xarray as xr
 
+from gendiff.domains.weather.calibrate import LIMITS
 from gendiff.errors import ConfigError, DataError
 from gendiff.losses import diffusion_loss
 from gendiff.schedules import get_schedule
@@ -145,7 +146,7 @@ def test_variance_model_fit_and_apply():
     corr = (m + 1) / m
     s_in = corr * np.var(values[..., :3], axis=1, ddof=1).mean(-1)
     s_out = corr * np.var(out[..., :3], axis=1, ddof=1).mean(-1)
-    want = np.clip(np.stack([0.4 + 0.5 * s_in[:, 0], np.full(6, 0.9)], 1) / s_in, 0.25, 25.0) * s_in
+    want = np.clip(np.stack([0.4 + 0.5 * s_in[:, 0], np.full(6, 0.9)], 1) / s_in, LIMITS[0] ** 2, LIMITS[1] ** 2) * s_in
     np.testing.assert_allclose(s_out, want, rtol=1e-4)  # per init and lead: variance c + g S (k within LIMITS)
     np.testing.assert_allclose(out.mean(1)[..., :3], values.mean(1)[..., :3], atol=1e-5)
     assert np.isnan(out[..., 3]).all()
@@ -210,7 +211,7 @@ def test_tiny_end_to_end(tmp_path):
     assert set(records[0]) >= {"variable", "lead_time_hours", "system", "crps", "rmse", "spread", "ssr"}
     calib = json.loads((tmp_path / "run" / "calibration.json").read_text())
     assert len(calib["factors"]["t2m"]) == 6 and fc.attrs["spread_calibration"] == 1
-    assert all(0.5 <= k <= 5.0 for k in calib["factors"]["t2m"])
+    assert all(LIMITS[0] <= k <= LIMITS[1] for k in calib["factors"]["t2m"])
     assert len(calib["var_const"]["t2m"]) == len(calib["var_slope"]["t2m"]) == 6
     assert all(c >= 0 for c in calib["var_const"]["t2m"] + calib["var_slope"]["t2m"])
     assert any(c + g > 0 for c, g in zip(calib["var_const"]["t2m"], calib["var_slope"]["t2m"]))

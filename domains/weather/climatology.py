@@ -1,0 +1,193 @@
+"""The hourly climatology removed from the normalised values before the AR base and the network, and put back on
+their forecasts: the mean by hour of day, and optionally the hour-of-day standard deviation (standardised
+anomalies), both summed in one streaming pass over the training period.
+
+Data flow: data.Codec (normalised values) -> climatology (removed) -> base (AR mean forecast) -> windows -> inputs."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from gendiff.errors import ConfigError, DataError
+
+
+class HourlySums:
+    """Sums and counts of the finite values per hour of day and feature, added block by block of time steps (in
+    float64): the hourly climatology in one streaming pass. `hours` is None when the time step does not divide a
+    day (no daily cycle to remove)."""
+
+    def __init__(self, times: np.ndarray, n_features: int):
+        from .baselines import hour_of_day
+
+        self.hours, self.n_features = None, int(n_features)
+        if len(times) > 1 and pd.Timedelta(days=1) % pd.Timedelta(times[1] - times[0]) == pd.Timedelta(0):
+            self.hours = np.unique(hour_of_day(times))
+            self.sum = np.zeros((len(self.hours), n_features))
+            self.sumsq = np.zeros((len(self.hours), n_features))
+            self.count = np.zeros((len(self.hours), n_features), dtype=np.int64)
+
+    def add(self, x: np.ndarray, finite: np.ndarray, times: np.ndarray, cols=slice(None)) -> None:
+        """x (n, c) float64 with 0 where not `finite`, at `times` (n,), into the features `cols`."""
+        from .baselines import hour_of_day
+
+        if self.hours is None:
+            return
+        pos = np.searchsorted(self.hours, hour_of_day(times))
+        for k in np.unique(pos):
+            rows = pos == k
+            self.sum[k, cols] += x[rows].sum(0)
+            self.sumsq[k, cols] += (x[rows] * x[rows]).sum(0)
+            self.count[k, cols] += finite[rows].sum(0)
+
+    def mean(self) -> np.ndarray:
+        """(H, C) mean per hour and feature; NaN where a feature has no value at that hour."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(self.count > 0, self.sum / np.maximum(self.count, 1), np.nan)
+
+    def std(self) -> np.ndarray:
+        """(H, C) standard deviation per hour and feature (population, from the float64 sums); NaN where a
+        feature has fewer than two values at that hour."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            m = self.sum / np.maximum(self.count, 1)
+            var = np.maximum(self.sumsq / np.maximum(self.count, 1) - m * m, 0.0)
+            return np.where(self.count > 1, np.sqrt(var), np.nan)
+
+    def climatology(self, offset=0.0, scale=1.0, std=False) -> "HourlyClimatology":
+        """The climatology of (value - offset) / scale (per feature; the codec's normalisation of raw sums), 0
+        where a feature has no value at an hour. `std`: also the hour-of-day standard deviation in the same
+        units (HourlyClimatology.std: the anomalies are then standardised): True for every feature, "auto" for
+        the features that never vary at some hour of the day (daylight variables: solar power, shortwave
+        radiation, 0 every night), the others keeping a deviation of 1; None when no feature takes one."""
+        check_hourly_std(std)
+        if self.hours is None:
+            return HourlyClimatology(np.zeros(1), np.zeros((1, self.n_features), np.float32),
+                                     np.ones((1, self.n_features), np.float32) if std is True else None)
+        mean = np.nan_to_num((self.mean() - offset) / scale).astype(np.float32)
+        if std is False:
+            return HourlyClimatology(self.hours, mean)
+        sd = hourly_std_floor(self.std() / scale)
+        if std == "auto":
+            daylight = ((sd == 0).any(0) & (sd > 0).any(0))[None, :]
+            if not daylight.any():
+                return HourlyClimatology(self.hours, mean)
+            sd = np.where(daylight, sd, np.float32(1.0))
+        return HourlyClimatology(self.hours, mean, sd)
+
+
+HOURLY_STD = (False, True, "auto")
+
+
+def check_hourly_std(value) -> None:
+    if not any(value is v or (isinstance(v, str) and value == v) for v in HOURLY_STD):
+        raise ConfigError(f"hourly_std={value!r}: expected True, False or 'auto'")
+
+
+STD_FLOOR = 0.1  # the smallest hourly deviation, as a fraction of the feature's RMS over the hours
+CONSTANT = 1e-6  # an hourly deviation below this fraction of that RMS is rounding: the hour never varied
+
+
+def hourly_std_floor(sd: np.ndarray) -> np.ndarray:
+    """(H, C) hourly deviations made safe to divide by: at least STD_FLOOR x the feature's RMS deviation over the
+    hours (a dawn hour of solar power barely varies), 0 where an hour never varied in training (below CONSTANT x
+    that RMS: night-time
+    solar power: its anomaly is 0 and the climatology comes back exactly), the RMS where a feature has fewer than
+    two values at an hour, and 1 where it has no deviation at all."""
+    sd = np.asarray(sd, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        known = np.isfinite(sd)
+        rms = np.sqrt(np.where(known, sd * sd, 0.0).sum(0) / np.maximum(known.sum(0), 1))
+        floor = np.where(rms > 0, STD_FLOOR * rms, 1.0)
+        still = sd <= CONSTANT * np.where(rms > 0, rms, 1.0)[None, :]  # rounding of a constant: 1e-17 of 1
+        out = np.where(known, np.where(still, 0.0, np.maximum(sd, floor[None, :])),
+                       np.where(rms > 0, rms, 1.0)[None, :])
+    return out.astype(np.float32)
+
+
+class HourlyClimatology:
+    """Per-feature mean by hour of day over the training period (normalised units), subtracted before the network.
+
+    The static fine-scale pattern and the local diurnal cycle then bypass the network's low-rank projections; the
+    model forecasts anomalies (relative to their last context step when `residual`).
+
+    With `std` (H, C; train(hourly_std=True)) the anomalies are also divided by the hour-of-day standard deviation
+    (standardised anomalies): a series whose variability follows the daily cycle (solar power, shortwave
+    radiation: none at night, most at noon) then has anomalies of one size at every hour, so that the AR base
+    carries a relative departure (a clear-sky index) from the morning into the afternoon instead of an absolute
+    one into the evening. remove() and restore() apply and undo it."""
+
+    def __init__(self, hours: np.ndarray, mean: np.ndarray, std: np.ndarray | None = None):
+        self.hours, self.mean = np.asarray(hours, dtype=np.float64), np.asarray(mean, dtype=np.float32)
+        self.std = None if std is None else np.asarray(std, dtype=np.float32)
+        if self.std is not None and self.std.shape != self.mean.shape:
+            raise DataError(f"hourly climatology: std of shape {self.std.shape} for a mean of {self.mean.shape}")
+
+    def select(self, features) -> "HourlyClimatology":
+        """The climatology of the given features (a subregion)."""
+        return HourlyClimatology(self.hours, self.mean[:, features],
+                                 None if self.std is None else self.std[:, features])
+
+    def remove(self, x: np.ndarray, times) -> np.ndarray:
+        """Anomalies of normalised values x (*times.shape, C): x minus the mean at `times`, divided by the hourly
+        std when there is one."""
+        out = x - self.at(times)
+        if self.std is None:
+            return out
+        s = self._std_at(times)
+        return out / np.where(s > 0, s, np.inf).astype(np.float32)  # an hour that never varied: anomaly 0
+
+    def restore(self, z: np.ndarray, times, axis: int | None = None) -> np.ndarray:
+        """The inverse of remove(): normalised values from anomalies z. `axis`: a dim of z that `times` lacks
+        (the ensemble member: z (I, M, L, C) against times (I, L))."""
+        mean = self.at(times)
+        scale = None if self.std is None else self._std_at(times)
+        if axis is not None:
+            mean = np.expand_dims(mean, axis)
+            scale = None if scale is None else np.expand_dims(scale, axis)
+        return z + mean if scale is None else z * scale + mean
+
+    def _std_at(self, times) -> np.ndarray:
+        return self._pick(self.std, times)
+
+    @classmethod
+    def fit(cls, values, times: np.ndarray, index: np.ndarray) -> "HourlyClimatology":
+        """From normalised values (T, C) (an array or stream.EncodedValues) over the contiguous `index`, read in
+        blocks of time steps (stream.STREAM_BYTES)."""
+        from .stream import row_blocks
+
+        sums = HourlySums(times[index], values.shape[1])
+        if sums.hours is None:
+            return cls(np.zeros(1), np.zeros((1, values.shape[1]), np.float32))  # no daily cycle to remove
+        for a, b in row_blocks(int(index[0]), int(index[-1]) + 1, values.shape[1]):
+            x = np.asarray(values[a:b], dtype=np.float64)
+            finite = np.isfinite(x)
+            sums.add(np.where(finite, x, 0.0), finite, times[a:b])
+        return sums.climatology()
+
+    def at(self, times) -> np.ndarray:
+        """(*times.shape, C) climatological mean at the given times."""
+        return self._pick(self.mean, times)
+
+    def _pick(self, table: np.ndarray, times) -> np.ndarray:
+        from .baselines import hour_of_day
+
+        if len(self.hours) == 1:
+            return np.broadcast_to(table[0], (*np.shape(times), table.shape[1]))
+        h = hour_of_day(times)
+        pos = np.searchsorted(self.hours, h)
+        pos = np.clip(pos, 0, len(self.hours) - 1)
+        if not np.allclose(self.hours[pos], h):
+            raise DataError(f"times at hour(s) {sorted(set(h[~np.isclose(self.hours[pos], h)]))[:3]} of day were "
+                            f"not seen in training (hours {self.hours.tolist()})")
+        return table[pos]
+
+    def state(self) -> dict:
+        out = {"hours": torch.from_numpy(self.hours), "mean": torch.from_numpy(self.mean)}
+        if self.std is not None:
+            out["std"] = torch.from_numpy(self.std)
+        return out
+
+    @classmethod
+    def from_state(cls, state: dict) -> "HourlyClimatology":
+        std = state.get("std")
+        return cls(state["hours"].numpy(), state["mean"].numpy(), None if std is None else std.numpy())
