@@ -2,8 +2,9 @@
 
 A diffusion model fitted to a few weeks of data is over-confident: its members agree more than its errors warrant,
 and part of the departure of its ensemble mean from the AR base forecast is noise learnt from the training days.
-`fit_calibration` forecasts from init times in the last part of the training period, which the network did not
-train on, and fits per variable and lead (EMOS-style post-processing, Gneiting et al. 2005):
+`fit_calibration` forecasts from init times (48 by default, train's calibration_inits) in the last part of the
+training period, which the network did not train on, and fits per variable and lead (EMOS-style post-processing,
+Gneiting et al. 2005):
   a = clip(<d, e> / <d, d>, 0, 1), d = ensemble mean - base, e = truth - base      (least-squares shrinkage), then
   E_i = c + g S_i, c, g >= 0                                                         (variance model),
 E_i being init i's squared error of base + a d and S_i its (M+1)/M-corrected ensemble variance, both averaged
@@ -29,7 +30,7 @@ FILE = "calibration.json"
 LIMITS = (0.5, 20.0)  # k: a network trained on a few days can spread ten times too little (solar: 0.08)
 
 
-def calibration_inits(idx_hold: np.ndarray, horizon: int, last: int, n: int = 16) -> np.ndarray:
+def calibration_inits(idx_hold: np.ndarray, horizon: int, last: int, n: int = 48) -> np.ndarray:
     """Up to n evenly spaced init indices in the held-out part whose whole horizon lies at or before `last`."""
     ok = idx_hold[idx_hold + horizon <= last]
     if len(ok) == 0:

@@ -81,6 +81,8 @@ def add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sample-steps", type=int, default=None, help="its steps (default 20; 100 for --task impute)")
     p.add_argument("--calibration", type=float, default=0.15,
                    help="fraction of the training period (its end) held out to calibrate the ensemble spread; 0: off")
+    p.add_argument("--calibration-inits", type=int, default=48,
+                   help="inits of the held-out part the calibration forecasts from (evenly spaced; default 48)")
     p.add_argument("--task", choices=("forecast", "impute"), default="forecast",
                    help="forecast (context -> horizon) or impute (hide observed entries of --window steps and "
                         "generate them from the rest; for `gendiff impute`)")
@@ -110,7 +112,8 @@ def run_train(args) -> int:
                     lr=args.lr, schedule=args.schedule, sampler=args.sampler, arch=args.arch, static=args.static,
                     patch=args.patch,
                     net=None if args.width is None else {"width": args.width},
-                    sample_steps=args.sample_steps, calibration=args.calibration, seed=args.seed, resume=args.resume,
+                    sample_steps=args.sample_steps, calibration=args.calibration,
+                    calibration_inits=args.calibration_inits, seed=args.seed, resume=args.resume,
                     progress=not args.quiet, device=args.device, bf16=args.bf16, compile=args.compile,
                     task=args.task, window=int(args.window) if args.window.isdigit() else args.window,
                     chunks=args.chunks, workers=args.workers, in_memory=args.in_memory,

@@ -195,6 +195,15 @@ def test_tiny_end_to_end(tmp_path):
                             net={"width": 16, "mults": [1, 2]}, max_steps=15, batch_size=8, sample_steps=4,
                             progress=False)
     assert summary["step"] == 15 and np.isfinite(summary["loss"])
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["calibration_inits"] == 48
+    tiny = dict(train_period="2021-06-01:2021-06-06", context="6h", horizon="6h", net={"width": 8, "mults": [1, 2]},
+                max_steps=1, batch_size=8, sample_steps=2, progress=False, calibration=0.3)
+    for n, want in ((None, 37), (5, 5)):  # 43 held-out steps, 37 of them with the horizon inside: all, or 5
+        weather.train(ds, tmp_path / f"cal{n}", **tiny, **({} if n is None else {"calibration_inits": n}))
+        held = json.loads((tmp_path / f"cal{n}" / "calibration.json").read_text())["inits"]
+        assert len(held) == want == len(set(held))
+    with pytest.raises(ConfigError, match="calibration_inits=1"):
+        weather.train(ds, tmp_path / "bad", calibration_inits=1, progress=False)
     fc = weather.forecast(tmp_path / "run", ds, init_period="2021-06-07:2021-06-07T06:00", init_every="6h",
                           members=3, lead="9h", out=tmp_path / "fc.nc", progress=False)
     assert dict(fc.sizes) == {"init_time": 2, "member": 3, "lead_time": 9, "latitude": 3, "longitude": 4}
