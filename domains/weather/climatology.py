@@ -90,9 +90,8 @@ CONSTANT = 1e-6  # an hourly deviation below this fraction of that RMS is roundi
 def hourly_std_floor(sd: np.ndarray) -> np.ndarray:
     """(H, C) hourly deviations made safe to divide by: at least STD_FLOOR x the feature's RMS deviation over the
     hours (a dawn hour of solar power barely varies), 0 where an hour never varied in training (below CONSTANT x
-    that RMS: night-time
-    solar power: its anomaly is 0 and the climatology comes back exactly), the RMS where a feature has fewer than
-    two values at an hour, and 1 where it has no deviation at all."""
+    that RMS: night-time solar power, whose anomaly is then 0 and whose climatology comes back exactly), the RMS
+    where a feature has fewer than two values at an hour, and 1 where it has no deviation at all."""
     sd = np.asarray(sd, dtype=np.float64)
     with np.errstate(invalid="ignore"):
         known = np.isfinite(sd)
