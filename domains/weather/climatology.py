@@ -5,6 +5,8 @@ anomalies), both summed in one streaming pass over the training period.
 Data flow: data.Codec (normalised values) -> climatology (removed) -> base (AR mean forecast) -> windows -> inputs."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import torch
@@ -66,7 +68,7 @@ class HourlySums:
         mean = np.nan_to_num((self.mean() - offset) / scale).astype(np.float32)
         if std is False:
             return HourlyClimatology(self.hours, mean)
-        sd = hourly_std_floor(self.std() / scale)
+        sd = hourly_std_floor(widen_hours(self.std() / scale, self.hours))
         if std == "auto":
             daylight = ((sd == 0).any(0) & (sd > 0).any(0))[None, :]
             if not daylight.any():
@@ -81,6 +83,24 @@ HOURLY_STD = (False, True, "auto")
 def check_hourly_std(value) -> None:
     if not any(value is v or (isinstance(v, str) and value == v) for v in HOURLY_STD):
         raise ConfigError(f"hourly_std={value!r}: expected True, False or 'auto'")
+
+
+WIDEN_HOURS = 1.0  # an hour's deviation is the largest of the hours this close (circular, in hours of the day)
+
+
+def widen_hours(sd: np.ndarray, hours: np.ndarray, within: float = WIDEN_HOURS) -> np.ndarray:
+    """(H, C) each hour's deviation replaced by the largest among the hours within `within` of it (NaN ignored):
+    the edges of the daylight move through the season (in March the sun rises an hour and a half earlier at the
+    end than at the start), so the hour after a dark one in the training period must not be taken for certain
+    in the weeks after it. Hours that are still, and whose neighbours are still too, stay 0."""
+    hours = np.asarray(hours, dtype=np.float64)
+    gap = np.abs(hours[:, None] - hours[None, :])
+    near = np.minimum(gap, 24.0 - gap) <= within + 1e-9  # (H, H)
+    sd = np.asarray(sd, dtype=np.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a feature with no value near an hour: NaN, as before
+        out = np.stack([np.nanmax(np.where(near[h][:, None], sd, np.nan), axis=0) for h in range(len(hours))])
+    return out
 
 
 STD_FLOOR = 0.1  # the smallest hourly deviation, as a fraction of the feature's RMS over the hours

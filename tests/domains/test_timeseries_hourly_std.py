@@ -11,7 +11,7 @@ from gendiff import cli
 from gendiff.domains import timeseries
 from gendiff.domains.weather import tabular
 from gendiff.domains.weather.base import ARBase
-from gendiff.domains.weather.climatology import STD_FLOOR, HourlyClimatology, hourly_std_floor
+from gendiff.domains.weather.climatology import STD_FLOOR, HourlyClimatology, hourly_std_floor, widen_hours
 from gendiff.domains.weather.run import load_run
 from gendiff.domains.weather.stream import EncodedValues, fit_statistics
 from gendiff.errors import ConfigError, DataError
@@ -46,18 +46,21 @@ def test_streamed_hourly_std_is_the_per_hour_deviation_and_round_trips():
     clim = stats.climatology(std=True)
     enc = pd.DataFrame(stats.codec.encode(ds), index=df.index)
     slot = df.index.hour * 2 + df.index.minute // 30
-    want = enc.groupby(slot).std(ddof=0).to_numpy()
+    per_slot = enc.groupby(slot).std(ddof=0).to_numpy()
+    # each half hour takes the largest deviation within an hour of it (widen_hours: the daylight's edges move)
+    want = np.max([np.roll(per_slot, k, axis=0) for k in (-2, -1, 0, 1, 2)], axis=0)
+    assert (want > per_slot).any()
     got = clim.std.astype(np.float64)
     rms = np.sqrt(np.nanmean(want ** 2, axis=0))
     day = want > STD_FLOOR * rms  # hours that vary by more than the floor: the deviation itself
     np.testing.assert_allclose(got[day], want[day], rtol=1e-5)
-    night = want == 0  # never varied: kept at 0, the anomaly is 0 there
-    assert night.sum() >= 2 * 15 and (got[night] == 0).all()
+    night = want == 0  # never varied, nor did the half hours next to it: kept at 0, the anomaly is 0 there
+    assert night.sum() >= 2 * 13 and (got[night] == 0).all()
     dim = (want > 0) & ~day
     np.testing.assert_allclose(got[dim], np.broadcast_to(STD_FLOOR * rms, want.shape)[dim], rtol=1e-5)
     times = df.index.values
     z = clim.remove(enc.to_numpy(np.float32), times)
-    assert np.nanmax(np.abs(z[slot.to_numpy() < 8])) == 0  # before 04:00: no anomaly at all
+    assert np.nanmax(np.abs(z[slot.to_numpy() < 6])) == 0  # before 03:00: no anomaly at all
     np.testing.assert_allclose(clim.restore(z, times)[np.isfinite(z)], enc.to_numpy()[np.isfinite(z)], atol=1e-5)
     # the ensemble's member axis (I, M, L, C) against valid times (I, L)
     valid = times[:96].reshape(2, 48)
@@ -75,6 +78,12 @@ def test_floor_and_features_without_values():
     rms = np.sqrt((0.01 ** 2 + 1) / 3)
     np.testing.assert_allclose(got[:, 0], [0.0, STD_FLOOR * rms, 1.0], rtol=1e-6)
     assert (got[:, 1] == 1).all() and (got[:, 2] == 0).all()
+    half = np.zeros((48, 1))
+    half[12:36, 0], half[10, 0] = 1.0, np.nan  # daylight 06:00-17:30, no value at 05:00
+    np.testing.assert_array_equal(widen_hours(half, np.arange(0, 24, 0.5))[:, 0],
+                                  np.r_[np.zeros(10), np.ones(28), np.zeros(10)])  # an hour each way
+    six = np.array([[0.0], [1.0], [0.0], [0.0]])
+    np.testing.assert_array_equal(widen_hours(six, np.array([0.0, 6, 12, 18])), six)  # 6-hourly: no neighbours
     with pytest.raises(DataError, match="std of shape"):
         HourlyClimatology(np.arange(3.0), np.zeros((3, 2)), np.ones((2, 2)))
 
