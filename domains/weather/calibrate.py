@@ -45,13 +45,25 @@ def fit_calibration(run_dir, values: np.ndarray, times: np.ndarray, init_idx: np
     record).
 
     `values` (T, C) are the data as the network sees them: encoded by the run's codec, climatology removed."""
-    from .forecasting import base_trajectory, rollout
+    from .forecasting import rollout
     from .model import load_run
 
     run = load_run(run_dir, device=device)
-    n_lead = run.horizon
-    ens = rollout(run, values, times, init_idx, n_lead, members, sampler=run.config["sampler"],
-                  steps=int(run.config["sample_steps"]), seed=seed, progress=False).astype(np.float64)
+    ens = rollout(run, values, times, init_idx, run.horizon, members, sampler=run.config["sampler"],
+                  steps=int(run.config["sample_steps"]), seed=seed, progress=False)
+    out = fit_parameters(run, ens, values, times, init_idx)
+    write_json_atomic(Path(run_dir) / FILE, out)
+    return out
+
+
+def fit_parameters(run, ens: np.ndarray, values: np.ndarray, times: np.ndarray, init_idx: np.ndarray) -> dict:
+    """The calibration of ensemble `ens` (I, M, H, C), forecast by `run` from `init_idx`, against `values`: the
+    shrinkage a, the variance model (c, g) and the earlier fixed factors per variable and lead, as
+    fit_calibration writes them (also what the ar_calibrated baseline fits on its own Gaussian ensemble)."""
+    from .forecasting import base_trajectory
+
+    ens = np.asarray(ens, dtype=np.float64)
+    members, n_lead = ens.shape[1], ens.shape[2]
     truth = np.stack([values[i + 1:i + 1 + n_lead] for i in init_idx]).astype(np.float64)
     base = base_trajectory(run, values, init_idx, n_lead)
     mean = ens.mean(1)
@@ -92,11 +104,8 @@ def fit_calibration(run_dir, values: np.ndarray, times: np.ndarray, init_idx: np
         var_const[v] = (q * const).tolist()
         var_slope[v] = (q * slope).tolist()
         raw_ssr[v] = np.where(rmse_raw > 0, c * spread / np.maximum(rmse_raw, 1e-300), np.nan).round(4).tolist()
-    out = {"shrink": shrink, "var_const": var_const, "var_slope": var_slope, "factors": factors, "raw_ssr": raw_ssr,
-           "members": members,
-           "inits": [str(t)[:16] for t in times[init_idx]], "method": __doc__.split("\n\n")[0]}
-    write_json_atomic(Path(run_dir) / FILE, out)
-    return out
+    return {"shrink": shrink, "var_const": var_const, "var_slope": var_slope, "factors": factors, "raw_ssr": raw_ssr,
+            "members": members, "inits": [str(t)[:16] for t in times[init_idx]], "method": __doc__.split("\n\n")[0]}
 
 
 def fit_variance(ens_var: np.ndarray, sq_err: np.ndarray,

@@ -292,6 +292,31 @@ def test_ar_calibrated_has_the_calibrated_variance_about_the_ar_base(l96, l96_da
     assert not np.array_equal(out, ar_calibrated(l96, values, times, idx, n_lead, members, seed=4))
 
 
+def test_ar_calibrated_fits_its_own_calibration_on_the_held_out_inits(l96, tmp_path):
+    """Given data that hold the run's held-out inits, the baseline calibrates its Gaussian ensemble there itself
+    (calibrate.fit_parameters), so the run's parameters (fitted to the network's spread) do not enter: scaling
+    them a hundredfold changes nothing. Without those inits it falls back to the run's, and the scaling shows."""
+    from gendiff.domains.weather.baselines import ar_calibrated
+
+    run_dir = tmp_path / "l96"
+    shutil.copytree(l96.path, run_dir)
+    long = lorenz96_dataset(int(4 * 365 * 2.5), seed=5)  # 2000-01-01 on, past the held-out inits of 2001-2002
+    times = long["time"].values
+    values = l96.codec.encode(long, "l96") - l96.climatology.at(times)
+    idx, members, n_lead = np.array([3500, 3520]), 64, l96.horizon
+    before = ar_calibrated(load_run(run_dir), values, times, idx, n_lead, members, seed=1)
+    calib = json.loads((run_dir / "calibration.json").read_text())
+    for key in ("var_const", "var_slope"):
+        calib[key] = {v: [100 * x for x in xs] for v, xs in calib[key].items()}
+    (run_dir / "calibration.json").write_text(json.dumps(calib))
+    scaled = load_run(run_dir)
+    np.testing.assert_array_equal(ar_calibrated(scaled, values, times, idx, n_lead, members, seed=1), before)
+    late = slice(3400, None)  # the held-out inits are not in these data: the run's (scaled) parameters are used
+    unscaled = ar_calibrated(l96, values[late], times[late], idx - 3400, n_lead, members, seed=1).var(1).mean()
+    fallback = ar_calibrated(scaled, values[late], times[late], idx - 3400, n_lead, members, seed=1).var(1).mean()
+    assert fallback > 20 * unscaled
+
+
 def test_ar_calibrated_is_scored_like_the_others_on_the_cli(l96, l96_data, tmp_path, capsys):
     """Rolled past the horizon (12 steps, horizon 8), same members as the model, the run from the forecast's
     gendiff_run attribute."""
