@@ -71,7 +71,8 @@ def train(data, out, *, variables=None, train_period=None, context="24h", horizo
           prediction="x0", precondition=True, residual=True, base: str | None = "linear", ar_order: int = 2,
           seasons=None, normalise: str = "variable", hourly_std="auto",
           net: dict | None = None, sampler=None, sample_steps=None, context_noise: float = 0.0,
-          calibration: float = 0.15, calibration_inits: int = 48, resume=False, progress=True, device="auto", bf16: bool = False,
+          calibration: float = 0.15, calibration_inits: int = 48, resume=False, progress=True, device="auto",
+          bf16: bool = False,
           compile=False, card: dict | None = None, missing_flag: bool = True, arch: str = "unet1d",
           static=None, patch: int | None = None, task: str = "forecast", window=64, chunks=None, workers: int = 0,
           in_memory: bool | None = None, **config) -> dict:
@@ -87,7 +88,7 @@ def train(data, out, *, variables=None, train_period=None, context="24h", horizo
     sea of land-only forcing) are left out of the channels (data.Codec compact) and come back NaN. `normalise`: "variable" (one mean and standard deviation per variable, the
     gridded default) or "location" (per feature: each series of a table, or each cell, on its own scale; the
     default for tables, see gendiff.domains.weather.train). `hourly_std`: divide the anomalies by their
-    hour-of-day standard deviation as well (standardised anomalies, base.HourlyClimatology), for variables whose
+    hour-of-day standard deviation as well (standardised anomalies, climatology.HourlyClimatology), for variables whose
     variability follows the daily cycle: "auto" (the default) for the features that never vary at some hour of the
     day in the training period (solar power, shortwave radiation: 0 every night), True for every feature, False
     for none.

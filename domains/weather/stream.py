@@ -106,13 +106,14 @@ class Statistics:
     template), the raw per-hour sums of the hourly climatology, and which time steps hold any finite value."""
 
     codec: Codec
-    hourly: object | None  # base.HourlySums of the raw values, or None
+    hourly: object | None  # climatology.HourlySums of the raw values, or None
     has_data: np.ndarray  # (T,) bool
     counts: dict  # finite values per variable
 
-    def climatology(self, codec: Codec | None = None, std: bool = False):
+    def climatology(self, codec: Codec | None = None, std: bool | str = False):
         """The hourly climatology of the values normalised by `codec` (default: the fitted one); `std`: with the
-        hour-of-day standard deviations (standardised anomalies, base.HourlyClimatology)."""
+        hour-of-day standard deviations, True / False / "auto" (standardised anomalies,
+        climatology.HourlyClimatology)."""
         codec = codec or self.codec
         offset, scale = feature_normalisation(codec, full=True)  # the sums are over every cell
         clim = self.hourly.climatology(offset, scale, std=std)
@@ -138,7 +139,7 @@ def fit_statistics(ds: xr.Dataset, label: str = "data", hourly: bool = True,
     all finite values (float64, blocks merged with Chan et al.'s pairwise update, so equal to numpy's nanmean and
     nanstd of everything in memory to rounding); with `normalise="location"` the same per feature (each series or
     cell its own; a feature without values, or a constant one, takes its variable's), per feature the time mean (the codec's template; NaN = never
-    valid), with `hourly` the per-hour sums of the hourly climatology (base.HourlySums), and per step whether any
+    valid), with `hourly` the per-hour sums of the hourly climatology (climatology.HourlySums), and per step whether any
     value is finite (window_starts). Only one block's values are in memory at a time."""
     from .climatology import HourlySums
 
