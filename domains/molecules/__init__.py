@@ -30,8 +30,8 @@ RUN_CONFIG = runs.CONFIG
 CHECKPOINT = runs.CHECKPOINT
 DEFAULT_PRETRAINED = "pretrained:qm9"
 _TRAIN_KEYS = ("max_steps", "batch_size", "lr", "weight_decay", "warmup_steps", "lr_decay", "lr_final", "grad_clip",
-               "ema_decay", "accumulate",
-               "log_every", "ckpt_every", "max_nonfinite", "num_workers", "max_minutes", "time_budget", "bf16")
+               "ema_decay", "accumulate", "log_every", "ckpt_every", "max_nonfinite", "num_workers", "max_minutes",
+               "time_budget", "bf16")
 
 
 def _load_training_data(data, limit):

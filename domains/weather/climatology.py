@@ -149,24 +149,23 @@ class HourlyClimatology:
     def remove(self, x: np.ndarray, times) -> np.ndarray:
         """Anomalies of normalised values x (*times.shape, C): x minus the mean at `times`, divided by the hourly
         std when there is one."""
-        out = x - self.at(times)
+        pos = self._positions(times)
+        out = x - self._take(self.mean, pos, times)
         if self.std is None:
             return out
-        s = self._std_at(times)
+        s = self._take(self.std, pos, times)
         return out / np.where(s > 0, s, np.inf).astype(np.float32)  # an hour that never varied: anomaly 0
 
     def restore(self, z: np.ndarray, times, axis: int | None = None) -> np.ndarray:
         """The inverse of remove(): normalised values from anomalies z. `axis`: a dim of z that `times` lacks
         (the ensemble member: z (I, M, L, C) against times (I, L))."""
-        mean = self.at(times)
-        scale = None if self.std is None else self._std_at(times)
+        pos = self._positions(times)
+        mean = self._take(self.mean, pos, times)
+        scale = None if self.std is None else self._take(self.std, pos, times)
         if axis is not None:
             mean = np.expand_dims(mean, axis)
             scale = None if scale is None else np.expand_dims(scale, axis)
         return z + mean if scale is None else z * scale + mean
-
-    def _std_at(self, times) -> np.ndarray:
-        return self._pick(self.std, times)
 
     @classmethod
     def fit(cls, values, times: np.ndarray, index: np.ndarray) -> "HourlyClimatology":
@@ -185,19 +184,26 @@ class HourlyClimatology:
 
     def at(self, times) -> np.ndarray:
         """(*times.shape, C) climatological mean at the given times."""
-        return self._pick(self.mean, times)
+        return self._take(self.mean, self._positions(times), times)
 
-    def _pick(self, table: np.ndarray, times) -> np.ndarray:
+    def _positions(self, times) -> np.ndarray | None:
+        """The row of each time's hour in the tables (None: one row, no daily cycle); a DataError for an hour
+        training never saw."""
         from .baselines import hour_of_day
 
         if len(self.hours) == 1:
-            return np.broadcast_to(table[0], (*np.shape(times), table.shape[1]))
+            return None
         h = hour_of_day(times)
-        pos = np.searchsorted(self.hours, h)
-        pos = np.clip(pos, 0, len(self.hours) - 1)
+        pos = np.clip(np.searchsorted(self.hours, h), 0, len(self.hours) - 1)
         if not np.allclose(self.hours[pos], h):
             raise DataError(f"times at hour(s) {sorted(set(h[~np.isclose(self.hours[pos], h)]))[:3]} of day were "
                             f"not seen in training (hours {self.hours.tolist()})")
+        return pos
+
+    @staticmethod
+    def _take(table: np.ndarray, pos: np.ndarray | None, times) -> np.ndarray:
+        if pos is None:
+            return np.broadcast_to(table[0], (*np.shape(times), table.shape[1]))
         return table[pos]
 
     def state(self) -> dict:
