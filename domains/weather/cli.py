@@ -53,6 +53,10 @@ def add_train(p: argparse.ArgumentParser) -> None:
                    help="season length(s) for the AR base, comma-separated durations or steps (e.g. 7d, or 1d,7d, "
                         "or 52W for weekly data): it then also takes the value one season back; the context must "
                         "reach back one season and a step")
+    p.add_argument("--insolation", default="auto", choices=["auto", "off"],
+                   help="daylight variables (auto: those that never vary at some hour of the day) on data with "
+                        "latitude and longitude: their hourly climatology follows the sun's elevation through the "
+                        "season (default auto; off: the training period's, fixed)")
     p.add_argument("--hourly-std", default="auto", choices=["auto", "on", "off"],
                    help="standardise the anomalies by their hour-of-day standard deviation too, for variables whose "
                         "variability follows the daily cycle (default auto: those that never vary at some hour of "
@@ -109,6 +113,7 @@ def run_train(args) -> int:
     summary = train(args.data, args.out, variables=args.vars, train_period=_period(args.train_period),
                     context=args.context, horizon=args.horizon, seasons=args.season, **steps, batch_size=args.batch_size,
                     hourly_std={"on": True, "off": False}.get(args.hourly_std, "auto"),
+                    insolation=args.insolation == "auto",
                     lr=args.lr, schedule=args.schedule, sampler=args.sampler, arch=args.arch, static=args.static,
                     patch=args.patch,
                     net=None if args.width is None else {"width": args.width},

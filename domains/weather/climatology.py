@@ -22,7 +22,7 @@ class HourlySums:
     def __init__(self, times: np.ndarray, n_features: int):
         from .baselines import hour_of_day
 
-        self.hours, self.n_features = None, int(n_features)
+        self.hours, self.n_features, self.times = None, int(n_features), np.asarray(times)
         if len(times) > 1 and pd.Timedelta(days=1) % pd.Timedelta(times[1] - times[0]) == pd.Timedelta(0):
             self.hours = np.unique(hour_of_day(times))
             self.sum = np.zeros((len(self.hours), n_features))
@@ -55,26 +55,43 @@ class HourlySums:
             var = np.maximum(self.sumsq / np.maximum(self.count, 1) - m * m, 0.0)
             return np.where(self.count > 1, np.sqrt(var), np.nan)
 
-    def climatology(self, offset=0.0, scale=1.0, std=False) -> "HourlyClimatology":
+    def climatology(self, offset=0.0, scale=1.0, std=False, coords=None) -> "HourlyClimatology":
         """The climatology of (value - offset) / scale (per feature; the codec's normalisation of raw sums), 0
         where a feature has no value at an hour. `std`: also the hour-of-day standard deviation in the same
         units (HourlyClimatology.std: the anomalies are then standardised): True for every feature, "auto" for
-        the features that never vary at some hour of the day (daylight variables: solar power, shortwave
-        radiation, 0 every night), the others keeping a deviation of 1; None when no feature takes one."""
+        the daylight features (those that never vary at some hour of the day: solar power, shortwave radiation,
+        0 every night), the others keeping a deviation of 1; None when no feature takes one. `coords`: (lat, lon)
+        of every feature (insolation.feature_coordinates): the daylight features' mean and deviation then follow
+        the sun through the season (insolation.SolarScale)."""
         check_hourly_std(std)
         if self.hours is None:
             return HourlyClimatology(np.zeros(1), np.zeros((1, self.n_features), np.float32),
                                      np.ones((1, self.n_features), np.float32) if std is True else None)
         mean = np.nan_to_num((self.mean() - offset) / scale).astype(np.float32)
-        if std is False:
+        if std is False and coords is None:
             return HourlyClimatology(self.hours, mean)
-        sd = hourly_std_floor(widen_hours(self.std() / scale, self.hours))
+        raw = self.std() / scale
+        sd = hourly_std_floor(widen_hours(raw, self.hours))
+        daylight = (sd == 0).any(0) & (sd > 0).any(0)
+        solar = None
+        if coords is not None and daylight.any():
+            from .insolation import REF_MIN, SolarScale
+
+            cols = np.flatnonzero(daylight)
+            zero = np.broadcast_to(-np.asarray(offset, np.float64) / scale, (self.n_features,))[cols]
+            solar = SolarScale.fit(self.hours, self.times, coords[0][cols], coords[1][cols], cols, zero)
+            # where the sun's path is followed, an hour keeps its own deviation: widening stands in for the
+            # moving edges of daylight only at the hours the sun was too rarely up in training to scale
+            followed = np.zeros_like(sd, dtype=bool)
+            followed[:, cols] = solar.ref >= REF_MIN
+            sd = np.where(followed, hourly_std_floor(raw), sd)
+        if std is False:
+            return HourlyClimatology(self.hours, mean, None, solar)
         if std == "auto":
-            daylight = ((sd == 0).any(0) & (sd > 0).any(0))[None, :]
             if not daylight.any():
-                return HourlyClimatology(self.hours, mean)
-            sd = np.where(daylight, sd, np.float32(1.0))
-        return HourlyClimatology(self.hours, mean, sd)
+                return HourlyClimatology(self.hours, mean, None, solar)
+            sd = np.where(daylight[None, :], sd, np.float32(1.0))
+        return HourlyClimatology(self.hours, mean, sd, solar)
 
 
 HOURLY_STD = (False, True, "auto")
@@ -133,35 +150,44 @@ class HourlyClimatology:
     (standardised anomalies): a series whose variability follows the daily cycle (solar power, shortwave
     radiation: none at night, most at noon) then has anomalies of one size at every hour, so that the AR base
     carries a relative departure (a clear-sky index) from the morning into the afternoon instead of an absolute
-    one into the evening. remove() and restore() apply and undo it."""
+    one into the evening. remove() and restore() apply and undo it.
 
-    def __init__(self, hours: np.ndarray, mean: np.ndarray, std: np.ndarray | None = None):
+    With `solar` (insolation.SolarScale) the mean and std of the daylight features are scaled at each time by the
+    sun's elevation relative to its mean at that hour over the training period, so that they follow the season."""
+
+    def __init__(self, hours: np.ndarray, mean: np.ndarray, std: np.ndarray | None = None, solar=None):
         self.hours, self.mean = np.asarray(hours, dtype=np.float64), np.asarray(mean, dtype=np.float32)
         self.std = None if std is None else np.asarray(std, dtype=np.float32)
+        self.solar = solar
         if self.std is not None and self.std.shape != self.mean.shape:
             raise DataError(f"hourly climatology: std of shape {self.std.shape} for a mean of {self.mean.shape}")
+        if solar is not None and (solar.ref.shape[0] != len(self.hours) or solar.cols.max() >= self.mean.shape[1]):
+            raise DataError(f"hourly climatology: a solar scale of {solar.ref.shape[0]} hours for features up to "
+                            f"{solar.cols.max()}, a table of {len(self.hours)} hours x {self.mean.shape[1]}")
 
     def select(self, features) -> "HourlyClimatology":
         """The climatology of the given features (a subregion)."""
+        features = np.arange(self.mean.shape[1])[features]
         return HourlyClimatology(self.hours, self.mean[:, features],
-                                 None if self.std is None else self.std[:, features])
+                                 None if self.std is None else self.std[:, features],
+                                 None if self.solar is None else self.solar.select(features, self.mean.shape[1]))
 
     def remove(self, x: np.ndarray, times) -> np.ndarray:
         """Anomalies of normalised values x (*times.shape, C): x minus the mean at `times`, divided by the hourly
         std when there is one."""
         pos = self._positions(times)
-        out = x - self._take(self.mean, pos, times)
+        out = x - self._take(self.mean, pos, times, self.solar, True)
         if self.std is None:
             return out
-        s = self._take(self.std, pos, times)
+        s = self._take(self.std, pos, times, self.solar, False)
         return out / np.where(s > 0, s, np.inf).astype(np.float32)  # an hour that never varied: anomaly 0
 
     def restore(self, z: np.ndarray, times, axis: int | None = None) -> np.ndarray:
         """The inverse of remove(): normalised values from anomalies z. `axis`: a dim of z that `times` lacks
         (the ensemble member: z (I, M, L, C) against times (I, L))."""
         pos = self._positions(times)
-        mean = self._take(self.mean, pos, times)
-        scale = None if self.std is None else self._take(self.std, pos, times)
+        mean = self._take(self.mean, pos, times, self.solar, True)
+        scale = None if self.std is None else self._take(self.std, pos, times, self.solar, False)
         if axis is not None:
             mean = np.expand_dims(mean, axis)
             scale = None if scale is None else np.expand_dims(scale, axis)
@@ -184,7 +210,7 @@ class HourlyClimatology:
 
     def at(self, times) -> np.ndarray:
         """(*times.shape, C) climatological mean at the given times."""
-        return self._take(self.mean, self._positions(times), times)
+        return self._take(self.mean, self._positions(times), times, self.solar, True)
 
     def _positions(self, times) -> np.ndarray | None:
         """The row of each time's hour in the tables (None: one row, no daily cycle); a DataError for an hour
@@ -201,18 +227,22 @@ class HourlyClimatology:
         return pos
 
     @staticmethod
-    def _take(table: np.ndarray, pos: np.ndarray | None, times) -> np.ndarray:
-        if pos is None:
-            return np.broadcast_to(table[0], (*np.shape(times), table.shape[1]))
-        return table[pos]
+    def _take(table: np.ndarray, pos: np.ndarray | None, times, solar=None, mean: bool = True) -> np.ndarray:
+        out = np.broadcast_to(table[0], (*np.shape(times), table.shape[1])) if pos is None else table[pos]
+        return out if solar is None else solar.apply(out, times, pos, mean)
 
     def state(self) -> dict:
         out = {"hours": torch.from_numpy(self.hours), "mean": torch.from_numpy(self.mean)}
         if self.std is not None:
             out["std"] = torch.from_numpy(self.std)
+        if self.solar is not None:
+            out.update(self.solar.state())
         return out
 
     @classmethod
     def from_state(cls, state: dict) -> "HourlyClimatology":
+        from .insolation import SolarScale
+
         std = state.get("std")
-        return cls(state["hours"].numpy(), state["mean"].numpy(), None if std is None else std.numpy())
+        return cls(state["hours"].numpy(), state["mean"].numpy(), None if std is None else std.numpy(),
+                   SolarScale.from_state(state))

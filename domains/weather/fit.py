@@ -69,7 +69,7 @@ def parse_seasons(seasons, step) -> list[int]:
 
 def train(data, out, *, variables=None, train_period=None, context="24h", horizon="24h", schedule="cosine",
           prediction="x0", precondition=True, residual=True, base: str | None = "linear", ar_order: int = 2,
-          seasons=None, normalise: str = "variable", hourly_std="auto",
+          seasons=None, normalise: str = "variable", hourly_std="auto", insolation: bool = True,
           net: dict | None = None, sampler=None, sample_steps=None, context_noise: float = 0.0,
           calibration: float = 0.15, calibration_inits: int = 48, resume=False, progress=True, device="auto",
           bf16: bool = False,
@@ -91,7 +91,9 @@ def train(data, out, *, variables=None, train_period=None, context="24h", horizo
     hour-of-day standard deviation as well (standardised anomalies, climatology.HourlyClimatology), for variables whose
     variability follows the daily cycle: "auto" (the default) for the features that never vary at some hour of the
     day in the training period (solar power, shortwave radiation: 0 every night), True for every feature, False
-    for none.
+    for none. `insolation`: on data with latitude and longitude, the hourly mean and deviation of those daylight
+    features follow the sun's elevation through the season instead of staying at the training period's
+    (insolation.SolarScale); False keeps them fixed.
 
     `arch`: "unet1d" (every feature a channel of one temporal U-Net; the shipped runs') or "gridnet" (one temporal
     U-Net shared by every location, with neighbourhood attention across locations: gridnet.py; its parameters do
@@ -146,6 +148,8 @@ def train(data, out, *, variables=None, train_period=None, context="24h", horizo
     if base not in (None, "linear"):
         raise ConfigError(f"base={base!r}: expected 'linear' or None")
     check_hourly_std(hourly_std)
+    if not isinstance(insolation, bool):
+        raise ConfigError(f"insolation={insolation!r}: expected True or False")
     label = source_label(data)
     ds = open_data(data, variables, name=label, chunks=chunks)
     step = time_step(ds)
@@ -170,7 +174,7 @@ def train(data, out, *, variables=None, train_period=None, context="24h", horizo
     times = ds["time"].values
     has_data = np.zeros(len(times), dtype=bool)
     has_data[idx] = stats.has_data
-    clim = stats.climatology(codec, std=hourly_std)
+    clim = stats.climatology(codec, std=hourly_std, insolation=insolation)
     reopen = None
     if isinstance(data, (str, Path, list, tuple)):  # each DataLoader worker opens the files itself
         reopen = functools.partial(open_data, data, codec.variables, name=label, chunks=chunks)
@@ -236,6 +240,7 @@ def train(data, out, *, variables=None, train_period=None, context="24h", horizo
         "arch": arch, "missing_flag": bool(missing_flag), "loss_balance": "variable",
         "residual": bool(residual), "base": base, "ar_order": int(ar_order),
         "ar_seasons": list(season_steps), "hourly_std": hourly_std,
+        "insolation": clim.solar is not None,
         "context_noise": float(context_noise), "calibration": float(calibration),
         "calibration_inits": int(calibration_inits),
         "network_period": [str(pd.Timestamp(times[idx_net[0]])), str(pd.Timestamp(times[idx_net[-1]]))],

@@ -122,8 +122,8 @@ def load_run(path, device="cpu") -> Run:
     runs.load_weights(info, denoiser)
     denoiser.float().eval().requires_grad_(False)
     try:
-        clim = HourlyClimatology.from_state({k: v.double() if k == "hours" else v.float()
-                                             for k, v in state["climatology"].items()})
+        clim = HourlyClimatology.from_state({k: v.double() if k == "hours" else v.float() if k in ("mean", "std")
+                                             else v for k, v in state["climatology"].items()})
         ar = ARBase.from_state(state["ar"]) if config.get("base") == "linear" else None
     except KeyError as exc:
         raise DataError(f"{state_path}: entry {exc} missing (the file does not match {cfg_path})") from None
@@ -262,7 +262,8 @@ def regrid(run: Run, ds, until: int, static=None, label: str = "data") -> Run:
     times = ds["time"].values
     index = np.arange(until)
     clim = stats.climatology(codec, std=run.config.get("hourly_std", False) if run.climatology.std is not None
-                             else False)  # the run's choice, made again on the new locations' history
+                             else False,  # the run's choices, made again on the new locations' history
+                             insolation=run.climatology.solar is not None)
     values = EncodedValues(ds, codec, clim, label)
     ar = None
     if run.ar is not None:

@@ -110,13 +110,17 @@ class Statistics:
     has_data: np.ndarray  # (T,) bool
     counts: dict  # finite values per variable
 
-    def climatology(self, codec: Codec | None = None, std: bool | str = False):
+    def climatology(self, codec: Codec | None = None, std: bool | str = False, insolation: bool = False):
         """The hourly climatology of the values normalised by `codec` (default: the fitted one); `std`: with the
         hour-of-day standard deviations, True / False / "auto" (standardised anomalies,
-        climatology.HourlyClimatology)."""
+        climatology.HourlyClimatology); `insolation`: the daylight variables' climatology follows the sun through
+        the season where the data have latitude and longitude (insolation.SolarScale)."""
+        from .insolation import feature_coordinates
+
         codec = codec or self.codec
         offset, scale = feature_normalisation(codec, full=True)  # the sums are over every cell
-        clim = self.hourly.climatology(offset, scale, std=std)
+        coords = feature_coordinates(codec.template, codec.variables) if insolation else None
+        clim = self.hourly.climatology(offset, scale, std=std, coords=coords)
         if codec.compact:
             clim = clim.select(codec.full_index)
         return clim
