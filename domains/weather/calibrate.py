@@ -5,20 +5,17 @@ and part of the departure of its ensemble mean from the AR base forecast is nois
 `fit_calibration` forecasts from init times (48 by default, train's calibration_inits) in the last part of the
 training period, which the network did not train on, and fits per variable and lead (EMOS-style post-processing,
 Gneiting et al. 2005):
-  truth ~ b base + a d, b, a in [0, 1], d = ensemble mean - base                    (least-squares shrinkage), then
+  a = clip(<d, e> / <d, d>, 0, 1), d = ensemble mean - base, e = truth - base      (least-squares shrinkage), then
   E_i = c + g S_i, c, g >= 0                                                         (variance model),
-with base and truth anomalies from the hourly climatology, so that b < 1 draws an AR forecast whose anomaly has
-outlived its skill (wind a day ahead) back towards climatology and a < 1 shrinks the network's departure from it,
-E_i being init i's squared error of b base + a d and S_i its (M+1)/M-corrected ensemble variance, both averaged
+E_i being init i's squared error of base + a d and S_i its (M+1)/M-corrected ensemble variance, both averaged
 over the variable's grid, so the spread may follow the network's spread as far as that tracks the error on days the
 network has not seen (g) and otherwise falls back to a constant (c). c and g are then scaled so that the mean
 variance on the held-out inits is RMSE^2, where the RMSE is the AR base's RMS error over all network-training
 windows (at the held-out inits' times of day) times the held-out ratio RMSE(base + a d) / RMSE(base): a few
 held-out days alone set the error level by their weather (calm or stormy).
-`apply` returns b base + a (mean - base) + k_i (member - mean), k_i = sqrt((c + g S_i) / S_i) for each init, lead and
+`apply` returns base + a (mean - base) + k_i (member - mean), k_i = sqrt((c + g S_i) / S_i) for each init, lead and
 variable (clipped to LIMITS), so the spatial pattern of each ensemble's spread is the network's. Leads beyond the
-calibrated ones reuse the last values; files written before b was fitted have b = 1. Without an AR base a = b = 1
-and the level is the held-out one.
+calibrated ones reuse the last values. Without an AR base a = 1 and the level is the held-out one.
 """
 from __future__ import annotations
 
@@ -70,9 +67,8 @@ def fit_parameters(run, ens: np.ndarray, values: np.ndarray, times: np.ndarray, 
     truth = np.stack([values[i + 1:i + 1 + n_lead] for i in init_idx]).astype(np.float64)
     base = base_trajectory(run, values, init_idx, n_lead)
     mean = ens.mean(1)
-    has_base = base is not None
     base = mean if base is None else base.astype(np.float64)
-    shrink, base_shrink, factors, raw_ssr, var_const, var_slope = {}, {}, {}, {}, {}, {}
+    shrink, factors, raw_ssr, var_const, var_slope = {}, {}, {}, {}, {}
     c = np.sqrt((members + 1.0) / members)
     start = 0
     for v, size in zip(run.codec.variables, run.codec.sizes):
@@ -81,13 +77,13 @@ def fit_parameters(run, ens: np.ndarray, values: np.ndarray, times: np.ndarray, 
         d, e = mean[..., sl] - base[..., sl], truth[..., sl] - base[..., sl]
         ok = np.isfinite(d) & np.isfinite(e)
         d, e = np.where(ok, d, 0.0), np.where(ok, e, 0.0)
-        anom = np.where(ok, base[..., sl], 0.0) if has_base else np.zeros_like(d)
-        b, a = shrinkage(anom, d, e + anom)
+        dd = (d * d).sum((0, 2))
+        a = np.clip(np.where(dd > 0, (d * e).sum((0, 2)) / np.maximum(dd, 1e-300), 1.0), 0.0, 1.0)
         n_raw = ok.sum(2)  # (I, H) valid cells per init and lead; inits without any take no part in the fit
         has = n_raw > 0
         n_i, n = np.maximum(n_raw, 1), np.maximum(n_raw.sum(0), 1)
         rmse_raw = np.sqrt(((d - e) ** 2).sum((0, 2)) / n)
-        sq_err = ((a[None, :, None] * d - e + (b[None, :, None] - 1) * anom) ** 2).sum(2) / n_i  # (I, H): E_i
+        sq_err = ((a[None, :, None] * d - e) ** 2).sum(2) / n_i  # (I, H): E_i
         rmse = np.sqrt((sq_err * n_i).sum(0) / n)
         if run.ar is not None and run.ar.scale is not None:
             # error level from the AR base's RMS error over all network-training windows (weeks, not the few
@@ -104,42 +100,12 @@ def fit_parameters(run, ens: np.ndarray, values: np.ndarray, times: np.ndarray, 
         fitted = ((const[None] + slope[None] * ens_var) * has).sum(0) / np.maximum(has.sum(0), 1)
         q = np.where(fitted > 0, target / np.maximum(fitted, 1e-300), 1.0)
         shrink[v] = a.round(4).tolist()
-        base_shrink[v] = b.round(4).tolist()
         factors[v] = np.clip(k, *LIMITS).round(4).tolist()
         var_const[v] = (q * const).tolist()
         var_slope[v] = (q * slope).tolist()
         raw_ssr[v] = np.where(rmse_raw > 0, c * spread / np.maximum(rmse_raw, 1e-300), np.nan).round(4).tolist()
-    return {"shrink": shrink, "base_shrink": base_shrink, "var_const": var_const, "var_slope": var_slope, "factors": factors, "raw_ssr": raw_ssr,
+    return {"shrink": shrink, "var_const": var_const, "var_slope": var_slope, "factors": factors, "raw_ssr": raw_ssr,
             "members": members, "inits": [str(t)[:16] for t in times[init_idx]], "method": __doc__.split("\n\n")[0]}
-
-
-def shrinkage(base: np.ndarray, d: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per lead (axis 1 of (I, H, C) arrays, summed over inits and cells) the least-squares (b, a) of
-    truth ~ b base + a d with both in [0, 1]: the joint fit where it lies inside, else the best fit on the
-    square's edges (one coefficient at 0 or 1, the other fitted and clipped). A zero regressor takes 1."""
-    bb, dd, bd = (base * base).sum((0, 2)), (d * d).sum((0, 2)), (base * d).sum((0, 2))
-    bt, dt = (base * truth).sum((0, 2)), (d * truth).sum((0, 2))
-    b_out, a_out = np.ones(len(bb)), np.ones(len(bb))
-    for h in range(len(bb)):
-        def loss(b, a):  # the squared error up to a constant
-            return b * b * bb[h] + a * a * dd[h] + 2 * a * b * bd[h] - 2 * b * bt[h] - 2 * a * dt[h]
-
-        cands = []
-        det = bb[h] * dd[h] - bd[h] ** 2
-        if bb[h] > 0 and dd[h] > 0 and det > 1e-12 * bb[h] * dd[h]:
-            b, a = (bt[h] * dd[h] - dt[h] * bd[h]) / det, (dt[h] * bb[h] - bt[h] * bd[h]) / det
-            if 0 <= b <= 1 and 0 <= a <= 1:
-                cands.append((b, a))
-        for fixed in (0.0, 1.0):
-            a = np.clip((dt[h] - fixed * bd[h]) / dd[h], 0, 1) if dd[h] > 0 else 1.0
-            b = np.clip((bt[h] - fixed * bd[h]) / bb[h], 0, 1) if bb[h] > 0 else 1.0
-            cands += [(fixed, a), (b, fixed)]
-        if bb[h] == 0:
-            cands = [(1.0, a) for _, a in cands]
-        if dd[h] == 0:
-            cands = [(b, 1.0) for b, _ in cands]
-        b_out[h], a_out[h] = min(cands, key=lambda ba: loss(*ba))
-    return b_out, a_out
 
 
 def fit_variance(ens_var: np.ndarray, sq_err: np.ndarray,
@@ -168,7 +134,7 @@ def load(run_dir) -> dict | None:
 
 
 def apply(values: np.ndarray, calib: dict, codec, base: np.ndarray | None = None) -> np.ndarray:
-    """values (I, M, L, C) normalised ensemble, base (I, L, C) or None -> b base + a (mean - base) + k (member - mean),
+    """values (I, M, L, C) normalised ensemble, base (I, L, C) or None -> base + a (mean - base) + k (member - mean),
     k = sqrt((c + g S) / S) per init, lead and variable (S: the ensemble's corrected variance over the variable's
     cells), or the fixed per-lead factors of calibration files written before the variance model."""
     members = values.shape[1]
@@ -188,7 +154,6 @@ def apply(values: np.ndarray, calib: dict, codec, base: np.ndarray | None = None
             return x[np.minimum(idx, len(x) - 1)]  # beyond the calibrated leads: the last values
 
         a = per_lead("shrink", [1.0])
-        b_shrink = per_lead("base_shrink", [1.0])
         dev = values[..., sl] - mean[..., sl]
         if v in calib.get("var_const", {}) and members > 1:
             with np.errstate(invalid="ignore", divide="ignore"):
@@ -201,7 +166,6 @@ def apply(values: np.ndarray, calib: dict, codec, base: np.ndarray | None = None
         centre = mean[..., sl]
         if base is not None:
             b = base[:, None, :, sl].astype(values.dtype)
-            centre = (b_shrink.astype(values.dtype)[None, None, :, None] * b
-                      + a.astype(values.dtype)[None, None, :, None] * (centre - b))
+            centre = b + a.astype(values.dtype)[None, None, :, None] * (centre - b)
         out[..., sl] = centre + k.astype(values.dtype) * dev
     return out

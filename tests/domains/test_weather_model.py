@@ -152,39 +152,6 @@ def test_variance_model_fit_and_apply():
     assert np.isnan(out[..., 3]).all()
 
 
-def test_base_and_departure_shrinkage_is_the_constrained_least_squares():
-    from types import SimpleNamespace
-
-    from gendiff.domains.weather.calibrate import apply, shrinkage
-
-    rng = np.random.default_rng(5)
-    base = rng.normal(size=(30, 4, 20))
-    d = 0.5 * rng.normal(size=base.shape) + 0.3 * base
-    coef = [(0.6, 0.3), (1.4, -0.2), (-0.3, 0.8), (0.2, 1.7)]  # inside, and off the square on every side
-    truth = np.stack([b * base[:, h] + a * d[:, h] for h, (b, a) in enumerate(coef)], 1)
-    truth += 0.2 * rng.normal(size=truth.shape)
-    b, a = shrinkage(base, d, truth)
-    grid = np.linspace(0, 1, 401)  # brute force over [0, 1]^2 in steps of 0.0025
-    for h in range(4):
-        sse = (((grid[:, None, None, None] * base[None, None, :, h] + grid[None, :, None, None] * d[None, None, :, h]
-                 - truth[None, None, :, h]) ** 2).sum((2, 3)))
-        i, j = np.unravel_index(sse.argmin(), sse.shape)
-        assert (b[h], a[h]) == pytest.approx((grid[i], grid[j]), abs=0.004), h
-    assert (b[0], a[0]) == pytest.approx((0.6, 0.3), abs=0.05) and b[1] == 1.0 and b[2] == 0.0 and a[3] == 1.0
-    b0, a0 = shrinkage(np.zeros_like(base), d, truth)  # no base: b = 1, a fitted alone
-    assert (b0 == 1).all() and a0[0] == pytest.approx(np.clip((d[:, 0] * truth[:, 0]).sum()
-                                                              / (d[:, 0] ** 2).sum(), 0, 1))
-    values = rng.normal(size=(3, 5, 2, 2)).astype(np.float32)  # apply: b base + a (mean - base) + k (member - mean)
-    anom = rng.normal(size=(3, 2, 2)).astype(np.float32)
-    codec = SimpleNamespace(variables=["t"], sizes=[2])
-    out = apply(values, {"factors": {"t": [1.0]}, "shrink": {"t": [0.5]}, "base_shrink": {"t": [0.25, 0.0]}},
-                codec, anom)
-    want = np.array([0.25, 0.0])[None, :, None] * anom + 0.5 * (values.mean(1) - anom)
-    np.testing.assert_allclose(out.mean(1), want, atol=1e-5)
-    old = apply(values, {"factors": {"t": [1.0]}, "shrink": {"t": [0.5]}}, codec, anom)  # older files: b = 1
-    np.testing.assert_allclose(old.mean(1), anom + 0.5 * (values.mean(1) - anom), atol=1e-5)
-
-
 def test_ar_base_error_level_by_time_of_day():
     rng = np.random.default_rng(4)
     times = pd.date_range("2021-01-01", periods=24 * 60, freq="h").values
