@@ -175,19 +175,16 @@ class HourlyClimatology:
     def remove(self, x: np.ndarray, times) -> np.ndarray:
         """Anomalies of normalised values x (*times.shape, C): x minus the mean at `times`, divided by the hourly
         std when there is one."""
-        pos = self._positions(times)
-        out = x - self._take(self.mean, pos, times, self.solar, True)
-        if self.std is None:
+        mean, s = self._tables(times)
+        out = x - mean
+        if s is None:
             return out
-        s = self._take(self.std, pos, times, self.solar, False)
         return out / np.where(s > 0, s, np.inf).astype(np.float32)  # an hour that never varied: anomaly 0
 
     def restore(self, z: np.ndarray, times, axis: int | None = None) -> np.ndarray:
         """The inverse of remove(): normalised values from anomalies z. `axis`: a dim of z that `times` lacks
         (the ensemble member: z (I, M, L, C) against times (I, L))."""
-        pos = self._positions(times)
-        mean = self._take(self.mean, pos, times, self.solar, True)
-        scale = None if self.std is None else self._take(self.std, pos, times, self.solar, False)
+        mean, scale = self._tables(times)
         if axis is not None:
             mean = np.expand_dims(mean, axis)
             scale = None if scale is None else np.expand_dims(scale, axis)
@@ -210,7 +207,7 @@ class HourlyClimatology:
 
     def at(self, times) -> np.ndarray:
         """(*times.shape, C) climatological mean at the given times."""
-        return self._take(self.mean, self._positions(times), times, self.solar, True)
+        return self._tables(times)[0]
 
     def _positions(self, times) -> np.ndarray | None:
         """The row of each time's hour in the tables (None: one row, no daily cycle); a DataError for an hour
@@ -226,10 +223,19 @@ class HourlyClimatology:
                             f"not seen in training (hours {self.hours.tolist()})")
         return pos
 
+    def _tables(self, times) -> tuple[np.ndarray, np.ndarray | None]:
+        """The mean and std (None without one) at `times`, each hour looked up once and the sun's scale computed
+        once for both."""
+        pos = self._positions(times)
+        mean = self._take(self.mean, pos, times)
+        std = None if self.std is None else self._take(self.std, pos, times)
+        return (mean, std) if self.solar is None else self.solar.apply(mean, std, times, pos)
+
     @staticmethod
-    def _take(table: np.ndarray, pos: np.ndarray | None, times, solar=None, mean: bool = True) -> np.ndarray:
-        out = np.broadcast_to(table[0], (*np.shape(times), table.shape[1])) if pos is None else table[pos]
-        return out if solar is None else solar.apply(out, times, pos, mean)
+    def _take(table: np.ndarray, pos: np.ndarray | None, times) -> np.ndarray:
+        if pos is None:
+            return np.broadcast_to(table[0], (*np.shape(times), table.shape[1]))
+        return table[pos]
 
     def state(self) -> dict:
         out = {"hours": torch.from_numpy(self.hours), "mean": torch.from_numpy(self.mean)}

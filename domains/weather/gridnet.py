@@ -31,10 +31,8 @@ from gendiff.errors import DataError
 
 from .data import _coords_equal
 from .inputs import CALENDAR
+from .metrics import LAT_NAMES, LON_NAMES
 from .unet1d import TemporalUNet, _norm
-
-LAT_NAMES, LON_NAMES = ("latitude", "lat"), ("longitude", "lon")
-
 
 def neighbour_graph(pos: torch.Tensor, k: int, chunk: int = 2048):
     """pos (G, N, P) -> (idx (G, N, k) of each location's k nearest locations, itself first; rel (G, N, k, P + 1):

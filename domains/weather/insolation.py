@@ -59,9 +59,8 @@ def cos_zenith(times, lat, lon) -> np.ndarray:
 def feature_coordinates(template, variables) -> tuple[np.ndarray, np.ndarray] | None:
     """(lat, lon) in degrees of every feature of a codec template (the variables' cells stacked in order, the
     uncompacted layout), or None when the data have no latitude and longitude coordinates over their dims."""
-    from .metrics import LAT_NAMES
+    from .metrics import LAT_NAMES, LON_NAMES
 
-    lon_names = ("longitude", "lon")
     lats, lons = [], []
     for v in variables:
         da = template[v]
@@ -72,7 +71,7 @@ def feature_coordinates(template, variables) -> tuple[np.ndarray, np.ndarray] | 
                     return template[name].broadcast_like(da).transpose(*da.dims).values.ravel().astype(np.float64)
             return None
 
-        lat, lon = find(LAT_NAMES), find(lon_names)
+        lat, lon = find(LAT_NAMES), find(LON_NAMES)
         if lat is None or lon is None:
             return None
         lats.append(lat)
@@ -122,20 +121,19 @@ class SolarScale:
         `pos` (HourlyClimatology._positions)."""
         ref = self.ref[pos] if pos is not None else np.broadcast_to(self.ref[0], (*np.shape(times), self.cols.size))
         cz = np.clip(cos_zenith(times, self.lat, self.lon), 0, None)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            f = np.where(ref >= REF_MIN, np.minimum(cz / np.maximum(ref, REF_MIN), FACTOR_MAX), 1.0)
+        f = np.where(ref >= REF_MIN, np.minimum(cz / np.maximum(ref, REF_MIN), FACTOR_MAX), 1.0)
         return f.astype(np.float32)
 
-    def apply(self, table: np.ndarray, times, pos, mean: bool) -> np.ndarray:
-        """`table` (*times.shape, C) taken at `times` (the hourly `mean`, else the deviation) with the features
-        `cols` scaled."""
-        out = np.array(table, dtype=np.float32, copy=True)
+    def apply(self, mean: np.ndarray, std: np.ndarray | None, times, pos) -> tuple[np.ndarray, np.ndarray | None]:
+        """The hourly `mean` and `std` (or None) taken at `times` ((*times.shape, C) each) with the features `cols`
+        scaled, by one factor computed once for both."""
         f = self.factor(times, pos)
-        if mean:
-            out[..., self.cols] = self.zero + f * (out[..., self.cols] - self.zero)
-        else:
-            out[..., self.cols] *= np.maximum(f, np.float32(STD_FACTOR_MIN))
-        return out
+        mean = np.array(mean, dtype=np.float32, copy=True)
+        mean[..., self.cols] = self.zero + f * (mean[..., self.cols] - self.zero)
+        if std is not None:
+            std = np.array(std, dtype=np.float32, copy=True)
+            std[..., self.cols] *= np.maximum(f, np.float32(STD_FACTOR_MIN))
+        return mean, std
 
     def select(self, features, n_features: int) -> "SolarScale | None":
         """The scale of a part of the features (indices into the n_features); None when none of them is scaled."""

@@ -8,6 +8,7 @@ import xarray as xr
 from gendiff.errors import DataError
 
 LAT_NAMES = ("latitude", "lat")
+LON_NAMES = ("longitude", "lon")
 
 
 def cell_edges(lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
