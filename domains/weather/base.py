@@ -22,9 +22,16 @@ class ARBase:
 
     With `base="linear"` the network generates the departures of the future from this deterministic forecast (as
     CorrDiff generates residuals of a regression model): the linear part of the predictability is exact from the
-    start, and the network's capacity goes to the state-dependent, spatially correlated error distribution."""
+    start, and the network's capacity goes to the state-dependent, spatially correlated error distribution.
 
-    def __init__(self, phi, scale=None, diurnal=None, step_seconds: float | None = None, lags=None):
+    `damp` (H x C, fitted with the error level): the iterated forecast's anomaly at each lead is multiplied by the
+    least-squares factor of the truth on it over the training windows, pooled per variable and clipped to [0, 1]
+    (a direct multi-step correction of the iterated AR, as Marcellino, Stock and Watson 2006 compare the two): where
+    the one-step AR's recursion carries an anomaly further than it lasts (wind a day ahead, whose iterated
+    forecast errs more than climatology on the training days), the base goes back towards climatology; where the AR
+    holds, the factor is 1."""
+
+    def __init__(self, phi, scale=None, diurnal=None, step_seconds: float | None = None, lags=None, damp=None):
         self.phi = torch.as_tensor(np.asarray(phi), dtype=torch.float32)  # (C, K), in the order of `lags`
         self.lags = tuple(range(1, self.phi.shape[1] + 1)) if lags is None else tuple(int(k) for k in lags)
         if len(self.lags) != self.phi.shape[1]:
@@ -33,6 +40,7 @@ class ARBase:
         # (S, H, C): the error level's factor by the init's time of day (S slots of one time step per day)
         self.diurnal = None if diurnal is None else torch.as_tensor(np.asarray(diurnal), dtype=torch.float32)
         self.step_seconds = step_seconds
+        self.damp = None if damp is None else torch.as_tensor(np.asarray(damp), dtype=torch.float32)  # (H, C)
 
     MIN_SLOT_WINDOWS = 5
 
@@ -42,6 +50,7 @@ class ARBase:
         self.phi = self.phi.to(device)
         self.scale = None if self.scale is None else self.scale.to(device)
         self.diurnal = None if self.diurnal is None else self.diurnal.to(device)
+        self.damp = None if self.damp is None else self.damp.to(device)
         return self
 
     @property
@@ -61,7 +70,7 @@ class ARBase:
     @classmethod
     def fit(cls, values: np.ndarray, index: np.ndarray, order=2, starts: np.ndarray | None = None,
             context: int | None = None, horizon: int | None = None, times: np.ndarray | None = None,
-            groups: list[int] | None = None) -> "ARBase":
+            groups: list[int] | None = None, damp: bool = True) -> "ARBase":
         """Least-squares AR per feature on values[index], on lags 1..order (an int) or the given lags (a sequence,
         lags_for); with training window `starts`, also the RMS error
         of its forecast per lead and feature (`scale`, H x C), by which the generated departures are divided so
@@ -73,7 +82,9 @@ class ARBase:
         morning warming and errs twice as much as one made at 00 UTC. The factor is the RMS error of the windows
         whose init falls in that slot over the all-window RMS, pooled over the features of each variable (`groups`:
         feature counts per variable) so that a few weeks of data give a stable estimate; 1 for slots with fewer
-        than MIN_SLOT_WINDOWS windows."""
+        than MIN_SLOT_WINDOWS windows. With `damp` (and window starts) also the per-lead damping factors (class
+        docstring), fitted on the same windows, pooled over each variable's features; the error level is then that
+        of the damped forecast."""
         from .baselines import ar_lags, ar_sums, solve_ar
         from .stream import row_blocks
 
@@ -102,7 +113,8 @@ class ARBase:
             if 0 < step_s < 86400 and 86400 % step_s == 0:
                 ar.step_seconds, n_slots = step_s, int(86400 // step_s)
                 slot = ar.slots(times[starts + context - 1])
-        sq, n = np.zeros((n_slots, horizon, c)), np.zeros((n_slots, horizon, c))
+        # per slot, lead and feature: sums of truth^2, base * truth, base^2 and the count over the windows
+        stt, sbt, sbb, n = (np.zeros((n_slots, horizon, c)) for _ in range(4))
         length = context + horizon
         per_chunk = int(max(1, min(256, STREAM_BYTES // (8 * length * c))))
         for chunk in np.array_split(np.arange(len(starts)), max(1, -(-len(starts) // per_chunk))):
@@ -111,10 +123,24 @@ class ARBase:
             s0 = int(starts[chunk[0]])  # one read covers the chunk's windows (starts are increasing)
             span = np.asarray(values[s0:int(starts[chunk[-1]]) + length])
             w = torch.from_numpy(np.stack([span[s - s0:s - s0 + length] for s in starts[chunk]]))
-            err = (w - ar.window_base(w, context))[:, context:].double().numpy()
-            ok = np.isfinite(err)
-            np.add.at(sq, slot[chunk], np.where(ok, err, 0.0) ** 2)
-            np.add.at(n, slot[chunk], ok)
+            truth = w[:, context:].double().numpy()
+            base = ar.window_base(w, context)[:, context:].double().numpy()
+            ok = np.isfinite(truth)
+            truth, base = np.where(ok, truth, 0.0), np.where(ok, base, 0.0)
+            for acc, x in ((stt, truth * truth), (sbt, base * truth), (sbb, base * base), (n, ok)):
+                np.add.at(acc, slot[chunk], x)
+        if damp:
+            fac = np.ones((horizon, c))
+            start = 0
+            for size in (groups or [c]):
+                g = slice(start, start + size)
+                start += size
+                bt, bb = sbt[:, :, g].sum((0, 2)), sbb[:, :, g].sum((0, 2))
+                fac[:, g] = np.clip(np.where(bb > 0, bt / np.maximum(bb, 1e-300), 1.0), 0.0, 1.0)[:, None]
+            ar.damp = torch.from_numpy(fac).float()
+            sq = np.maximum(stt - 2 * fac[None] * sbt + fac[None] ** 2 * sbb, 0.0)  # the damped forecast's errors
+        else:
+            sq = np.maximum(stt - 2 * sbt + sbb, 0.0)
         rms = np.sqrt(sq.sum(0) / np.maximum(n.sum(0), 1))
         floor = max(1e-3, 1e-2 * float(np.nanmax(rms)))
         ar.scale = torch.from_numpy(np.where(n.sum(0) > 0, np.maximum(rms, floor), 1.0)).float()
@@ -182,7 +208,11 @@ class ARBase:
                 src = short.get(t - lag, seq[t - lag]) if lag <= p else seq[t - lag]
                 nxt = nxt + phi[:, k] * src
             seq[t] = nxt
-        return torch.stack(seq, 1)
+        out = torch.stack(seq, 1)
+        if self.damp is not None:  # per lead; leads beyond the fitted horizon take the last factor
+            lead = torch.clamp(torch.arange(horizon, device=self.damp.device), max=self.damp.shape[0] - 1)
+            out = torch.cat([out[:, :context], out[:, context:] * self.damp[lead].to(out)], 1)
+        return out
 
     def window_scale(self, length: int, context: int, slots=None) -> torch.Tensor:
         """(L, C): 1 over the context, `scale` over the horizon (ones without a fitted scale); with `slots` (B,),
@@ -210,9 +240,9 @@ class ARBase:
         return self.scale * (self._slot_factors(slots) ** 2).mean(0).sqrt()
 
     def state(self, groups: list[int] | None = None) -> dict:
-        """Tensors that rebuild the base. With `groups` (feature counts per variable) a time-of-day factor that is
-        constant over each variable's features (as fit pools it) is stored once per variable (`diurnal_groups`,
-        S x H x G), not per feature: 3.7 MB -> 2 KB for a 33 x 49 grid."""
+        """Tensors that rebuild the base. With `groups` (feature counts per variable) a time-of-day factor or damping
+        that is constant over each variable's features (as fit pools them) is stored once per variable
+        (`diurnal_groups`, S x H x G; `damp_groups`, H x G), not per feature: 3.7 MB -> 2 KB for a 33 x 49 grid."""
         out = {"phi": self.phi.cpu()}
         if self.lags != tuple(range(1, len(self.lags) + 1)):
             out["lags"] = torch.tensor(self.lags, dtype=torch.long)
@@ -220,23 +250,43 @@ class ARBase:
             out["scale"] = self.scale.cpu()
         if self.diurnal is not None:
             out["step_seconds"] = torch.tensor(float(self.step_seconds), dtype=torch.float64)
-            d = self.diurnal.cpu()
-            sizes = torch.as_tensor(list(groups or []), dtype=torch.long)
-            if groups and int(sizes.sum()) == d.shape[-1]:
-                firsts = torch.cumsum(sizes, 0) - sizes
-                compact = d[..., firsts]
-                if torch.equal(compact.repeat_interleave(sizes, dim=-1), d):
-                    out.update(diurnal_groups=compact.contiguous(), groups=sizes)
-                    return out
-            out["diurnal"] = d
+        for name in ("diurnal", "damp"):
+            x = getattr(self, name)
+            if x is None:
+                continue
+            compact = _per_group(x.cpu(), groups)
+            if compact is None:
+                out[name] = x.cpu()
+            else:
+                out.update({f"{name}_groups": compact, "groups": torch.as_tensor(list(groups), dtype=torch.long)})
         return out
 
     @classmethod
     def from_state(cls, state: dict) -> "ARBase":
-        scale, diurnal = state.get("scale"), state.get("diurnal")
-        if diurnal is None and "diurnal_groups" in state:
-            diurnal = state["diurnal_groups"].repeat_interleave(state["groups"].long(), dim=-1)
+        def full(name):
+            if name not in state and f"{name}_groups" in state:
+                return state[f"{name}_groups"].repeat_interleave(state["groups"].long(), dim=-1).cpu().numpy()
+            return None if state.get(name) is None else state[name].cpu().numpy()
+
+        scale = state.get("scale")
         step, lags = state.get("step_seconds"), state.get("lags")
-        return cls(state["phi"].cpu().numpy(), None if scale is None else scale.cpu().numpy(),
-                   None if diurnal is None else diurnal.cpu().numpy(), None if step is None else float(step),
-                   None if lags is None else lags.tolist())
+        return cls(state["phi"].cpu().numpy(), None if scale is None else scale.cpu().numpy(), full("diurnal"),
+                   None if step is None else float(step), None if lags is None else lags.tolist(), full("damp"))
+
+    def select(self, features) -> "ARBase":
+        """The base of a subset of the features (an index array), on the same device."""
+        f = torch.as_tensor(np.asarray(features), dtype=torch.long, device=self.phi.device)
+        pick = lambda x: None if x is None else x[..., f].cpu().numpy()  # noqa: E731
+        return ARBase(self.phi[f].cpu().numpy(), pick(self.scale), pick(self.diurnal), self.step_seconds, self.lags,
+                      pick(self.damp)).to(self.phi.device)
+
+
+def _per_group(x: torch.Tensor, groups) -> torch.Tensor | None:
+    """x (..., C) as (..., G) when it is constant over each group of features (`groups`: their counts), else None."""
+    if not groups:
+        return None
+    sizes = torch.as_tensor(list(groups), dtype=torch.long)
+    if int(sizes.sum()) != x.shape[-1]:
+        return None
+    compact = x[..., torch.cumsum(sizes, 0) - sizes]
+    return compact.contiguous() if torch.equal(compact.repeat_interleave(sizes, dim=-1), x) else None

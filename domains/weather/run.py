@@ -203,10 +203,7 @@ def subregion(run: Run, ds, label: str = "data") -> Run:
     clim = run.climatology.select(feat)
     ar = None
     if run.ar is not None:
-        f = torch.as_tensor(feat, device=run.ar.device)
-        ar = ARBase(run.ar.phi[f].cpu().numpy(), None if run.ar.scale is None else run.ar.scale[:, f].cpu().numpy(),
-                    None if run.ar.diurnal is None else run.ar.diurnal[..., f].cpu().numpy(),
-                    run.ar.step_seconds, run.ar.lags).to(run.ar.device)
+        ar = run.ar.select(feat)
     config = {**run.config, "locations": {**run.config["locations"], "locations": int(len(cells))}}
     static = run.static[torch.as_tensor(cells, device=run.static.device)]
     return Run(run.path, config, codec, run.denoiser, run.space, clim, ar, spec=run.spec, card=run.card,

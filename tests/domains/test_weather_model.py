@@ -283,3 +283,40 @@ def test_era5_sample_round_trip():
     back = codec.decode(values, ("time",), {"time": ds["time"].values[:48]})
     xr.testing.assert_allclose(back, ds.isel(time=slice(0, 48)).load(), atol=1e-4)
     assert back["t2m"].attrs["units"] == "K"
+
+
+def test_ar_base_damping_is_the_direct_multistep_correction():
+    """An MA(1) series has no predictability past one step, but the one-step AR(2) fitted to it carries its anomaly
+    on (an alternating, decaying recursion): undamped, its forecast from lead 2 on errs more than climatology (the
+    series' own RMS). The fitted damping takes those leads back towards 0 and the error level to that of
+    climatology, leaves lead 1 alone, and is pooled over each variable's features; a true AR(1) keeps factors near 1."""
+    rng = np.random.default_rng(7)
+    e = rng.normal(0, 1, (6001, 4))
+    ma = (e[1:] + 0.9 * e[:-1]).astype(np.float32)
+    context, horizon = 3, 6
+    starts = np.arange(len(ma) - context - horizon)
+    raw = ARBase.fit(ma, np.arange(len(ma)), 2, starts, context, horizon, groups=[2, 2], damp=False)
+    ar = ARBase.fit(ma, np.arange(len(ma)), 2, starts, context, horizon, groups=[2, 2])
+    assert raw.damp is None and ar.damp.shape == (horizon, 4)
+    torch.testing.assert_close(ar.damp[:, 0], ar.damp[:, 1])  # pooled over a variable's features
+    assert abs(float(ar.damp[0, 0]) - 1.0) < 0.02 and (ar.damp[2:] < 0.35).all() and ar.damp[2:4].max() < 0.1
+    rms = float(np.sqrt((ma.astype(np.float64) ** 2).mean()))
+    assert (raw.scale[1:3].mean(1) > 1.01 * rms).all()  # the iterated forecast is worse than climatology
+    assert (ar.scale[1:].mean(1) < 1.005 * rms).all()
+    assert (ar.scale.pow(2).mean(1) <= raw.scale.pow(2).mean(1) + 1e-5).all()
+    # the damping is what window_base applies, lead by lead; longer windows reuse the last factor
+    w = torch.from_numpy(ma[100:100 + context + horizon + 2]).unsqueeze(0)
+    got, plain = ar.window_base(w, context), raw.window_base(w, context)
+    torch.testing.assert_close(got[:, :context], plain[:, :context])
+    lead = torch.clamp(torch.arange(horizon + 2), max=horizon - 1)
+    torch.testing.assert_close(got[:, context:], plain[:, context:] * ar.damp[lead])
+    # stored once per variable, rebuilt per feature; a subset of the features keeps its factors
+    state = ar.state([2, 2])
+    assert "damp_groups" in state and state["damp_groups"].shape == (horizon, 2)
+    torch.testing.assert_close(ARBase.from_state(state).damp, ar.damp)
+    torch.testing.assert_close(ar.select([1, 3]).damp, ar.damp[:, [1, 3]])
+    x = np.zeros((6000, 2), dtype=np.float32)
+    for i in range(1, len(x)):
+        x[i] = 0.9 * x[i - 1] + rng.normal(0, 1, 2)
+    well = ARBase.fit(x, np.arange(len(x)), 1, np.arange(len(x) - 9), 3, 6)
+    assert (well.damp > 0.9).all()
