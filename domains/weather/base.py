@@ -129,28 +129,20 @@ class ARBase:
             truth, base = np.where(ok, truth, 0.0), np.where(ok, base, 0.0)
             for acc, x in ((stt, truth * truth), (sbt, base * truth), (sbb, base * base), (n, ok)):
                 np.add.at(acc, slot[chunk], x)
+        fac = np.ones((horizon, c))
         if damp:
-            fac = np.ones((horizon, c))
-            start = 0
-            for size in (groups or [c]):
-                g = slice(start, start + size)
-                start += size
+            for g in _group_slices(groups, c):
                 bt, bb = sbt[:, :, g].sum((0, 2)), sbb[:, :, g].sum((0, 2))
                 fac[:, g] = np.clip(np.where(bb > 0, bt / np.maximum(bb, 1e-300), 1.0), 0.0, 1.0)[:, None]
             ar.damp = torch.from_numpy(fac).float()
-            sq = np.maximum(stt - 2 * fac[None] * sbt + fac[None] ** 2 * sbb, 0.0)  # the damped forecast's errors
-        else:
-            sq = np.maximum(stt - 2 * sbt + sbb, 0.0)
+        sq = np.maximum(stt - 2 * fac[None] * sbt + fac[None] ** 2 * sbb, 0.0)  # the (damped) forecast's errors
         rms = np.sqrt(sq.sum(0) / np.maximum(n.sum(0), 1))
         floor = max(1e-3, 1e-2 * float(np.nanmax(rms)))
         ar.scale = torch.from_numpy(np.where(n.sum(0) > 0, np.maximum(rms, floor), 1.0)).float()
         if n_slots > 1:
             fac = np.ones((n_slots, horizon, c))
             counts = np.bincount(slot, minlength=n_slots)
-            start = 0
-            for size in (groups or [c]):
-                g = slice(start, start + size)
-                start += size
+            for g in _group_slices(groups, c):
                 ms_all = sq[:, :, g].sum((0, 2)) / np.maximum(n[:, :, g].sum((0, 2)), 1)  # (H,)
                 ms_slot = sq[:, :, g].sum(2) / np.maximum(n[:, :, g].sum(2), 1)  # (S, H)
                 f = np.sqrt(ms_slot / np.maximum(ms_all, 1e-300))
@@ -211,7 +203,7 @@ class ARBase:
         out = torch.stack(seq, 1)
         if self.damp is not None:  # per lead; leads beyond the fitted horizon take the last factor
             lead = torch.clamp(torch.arange(horizon, device=self.damp.device), max=self.damp.shape[0] - 1)
-            out = torch.cat([out[:, :context], out[:, context:] * self.damp[lead].to(out)], 1)
+            out[:, context:] *= self.damp[lead].to(out)
         return out
 
     def window_scale(self, length: int, context: int, slots=None) -> torch.Tensor:
@@ -279,6 +271,14 @@ class ARBase:
         pick = lambda x: None if x is None else x[..., f].cpu().numpy()  # noqa: E731
         return ARBase(self.phi[f].cpu().numpy(), pick(self.scale), pick(self.diurnal), self.step_seconds, self.lags,
                       pick(self.damp)).to(self.phi.device)
+
+
+def _group_slices(groups, c: int):
+    """The feature slice of each variable (`groups`: feature counts per variable; one group of all `c` if None)."""
+    start = 0
+    for size in (groups or [c]):
+        yield slice(start, start + size)
+        start += size
 
 
 def _per_group(x: torch.Tensor, groups) -> torch.Tensor | None:

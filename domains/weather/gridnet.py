@@ -34,6 +34,7 @@ from .inputs import CALENDAR
 from .metrics import LAT_NAMES, LON_NAMES
 from .unet1d import TemporalUNet, _norm
 
+
 def neighbour_graph(pos: torch.Tensor, k: int, chunk: int = 2048):
     """pos (G, N, P) -> (idx (G, N, k) of each location's k nearest locations, itself first; rel (G, N, k, P + 1):
     the offsets pos_j - pos_i and their length, in units of the median nearest-neighbour distance). Without
