@@ -100,8 +100,6 @@ def run_recipes(args) -> dict:
     return res
 
 
-
-
 def _markdown(part: str, res: dict) -> str:
     head = (f"\n### molecules {part} ({datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC)\n\n"
             f"- command: `python {' '.join(sys.argv)}`\n- machine: {_machine()}\n")
@@ -201,7 +199,8 @@ def main(argv=None) -> int:
     r.add_argument("--recipes", default="edm,unscaled,flow,x0_clamped,formula", help=f"of {', '.join(RECIPES)}")
     r.add_argument("--cpu-minutes", type=float, default=7.0, help="training CPU time per recipe")
     r.add_argument("--n", type=int, default=300, help="molecules sampled per recipe and sampler")
-    r.add_argument("--samplers", default="dpm_solver_pp:50,ancestral:100", help="NAME:STEPS,... (<= 100 steps)")
+    r.add_argument("--samplers", default="ancestral:100,dpm_solver_pp:50",
+                   help="NAME:STEPS,... (<= 100 steps; the first ranks the recipes)")
     r.add_argument("--root", default="runs/bench_recipes",
                    help="one run folder per recipe; a recipe measured there with the same budget is reused")
     r.add_argument("--no-record", action="store_true", help="do not append to results_molecules.md (partial runs)")
@@ -210,7 +209,7 @@ def main(argv=None) -> int:
     c.add_argument("--cpu-minutes", type=float, default=60.0, help="training CPU time of each")
     c.add_argument("--checkpoints", type=int, default=6, help="checkpoints (equally spaced in CPU time) scored")
     c.add_argument("--n", type=int, default=1000, help="molecules sampled per checkpoint")
-    c.add_argument("--sampler", default="dpm_solver_pp:50", help="gendiff's sampler NAME:STEPS (<= 100 steps)")
+    c.add_argument("--sampler", default="ancestral:100", help="gendiff's sampler NAME:STEPS (<= 100 steps)")
     c.add_argument("--root", default="runs/race_molecules", help="both runs, checkpoints and samples")
     c.add_argument("--data-cache", default="runs/edm_qm9_data", help="QM9 in EDM's npz format (written once)")
     c.add_argument("--png", default=str(Path(__file__).with_name("molecules_race.png")))

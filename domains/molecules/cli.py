@@ -6,6 +6,8 @@ import json
 
 from gendiff.device import add_device_argument  # light: gendiff itself already imports torch
 
+from . import DEFAULT_SAMPLER, DEFAULT_SPACING, DEFAULT_STEPS  # the package's top level imports only gendiff.runs
+
 MODELS = ("egnn", "e3nn")
 
 
@@ -15,6 +17,17 @@ def _check_model(name: str) -> str:
     if name not in MODELS:
         raise ConfigError(f"--model {name!r}: expected one of {', '.join(MODELS)}")
     return name
+
+
+def _sampler_arguments(p: argparse.ArgumentParser, prefix: str = "") -> None:
+    """--sampler, --steps and --spacing with the domain's defaults (molecules.DEFAULT_*)."""
+    from gendiff.schedules import SPACINGS
+
+    p.add_argument("--sampler", default=DEFAULT_SAMPLER,
+                   help=f"{prefix}core sampler name (ancestral, heun, dpm_solver_pp, ...; default {DEFAULT_SAMPLER})")
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"{prefix}sampler steps (default {DEFAULT_STEPS})")
+    p.add_argument("--spacing", default=DEFAULT_SPACING, choices=SPACINGS,
+                   help=f"{prefix}how the sampler's times are spaced (default {DEFAULT_SPACING})")
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
@@ -83,8 +96,7 @@ def run_train(args) -> int:
 def add_sample_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", required=True, help="run folder written by `gendiff train molecules`, or pretrained:NAME")
     p.add_argument("--n", type=int, default=100, help="number of molecules")
-    p.add_argument("--sampler", default="ancestral", help="core sampler name (ancestral, heun, dpm_solver_pp, ...)")
-    p.add_argument("--steps", type=int, default=1000)
+    _sampler_arguments(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=256, help="molecules denoised together")
     _precision_arguments(p, "sample")
@@ -97,8 +109,9 @@ def run_sample(args) -> int:
 
     from . import sample, write_molecules
 
-    mols = sample(run=args.run, n=args.n, sampler=args.sampler, steps=args.steps, seed=args.seed,
-                  batch_size=args.batch_size, device=args.device, bf16=args.bf16, compile=args.compile)
+    mols = sample(run=args.run, n=args.n, sampler=args.sampler, steps=args.steps, spacing=args.spacing,
+                  seed=args.seed, batch_size=args.batch_size, device=args.device, bf16=args.bf16,
+                  compile=args.compile)
     png = write_molecules(args.out, mols)
     print(f"wrote {len(mols)} molecules to {args.out} and {png or Path(args.out).with_suffix('.png')}")
     return 0
@@ -110,8 +123,7 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--run", help="sample from this run folder or pretrained:NAME, then evaluate (timed)")
     p.add_argument("--reference", default=None, help="'qm9' (training SMILES, for novelty) or none")
     p.add_argument("--n", type=int, default=500, help="with --run: molecules to sample")
-    p.add_argument("--sampler", default="dpm_solver_pp", help="with --run: core sampler name")
-    p.add_argument("--steps", type=int, default=50, help="with --run: sampler steps")
+    _sampler_arguments(p, "with --run: ")
     p.add_argument("--seed", type=int, default=0, help="with --run: sampling seed")
     p.add_argument("--batch-size", type=int, default=256, help="with --run: molecules denoised together")
     p.add_argument("--out", default=None, help="with --run: also write the samples (.sdf/.xyz and a PNG grid)")
@@ -139,8 +151,9 @@ def run_evaluate(args) -> int:
             raise ConfigError("--record needs --run (a file of molecules has no card to record on)")
         metrics = evaluate(input=args.input, reference=args.reference)
     else:
-        metrics, mols = measure(args.run, n=args.n, sampler=args.sampler, steps=args.steps, seed=args.seed,
-                                reference=args.reference, batch_size=args.batch_size, device=args.device)
+        metrics, mols = measure(args.run, n=args.n, sampler=args.sampler, steps=args.steps, spacing=args.spacing,
+                                seed=args.seed, reference=args.reference, batch_size=args.batch_size,
+                                device=args.device)
         if args.out:
             write_molecules(args.out, mols)
         if args.record:
@@ -148,7 +161,7 @@ def run_evaluate(args) -> int:
 
             from . import read_run
 
-            key = f"{args.sampler}-{args.steps}-n{args.n}"  # a 10,000-sample score keeps the 500-sample one
+            key = f"{args.sampler}-{args.spacing}-{args.steps}-n{args.n}"  # a 10,000-sample score keeps the 500 one
             runs.record_metrics(read_run(args.run).path, key, metrics, _command_line())
     if args.json:
         print(json.dumps(metrics, sort_keys=True))
@@ -166,8 +179,7 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="egnn", help="with --from-scratch: egnn or e3nn")
     p.add_argument("--minutes", type=float, default=1.5, help="with --from-scratch: training time budget")
     p.add_argument("--n", type=int, default=64, help="molecules to sample")
-    p.add_argument("--sampler", default="dpm_solver_pp", help="core sampler name")
-    p.add_argument("--steps", type=int, default=50, help="sampler steps")
+    _sampler_arguments(p)
     p.add_argument("--seed", type=int, default=0)
     add_device_argument(p)
 
@@ -177,7 +189,7 @@ def run_demo(args) -> int:
 
     metrics = demo(out=args.out, model=_check_model(args.model), minutes=args.minutes, n=args.n, seed=args.seed,
                    device=args.device, from_scratch=args.from_scratch, run=args.run, sampler=args.sampler,
-                   steps=args.steps)
+                   steps=args.steps, spacing=args.spacing)
     print(json.dumps(metrics, sort_keys=True))
     return 0
 

@@ -66,6 +66,10 @@ def test_fast_samplers_and_errors(runs, tmp_path):
     for sampler in ("heun", "dpm_solver_pp"):
         mols = molecules.sample(run=runs["egnn"], n=3, sampler=sampler, steps=5, seed=1, progress=False)
         assert len(mols) == 3 and all(m.pos.mean(0).abs().max() < 1e-4 for m in mols)
+    kw = dict(run=runs["egnn"], n=3, sampler="ancestral", steps=5, seed=1, progress=False)
+    pos = [torch.cat([m.pos for m in molecules.sample(**kw, **extra)]) for extra in ({}, {"spacing": "log_snr"},
+                                                                                      {"spacing": "uniform"})]
+    assert torch.equal(pos[0], pos[1]) and not torch.equal(pos[0], pos[2]), "default grid: log-SNR spacing"
     with pytest.raises(ConfigError):
         molecules.train(data=toy_molecules(), model="schnet", out=tmp_path / "x")
     with pytest.raises(ConfigError, match="exists"):
