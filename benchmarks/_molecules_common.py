@@ -6,15 +6,16 @@ from pathlib import Path
 
 
 
-RECIPES = {  # issue 11's levers, one switch at a time from EDM's recipe (the shipped model's)
-    "edm": {},
-    "unscaled": dict(feature_scaling=False),
-    "flow": dict(schedule="flow", prediction="velocity"),
+_EDM = dict(prediction="eps", weighting=None)  # EDM's recipe, explicitly (molecules.train defaults to x0_clamped)
+RECIPES = {  # issue 11's levers, one switch at a time from EDM's recipe
+    "edm": _EDM,
+    "unscaled": dict(_EDM, feature_scaling=False),
+    "flow": dict(schedule="flow", prediction="velocity", weighting=None),
     "x0_clamped": dict(prediction="x0", weighting="clamped_snr"),
     "v_min_snr": dict(prediction="v", weighting="min_snr:5"),
-    "edm_precond": dict(precondition="edm"),
-    "formula": dict(composition="formula"),
-    "flow_formula": dict(schedule="flow", prediction="velocity", composition="formula"),
+    "edm_precond": dict(_EDM, precondition="edm"),
+    "formula": dict(_EDM, composition="formula"),
+    "flow_formula": dict(schedule="flow", prediction="velocity", weighting=None, composition="formula"),
     "x0_clamped_formula": dict(prediction="x0", weighting="clamped_snr", composition="formula"),
 }
 

@@ -215,8 +215,9 @@ def main(argv=None) -> int:
     c.add_argument("--png", default=str(Path(__file__).with_name("molecules_race.png")))
     c.add_argument("--score-existing", action="store_true",
                    help="train nothing: score the checkpoints an earlier (or interrupted) race left in --root")
-    c.add_argument("--recipe", default="edm", choices=sorted(RECIPES),
-                   help="gendiff's recipe (benchmarks/molecules.py recipes' names; edm: molecules.train's defaults)")
+    c.add_argument("--recipe", default="x0_clamped", choices=sorted(RECIPES),
+                   help="gendiff's recipe (benchmarks/molecules.py recipes' names; x0_clamped: molecules.train's "
+                        "defaults)")
     c.add_argument("--nice", type=int, default=10, help="niceness of the EDM process (at least this process's)")
     for sp in (r, c):
         sp.add_argument("--hidden", type=int, default=64)

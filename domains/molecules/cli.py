@@ -6,7 +6,7 @@ import json
 
 from gendiff.device import add_device_argument  # light: gendiff itself already imports torch
 
-from . import DEFAULT_SAMPLER, DEFAULT_SPACING, DEFAULT_STEPS  # the package's top level imports only gendiff.runs
+from . import DEFAULT_PREDICTION, DEFAULT_SAMPLER, DEFAULT_SPACING, DEFAULT_STEPS  # the top level imports gendiff.runs
 
 MODELS = ("egnn", "e3nn")
 
@@ -44,9 +44,11 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr-final", type=float, default=None, help="with --lr-decay: the final fraction of lr (0)")
     p.add_argument("--schedule", default="polynomial",
                    help="noise schedule (EDM: polynomial, 1000 steps; flow: rectified flow, with --prediction velocity)")
-    p.add_argument("--prediction", default="eps", help="what the network predicts: eps, x0, v or velocity")
-    p.add_argument("--weighting", default=None,
-                   help="loss weighting: none, min_snr[:GAMMA], clamped_snr[:LOW,HIGH], snr or constant")
+    p.add_argument("--prediction", default=DEFAULT_PREDICTION,
+                   help=f"what the network predicts: eps (EDM), x0, v or velocity (default {DEFAULT_PREDICTION})")
+    p.add_argument("--weighting", default="auto",
+                   help="loss weighting: auto (clamped_snr for x0 prediction, else none), none, min_snr[:GAMMA], "
+                        "clamped_snr[:LOW,HIGH], snr or constant")
     p.add_argument("--precondition", default=None, choices=["edm"],
                    help="EDM preconditioning (Karras et al. 2022; the network predicts x0)")
     p.add_argument("--sigma-data", type=float, default=1.0, help="with --precondition edm: the data's std")

@@ -22,6 +22,7 @@ TINY = dict(hidden=16, layers=2)
 
 RECIPES = {
     "default": {},
+    "eps": dict(prediction="eps", weighting=None),
     "flow": dict(schedule="flow", prediction="velocity"),
     "x0_clamped": dict(prediction="x0", weighting="clamped_snr"),
     "v_min_snr": dict(prediction="v", weighting="min_snr:5"),
@@ -60,13 +61,17 @@ def test_recipe_round_trip_and_sample(trained, name):
     denoiser, sched, sizes, config = molecules.load_run(run, device="cpu")
     assert config == cfg
     assert sched.name == kw.get("schedule", "polynomial")
-    want_pred = "x0" if kw.get("precondition") else kw.get("prediction", "eps")
+    want_pred = "x0" if kw.get("precondition") else kw.get("prediction", molecules.DEFAULT_PREDICTION)
     assert denoiser.prediction == cfg["prediction"] == want_pred
     assert denoiser.precondition == kw.get("precondition")
     if kw.get("precondition"):
         assert denoiser.sigma_data == kw["sigma_data"]
     rec = molecules.recipe(cfg)
-    assert rec["weighting"] == M.parse_weighting(kw.get("weighting"))
+    weighting = molecules.auto_weighting(kw.get("weighting", "auto"),
+                                         kw.get("prediction", molecules.DEFAULT_PREDICTION), kw.get("precondition"))
+    assert rec["weighting"] == M.parse_weighting(weighting)
+    if name == "default":  # the measured default recipe: x0 prediction, EQGAT-diff's clamp(SNR, 0.05, 1.5)
+        assert (cfg["prediction"], rec["weighting"]) == ("x0", {"name": "clamped_snr", "low": 0.05, "high": 1.5})
     assert rec["norm_values"] == (M.NORM_VALUES if kw.get("feature_scaling", True) else M.UNSCALED)
     assert cfg["recipe"]["ema_decay"] == kw.get("ema_decay", 0.999)
     card = json.loads((run / "card.json").read_text())
@@ -221,7 +226,8 @@ def test_unscaled_features_decode(trained):
 def test_bad_recipes_and_resume(trained, tmp_path):
     mols = toy_molecules(6)
     with pytest.raises(ConfigError, match="alpha = 0"):
-        molecules.train(data=mols, out=tmp_path / "a", schedule="flow", max_steps=1, progress=False, **TINY)
+        molecules.train(data=mols, out=tmp_path / "a", schedule="flow", prediction="eps", max_steps=1,
+                        progress=False, **TINY)
     with pytest.raises(ConfigError, match="weighting"):
         molecules.train(data=mols, out=tmp_path / "b", weighting="huber", max_steps=1, progress=False, **TINY)
     with pytest.raises(ConfigError, match="composition"):
