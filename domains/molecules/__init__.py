@@ -111,6 +111,14 @@ def recipe_config(weighting=None, composition: str = "size", formulas=None, ema_
     return cfg
 
 
+def auto_weighting(weighting, prediction: str, precondition: str | None = None):
+    """`weighting`, with 'auto' resolved: EQGAT-diff's clamped SNR for x0 prediction without preconditioning (the
+    default recipe), else None (the parametrization's own loss: EDM's eps MSE, the velocity MSE of flow matching)."""
+    if not (isinstance(weighting, str) and weighting.lower() == "auto"):
+        return weighting
+    return "clamped_snr" if prediction == "x0" and precondition is None else None
+
+
 def full_net_config(model: str, net_cfg: dict) -> dict:
     """The network's whole config (defaults filled in), so a change of defaults cannot change a saved run."""
     from .model import E3NN_DEFAULTS, EGNN_DEFAULTS
@@ -144,10 +152,10 @@ def _saved_config(out: Path) -> dict | None:
 
 def train(data="qm9", model: str = "egnn", out="runs/molecules", *, schedule: str = "polynomial",
           prediction: str = DEFAULT_PREDICTION, weighting="auto", precondition: str | None = None,
-          sigma_data: float = 1.0,
-          feature_scaling: bool = True, composition: str = "size", seed: int = 0, limit: int | None = None,
-          progress: bool = True, resume: bool = False, device: str = "auto", compile: bool | str = False,
-          command: str | None = None, name: str | None = None, init=None, **config) -> Path:
+          sigma_data: float = 1.0, feature_scaling: bool = True, composition: str = "size", seed: int = 0,
+          limit: int | None = None, progress: bool = True, resume: bool = False, device: str = "auto",
+          compile: bool | str = False, command: str | None = None, name: str | None = None, init=None,
+          **config) -> Path:
     """Train a molecule denoiser into run folder OUT (run format: config.json first, then at the end
     weights.safetensors and card.json; checkpoint.pt and log.csv for resuming).
 
@@ -247,14 +255,6 @@ def train(data="qm9", model: str = "egnn", out="runs/molecules", *, schedule: st
 
 
 _EMA_DEFAULT = 0.999
-
-
-def auto_weighting(weighting, prediction: str, precondition: str | None = None):
-    """`weighting`, with 'auto' resolved: EQGAT-diff's clamped SNR for x0 prediction without preconditioning (the
-    default recipe), else None (the parametrization's own loss: EDM's eps MSE, the velocity MSE of flow matching)."""
-    if not (isinstance(weighting, str) and weighting.lower() == "auto"):
-        return weighting
-    return "clamped_snr" if prediction == "x0" and precondition is None else None
 _SAME_FOR_INIT = ("model", "net", "schedule", "denoiser", "features")
 
 
