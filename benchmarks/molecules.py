@@ -5,6 +5,7 @@ at EDM's QM9 configuration and the CPU one; (2) EDM's four metrics after the tra
     python benchmarks/molecules.py speed   --rounds 3 --steps 2 --threads 2   # edm (256 x 9) and cpu (64 x 4)
     python benchmarks/molecules.py quality --train-minutes 12 --n-ancestral 200 --n-fast 1000
     python benchmarks/molecules.py recipes --cpu-minutes 7 --n 300        # (3) recipe switches, same CPU budget
+    python benchmarks/molecules.py search --cpu-minutes 15 --points 3 --n 300  # (5) recipe curves (issue 31)
     python benchmarks/molecules.py race --edm-repo /tmp/edm --cpu-minutes 60 --checkpoints 6   # (4) gendiff vs EDM
 Results are appended to benchmarks/results_molecules.md (command, machine, date).
 """
@@ -22,6 +23,9 @@ import torch
 from _machine import machine as _machine
 from _molecules_common import RECIPES, _samplers, base_train_kw, score, train_for_cpu
 from _molecules_race import run_race
+from _molecules_recipes import add_arguments as _search_arguments
+from _molecules_recipes import markdown as _search_markdown
+from _molecules_recipes import run_search
 from _molecules_speed import SPEED_IMPLS, _speed_markdown, run_speed
 
 RESULTS = Path(__file__).with_name("results_molecules.md")
@@ -219,7 +223,9 @@ def main(argv=None) -> int:
                    help="gendiff's recipe (benchmarks/molecules.py recipes' names; x0_clamped: molecules.train's "
                         "defaults)")
     c.add_argument("--nice", type=int, default=10, help="niceness of the EDM process (at least this process's)")
-    for sp in (r, c):
+    se = sub.add_parser("search", help="recipe learning curves at the same CPU budget (results/molecules_recipes.md)")
+    _search_arguments(se)
+    for sp in (r, c, se):
         sp.add_argument("--hidden", type=int, default=64)
         sp.add_argument("--layers", type=int, default=4)
         sp.add_argument("--batch-size", type=int, default=64)
@@ -227,9 +233,17 @@ def main(argv=None) -> int:
         sp.add_argument("--ema-decay", type=float, default=0.995)
         sp.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
-    parts = {"speed": run_speed, "quality": run_quality, "recipes": run_recipes, "race": run_race}
+    parts = {"speed": run_speed, "quality": run_quality, "recipes": run_recipes, "race": run_race,
+             "search": run_search}
     res = parts[args.part](args)
     print(json.dumps(res, indent=1, default=str))
+    if args.part == "search":
+        text = _search_markdown(res)
+        if not args.no_record:
+            Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.markdown).write_text(text)
+        print(text)
+        return 0
     text = _markdown(args.part, res)
     if not getattr(args, "no_record", False):
         with open(RESULTS, "a") as fh:
