@@ -1,4 +1,6 @@
-"""QM9 (Ramakrishnan et al. 2014) from the qm9pack CSVs, cached as one compact .npz, plus the molecule <-> Data codec."""
+"""QM9 (Ramakrishnan et al. 2014) from the qm9pack CSVs, cached as one compact .npz; molecule files through io.
+
+The element vocabulary and the molecule <-> Data codec live in records (re-exported here)."""
 from __future__ import annotations
 
 import hashlib
@@ -15,12 +17,9 @@ import torch
 from gendiff.errors import DataError
 from gendiff.io import atomic_path
 
-ELEMENTS = ("H", "C", "N", "O", "F")
-ATOMIC_NUMBERS = (1, 6, 7, 8, 9)
-SYMBOL_TO_Z = dict(zip(ELEMENTS, ATOMIC_NUMBERS))
-Z_TO_SYMBOL = dict(zip(ATOMIC_NUMBERS, ELEMENTS))
-_Z_TO_INDEX = np.full(128, -1, dtype=np.int64)
-_Z_TO_INDEX[list(ATOMIC_NUMBERS)] = np.arange(len(ATOMIC_NUMBERS))
+from .io import read_molecules
+from .records import (ATOMIC_NUMBERS, ELEMENTS, SYMBOL_TO_Z, Z_TO_SYMBOL, element_index,  # noqa: F401 (re-exported)
+                      molecule_to_data)
 
 QM9_SIZE = 130_831
 QM9_SPLIT_SIZES = {"train": 100_000, "valid": 17_748, "test": 13_083}
@@ -28,34 +27,6 @@ SPLIT_SEED = 0
 CACHE_VERSION = 1
 _CSV_FILES = ("qm9_part1.csv", "qm9_part2.csv", "qm9_part3.csv")
 _MEMO: dict[str, dict] = {}
-
-
-def element_index(z) -> np.ndarray:
-    """Map atomic numbers to positions in ELEMENTS; -1 for anything outside the vocabulary."""
-    z = np.asarray(z, dtype=np.int64)
-    out = np.full(z.shape, -1, dtype=np.int64)
-    ok = (z >= 0) & (z < len(_Z_TO_INDEX))
-    out[ok] = _Z_TO_INDEX[z[ok]]
-    return out
-
-
-def molecule_to_data(z, pos, smiles: str | None = None):
-    """Build the shared molecule record: pos (N,3) angstrom, z (N,), x one-hot over ELEMENTS, charge (N,1)."""
-    from torch_geometric.data import Data
-
-    z = torch.as_tensor(np.asarray(z), dtype=torch.long).reshape(-1)
-    pos = torch.as_tensor(np.asarray(pos, dtype=np.float32)).reshape(-1, 3)
-    if pos.shape[0] != z.shape[0]:
-        raise DataError(f"molecule has {z.shape[0]} atomic numbers but {pos.shape[0]} positions")
-    idx = torch.as_tensor(element_index(z.numpy()))
-    if (idx < 0).any():
-        bad = sorted(set(z[idx < 0].tolist()))
-        raise DataError(f"atomic number(s) {bad} outside the vocabulary {ELEMENTS}")
-    x = torch.nn.functional.one_hot(idx, len(ELEMENTS)).to(torch.float32)
-    data = Data(pos=pos, z=z, x=x, charge=z.to(torch.float32).unsqueeze(1), num_nodes=int(z.shape[0]))
-    if smiles is not None:
-        data.smiles = smiles
-    return data
 
 
 def default_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -279,6 +250,4 @@ def train_smiles(root=None, cache_dir=None) -> list[str]:
 
 def load_molecules(path) -> list:
     """Read an .xyz or .sdf file into a list of Data records (see io.read_molecules)."""
-    from .io import read_molecules
-
     return read_molecules(path)

@@ -11,7 +11,8 @@ import numpy as np
 from gendiff.errors import DataError
 from gendiff.io import atomic_path
 
-from .data import ELEMENTS, SYMBOL_TO_Z, Z_TO_SYMBOL, molecule_to_data
+from .bonds import bond_list
+from .records import ELEMENTS, SYMBOL_TO_Z, Z_TO_SYMBOL, molecule_to_data
 
 _LOWER_SYMBOL = {s.lower(): s for s in ELEMENTS}
 
@@ -226,8 +227,6 @@ def write_sdf(path, mols, bonds: str = "table") -> Path:
 
     bonds="table" derives bond orders with bonds.bond_list; bonds="none" writes atoms only.
     """
-    from .bonds import bond_list
-
     if bonds not in ("table", "none"):
         raise DataError(f"bonds={bonds!r}: expected 'table' or 'none'")
     records = []

@@ -13,7 +13,7 @@ from gendiff.device import table_dtype
 from gendiff.errors import ConfigError, DataError
 from gendiff.spaces import GraphEuclideanSpace, ProductSpace, ZeroCoMSpace
 
-from .data import ATOMIC_NUMBERS, ELEMENTS
+from .records import ATOMIC_NUMBERS, ELEMENTS
 
 NORM_VALUES = (1.0, 4.0, 10.0)  # EDM: positions, one-hot types, charges
 UNSCALED = (1.0, 1.0, 1.0)  # EDM's ablation without feature scaling

@@ -1,0 +1,43 @@
+"""The molecule record shared by the readers, the QM9 loader and the model: the element vocabulary and the
+torch-geometric Data codec (pos, z, x one-hot, charge). Imports nothing of the domain, so data and io both build on it."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from gendiff.errors import DataError
+
+ELEMENTS = ("H", "C", "N", "O", "F")
+ATOMIC_NUMBERS = (1, 6, 7, 8, 9)
+SYMBOL_TO_Z = dict(zip(ELEMENTS, ATOMIC_NUMBERS))
+Z_TO_SYMBOL = dict(zip(ATOMIC_NUMBERS, ELEMENTS))
+_Z_TO_INDEX = np.full(128, -1, dtype=np.int64)
+_Z_TO_INDEX[list(ATOMIC_NUMBERS)] = np.arange(len(ATOMIC_NUMBERS))
+
+
+def element_index(z) -> np.ndarray:
+    """Map atomic numbers to positions in ELEMENTS; -1 for anything outside the vocabulary."""
+    z = np.asarray(z, dtype=np.int64)
+    out = np.full(z.shape, -1, dtype=np.int64)
+    ok = (z >= 0) & (z < len(_Z_TO_INDEX))
+    out[ok] = _Z_TO_INDEX[z[ok]]
+    return out
+
+
+def molecule_to_data(z, pos, smiles: str | None = None):
+    """Build the shared molecule record: pos (N,3) angstrom, z (N,), x one-hot over ELEMENTS, charge (N,1)."""
+    from torch_geometric.data import Data
+
+    z = torch.as_tensor(np.asarray(z), dtype=torch.long).reshape(-1)
+    pos = torch.as_tensor(np.asarray(pos, dtype=np.float32)).reshape(-1, 3)
+    if pos.shape[0] != z.shape[0]:
+        raise DataError(f"molecule has {z.shape[0]} atomic numbers but {pos.shape[0]} positions")
+    idx = torch.as_tensor(element_index(z.numpy()))
+    if (idx < 0).any():
+        bad = sorted(set(z[idx < 0].tolist()))
+        raise DataError(f"atomic number(s) {bad} outside the vocabulary {ELEMENTS}")
+    x = torch.nn.functional.one_hot(idx, len(ELEMENTS)).to(torch.float32)
+    data = Data(pos=pos, z=z, x=x, charge=z.to(torch.float32).unsqueeze(1), num_nodes=int(z.shape[0]))
+    if smiles is not None:
+        data.smiles = smiles
+    return data
