@@ -7,7 +7,8 @@ import torch
 
 from .errors import ConfigError
 from .forward import q_sample
-from .samplers import Context, _ancestral, _ddim
+from .sampler_loop import Context
+from .sampler_steps import _ancestral, _ddim
 from .schedules import Schedule, TabulatedSchedule
 from .spaces import EuclideanSpace
 
