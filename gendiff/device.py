@@ -6,6 +6,7 @@ Design 13: tensors, tables, draws and generators live on the device of the data;
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 import torch
 
@@ -62,3 +63,15 @@ def table_dtype(device: torch.device) -> torch.dtype:
 def add_device_argument(parser: argparse.ArgumentParser, default: str = "auto") -> None:
     """The `--device` option every CLI verb that computes takes."""
     parser.add_argument("--device", default=default, help=f"{HELP} (default {default})")
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """Move tensors (in dicts, lists, tuples, or objects with .to such as torch-geometric batches) to `device`."""
+    if isinstance(batch, torch.Tensor) or hasattr(batch, "to") and not isinstance(batch, (dict, list, tuple)):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        moved = [to_device(v, device) for v in batch]
+        return type(batch)(*moved) if hasattr(batch, "_fields") else type(batch)(moved)
+    return batch

@@ -1,182 +1,42 @@
-"""Trainer: AdamW, linear warm-up, EMA weights, bf16 autocast, gradient accumulation, exact resume, DDP."""
+"""Trainer: AdamW, linear warm-up, EMA weights, bf16 autocast, gradient accumulation, exact resume, DDP.
+
+The training loop lives here; its settings (TrainConfig, the learning-rate curve) in train_config, the EMA in ema,
+checkpoints in checkpoints, data order in distributed. Every name users imported from here before the split still is.
+"""
 from __future__ import annotations
 
 import contextlib
 import copy
 import csv
-import dataclasses
 import gc
 import logging
-import math
-import random
 import sys
 import time
-import warnings
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, default_collate
+from tqdm.auto import tqdm
 
+from . import checkpoints
 from . import distributed as D
-from .distributed import StepBatches, advance, epoch_permutation, mix_seed  # noqa: F401  (public here)
-from .device import make_generator
-from .errors import ConfigError, DataError, TrainingError
-from .io import torch_load_safe, torch_save_atomic, write_text_atomic
+from .checkpoints import FORMAT, load_ema_weights, load_weights, seed_globals
+from .device import make_generator, to_device
+from .distributed import StepBatches, advance, epoch_permutation, mix_seed
+from .ema import ema_decay_at, ema_update
+from .errors import ConfigError, TrainingError
+from .io import write_text_atomic
+from .train_config import LR_DECAYS, TrainConfig, warmup_lr
+
+__all__ = ["Trainer", "TrainConfig", "LR_DECAYS", "LOG_FIELDS", "FORMAT", "warmup_lr", "ema_decay_at", "ema_update",
+           "to_device", "load_weights", "load_ema_weights", "unwrap", "StepBatches", "advance", "epoch_permutation",
+           "mix_seed"]
 
 log = logging.getLogger("gendiff.training")
-FORMAT = "gendiff-trainer-v1"
-LR_DECAYS = (None, "cosine")
 LOG_FIELDS = ["step", "epoch", "loss", "lr", "samples_per_sec", "nonfinite"]
 unwrap = D.unwrap
-
-
-@dataclass
-class TrainConfig:
-    """Optimisation and bookkeeping settings; `batch_size` is the global micro-batch (split across DDP ranks)."""
-
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    betas: tuple = (0.9, 0.999)
-    warmup_steps: int = 0
-    lr_decay: str | None = None  # None: constant after warm-up; 'cosine': half a cosine from lr to lr * lr_final
-    lr_final: float = 0.0  # with lr_decay: the last step's learning rate as a fraction of lr
-    max_steps: int = 1000
-    batch_size: int = 32
-    grad_clip: float | None = 1.0
-    ema_decay: float = 0.999
-    ema_warmup: bool = True
-    accumulate: int = 1
-    bf16: bool = False
-    log_every: int = 50
-    ckpt_every: int = 500
-    seed: int = 0
-    max_nonfinite: int = 10
-    num_workers: int = 0
-    device: str = "auto"
-    progress: bool = True
-    time_budget: float | None = None  # seconds of wall-clock training per fit(); stops before a step would overrun
-
-    def __post_init__(self):
-        self.betas = tuple(float(b) for b in self.betas)
-        checks = {
-            "lr": self.lr > 0, "weight_decay": self.weight_decay >= 0, "warmup_steps": self.warmup_steps >= 0,
-            "max_steps": self.max_steps >= 1, "batch_size": self.batch_size >= 1, "accumulate": self.accumulate >= 1,
-            "ema_decay": 0.0 <= self.ema_decay <= 1.0, "log_every": self.log_every >= 1,
-            "ckpt_every": self.ckpt_every >= 1, "max_nonfinite": self.max_nonfinite >= 1,
-            "num_workers": self.num_workers >= 0, "grad_clip": self.grad_clip is None or self.grad_clip >= 0,
-            "betas": len(self.betas) == 2 and all(0.0 <= b < 1.0 for b in self.betas),
-            "time_budget": self.time_budget is None or self.time_budget > 0,
-            "lr_decay": self.lr_decay in LR_DECAYS, "lr_final": 0.0 <= self.lr_final <= 1.0,
-        }
-        for name, ok in checks.items():
-            if not ok:
-                raise ConfigError(f"TrainConfig.{name}={getattr(self, name)!r} is out of range")
-
-    def to_dict(self) -> dict:
-        return {**dataclasses.asdict(self), "betas": list(self.betas)}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ConfigError(f"TrainConfig: unknown field(s) {', '.join(unknown)}")
-        return cls(**d)
-
-
-def ema_decay_at(step: int, config: TrainConfig) -> float:
-    """EMA decay after optimizer step `step` (1-based): min(ema_decay, (1 + step) / (10 + step)) with `ema_warmup`
-    (diffusers' EMAModel default), so early averages are not dominated by the random initialisation."""
-    if not config.ema_warmup:
-        return config.ema_decay
-    return min(config.ema_decay, (1.0 + step) / (10.0 + step))
-
-
-def warmup_lr(step: int, config: TrainConfig) -> float:
-    """Learning rate of optimizer step `step` (0-based): lr * min(1, (step + 1) / warmup_steps), then, with
-    lr_decay='cosine', times lr_final + (1 - lr_final) * (1 + cos(pi * p)) / 2, where p runs from 0 at the end of
-    the warm-up to 1 at the last step (max_steps - 1): the decay is by step, so a resumed run follows the same
-    curve. A run stopped early by its time budget ends at whatever point of the curve it reached."""
-    lr = config.lr if config.warmup_steps <= 0 else config.lr * min(1.0, (step + 1) / config.warmup_steps)
-    if config.lr_decay == "cosine":
-        span = config.max_steps - 1 - config.warmup_steps
-        p = min(max((step - config.warmup_steps) / span, 0.0), 1.0) if span > 0 else 1.0
-        lr *= config.lr_final + (1.0 - config.lr_final) * 0.5 * (1.0 + math.cos(math.pi * p))
-    return lr
-
-
-def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    """Polyak averaging: ema <- decay * ema + (1 - decay) * theta; buffers are copied."""
-    with torch.no_grad():
-        for e, p in zip(ema.parameters(), model.parameters()):
-            e.lerp_(p.detach(), 1.0 - decay)
-        for e, b in zip(ema.buffers(), model.buffers()):
-            e.copy_(b)
-
-
-def to_device(batch: Any, device: torch.device) -> Any:
-    """Move tensors (in dicts, lists, tuples, or objects with .to such as torch-geometric batches) to `device`."""
-    if isinstance(batch, torch.Tensor) or hasattr(batch, "to") and not isinstance(batch, (dict, list, tuple)):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, dict):
-        return {k: to_device(v, device) for k, v in batch.items()}
-    if isinstance(batch, (list, tuple)):
-        moved = [to_device(v, device) for v in batch]
-        return type(batch)(*moved) if hasattr(batch, "_fields") else type(batch)(moved)
-    return batch
-
-
-def _seed_globals(*parts: int) -> None:
-    """Seed the global torch, python and numpy streams (dropout, user code) of a fresh run."""
-    torch.manual_seed(mix_seed(*parts, 2))
-    random.seed(mix_seed(*parts, 4))
-    np.random.seed(mix_seed(*parts, 5) % 2**32)
-
-
-def _rng_state(generator: torch.Generator) -> dict:
-    np_state = np.random.get_state()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "generator": generator.get_state(),
-        "python": random.getstate(),
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
-    }
-
-
-def _set_rng_state(state: dict, generator: torch.Generator) -> None:
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    generator.set_state(state["generator"])
-    random.setstate(state["python"])
-    name, keys, *rest = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
-
-
-def load_weights(path, model: nn.Module, ema: bool = True) -> nn.Module:
-    """Load the EMA (ema=True) or raw weights of a Trainer checkpoint into `model`; returns `model`."""
-    state = torch_load_safe(path)
-    key = "ema" if ema else "model"
-    if not isinstance(state, dict) or state.get("format") != FORMAT or key not in state:
-        raise DataError(f"{path}: not a gendiff trainer checkpoint (missing '{key}')")
-    _load_into(model, state[key], path, key)
-    return model
-
-
-def _load_into(module: nn.Module, weights: dict, path, key: str) -> None:
-    try:
-        module.load_state_dict(weights)
-    except RuntimeError as exc:
-        raise DataError(f"{path}: '{key}' weights do not fit this model ({str(exc).splitlines()[0]})") from None
-
-
-def load_ema_weights(path, model: nn.Module) -> nn.Module:
-    return load_weights(path, model, ema=True)
 
 
 class Trainer:
@@ -224,54 +84,19 @@ class Trainer:
         else:
             if exists:
                 raise ConfigError(f"{self.ckpt_path} exists; pass resume=True to continue it or use another out_dir")
-            _seed_globals(config.seed, self.ctx.rank)
+            seed_globals(config.seed, self.ctx.rank)
         self.train_model = D.wrap(self.model, self.ctx, self.device)
 
-    # ---- checkpoints -------------------------------------------------------------------------------------------
+    # ---- checkpoints (gendiff.checkpoints) -------------------------------------------------------------------
     def state_dict(self, rngs: list) -> dict:
-        return {
-            "format": FORMAT, "step": self.step, "data_position": list(self.position),
-            "nonfinite_total": self.nonfinite_total, "nonfinite_run": self.nonfinite_run,
-            "model": self.model.state_dict(), "ema": self.ema_model.state_dict(),
-            "optimizer": self.optimizer.state_dict(), "rng": rngs, "world_size": self.ctx.world_size,
-            "config": self.config.to_dict(),
-        }
+        return checkpoints.trainer_state(self, rngs)
 
     def save_checkpoint(self) -> None:
         """Write out_dir/checkpoint.pt atomically (rank 0); refuses to overwrite it with non-finite weights."""
-        bad = [n for n, p in self.model.named_parameters() if not torch.isfinite(p).all()]
-        if bad:
-            raise TrainingError(f"parameters {', '.join(bad[:3])} are non-finite at step {self.step}; "
-                                f"{self.ckpt_path} was left as it was")
-        rngs = D.all_gather_object(_rng_state(self.generator), self.ctx)
-        if self.ctx.is_main:
-            torch_save_atomic(self.state_dict(rngs), self.ckpt_path)
+        checkpoints.save_checkpoint(self)
 
     def _load(self) -> None:
-        state = torch_load_safe(self.ckpt_path)
-        keys = ("format", "model", "ema", "optimizer", "step", "data_position", "rng", "nonfinite_total")
-        missing = [k for k in keys if k not in state] if isinstance(state, dict) else ["everything"]
-        if missing or state["format"] != FORMAT:
-            raise DataError(f"{self.ckpt_path}: not a gendiff trainer checkpoint (missing {', '.join(missing)})")
-        _load_into(self.model, state["model"], self.ckpt_path, "model")
-        _load_into(self.ema_model, state["ema"], self.ckpt_path, "ema")
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.step, self.position = int(state["step"]), tuple(int(v) for v in state["data_position"])
-        self.nonfinite_total, self.nonfinite_run = int(state["nonfinite_total"]), int(state["nonfinite_run"])
-        rngs = state["rng"]
-        if len(rngs) == self.ctx.world_size:
-            _set_rng_state(rngs[self.ctx.rank], self.generator)
-        else:
-            warnings.warn(f"{self.ckpt_path}: written by {len(rngs)} process(es), resumed by {self.ctx.world_size}; "
-                          "random streams are re-seeded, so the run is not bit-identical to an uninterrupted one")
-            _seed_globals(self.config.seed, self.ctx.rank, self.step)
-            self.generator.manual_seed(mix_seed(self.config.seed, 1, self.ctx.rank, self.step))
-        old = state.get("config", {})
-        changed = [k for k in ("seed", "batch_size", "accumulate", "lr", "warmup_steps", "lr_decay", "lr_final",
-                                 "ema_decay", "ema_warmup")
-                   if k in old and old[k] != getattr(self.config, k)]
-        if changed:
-            warnings.warn(f"{self.ckpt_path}: resuming with changed TrainConfig field(s) {', '.join(changed)}")
+        checkpoints.restore_checkpoint(self)
         self.resumed_from = self.step
         if self.ctx.is_main:
             self._trim_log()
@@ -388,8 +213,6 @@ class Trainer:
         loop_seconds, longest, tick = 0.0, 0.0, t0
         window_t, window_steps, window_losses, last_loss = time.perf_counter(), 0, [], float("nan")
         show = cfg.progress and self.ctx.is_main and sys.stderr.isatty()
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not show, desc="train", dynamic_ncols=True)
         batches = self._loader() if self.step < cfg.max_steps else None
         self.model.train()
