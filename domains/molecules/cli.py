@@ -6,7 +6,7 @@ import json
 
 from gendiff.device import add_device_argument  # light: gendiff itself already imports torch
 
-from . import DEFAULT_PREDICTION, DEFAULT_SAMPLER, DEFAULT_SPACING, DEFAULT_STEPS  # the top level imports gendiff.runs
+from .defaults import DEFAULT_PREDICTION, DEFAULT_SAMPLER, DEFAULT_SPACING, DEFAULT_STEPS  # light: gendiff.runs
 
 MODELS = ("egnn", "e3nn")
 
@@ -57,6 +57,12 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--composition", default="size", choices=["size", "formula"],
                    help="size: N from the training histogram; formula: the formula drawn from the training "
                         "formulas and given to the network as context")
+    p.add_argument("--self-cond", action="store_true",
+                   help="self-conditioning: the network also sees its own previous x0 estimate (selfcond.py)")
+    p.add_argument("--pairing", default=None, choices=["ot"],
+                   help="ot: pair noise and molecules of a batch by optimal transport per atom count")
+    p.add_argument("--time-sampling", default="uniform", choices=["uniform", "low_noise"],
+                   help="training times: uniform, or low_noise (density 2 (1 - t): more low-noise steps)")
     p.add_argument("--ema-decay", type=float, default=None, help="EMA decay of the saved weights (default 0.999)")
     p.add_argument("--hidden", type=int, default=None, help="EGNN hidden features / e3nn scalar multiplicity")
     p.add_argument("--layers", type=int, default=None, help="number of network layers")
@@ -90,7 +96,8 @@ def run_train(args) -> int:
     train(data=args.data, model=_check_model(args.model), out=args.out, schedule=args.schedule,
           prediction=args.prediction, weighting=args.weighting, precondition=args.precondition,
           sigma_data=args.sigma_data, feature_scaling=not args.no_feature_scaling, composition=args.composition,
-          seed=args.seed, resume=args.resume, init=args.init, device=args.device, compile=args.compile, **config)
+          self_cond=args.self_cond, pairing=args.pairing, time_sampling=args.time_sampling, seed=args.seed,
+          resume=args.resume, init=args.init, device=args.device, compile=args.compile, **config)
     print(f"trained run in {args.out}")
     return 0
 

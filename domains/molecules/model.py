@@ -13,6 +13,7 @@ from gendiff.device import table_dtype
 from gendiff.errors import ConfigError, DataError
 from gendiff.spaces import GraphEuclideanSpace, ProductSpace, ZeroCoMSpace
 
+from . import coupling, selfcond
 from .records import ATOMIC_NUMBERS, ELEMENTS
 
 NORM_VALUES = (1.0, 4.0, 10.0)  # EDM: positions, one-hot types, charges
@@ -85,8 +86,12 @@ def decode(x: torch.Tensor, batch: torch.Tensor, norm_values=NORM_VALUES) -> lis
     return mols
 
 
-def build_net(model: str = "egnn", **kwargs) -> torch.nn.Module:
-    """The denoiser network by name: 'egnn' (EDM's EGNN) or 'e3nn' (tensor-product network)."""
+def build_net(model: str = "egnn", self_cond: bool = False, **kwargs) -> torch.nn.Module:
+    """The denoiser network by name: 'egnn' (EDM's EGNN) or 'e3nn' (tensor-product network); `self_cond` wraps it
+    in selfcond.SelfConditioned (built with selfcond.SC_FEATURES more per-node context channels)."""
+    if self_cond:
+        kwargs["context_nf"] = int(kwargs.get("context_nf", 0)) + selfcond.SC_FEATURES
+        return selfcond.SelfConditioned(build_net(model, **kwargs))
     if model == "egnn":
         from .egnn import EGNN
 
@@ -106,7 +111,8 @@ def build_denoiser(model: str, schedule, prediction: str = "eps", net: dict | No
     from gendiff.forward import Denoiser
 
     kw = {"prediction": prediction, "scale_input": True, **(options or {})}
-    denoiser = Denoiser(build_net(model, **(net or {})), schedule, **kw)
+    cls = selfcond.SelfCondDenoiser if (net or {}).get("self_cond") else Denoiser
+    denoiser = cls(build_net(model, **(net or {})), schedule, **kw)
     compile_net(denoiser.net, compile)
     return denoiser
 
@@ -188,10 +194,14 @@ def composition_context(counts: torch.Tensor) -> torch.Tensor:
     return counts.float() / FORMULA_SCALE
 
 
-def make_step_fn(schedule, space=None, weighting=None, norm_values=NORM_VALUES, composition: str = "size"):
+def make_step_fn(schedule, space=None, weighting=None, norm_values=NORM_VALUES, composition: str = "size",
+                 pairing: str | None = None, time_sampling: str = "uniform"):
     """Trainer step: encode the batch (scaled by `norm_values`), per-graph times, the Denoiser's loss (times
     `weighting`, a gendiff.losses Weighting) reduced per molecule by the space, mean over graphs.
-    composition='formula' feeds each graph's formula (composition_context) to the network as its context."""
+    composition='formula' feeds each graph's formula (composition_context) to the network as its context;
+    `time_sampling` and `pairing` ('ot') are coupling.py's; a self-conditioned network (selfcond.py) gets its own
+    detached estimate on half the steps."""
+    from gendiff.forward import q_sample
     from gendiff.losses import diffusion_loss
 
     if composition not in COMPOSITIONS:
@@ -205,9 +215,20 @@ def make_step_fn(schedule, space=None, weighting=None, norm_values=NORM_VALUES, 
         cond = None
         if composition == "formula":
             cond = composition_context(formula_counts(batch.x.to(device), vec, num_graphs))
-        t = schedule.sample_t(num_graphs, generator=generator, device=device)
-        loss = diffusion_loss(model, x0, schedule, space, mask=vec, cond=cond, t_per_sample=t,
+        t = coupling.sample_times(schedule, num_graphs, time_sampling, generator=generator, device=device)
+        noise = None
+        if pairing == "ot" or selfcond.wrapped(model) is not None:  # drawn as diffusion_loss would draw it
+            noise = space.sample(x0, vec, generator)
+        if pairing == "ot":
+            noise = coupling.ot_pair_noise(x0, noise, vec)
+        if selfcond.wrapped(model) is not None:
+            t_rows = space.per_row(t, vec)
+            x_t = space.project(q_sample(space.project(x0, vec), t_rows, noise, schedule), vec)
+            selfcond.self_condition(model, x_t, t_rows, vec, cond, generator)
+        loss = diffusion_loss(model, x0, schedule, space, mask=vec, cond=cond, t_per_sample=t, noise=noise,
                               generator=generator, weighting=weighting)
+        if selfcond.wrapped(model) is not None:
+            selfcond.wrapped(model).x0_hat = None
         return loss.mean()
 
     return step_fn
@@ -347,7 +368,7 @@ def sample_molecules(denoiser, schedule, n: int, sizes: AtomCountDistribution | 
                                         output_size=total)
         like = torch.zeros(total, STATE_DIM, device=device)
         x_T = prior_sample(schedule, space, like, mask=batch, generator=generator)
-        with _autocast(device, bf16):
+        with _autocast(device, bf16), selfcond.carrying(denoiser):
             x0 = run_sampler(sampler, denoiser, x_T, schedule, space, int(steps), mask=batch,
                              cond=None if cond is None else cond_chunks[i], generator=generator, **sampler_kw)
         x0 = x0.float()

@@ -1,0 +1,120 @@
+"""The options of one molecules training, as one dataclass validated where it is built: the recipe (schedule,
+parametrization, weighting, feature scaling, composition, self-conditioning, noise pairing, time sampling), the
+network's options and the core Trainer's. `molecules.train(data, model, out, config=..., **overrides)` builds it;
+what rebuilds the model goes into the run's config.json (runconfig.run_config), the Trainer's options onto the card."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from gendiff.errors import ConfigError
+
+from .defaults import DEFAULT_PREDICTION, EMA_DEFAULT, TRAIN_KEYS
+from .model import E3NN_DEFAULTS, EGNN_DEFAULTS, MODELS, NORM_VALUES, NUM_TYPES, UNSCALED, parse_weighting
+from .runconfig import auto_weighting, features_config, recipe_config, recipe_switches
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """One training's options (see molecules.train for each); `net` holds the network's options (hidden and layers
+    given loose are mapped to the network's names), `trainer` the core TrainConfig fields (max_steps, batch_size,
+    lr, ema_decay, max_minutes, ...)."""
+
+    model: str = "egnn"
+    schedule: str = "polynomial"
+    prediction: str = DEFAULT_PREDICTION
+    weighting: object = "auto"
+    precondition: str | None = None
+    sigma_data: float = 1.0
+    feature_scaling: bool = True
+    composition: str = "size"
+    self_cond: bool = False
+    pairing: str | None = None
+    time_sampling: str = "uniform"
+    seed: int = 0
+    limit: int | None = None
+    net: dict = field(default_factory=dict)
+    trainer: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.model not in MODELS:
+            raise ConfigError(f"model {self.model!r}: expected one of {', '.join(MODELS)}")
+        recipe_config(self.weighting_config, self.composition, pairing=self.pairing,
+                      time_sampling=self.time_sampling)  # composition, pairing, time sampling: one ConfigError each
+        if float(self.sigma_data) <= 0:
+            raise ConfigError(f"sigma_data={self.sigma_data} must be > 0")
+        minutes = self.trainer.get("max_minutes")
+        if minutes is not None and float(minutes) <= 0:
+            raise ConfigError(f"max_minutes={minutes} must be > 0")
+        unknown = set(self.trainer) - set(TRAIN_KEYS)
+        if unknown:
+            raise ConfigError(f"unknown molecules training option(s): {', '.join(sorted(unknown))}")
+
+    @classmethod
+    def build(cls, config=None, **overrides) -> "TrainOptions":
+        """From `config` (a TrainOptions, a dict of its fields or of loose options, or None) with `overrides` (loose
+        keyword options as molecules.train takes them) on top; unknown options are one ConfigError."""
+        base = dataclasses.asdict(config) if isinstance(config, TrainOptions) else dict(config or {})
+        net, trainer = dict(base.pop("net", None) or {}), dict(base.pop("trainer", None) or {})
+        loose = {**base, **{k: v for k, v in overrides.items() if k not in ("net", "trainer")}}
+        net.update(overrides.get("net") or {})
+        trainer.update(overrides.get("trainer") or {})
+        names = {f.name for f in dataclasses.fields(cls)}
+        kw = {k: loose.pop(k) for k in list(loose) if k in names}
+        model = kw.get("model", "egnn")
+        if model not in MODELS:
+            raise ConfigError(f"model {model!r}: expected one of {', '.join(MODELS)}")
+        if "hidden" in loose:
+            net["hidden_nf" if model == "egnn" else "mul_scalars"] = int(loose.pop("hidden"))
+        if "layers" in loose:
+            net["n_layers"] = int(loose.pop("layers"))
+        net_keys = EGNN_DEFAULTS if model == "egnn" else E3NN_DEFAULTS
+        for k in list(loose):
+            if k in net_keys:
+                net[k] = loose.pop(k)
+            elif k in TRAIN_KEYS:
+                trainer[k] = loose.pop(k)
+        if loose:
+            raise ConfigError(f"unknown molecules training option(s): {', '.join(sorted(loose))}")
+        return cls(**kw, net=net, trainer=trainer)
+
+    @property
+    def weighting_config(self) -> dict | None:
+        """The loss weighting with 'auto' resolved (model.parse_weighting's config; None: the plain loss)."""
+        return parse_weighting(auto_weighting(self.weighting, self.prediction, self.precondition))
+
+    @property
+    def ema_decay(self) -> float:
+        return float(self.trainer.get("ema_decay", EMA_DEFAULT))
+
+    @property
+    def norm_values(self) -> tuple:
+        return NORM_VALUES if self.feature_scaling else UNSCALED
+
+    def net_config(self) -> dict:
+        """The network's options as built: formula context and self-conditioning added when switched on."""
+        net = dict(self.net)
+        if self.composition == "formula":
+            net["context_nf"] = NUM_TYPES
+        if self.self_cond:
+            net["self_cond"] = True
+        return net
+
+    def recipe(self, formulas=None) -> dict:
+        """config.json's 'recipe' (runconfig.recipe_config); `formulas` None: only the switches."""
+        return recipe_config(self.weighting_config, self.composition, formulas, self.ema_decay,
+                             pairing=self.pairing, time_sampling=self.time_sampling)
+
+    def denoiser_options(self) -> dict | None:
+        """Denoiser options beyond the prediction: EDM preconditioning with sigma_data, when asked for."""
+        if self.precondition is None:
+            return None
+        return {"precondition": self.precondition, "sigma_data": float(self.sigma_data)}
+
+    def resume_key(self, schedule_cfg: dict) -> tuple:
+        """What must match to resume a run: schedule, prediction, precondition, norm_values, recipe switches."""
+        return (schedule_cfg, "x0" if self.precondition else self.prediction, self.precondition,
+                features_config(self.feature_scaling)["norm_values"], recipe_switches(self.recipe()))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)

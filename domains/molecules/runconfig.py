@@ -1,0 +1,95 @@
+"""What a molecules run's config.json holds: the network, schedule, parametrization, feature layout, atom-count
+histogram and the training recipe; written by training, read back by loading and sampling."""
+from __future__ import annotations
+
+from gendiff.errors import ConfigError
+from gendiff.schedules import schedule_config
+
+from .model import (COMPOSITIONS, E3NN_DEFAULTS, EGNN_DEFAULTS, NORM_VALUES, UNSCALED, FormulaDistribution,
+                    parse_weighting)
+from .records import ATOMIC_NUMBERS, ELEMENTS
+
+# What a warm start (init=) must share with the run it starts from.
+SAME_FOR_INIT = ("model", "net", "schedule", "denoiser", "features")
+PAIRINGS = (None, "ot")
+TIME_SAMPLINGS = ("uniform", "low_noise")
+
+
+def features_config(feature_scaling: bool = True) -> dict:
+    """The node feature layout and scaling of a molecules run (model.encode / decode): EDM's norm_values
+    (1, 4, 10) with feature_scaling, (1, 1, 1) without (EDM's ablation)."""
+    return {"layout": ["pos:3", f"onehot:{len(ELEMENTS)}", "charge:1"], "elements": list(ELEMENTS),
+            "atomic_numbers": list(ATOMIC_NUMBERS), "norm_values": list(NORM_VALUES if feature_scaling else UNSCALED),
+            "positions": "zero centre of mass per molecule, angstrom / norm_values[0]"}
+
+
+def recipe_config(weighting=None, composition: str = "size", formulas=None, ema_decay: float | None = None, *,
+                  pairing: str | None = None, time_sampling: str = "uniform") -> dict:
+    """config.json's 'recipe': the loss weighting (model.parse_weighting), the composition mode ('size': N drawn
+    from the atom-count histogram; 'formula': the formula drawn from the training formulas' histogram and fed to
+    the network as context) with that histogram, and the EMA decay the weights were averaged with. The training
+    couplings (`pairing` 'ot': noise assigned to molecules by optimal transport within a batch; `time_sampling`
+    'low_noise': t drawn with density 2 (1 - t)) appear only when switched on, so runs without them keep the
+    recipe they always had."""
+    if composition not in COMPOSITIONS:
+        raise ConfigError(f"composition {composition!r}: expected one of {', '.join(COMPOSITIONS)}")
+    if pairing not in PAIRINGS:
+        raise ConfigError(f"pairing {pairing!r}: expected none or 'ot'")
+    if time_sampling not in TIME_SAMPLINGS:
+        raise ConfigError(f"time_sampling {time_sampling!r}: expected one of {', '.join(TIME_SAMPLINGS)}")
+    cfg = {"weighting": parse_weighting(weighting), "composition": composition, "ema_decay": ema_decay}
+    if pairing is not None:
+        cfg["pairing"] = pairing
+    if time_sampling != "uniform":
+        cfg["time_sampling"] = time_sampling
+    if composition == "formula" and formulas is not None:  # None: only the switches (resume checks)
+        cfg["formulas"] = dict(formulas.histogram)
+    return cfg
+
+
+def auto_weighting(weighting, prediction: str, precondition: str | None = None):
+    """`weighting`, with 'auto' resolved: EQGAT-diff's clamped SNR for x0 prediction without preconditioning (the
+    default recipe), else None (the parametrization's own loss: EDM's eps MSE, the velocity MSE of flow matching)."""
+    if not (isinstance(weighting, str) and weighting.lower() == "auto"):
+        return weighting
+    return "clamped_snr" if prediction == "x0" and precondition is None else None
+
+
+def full_net_config(model: str, net_cfg: dict) -> dict:
+    """The network's whole config (defaults filled in), so a change of defaults cannot change a saved run."""
+    return {**(EGNN_DEFAULTS if model == "egnn" else E3NN_DEFAULTS), **dict(net_cfg)}
+
+
+def run_config(model: str, net_cfg: dict, sched, denoiser, sizes, data: str, *, feature_scaling: bool = True,
+               recipe: dict | None = None) -> dict:
+    """config.json of a run (less format and domain, which runs.save_run adds): all that rebuilds the model."""
+    return {"model": model, "net": full_net_config(model, net_cfg), "schedule": schedule_config(sched),
+            "denoiser": denoiser.config(), "prediction": denoiser.prediction,
+            "features": features_config(feature_scaling), "atom_counts": {str(k): v for k, v in sizes.histogram.items()},
+            "recipe": recipe if recipe is not None else recipe_config(), "data": data}
+
+
+def recipe_switches(recipe: dict | None) -> dict:
+    """The parts of a run's recipe that must match to resume or warm-start it: all but the training formulas (data,
+    not a switch) and the EMA decay (may change between sittings)."""
+    return {k: v for k, v in (recipe or {}).items() if k not in ("formulas", "ema_decay")}
+
+
+def recipe(config: dict) -> dict:
+    """A run config's sampling-side recipe: {'norm_values', 'composition', 'formulas' (a FormulaDistribution or
+    None), 'weighting'}; runs written before the recipe switches get EDM's scaling and the size histogram."""
+    rec = dict(config.get("recipe") or {})
+    comp = rec.get("composition", "size")
+    formulas = FormulaDistribution(rec["formulas"]) if comp == "formula" else None
+    norm = tuple(float(v) for v in config.get("features", {}).get("norm_values", NORM_VALUES))
+    return {"norm_values": norm, "composition": comp, "formulas": formulas,
+            "weighting": parse_weighting(rec.get("weighting"))}
+
+
+def split_text(data, limit, n: int) -> str:
+    """The card's description of the training split."""
+    if isinstance(data, str) and data.lower() == "qm9":
+        head = f"the first {n} molecules of " if limit else ""
+        return (f"{head}QM9's train split (EDM/Cormorant split, 100,000 of 130,831 molecules; valid and test "
+                f"held out), {n} molecules")
+    return f"{n} molecules from {data}"

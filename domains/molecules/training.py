@@ -1,0 +1,172 @@
+"""The molecules training recipe end to end: options -> data -> denoiser -> core Trainer -> run folder (config.json,
+weights.safetensors, card.json; checkpoint.pt and log.csv to resume), with resuming and warm starts."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from gendiff import runs
+from gendiff.device import resolve_device
+from gendiff.errors import ConfigError, DataError
+from gendiff.io import write_json_atomic
+from gendiff.schedules import get_schedule, schedule_config
+from gendiff.training import TrainConfig, Trainer
+
+from .data import QM9Dataset, formula_counts, load_molecules, load_qm9
+from .defaults import CHECKPOINT, DOMAIN, RUN_CONFIG, TRAINER_DEFAULTS
+from .loading import read_run
+from .model import AtomCountDistribution, FormulaDistribution, build_denoiser, build_weighting, make_step_fn
+from .options import TrainOptions
+from .runconfig import SAME_FOR_INIT, full_net_config, recipe_switches, run_config, split_text
+
+
+def load_training_data(data, limit):
+    """'qm9' (train split), a path to .xyz/.sdf, or a sequence of Data -> (dataset, collate_fn, atom-count
+    distribution, formula distribution), the two histograms over the molecules trained on."""
+    if isinstance(data, str) and data.lower() == "qm9":
+        ds = load_qm9(split="train")
+        n = min(int(limit), len(ds)) if limit else len(ds)
+        formulas = FormulaDistribution.from_counts(formula_counts(ds)[:n])
+        sizes = AtomCountDistribution.from_sizes(ds.num_atoms[:n])
+        if limit:
+            return torch.utils.data.Subset(ds, range(n)), QM9Dataset.collate_fn, sizes, formulas
+        return ds, QM9Dataset.collate_fn, sizes, formulas
+    mols = load_molecules(data) if isinstance(data, (str, os.PathLike)) else list(data)
+    if limit:
+        mols = mols[: int(limit)]
+    if not mols:
+        raise DataError(f"training data {data!r} holds no molecules")
+    return (mols, QM9Dataset.collate_fn, AtomCountDistribution.from_molecules(mols),
+            FormulaDistribution.from_molecules(mols))
+
+
+def train(data="qm9", model: str | None = None, out="runs/molecules", *, config=None, progress: bool = True,
+          resume: bool = False, device: str = "auto", compile: bool | str = False, command: str | None = None,
+          name: str | None = None, init=None, **overrides) -> Path:
+    """Train a molecule denoiser into run folder OUT (run format: config.json first, then at the end
+    weights.safetensors and card.json; checkpoint.pt and log.csv for resuming).
+
+    The options are a TrainOptions (`config`: one, or a dict of its fields) with keyword `overrides` on top, as
+    before: the recipe (all stored in config.json; load_run rebuilds it): `schedule` ('polynomial': EDM's VP
+    schedule; 'flow': rectified flow, with prediction 'velocity', 'x0' or 'v'), `prediction` ('eps', 'x0', 'v',
+    'velocity'), `weighting` ('auto': 'clamped_snr' for x0 prediction without preconditioning, else None; None: the
+    parametrization's own MSE; 'min_snr[:GAMMA]', 'clamped_snr[:LOW,HIGH]', 'snr', 'constant';
+    model.parse_weighting), `precondition` ('edm': Karras et al.'s c_skip/c_out/c_in with `sigma_data`; the network
+    then predicts x0), `feature_scaling` (EDM's 1, 4, 10 on positions, one-hot types, charges; False: 1, 1, 1),
+    `composition` ('size': N from the training histogram; 'formula': the formula drawn from the training formulas
+    and given to the network as context), `self_cond` (self-conditioning: half the steps feed the network its own
+    detached x0 estimate, sampling feeds the previous step's; selfcond.py), `pairing` ('ot': noise assigned to the
+    molecules of a batch by optimal transport per atom count; coupling.py), `time_sampling` ('low_noise': t drawn
+    with density 2 (1 - t)) and `ema_decay` (a TrainConfig field); `seed`, `limit` (train on the first LIMIT
+    molecules), the network's options (`hidden`, `layers` or its own names) and the Trainer's (TrainConfig).
+
+    `init` (a run folder or `pretrained:NAME` of the same network and recipe) starts from that run's EMA weights
+    with a fresh optimizer: how training continues across sittings from weights committed as safetensors (the
+    checkpoint with the optimizer state never goes into git). The card continues the init run's sittings, so its
+    steps and CPU time are cumulative.
+
+    `max_minutes` (or `time_budget` in seconds) is the core Trainer's TrainConfig.time_budget: training stops before
+    a step would overrun it. The card records `command` (default: this process's command line), cumulative over
+    resumed sittings. `device`: 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'; bf16=True trains under bfloat16 autocast
+    (the Trainer's); `compile` compiles the network (True: inductor, or a backend name; dynamic shapes; checkpoints
+    keep the eager module's keys; see model.compile_net)."""
+    opts = TrainOptions.build(config, **overrides, **({} if model is None else {"model": model}))
+    resolve_device(device)  # a bad or missing device fails here, before any data is read
+    out = Path(out)
+    sched = get_schedule(opts.schedule)
+    previous = _check_resume(out, opts, sched, resume)
+    dataset, collate_fn, sizes, formulas = load_training_data(data, opts.limit)
+    torch.manual_seed(opts.seed)
+    denoiser = build_denoiser(opts.model, sched, opts.prediction, opts.net_config(), compile=compile,
+                              options=opts.denoiser_options())
+    data_text = str(data) if isinstance(data, (str, os.PathLike)) else f"<{len(dataset)} molecules>"
+    cfg = run_config(opts.model, opts.net_config(), sched, denoiser, sizes, data_text,
+                     feature_scaling=opts.feature_scaling, recipe=opts.recipe(formulas))
+    init_steps = 0
+    if init is not None:
+        if (out / CHECKPOINT).exists():
+            raise ConfigError(f"{out / CHECKPOINT} exists: continue it with resume=True, or give init= a new --out")
+        previous, init_steps = _warm_start(init, denoiser, cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / RUN_CONFIG, {"format": runs.FORMAT, "domain": DOMAIN, **cfg})
+    step_fn = make_step_fn(sched, weighting=build_weighting(opts.weighting_config), norm_values=opts.norm_values,
+                           composition=opts.composition, pairing=opts.pairing, time_sampling=opts.time_sampling)
+    trainer_cfg = {**opts.trainer, "device": str(device)}  # resolved again by the Trainer, per process (torchrun)
+    summary, trainer = _fit(denoiser, step_fn, dataset, collate_fn, trainer_cfg, opts.seed, out, progress, resume)
+    if trainer.ctx.is_main:
+        card = runs.new_card(name or out.name, DOMAIN, data=data_text,
+                             split=split_text(data, opts.limit, len(dataset)), summary=summary, seed=opts.seed,
+                             device=trainer.device, command=command, previous=previous, model=opts.model,
+                             parameters=sum(p.numel() for p in denoiser.parameters()),
+                             train_config=trainer.config.to_dict())
+        if init is not None:
+            card["training"]["steps"] = init_steps + int(summary.get("step") or 0)
+            card["training"]["sittings"][-1]["initialised_from"] = {"run": str(init), "steps": init_steps}
+        runs.save_run(out, DOMAIN, cfg, trainer.ema_model, card)
+        write_json_atomic(out / "train_summary.json", {k: v for k, v in summary.items()})
+    return out
+
+
+def _saved_config(out: Path) -> dict | None:
+    """The config.json of a run folder about to be resumed (None when there is none); old formats refused."""
+    return runs.saved_config(out, "convert it with gendiff.domains.molecules.convert_run or train into a new --out")
+
+
+def _check_resume(out: Path, opts: TrainOptions, sched, resume: bool) -> dict | None:
+    """With a checkpoint in `out`: refuse unless resuming the same network and recipe; returns the card to continue
+    (its metrics dropped: measured on the weights before this sitting), None for a fresh run."""
+    if not (out / CHECKPOINT).exists():
+        return None
+    if not resume:
+        raise ConfigError(f"{out / CHECKPOINT} exists; pass resume=True (--resume) or choose another --out")
+    old = _saved_config(out) or {}
+    net_cfg = opts.net_config()
+    if (old.get("model"), old.get("net")) != (opts.model, full_net_config(opts.model, net_cfg)):
+        raise ConfigError(f"{out / RUN_CONFIG}: cannot resume model {old.get('model')!r} {old.get('net')} "
+                          f"as {opts.model!r} {net_cfg}")
+    old_den = old.get("denoiser") or {}
+    was = (old.get("schedule"), old_den.get("prediction"), old_den.get("precondition"),
+           (old.get("features") or {}).get("norm_values"), recipe_switches(old.get("recipe")))
+    now = opts.resume_key(schedule_config(sched))
+    if was != now:
+        raise ConfigError(f"{out / RUN_CONFIG}: cannot resume the recipe (schedule, prediction, precondition, "
+                          f"norm_values, recipe) {was} as {now}")
+    if not (out / runs.CARD).is_file():
+        return None
+    previous = json.loads((out / runs.CARD).read_text())
+    previous["metrics"] = {}
+    return previous
+
+
+def _warm_start(init, denoiser, cfg: dict) -> tuple[dict, int]:
+    """Load run `init`'s EMA weights into `denoiser` (strict) after checking that its network and recipe are the
+    ones being trained; returns (its card without metrics, its steps)."""
+    info = read_run(init)
+    old = info.config
+    for key in SAME_FOR_INIT:
+        if old.get(key) != cfg.get(key):
+            raise ConfigError(f"{info.path / RUN_CONFIG}: init run has {key} {old.get(key)!r}, this training "
+                              f"{cfg.get(key)!r}; train with the init run's settings")
+    was, now = recipe_switches(old.get("recipe")), recipe_switches(cfg.get("recipe"))
+    if was != now:
+        raise ConfigError(f"{info.path / RUN_CONFIG}: init run has recipe {was}, this training {now}; train with "
+                          "the init run's settings")
+    runs.load_weights(info, denoiser)
+    card = dict(info.card)
+    card["metrics"] = {}  # measured on the init weights, not on what this sitting trains
+    return card, int(card.get("training", {}).get("steps") or 0)
+
+
+def _fit(denoiser, step_fn, dataset, collate_fn, train_cfg: dict, seed: int, out: Path, progress: bool,
+         resume: bool = False):
+    """Run gendiff.training.Trainer once -> (summary, trainer); max_minutes becomes TrainConfig.time_budget."""
+    cfg = {**TRAINER_DEFAULTS, **train_cfg, "seed": seed, "progress": progress}
+    max_minutes = cfg.pop("max_minutes", None)
+    if max_minutes is not None:
+        cfg["time_budget"] = 60.0 * float(max_minutes)
+    trainer = Trainer(denoiser, step_fn, dataset, TrainConfig.from_dict(cfg), out, collate_fn=collate_fn,
+                      resume=resume)
+    return trainer.fit(), trainer
