@@ -17,6 +17,11 @@ RECIPES = {  # issue 11's levers, one switch at a time from EDM's recipe
     "formula": dict(_EDM, composition="formula"),
     "flow_formula": dict(schedule="flow", prediction="velocity", weighting=None, composition="formula"),
     "x0_clamped_formula": dict(prediction="x0", weighting="clamped_snr", composition="formula"),
+    # issue 31: the fast-converging peers' switches, each on top of the default recipe (x0_clamped)
+    "selfcond": dict(prediction="x0", weighting="clamped_snr", self_cond=True),
+    "ot_lownoise": dict(prediction="x0", weighting="clamped_snr", pairing="ot", time_sampling="low_noise"),
+    "selfcond_ot_lownoise": dict(prediction="x0", weighting="clamped_snr", self_cond=True, pairing="ot",
+                                 time_sampling="low_noise"),
 }
 
 

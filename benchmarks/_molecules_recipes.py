@@ -64,7 +64,7 @@ def run_search(args) -> dict:
     budget = 60.0 * args.cpu_minutes
     for name in names:
         run = root / name
-        for k in range(1, args.points + 1):
+        for k in range(1, min(args.points, args.upto or args.points) + 1):
             point = run / f"point_{k}of{args.points}_n{args.n}.json"
             if point.is_file():
                 continue
@@ -167,6 +167,8 @@ def add_arguments(s) -> None:
     s.add_argument("--cpu-minutes", type=float, default=15.0, help="training CPU time per recipe")
     s.add_argument("--points", type=int, default=3, help="learning-curve points, at k/POINTS of the budget")
     s.add_argument("--n", type=int, default=300, help="molecules per curve point")
+    s.add_argument("--upto", type=int, default=0,
+                   help="stop after this point (breadth first: every recipe's point 1, then point 2, ...)")
     s.add_argument("--final-n", type=int, default=0, help="also score the full-budget weights on this many")
     s.add_argument("--final-only", action="store_true", help="train nothing; only the --final-n scores")
     s.add_argument("--sampler", default="ancestral:100", help="NAME:STEPS")
