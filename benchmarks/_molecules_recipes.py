@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from _machine import machine as _machine
-from _molecules_common import RECIPES, base_train_kw, train_for_cpu
+from _molecules_common import RECIPES, base_train_kw, cpu_seconds_of, train_for_cpu
 
 RESULTS_MD = Path(__file__).parent / "results" / "molecules_recipes.md"
 
@@ -50,8 +50,6 @@ def run_search(args) -> dict:
     """Train and score every recipe's curve (points 1..P at k/P of the budget), then, with --final-n, score the
     full-budget weights once more on more molecules. Finished points are read back, not redone."""
     import torch
-
-    from _molecules_common import cpu_seconds_of
 
     torch.set_num_threads(args.threads)
     names = args.recipes.split(",")
@@ -115,6 +113,10 @@ def collect(args) -> dict:
     return out
 
 
+def _curve_mean(points: list, key: str) -> float:
+    return sum(p["metrics"][key] for p in points) / len(points)
+
+
 def _pct(ci) -> str:
     return f"[{ci[0]:.3f}, {ci[1]:.3f}]"
 
@@ -150,10 +152,8 @@ def markdown(res: dict) -> str:
                          f"{_pct(m['molecule_stability_ci'])} | {m['validity']:.3f} | {m['uniqueness']:.3f} | "
                          f"{m['valid_x_unique']:.3f} |")
         if r["points"]:
-            def mean(key):
-                return sum(p["metrics"][key] for p in r["points"]) / len(r["points"])
-            ranking.append((mean("molecule_stability"), mean("atom_stability"), mean("valid_x_unique"), name,
-                            len(r["points"])))
+            ranking.append((*(_curve_mean(r["points"], key) for key in ("molecule_stability", "atom_stability",
+                                                                         "valid_x_unique")), name, len(r["points"])))
     ranking.sort(reverse=True)
     lines.append("\nCurve means (over the measured points; a recipe with fewer points is not comparable):\n")
     lines.append("| recipe | points | mean mol. stab. | mean atom stab. | mean VxU |\n|---|---|---|---|---|")

@@ -89,12 +89,12 @@ def test_ot_pairing_permutes_whole_molecules_within_sizes():
         return [v[vec == g] for g in range(int(vec.max()) + 1)]
 
     src, dst, xs = blocks(noise), blocks(paired), blocks(x0)
-    for g, block in enumerate(dst):  # every molecule got some same-size molecule's noise block, whole
+    for block in dst:  # every molecule got some same-size molecule's noise block, whole
         assert any(b.shape == block.shape and torch.equal(b, block) for b in src)
     assert torch.equal(dst[5], src[5])  # the only 5-atom molecule keeps its noise
     assert sorted(b.sum().item() for b in dst) == pytest.approx(sorted(b.sum().item() for b in src))
-    cost = sum(((x - e) ** 2).sum() for x, e in zip(xs, dst))
-    assert cost <= sum(((x - e) ** 2).sum() for x, e in zip(xs, src)) + 1e-6
+    cost = sum(((x - e) ** 2).sum() for x, e in zip(xs, dst, strict=True))
+    assert cost <= sum(((x - e) ** 2).sum() for x, e in zip(xs, src, strict=True)) + 1e-6
     assert torch.allclose(space.project(paired, vec), paired, atol=1e-6)  # still zero centre of mass
 
 
@@ -191,7 +191,8 @@ def test_default_recipe_keeps_its_config_and_options_validate():
     assert set(molecules.recipe_config()) == {"weighting", "composition", "ema_decay"}
     opts = molecules.TrainOptions.build(hidden=8, layers=2, max_steps=3, lr=1e-3)
     assert opts.net == {"hidden_nf": 8, "n_layers": 2} and opts.trainer == {"max_steps": 3, "lr": 1e-3}
-    assert "self_cond" not in opts.net_config() and opts.recipe() == molecules.recipe_config("clamped_snr", ema_decay=0.999)
+    assert "self_cond" not in opts.net_config()
+    assert opts.recipe() == molecules.recipe_config("clamped_snr", ema_decay=0.999)
     again = molecules.TrainOptions.build(opts, self_cond=True, max_steps=5)
     assert again.net_config()["self_cond"] and again.trainer["max_steps"] == 5 and again.trainer["lr"] == 1e-3
     for bad, match in ((dict(pairing="sinkhorn"), "pairing"), (dict(time_sampling="beta"), "time_sampling"),
