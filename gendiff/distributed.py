@@ -13,6 +13,7 @@ from torch import nn
 
 from .device import resolve_device  # noqa: F401  (public here, as before)
 from .errors import ConfigError
+from torch.nn.parallel import DistributedDataParallel
 
 
 @dataclass
@@ -78,7 +79,6 @@ def wrap(model: nn.Module, ctx: DistContext, device: torch.device) -> nn.Module:
     """DistributedDataParallel around `model` when running under torchrun, else `model` itself."""
     if not ctx.enabled:
         return model
-    from torch.nn.parallel import DistributedDataParallel
 
     device_ids = [device.index] if device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=device_ids)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .errors import DataError
+import torch
 
 
 @contextlib.contextmanager
@@ -45,16 +46,12 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
 
 
 def torch_save_atomic(obj: Any, path: str | os.PathLike) -> None:
-    import torch
-
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
 
 
 def torch_load_safe(path: str | os.PathLike, map_location: str = "cpu") -> Any:
     """Load a checkpoint without unpickling arbitrary objects (weights_only=True)."""
-    import torch
-
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such checkpoint file")

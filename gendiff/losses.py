@@ -10,6 +10,7 @@ from .errors import ConfigError
 from .forward import append_dims, q_sample
 from .schedules import Schedule
 from .spaces import NoiseSpace
+from .forward import _coef
 
 
 def _inner(model):
@@ -144,8 +145,6 @@ def reverse_step_variances(schedule: Schedule, t, s, like: torch.Tensor):
     """(forward-step variance beta_{t|s} = sigma_t^2 - (alpha_t / alpha_s)^2 sigma_s^2, posterior variance
     beta~ = beta_{t|s} sigma_s^2 / sigma_t^2), broadcast over `like`: the two ends of Improved DDPM's learned range
     on the strided chain (Nichol & Dhariwal 2021, sec. 4); any grid, any schedule."""
-    from .forward import _coef
-
     a_t, s_t = _coef(schedule, t, like)
     a_s, s_s = _coef(schedule, s, like)
     beta = s_t**2 - (a_t / a_s) ** 2 * s_s**2

@@ -20,6 +20,11 @@ from pathlib import Path
 
 from .errors import ConfigError, DataError
 from .io import atomic_path, write_json_atomic
+from safetensors.torch import load_file
+import hashlib
+from safetensors.torch import save_file
+from .checkpoints import load_ema_weights
+import torch
 
 FORMAT = "gendiff-run-v1"
 CONFIG, WEIGHTS, CARD, CHECKPOINT = "config.json", "weights.safetensors", "card.json", "checkpoint.pt"
@@ -113,8 +118,6 @@ def read_run(spec, domain: str | None = None) -> Run:
 def load_weights(run: Run, model) -> None:
     """Load weights.safetensors into `model` (strict); a truncated or corrupt file, or weights that do not fit the
     model config.json describes, give one DataError naming the file."""
-    from safetensors.torch import load_file
-
     expected = run.config.get("weights_sha256")
     if expected and sha256(run.weights) != expected:
         raise DataError(f"{run.weights}: checksum does not match {run.path / CONFIG} (the file is truncated or "
@@ -133,8 +136,6 @@ def load_weights(run: Run, model) -> None:
 
 
 def sha256(path: Path) -> str:
-    import hashlib
-
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -144,8 +145,6 @@ def sha256(path: Path) -> str:
 
 def save_weights(model_or_state, path: Path) -> None:
     """Write a state_dict as safetensors atomically (contiguous CPU copies; shared storage is split)."""
-    from safetensors.torch import save_file
-
     state = model_or_state if isinstance(model_or_state, dict) else model_or_state.state_dict()
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
     with atomic_path(path) as tmp:
@@ -168,8 +167,6 @@ def save_run(out, domain: str, config: dict, model, card: dict | None = None) ->
 
 def export_weights(run_dir, model, checkpoint: str = CHECKPOINT) -> None:
     """weights.safetensors from the EMA weights of a trainer checkpoint in the same folder."""
-    from .training import load_ema_weights
-
     run_dir = Path(run_dir)
     load_ema_weights(run_dir / checkpoint, model)
     save_weights(model, run_dir / WEIGHTS)
@@ -189,8 +186,6 @@ def _commit() -> str | None:
 
 
 def hardware(device=None) -> str:
-    import torch
-
     device = torch.device(device or "cpu")
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
