@@ -13,11 +13,15 @@ convert_run turns a folder of the format before it (config.json 'gendiff-images-
 Every verb takes device='auto' | 'cpu' | 'cuda' | 'cuda:N' | 'mps' (gendiff.device.resolve_device); sample_x0 is
 sampling's tensor part (x_T -> x0 on the model's device), which runs on any device, the meta device included.
 """
-from .api import convert_run, load_run, prior_noise, sample, sample_x0, train
+from . import api  # images.api.NAME, as before the split
+from .convert import convert_run
 from .data import ImageData, ImageDataset, load_data, to_model, to_pixels
 from .demo import demo
 from .evaluate import evaluate
+from .run import load_run
+from .sampling import prior_noise, sample, sample_x0
+from .training import ImageTrainConfig, train
 from .unet import UNet, UNetConfig
 
-__all__ = ["train", "sample", "sample_x0", "prior_noise", "evaluate", "demo", "load_run", "convert_run", "load_data",
-           "ImageData", "ImageDataset", "to_model", "to_pixels", "UNet", "UNetConfig"]
+__all__ = ["api", "train", "ImageTrainConfig", "sample", "sample_x0", "prior_noise", "evaluate", "demo", "load_run",
+           "convert_run", "load_data", "ImageData", "ImageDataset", "to_model", "to_pixels", "UNet", "UNetConfig"]

@@ -1,10 +1,24 @@
-"""`gendiff train|sample|evaluate|demo images ...`: argument parsers and runners (heavy imports inside run)."""
+"""`gendiff train|sample|evaluate|demo images ...`: argument parsers and runners."""
 from __future__ import annotations
 
 import argparse
 import json
 import shlex
 import sys
+from pathlib import Path
+
+import torch
+
+from gendiff.device import add_device_argument, resolve_device
+from gendiff.errors import ConfigError, DataError
+from gendiff.io import torch_save_atomic, write_json_atomic
+from gendiff.runs import hardware, record_metrics, resolve
+
+from .demo import demo
+from .evaluate import evaluate
+from .labels import LABELS_HELP, parse_labels
+from .sampling import sample
+from .training import train
 
 RUN_HELP = "run folder written by `gendiff train images`, or pretrained:NAME (`gendiff list` shows them)"
 
@@ -17,11 +31,7 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def _labels(text: str | None):
-    """--labels: checked here (a bad value is a one-line usage error), handed on as text (api.resolve_labels)."""
-    from gendiff.errors import ConfigError
-
-    from .api import parse_labels
-
+    """--labels: checked here (a bad value is a one-line usage error), handed on as text (labels.resolve_labels)."""
     try:
         parse_labels(text)
     except ConfigError as exc:
@@ -30,8 +40,6 @@ def _labels(text: str | None):
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    from gendiff.device import add_device_argument
-
     add_device_argument(p)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -39,8 +47,6 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def _threads(args) -> None:
     if args.threads:
-        import torch
-
         torch.set_num_threads(args.threads)
 
 
@@ -80,7 +86,6 @@ def add_train(p: argparse.ArgumentParser) -> None:
 
 def run_train(args) -> int:
     _threads(args)
-    from . import train
 
     model = dict(ch=args.ch, ch_mult=args.ch_mult, num_res_blocks=args.num_res_blocks, attn_resolutions=args.attn,
                  dropout=args.dropout, groups=args.groups, conditional=not args.unconditional)
@@ -110,7 +115,6 @@ def _sampling(p: argparse.ArgumentParser, n: int, guidance: float) -> None:
 
 def add_sample(p: argparse.ArgumentParser) -> None:
     _sampling(p, 64, 1.0)
-    from .api import LABELS_HELP
 
     p.add_argument("--labels", type=_labels, default=None, help=LABELS_HELP + "; default none, or balanced when "
                    "--guidance is given")
@@ -121,11 +125,6 @@ def add_sample(p: argparse.ArgumentParser) -> None:
 
 def run_sample(args) -> int:
     _threads(args)
-    from gendiff.errors import ConfigError
-
-    from . import sample
-
-    from .api import parse_labels
 
     labels = args.labels
     if parse_labels(labels) is None and args.guidance != 1.0:
@@ -136,8 +135,6 @@ def run_sample(args) -> int:
                     batch_size=args.batch_size, out=args.out, device=args.device, progress=not args.quiet,
                     compile=args.compile, bf16=args.bf16)
     if args.save_pt:
-        from gendiff.io import torch_save_atomic
-
         torch_save_atomic(pixels, args.save_pt)
     print(f"wrote {args.out}: {tuple(pixels.shape)} samples", file=sys.stderr)
     return 0
@@ -184,9 +181,6 @@ REFERENCE = ("classifier_test_accuracy", "fd_real_halves", "fd_real_train_vs_tes
 def metrics_block(metrics: dict, args) -> tuple[str, dict]:
     """(key, block) for the card: the sample metrics at the top level (what `gendiff list` shows), the settings and
     the real-data reference values nested."""
-    from gendiff.runs import hardware
-    from gendiff.device import resolve_device
-
     key = f"{args.sampler}{args.steps}_guidance{args.guidance:g}"
     block = {k: metrics[k] for k in RECORDED if metrics.get(k) is not None}
     block["n"] = metrics["n"]
@@ -200,9 +194,6 @@ def metrics_block(metrics: dict, args) -> tuple[str, dict]:
 
 def run_evaluate(args) -> int:
     _threads(args)
-    from gendiff.io import write_json_atomic
-
-    from . import evaluate
 
     metrics = evaluate(args.run, args.n, args.sampler, args.steps, args.guidance, args.seed,
                        unconditional_n=args.unconditional_n, nll_n=args.nll_n, inception=args.inception,
@@ -211,10 +202,6 @@ def run_evaluate(args) -> int:
     if args.out:
         write_json_atomic(args.out, metrics)
     if args.record:
-        from gendiff.runs import record_metrics, resolve
-
-        from gendiff.errors import DataError
-
         key, block = metrics_block(metrics, args)
         try:
             record_metrics(resolve(args.run), key, block, evaluate_command(args))
@@ -244,9 +231,6 @@ def run_demo(args) -> int:
     """Sample class-balanced digits from the shipped MNIST model and score them (or, --from-scratch, train a tiny
     conditional U-Net on the embedded MNIST for about a minute first)."""
     _threads(args)
-    from pathlib import Path
-
-    from .demo import demo
 
     metrics = demo(args.out, run=args.run, from_scratch=args.from_scratch, seconds=args.seconds, n=args.n,
                    device=args.device, progress=not args.quiet)

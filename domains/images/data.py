@@ -10,6 +10,8 @@ import torch
 
 from gendiff.errors import DataError
 
+from .formats import load_standard
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 STANDARD = ("mnist-full", "fashion-mnist", "cifar10")
 
@@ -214,8 +216,6 @@ def load_data(spec: str, split: str = "train", *, image_size: int | None = None,
         raise DataError(f"split must be train, test or all, got {split!r}")
     name, _, root = str(spec).partition(":")
     if name.lower() in STANDARD and root:
-        from .formats import load_standard
-
         if split == "all":
             parts = [load_standard(name.replace("-full", ""), root, tr, download) for tr in (True, False)]
             images, labels = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import os
 import time
 from pathlib import Path
 
@@ -10,12 +11,25 @@ import torch
 
 from gendiff.device import make_generator
 from gendiff.errors import ConfigError
+from gendiff.io import torch_save_atomic
+from gendiff.losses import nll_bits_per_dim
+from gendiff.runs import pretrained_dirs, resolve
+from gendiff.spaces import EuclideanSpace
 
-from .api import load_run, model_device, sample
 from .data import load_data, to_model
-from .metrics import (class_entropy, classify, data_fingerprint, frechet_distance, kernel_inception_distance,
-                      load_or_train_classifier)
-
+from .grid import save_grid
+from .inception import inception_fid
+from .metrics import (
+    class_entropy,
+    classify,
+    data_fingerprint,
+    frechet_distance,
+    kernel_inception_distance,
+    load_or_train_classifier,
+)
+from .model import model_device
+from .run import load_run
+from .sampling import sample
 
 CLASSIFIER = "classifier.safetensors"
 
@@ -23,8 +37,6 @@ CLASSIFIER = "classifier.safetensors"
 def cache_dir() -> Path:
     """Where classifiers of runs that cannot hold their own (shipped models) are cached: $GENDIFF_CACHE, else
     $XDG_CACHE_HOME/gendiff, else ~/.cache/gendiff."""
-    import os
-
     if os.environ.get("GENDIFF_CACHE"):
         return Path(os.environ["GENDIFF_CACHE"])
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gendiff"
@@ -34,8 +46,6 @@ def classifier_paths(run_dir: Path, key: str) -> tuple[list[Path], list[Path]]:
     """(where to look, where to save) the held-out classifier of a run: its own folder, then the classifiers shipped
     beside the pretrained models (one trained on the same data split is the same classifier), then the user cache;
     a shipped model's folder is only read."""
-    from gendiff.runs import pretrained_dirs
-
     shipped = [p.resolve() for p in pretrained_dirs().values()]
     own = Path(run_dir).resolve() / CLASSIFIER
     cached = cache_dir() / f"images-classifier-{key}.safetensors"
@@ -82,8 +92,6 @@ def cached_sample(run, n: int, cache: str | Path, *, seed: int = 0, batch_size: 
     evaluation (ancestral 1000 steps on CPU) can be stopped and resumed. Batch j draws its noise from seed
     `seed * 100003 + j`, so it does not depend on the batches before it; results therefore differ from one
     uncached `sample` call with the same seed. Files are keyed by sampler, steps, guidance, seed, n and batch."""
-    from gendiff.io import torch_save_atomic
-
     cache = Path(cache)
     cache.mkdir(parents=True, exist_ok=True)
     key = (f"{kw.get('sampler', 'ddim')}_{kw.get('steps', 50)}_g{kw.get('guidance', 1.0)}_s{seed}_n{n}"
@@ -115,8 +123,6 @@ def evaluate(run: str | Path, n: int = 1000, sampler: str = "ddim", steps: int =
     run on the CPU, as its images are, so a run's cached classifier and its FD / KID do not depend on the device.
     `compile` / `bf16` are those of `sample`.
     `cache`: a folder where the conditional samples are saved batch by batch and reused (see `cached_sample`)."""
-    from gendiff.runs import resolve
-
     t0 = time.perf_counter()
     denoiser, meta = load_run(run, device, compile)
     clf, train, test = run_classifier(resolve(run), meta, progress, classifier_epochs)
@@ -143,8 +149,6 @@ def evaluate(run: str | Path, n: int = 1000, sampler: str = "ddim", steps: int =
     out["fd"] = frechet_distance(f_gen, f_test)
     out["kid"], out["kid_std"] = kernel_inception_distance(f_gen, f_test, seed=seed)
     if samples_png is not None:
-        from .grid import save_grid
-
         order = torch.argsort(torch.arange(min(n, 10 * k)) % k, stable=True) if conditional else torch.arange(min(n, 100))
         save_grid(pix[order], samples_png, nrow=10, scale=2 if meta["image_size"] <= 32 else 1)
     un = n if unconditional_n is None else unconditional_n
@@ -161,8 +165,6 @@ def evaluate(run: str | Path, n: int = 1000, sampler: str = "ddim", steps: int =
     if nll_n > 0:
         out["nll_bits_per_dim"], out["nll_n"] = bits_per_dim(denoiser, test, nll_n, seed), min(nll_n, len(test))
     if inception is not None:
-        from .inception import inception_fid
-
         out["inception_fid"] = inception_fid(inception, pix, test.images, batch_size=min(batch_size, 100),
                                              device=model_device(denoiser))
     out["seconds"] = time.perf_counter() - t0
@@ -172,9 +174,6 @@ def evaluate(run: str | Path, n: int = 1000, sampler: str = "ddim", steps: int =
 @torch.no_grad()
 def bits_per_dim(denoiser, test, n: int, seed: int = 0, batch_size: int = 50) -> float:
     """Mean negative log-likelihood bound in bits/dim (Ho et al. 2020, Sec. 4.2) via the core's variational bound."""
-    from gendiff.losses import nll_bits_per_dim
-    from gendiff.spaces import EuclideanSpace
-
     dev = model_device(denoiser)
     x0 = to_model(test.images[:n]).to(dev)
     gen = make_generator(dev, seed)

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from gendiff.errors import DataError
+from gendiff.io import atomic_path
 
 
 def make_grid(pixels: torch.Tensor, nrow: int | None = None, padding: int = 2) -> np.ndarray:
@@ -33,8 +34,6 @@ def save_grid(pixels: torch.Tensor, path: str | Path, nrow: int | None = None, s
 
     matplotlib.use("Agg", force=False)
     import matplotlib.image as mpimg
-
-    from gendiff.io import atomic_path
 
     grid = make_grid(pixels, nrow)
     if scale > 1:

@@ -12,7 +12,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gendiff.device import resolve_device
 from gendiff.errors import DataError
+from gendiff.io import torch_load_safe
+
+from .metrics import frechet_distance
 
 
 class BasicConv2d(nn.Module):
@@ -152,8 +156,6 @@ class FIDInceptionV3(nn.Module):
 
 def load_fid_inception(path: str | Path) -> FIDInceptionV3:
     """FIDInceptionV3 with weights from a pytorch-fid state-dict file (pt_inception-2015-12-05-6726825d.pth)."""
-    from gendiff.io import torch_load_safe
-
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: Inception weights file not found; download pt_inception-2015-12-05-6726825d.pth "
@@ -185,10 +187,6 @@ def inception_fid(weights: str | Path, generated: torch.Tensor, real: torch.Tens
                   device: str | torch.device = "cpu") -> float:
     """FID (Heusel et al. 2017) in Inception pool3 space between two uint8 image sets; the network runs on
     `device` (features come back to the CPU)."""
-    from gendiff.device import resolve_device
-
-    from .metrics import frechet_distance
-
     model = load_fid_inception(weights).to(resolve_device(device))
     return frechet_distance(inception_features(model, generated, batch_size).double(),
                             inception_features(model, real, batch_size).double())

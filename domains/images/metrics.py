@@ -1,16 +1,22 @@
 """Sample-quality metrics: Frechet distance, KID, and a small CNN classifier giving features, accuracy and class entropy."""
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import nn
+from tqdm.auto import tqdm
 
 from gendiff.device import make_generator
 from gendiff.errors import DataError
+from gendiff.io import atomic_path
 
 
 def frechet_distance(feats_a, feats_b) -> float:
@@ -106,8 +112,6 @@ def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 def train_classifier(x: torch.Tensor, labels: torch.Tensor, num_classes: int, *, epochs: int = 12,
                      batch_size: int = 64, lr: float = 2e-3, seed: int = 0, progress: bool = False) -> FeatureClassifier:
     """Fit the feature classifier on real training images in [-1, 1] (AdamW, cosine decay, shift augmentation)."""
-    from tqdm.auto import tqdm
-
     if labels is None:
         raise DataError("the evaluation classifier needs labelled training images")
     gen = make_generator("cpu", seed)  # the classifier trains on the CPU, where its images are
@@ -146,11 +150,6 @@ def classify(model: FeatureClassifier, x: torch.Tensor, batch_size: int = 500) -
 
 def save_classifier(model: FeatureClassifier, path: str | Path, fingerprint: str) -> None:
     """Write the classifier as safetensors (atomically), its config and data fingerprint in the metadata."""
-    import json
-
-    from gendiff.io import atomic_path
-    from safetensors.torch import save_file
-
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"config": json.dumps(model.config), "fingerprint": fingerprint})
@@ -158,8 +157,6 @@ def save_classifier(model: FeatureClassifier, path: str | Path, fingerprint: str
 
 def classifier_fingerprint(path: str | Path) -> str | None:
     """The data fingerprint a saved classifier was trained for (from its metadata), None if unreadable."""
-    from safetensors import safe_open
-
     try:
         with safe_open(str(path), framework="pt") as f:
             return (f.metadata() or {}).get("fingerprint")
@@ -169,10 +166,6 @@ def classifier_fingerprint(path: str | Path) -> str | None:
 
 def load_classifier(path: str | Path) -> FeatureClassifier:
     """A classifier saved by save_classifier (safetensors: nothing is unpickled)."""
-    import json
-
-    from safetensors import safe_open
-
     try:
         with safe_open(str(path), framework="pt") as f:
             config = json.loads(f.metadata()["config"])
@@ -208,8 +201,6 @@ def load_or_train_classifier(paths, x: torch.Tensor, labels: torch.Tensor, num_c
 
 
 def data_fingerprint(images: torch.Tensor, labels: torch.Tensor | None) -> str:
-    import hashlib
-
     h = hashlib.sha256(images.contiguous().numpy().tobytes())
     if labels is not None:
         h.update(labels.numpy().astype(np.int64).tobytes())

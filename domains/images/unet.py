@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gendiff.errors import ConfigError
+from gendiff.nn import SinusoidalTimeEmbedding
 
 
 @dataclass
@@ -52,8 +53,6 @@ def _norm(channels: int, groups: int) -> nn.GroupNorm:
 
 def _time_embedding(dim: int) -> nn.Module:
     """Sinusoidal embedding of t in [0, 1] (scaled by 1000 as in Ho et al.), from the core."""
-    from gendiff.nn import SinusoidalTimeEmbedding
-
     return SinusoidalTimeEmbedding(dim)
 
 

@@ -13,7 +13,7 @@ import torch
 from gendiff import runs
 from gendiff.cli import main
 from gendiff.domains import images
-from gendiff.domains.images import api, metrics
+from gendiff.domains.images import api, metrics, training
 from gendiff.domains.images.data import to_model
 from gendiff.domains.images.evaluate import run_classifier
 from gendiff.errors import DataError
@@ -168,7 +168,7 @@ def test_evaluate_record_writes_the_command_onto_the_card(copy, capsys):
 
 
 def test_demo_samples_the_shipped_model_without_training(tmp_path, monkeypatch):
-    monkeypatch.setattr(api, "train", lambda *a, **k: pytest.fail("the default demo trained"))
+    monkeypatch.setattr(training, "train", lambda *a, **k: pytest.fail("the default demo trained"))
     m = images.demo(tmp_path / "demo", n=20, progress=False, device="cpu")
     assert (tmp_path / "demo" / "grid.png").is_file() and (tmp_path / "demo" / "metrics.json").is_file()
     saved = json.loads((tmp_path / "demo" / "metrics.json").read_text())
