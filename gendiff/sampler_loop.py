@@ -104,11 +104,15 @@ def prior_sample(schedule: Schedule, space: NoiseSpace, like: torch.Tensor, mask
 
 
 def check_options(name: str, options: dict) -> None:
-    """ConfigError for an option sampler `name` does not take (no option is ignored silently)."""
+    """ConfigError for an option sampler `name` does not take, or for one that would have no effect (no option is
+    ignored silently): `rho` shapes only the 'karras' grid, so it comes with spacing='karras'."""
     known = COMMON_OPTIONS + OPTIONS.get(name, ())
     for key in options:
         if key not in known:
             raise ConfigError(f"sampler {name!r} has no option {key!r} (it takes: {', '.join(sorted(known))})")
+    if "rho" in options and options.get("spacing") != "karras":
+        raise ConfigError(f"sampler {name!r}: rho shapes only the 'karras' grid; give spacing='karras' with it "
+                          f"(spacing is {options.get('spacing')!r})")
 
 
 def run_steps(step, model, x_T, schedule, space, steps, *, mask=None, cond=None, null_cond=None, guidance=1.0,

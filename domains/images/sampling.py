@@ -68,7 +68,7 @@ def sample(run, n: int = 64, sampler: str = "ddim", steps: int = 50, guidance: f
     `device`: where to sample ('auto' for a folder when None; a pair stays on its device when None and is moved
     there otherwise). `compile` compiles the U-Net in place (see load_run), `bf16` autocasts it (sample_x0).
     `clip` clamps each x0 prediction to the pixel range [-1, 1] (as in Ho et al. 2020's sampler; the core's
-    `clip_x0` option, used by the samplers that step through x0: ancestral, ddim, dpm_solver_pp).
+    `clip_x0` option, which every core sampler uses: each step's x0 and the eps made consistent with it).
     `pixels=False` returns the float32 samples x0 in model space instead of uint8 pixels.
     Sampling (sample_x0) runs on the device; only the finished pixels move to the CPU."""
     if n < 1 or steps < 1 or batch_size < 1:
