@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from gendiff import training
 from gendiff.errors import ConfigError, DataError, TrainingError
 from gendiff.training import (TrainConfig, Trainer, advance, epoch_permutation, load_ema_weights, load_weights,
                               warmup_lr)
@@ -270,24 +271,39 @@ def test_worker_processes_give_the_same_run(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(params(inline.model), params(workers.model)))
 
 
-def test_time_budget_stops_before_overrunning(tmp_path):
-    """time_budget ends training at the last step that fits, checkpoints it, and says why it stopped."""
-    import time as _time
+class FakeClock:
+    """Stands in for the `time` module of gendiff.training: wall-clock time passes only when a step sleeps, so the
+    time budget's arithmetic is exact whatever the machine's load (a real clock made the step count flaky)."""
 
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def process_time(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_time_budget_stops_before_overrunning(tmp_path, monkeypatch):
+    """time_budget ends training at the last step that fits, checkpoints it, and says why it stopped."""
+    clock = FakeClock()
+    monkeypatch.setattr(training, "time", clock)
     base = script.make_step_fn(False)
 
     def slow(model, batch, generator):
-        _time.sleep(0.05)
+        clock.sleep(0.0625)  # a binary fraction: the clock's sums are exact
         return base(model, batch, generator)
 
     trainer = make(tmp_path, step_fn=slow, max_steps=10_000, time_budget=0.5)
     summary = trainer.fit()
-    assert summary["stopped"] == "time_budget" and 3 <= summary["step"] < 10_000
-    # the stop rule's guarantee, whatever the machine's load: the loop ends before the budget plus its longest
-    # iteration, and each iteration here takes at least the 0.05 s sleep
-    assert summary["loop_seconds"] <= 0.5 + summary["longest_step_seconds"]
-    assert summary["longest_step_seconds"] >= 0.05 and summary["loop_seconds"] <= summary["seconds"]
-    assert summary["cpu_seconds"] >= 0
+    # after k steps of 1/16 s, one more (at the mean, 1/16 s) would overrun 0.5 s from k = 8 on
+    assert summary["stopped"] == "time_budget" and summary["step"] == 8
+    assert summary["loop_seconds"] == summary["seconds"] == 0.5 and summary["longest_step_seconds"] == 0.0625
+    assert summary["cpu_seconds"] == 0.5
     assert (tmp_path / "run" / "checkpoint.pt").is_file()
     resumed = Trainer(script.make_model(False), slow, script.make_data(48), cfg(max_steps=summary["step"] + 2),
                       tmp_path / "run", resume=True)
