@@ -56,6 +56,8 @@ class ImageTrainConfig:
     def __post_init__(self):
         if not 0.0 <= self.p_uncond < 1.0:
             raise ConfigError(f"p_uncond must be in [0, 1), got {self.p_uncond}")
+        if not self.max_steps >= 1:
+            raise ConfigError(f"max_steps must be >= 1, got {self.max_steps}")
         if self.resume not in (False, True, "auto"):
             raise ConfigError(f"resume={self.resume!r}: expected False, True or 'auto'")
         # bad device names and compile options fail here, before any data is read; the Trainer resolves the device

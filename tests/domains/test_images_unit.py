@@ -232,3 +232,44 @@ def test_cli_rejects_bad_labels_in_one_line(capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("gendiff: error: ") and "labels" in err[0]
+
+
+# ---- images.train's options: ImageTrainConfig ---------------------------------------------------------------------
+def test_train_config_is_validated_where_built():
+    from gendiff.domains.images import ImageTrainConfig
+
+    for bad in (dict(p_uncond=1.0), dict(resume="yes"), dict(device="tpu"), dict(compile=3),
+                dict(trainer={"lr": -1.0}), dict(trainer={"bogus": 1}), dict(trainer={"seed": 1}),
+                dict(max_steps=0)):
+        with pytest.raises(ConfigError):
+            ImageTrainConfig(**bad)
+    with pytest.raises(ConfigError, match="'bogus' is no TrainConfig field"):
+        ImageTrainConfig.from_kwargs(bogus=1)
+
+
+def test_train_config_from_keywords_and_defaults():
+    from gendiff.domains.images import ImageTrainConfig
+
+    cfg = ImageTrainConfig.from_kwargs(max_steps=100, lr=1e-3, batch_size=8, seed=3)
+    assert cfg.max_steps == 100 and cfg.seed == 3 and cfg.trainer == {"lr": 1e-3, "batch_size": 8}
+    core = cfg.train_config()
+    assert (core.lr, core.batch_size, core.max_steps, core.seed, core.warmup_steps) == (1e-3, 8, 100, 3, 10)
+    assert core.ema_decay == 0.9 and ImageTrainConfig(time_budget=60).train_config().ema_decay == 0.995
+    over = ImageTrainConfig.from_kwargs(cfg, p_uncond=0.2, lr=5e-4)  # keywords apply over a config
+    assert over.p_uncond == 0.2 and over.max_steps == 100 and over.trainer == {"lr": 5e-4, "batch_size": 8}
+    assert ImageTrainConfig.from_kwargs(cfg) is cfg
+
+
+def test_train_takes_a_config_or_the_same_keywords(tmp_path):
+    from gendiff.domains import images
+
+    kw = dict(model=TINY, max_steps=2, batch_size=16, progress=False, image_size=8)
+    torch.manual_seed(0)  # the U-Net is initialised from the global stream, before the Trainer seeds it
+    by_keywords = images.train("digits", tmp_path / "a", lr=1e-3, **kw)
+    config = images.ImageTrainConfig.from_kwargs(**kw, lr=1e-3)
+    torch.manual_seed(0)
+    by_config = images.train("digits", tmp_path / "b", config=config)
+    assert by_keywords["loss"] == by_config["loss"] and by_keywords["step"] == by_config["step"] == 2
+    a, _ = images.load_run(tmp_path / "a", device="cpu")
+    b, _ = images.load_run(tmp_path / "b", device="cpu")
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
