@@ -34,6 +34,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --durations=15 tests
 
+# make lint: ruff (lint and format) and mypy on the core, gendiff/ (configured in pyproject.toml)
+.PHONY: lint
+lint: $(STAMP)
+	$(BIN)/ruff check gendiff && $(BIN)/ruff format --check gendiff && $(BIN)/mypy gendiff
+
 bench: $(STAMP)
 	$(BIN)/python benchmarks/samplers.py
 

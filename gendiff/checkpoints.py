@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import warnings
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -28,7 +28,7 @@ def seed_globals(*parts: int) -> None:
 
 
 def rng_state(generator: torch.Generator) -> dict:
-    np_state = np.random.get_state()
+    np_state = cast(tuple, np.random.get_state())  # the legacy tuple (name, keys, pos, has_gauss, cached)
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -111,10 +111,11 @@ def restore_checkpoint(trainer: Any) -> None:
         set_rng_state(rngs[ctx.rank], trainer.generator)
     else:
         warnings.warn(f"{path}: written by {len(rngs)} process(es), resumed by {ctx.world_size}; "
-                      "random streams are re-seeded, so the run is not bit-identical to an uninterrupted one")
+                      "random streams are re-seeded, so the run is not bit-identical to an uninterrupted one",
+                      stacklevel=2)
         seed_globals(config.seed, ctx.rank, trainer.step)
         trainer.generator.manual_seed(mix_seed(config.seed, 1, ctx.rank, trainer.step))
     old = state.get("config", {})
     changed = [k for k in RESUME_WARNS if k in old and old[k] != getattr(config, k)]
     if changed:
-        warnings.warn(f"{path}: resuming with changed TrainConfig field(s) {', '.join(changed)}")
+        warnings.warn(f"{path}: resuming with changed TrainConfig field(s) {', '.join(changed)}", stacklevel=2)

@@ -39,7 +39,7 @@ class DiffusersView:
             prev_timestep = int(timestep) - 1
         ctx = Context(lambda x, t, **kw: model_output, self.schedule, EuclideanSpace(), options=options)
         if noise is not None:
-            ctx.noise = lambda like: noise
+            ctx.noise = lambda like: noise  # type: ignore[method-assign]
         t, s = float(self.time(int(timestep))), float(self.time(int(prev_timestep)))
         return fn(ctx, sample, t, s, {"i": 0, "n": 1})
 

@@ -5,15 +5,15 @@ import contextlib
 import hashlib
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from .device import resolve_device  # noqa: F401  (public here, as before)
 from .errors import ConfigError
-from torch.nn.parallel import DistributedDataParallel
 
 
 @dataclass
@@ -86,13 +86,13 @@ def wrap(model: nn.Module, ctx: DistContext, device: torch.device) -> nn.Module:
 
 def unwrap(model: nn.Module) -> nn.Module:
     """The user's module inside a DistributedDataParallel wrapper (or `model` itself)."""
-    return model.module if hasattr(model, "module") and hasattr(model, "no_sync") else model
+    return cast(nn.Module, model.module) if hasattr(model, "module") and hasattr(model, "no_sync") else model
 
 
 def no_sync(model: nn.Module, skip_sync: bool):
     """Skip the gradient all-reduce on all but the last accumulation micro-batch."""
     if skip_sync and hasattr(model, "no_sync"):
-        return model.no_sync()
+        return cast(Any, model).no_sync()
     return contextlib.nullcontext()
 
 
@@ -142,7 +142,8 @@ class StepBatches:
         self.n, self.batch, self.seed, self.position, self.ctx = n, batch, seed, position, ctx
 
     def __iter__(self):
-        position, perm_epoch, perm = self.position, None, None
+        position = self.position
+        perm_epoch, perm = position[0], epoch_permutation(self.n, self.seed, position[0])
         while True:
             if perm_epoch != position[0]:
                 perm_epoch, perm = position[0], epoch_permutation(self.n, self.seed, position[0])

@@ -19,8 +19,8 @@ def ema_decay_at(step: int, config: TrainConfig) -> float:
 def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
     """Polyak averaging: ema <- decay * ema + (1 - decay) * theta; buffers are copied."""
     with torch.no_grad():
-        for e, p in zip(ema.parameters(), model.parameters()):
+        for e, p in zip(ema.parameters(), model.parameters(), strict=True):
             e.lerp_(p.detach(), 1.0 - decay)
-        for e, b in zip(ema.buffers(), model.buffers()):
-            e.copy_(b)
+        for e_buf, b in zip(ema.buffers(), model.buffers(), strict=True):
+            e_buf.copy_(b)
 

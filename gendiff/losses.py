@@ -1,16 +1,17 @@
-"""The denoising loss (unreduced, then reduced by the space), SNR weightings, the variational bound and bits per dimension."""
+"""The denoising loss (unreduced, then reduced by the space), SNR weightings, the variational bound and bits per
+dimension."""
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 
 from .device import table_dtype
 from .errors import ConfigError
-from .forward import append_dims, q_sample
+from .forward import _coef, append_dims, q_sample
 from .schedules import Schedule
 from .spaces import NoiseSpace
-from .forward import _coef
 
 
 def _inner(model):
@@ -286,6 +287,7 @@ def vlb_terms(denoiser, x0: torch.Tensor, schedule: Schedule, space: NoiseSpace,
     a1, s1 = (float(v) for v in schedule.alpha_sigma(grid[0]))
     t1_rows = space.per_row(t1, mask)
     x_1 = space.project(q_sample(x0, t1_rows, space.sample(x0, mask, generator), schedule), mask)
+    std: torch.Tensor | float
     if learned:  # decoder std from the learned variance of the step into t = 0, floored as in Improved DDPM
         mean, _, frac = inner.x0_eps_v(x_1, t1_rows, mask=mask, cond=cond)
         mean = space.project(mean, mask)
@@ -301,7 +303,7 @@ def vlb_terms(denoiser, x0: torch.Tensor, schedule: Schedule, space: NoiseSpace,
         recon = space.sum(discretized_gaussian_nll(x0, mean, std).to(f64), mask)
     else:
         if learned:
-            recon = space.sum((0.5 * ((x0 - mean) / std) ** 2 + torch.log(std)).to(f64), mask)
+            recon = space.sum((0.5 * ((x0 - mean) / std) ** 2 + torch.log(cast(torch.Tensor, std))).to(f64), mask)
             recon = recon + 0.5 * dof * math.log(2 * math.pi)
         else:
             recon = 0.5 * space.sum(((x0 - mean) ** 2).to(f64), mask) / std**2

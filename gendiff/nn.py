@@ -1,4 +1,5 @@
-"""Shared network blocks: the sinusoidal time embedding of Ho et al. 2020 (Vaswani et al. 2017, sec. 3.5) and its MLP."""
+"""Shared network blocks: the sinusoidal time embedding of Ho et al. 2020 (Vaswani et al. 2017, sec. 3.5) and its
+MLP."""
 from __future__ import annotations
 
 import math
@@ -9,6 +10,8 @@ from torch import nn
 
 class SinusoidalTimeEmbedding(nn.Module):
     """t in [0, 1] (any shape) -> (..., dim) sin/cos features of t * scale at geometric frequencies 1 .. 1/10000."""
+
+    freqs: torch.Tensor
 
     def __init__(self, dim: int, scale: float = 1000.0, max_period: float = 10000.0):
         super().__init__()

@@ -1,7 +1,9 @@
-"""Decorator registries so the CLI can list schedules and samplers by name (score_sde style, no class paths in strings)."""
+"""Decorator registries so the CLI can list schedules and samplers by name (score_sde style, no class paths in
+strings)."""
 from __future__ import annotations
 
-from typing import Callable, Dict, Generic, TypeVar
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 from .errors import ConfigError
 
@@ -13,7 +15,7 @@ class Registry(Generic[T]):
 
     def __init__(self, kind: str):
         self.kind = kind
-        self._items: Dict[str, T] = {}
+        self._items: dict[str, T] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
         def deco(obj: T) -> T:

@@ -8,6 +8,7 @@ diffusers' `from_pretrained` names a hub folder, offline.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import importlib.util
 import json
 import os
@@ -18,13 +19,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+from safetensors.torch import load_file, save_file
+
+from .checkpoints import load_ema_weights
 from .errors import ConfigError, DataError
 from .io import atomic_path, write_json_atomic
-from safetensors.torch import load_file
-import hashlib
-from safetensors.torch import save_file
-from .checkpoints import load_ema_weights
-import torch
 
 FORMAT = "gendiff-run-v1"
 CONFIG, WEIGHTS, CARD, CHECKPOINT = "config.json", "weights.safetensors", "card.json", "checkpoint.pt"
@@ -61,7 +61,7 @@ def _domains_dir() -> Path:
 
 def pretrained_dirs() -> dict[str, Path]:
     """{name: folder} of every shipped model, found without importing any domain."""
-    out = {}
+    out: dict[str, Path] = {}
     for cfg in sorted(_domains_dir().glob(f"*/pretrained/*/{CONFIG}")):
         name = cfg.parent.name
         if name in out:
@@ -286,7 +286,7 @@ def saved_config(out, hint: str) -> dict | None:
 
 def list_pretrained() -> list[dict]:
     """One row per shipped model: name, domain, folder, size in bytes and the card's headline metrics."""
-    rows = []
+    rows: list[dict] = []
     for name, path in pretrained_dirs().items():
         try:
             run = read_run(f"{PREFIX}{name}")

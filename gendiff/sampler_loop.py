@@ -9,7 +9,7 @@ which also serves schedules where alpha reaches 0 (flow).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -27,12 +27,12 @@ COMMON_OPTIONS = ("clip_x0", "cfg_batch", "spacing", "rho")  # the options the s
 class Context:
     """What a step needs: the guided eps model, the schedule, the space, and the RNG."""
 
-    model: Callable
+    model: Any  # model(x, t, *, mask, cond) -> eps, or a forward.Denoiser (x0_eps, x0_eps_v)
     schedule: Schedule
     space: NoiseSpace
-    mask: object = None
-    cond: object = None
-    null_cond: object = None
+    mask: Any = None
+    cond: Any = None
+    null_cond: Any = None
     guidance: float = 1.0
     generator: torch.Generator | None = None
     nfe: int = 0
@@ -125,7 +125,7 @@ def run_steps(step, model, x_T, schedule, space, steps, *, mask=None, cond=None,
         raise ConfigError(f"sampler {name!r}: give either timesteps or spacing/rho, not both")
     grid = (sampling_grid(name, schedule, steps, options.get("spacing"), float(options.get("rho", 7.0)))
             if timesteps is None else torch.as_tensor(timesteps, dtype=torch.float64)).to(torch.float64).tolist()
-    if len(grid) < 2 or any(b >= a for a, b in zip(grid, grid[1:])):
+    if len(grid) < 2 or any(b >= a for a, b in zip(grid, grid[1:], strict=False)):
         raise ConfigError("sampler timesteps must be a decreasing sequence of at least two times")
     ctx = Context(model, schedule, space, mask, cond, null_cond, float(guidance), generator, options=options)
     if known is not None:

@@ -114,7 +114,8 @@ def _per_sample_norm(ctx, v):
 
 
 def _pc(ctx, x, t, s, state):
-    """Predictor-corrector (Song et al. 2021, Algorithm 1-3): Langevin corrector with target snr, then Euler-Maruyama."""
+    """Predictor-corrector (Song et al. 2021, Algorithm 1-3): Langevin corrector with target snr, then
+    Euler-Maruyama."""
     snr = float(ctx.options.get("snr", 0.16))
     if _pure_noise(ctx, t):
         return _ancestral(ctx, x, t, s, state)

@@ -14,7 +14,18 @@ import torch
 from .grids import AUTO_LOG_SNR_BELOW, DEFAULT_SPACING, auto_spacing, sampling_grid
 from .registry import Registry
 from .sampler_loop import COMMON_OPTIONS, Context, check_options, prior_sample, run_steps
-from .sampler_steps import NFE, OPTIONS, _ancestral, _ddim, _dpm_solver_pp, _euler, _euler_maruyama, _heun, _langevin, _pc
+from .sampler_steps import (
+    NFE,
+    OPTIONS,
+    _ancestral,
+    _ddim,
+    _dpm_solver_pp,
+    _euler,
+    _euler_maruyama,
+    _heun,
+    _langevin,
+    _pc,
+)
 from .schedules import Schedule
 
 __all__ = ["SAMPLERS", "COMMON_OPTIONS", "OPTIONS", "DEFAULT_SPACING", "AUTO_LOG_SNR_BELOW", "Context", "prior_sample",

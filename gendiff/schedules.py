@@ -10,6 +10,7 @@ from __future__ import annotations
 import abc
 import math
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import torch
 
@@ -138,7 +139,7 @@ class Schedule(abc.ABC):
         """Round to i / T, keeping the grid strictly decreasing where a spacing crowds several points into one
         training step: each point is clamped to the window its position allows, then pushed below its
         predecessor."""
-        T = self.num_train_steps
+        T = cast(int, self.num_train_steps)  # called for discrete schedules only
         top, bottom = round(self.t_max * T), round(self.t_min * T)
         if top - bottom < n:
             raise ConfigError(f"{n} steps exceed the {T} steps of schedule {self.name!r}")
@@ -168,6 +169,8 @@ class Schedule(abc.ABC):
 
 class TabulatedSchedule(Schedule):
     """alpha_bar tabulated on t_i = i / T (i = 0..T), log alpha_bar and log(1 - alpha_bar) interpolated linearly."""
+
+    num_train_steps: int
 
     def __init__(self, alphas_cumprod: torch.Tensor, name: str, betas: torch.Tensor | None = None):
         abar = torch.as_tensor(alphas_cumprod, dtype=torch.float64)
@@ -235,7 +238,8 @@ def cosine(num_train_steps: int = 1000, s: float = 0.008, max_beta: float = 0.99
 
 @SCHEDULES.register("polynomial")
 def polynomial(num_train_steps: int = 1000, power: float = 2.0, s: float = 1e-5, clip: float = 0.001) -> TabulatedSchedule:
-    """EDM-for-molecules schedule (Hoogeboom et al. 2022, app. B): alpha^2 = (1 - t^p)^2, ratios clipped, precision s."""
+    """EDM-for-molecules schedule (Hoogeboom et al. 2022, app. B): alpha^2 = (1 - t^p)^2, ratios clipped,
+    precision s."""
     T = num_train_steps
     x = torch.linspace(0, T, T + 1, dtype=torch.float64)
     a2 = (1 - (x / T) ** power) ** 2
@@ -340,7 +344,7 @@ def list_schedules() -> list[str]:
 
 def schedule_config(schedule: Schedule) -> dict:
     """A plain dict that `get_schedule(**cfg)` rebuilds (stored in checkpoints instead of pickled objects)."""
-    cfg = {"name": schedule.name}
+    cfg: dict[str, Any] = {"name": schedule.name}
     if isinstance(schedule, TabulatedSchedule):
         cfg["num_train_steps"] = schedule.num_train_steps
     else:

@@ -60,7 +60,8 @@ class EuclideanSpace(NoiseSpace):
 
 
 class MaskedSpace(NoiseSpace):
-    """Dense with a validity mask (True = valid): noise, projection and loss only on valid entries (weather NaN gaps)."""
+    """Dense with a validity mask (True = valid): noise, projection and loss only on valid entries (weather NaN
+    gaps)."""
 
     def _mask(self, x: torch.Tensor, mask) -> torch.Tensor:
         if mask is None:
@@ -138,10 +139,10 @@ class ProductSpace(NoiseSpace):
         return torch.split(x, widths, dim=-1)
 
     def sample(self, like, mask=None, generator=None):
-        return torch.cat([s.sample(c, mask, generator) for (s, _), c in zip(self.parts, self._split(like))], -1)
+        return torch.cat([s.sample(c, mask, generator) for (s, _), c in zip(self.parts, self._split(like), strict=False)], -1)
 
     def project(self, x, mask=None):
-        return torch.cat([s.project(c, mask) for (s, _), c in zip(self.parts, self._split(x))], -1)
+        return torch.cat([s.project(c, mask) for (s, _), c in zip(self.parts, self._split(x), strict=False)], -1)
 
     def num_samples(self, x, mask=None):
         return self.parts[0][0].num_samples(x, mask)
@@ -150,13 +151,13 @@ class ProductSpace(NoiseSpace):
         return self.parts[0][0].per_row(values, mask)
 
     def sum(self, err, mask=None):
-        return sum(s.sum(c, mask) for (s, _), c in zip(self.parts, self._split(err)))
+        return sum(s.sum(c, mask) for (s, _), c in zip(self.parts, self._split(err), strict=False))
 
     def count(self, like, mask=None):
-        return sum(s.count(c, mask) for (s, _), c in zip(self.parts, self._split(like)))
+        return sum(s.count(c, mask) for (s, _), c in zip(self.parts, self._split(like), strict=False))
 
     def dof(self, like, mask=None):
-        return sum(s.dof(c, mask) for (s, _), c in zip(self.parts, self._split(like)))
+        return sum(s.dof(c, mask) for (s, _), c in zip(self.parts, self._split(like), strict=False))
 
     def part(self, x: torch.Tensor, index: int) -> torch.Tensor:
         return self._split(x)[index]

@@ -1,4 +1,5 @@
-"""A Gaussian mixture whose noised marginals, and hence the exact eps, are known in closed form (for tests, benchmarks)."""
+"""A Gaussian mixture whose noised marginals, and hence the exact eps, are known in closed form (for tests,
+benchmarks)."""
 from __future__ import annotations
 
 import math
@@ -19,7 +20,7 @@ class GaussianMixture:
         self.dim = self.means.shape[1]
 
     @classmethod
-    def default_2d(cls) -> "GaussianMixture":
+    def default_2d(cls) -> GaussianMixture:
         """Three anisotropic components in the plane, unit-order scale."""
         means = [[-1.5, 0.0], [1.0, 1.2], [1.2, -1.0]]
         covs = [[[0.10, 0.04], [0.04, 0.05]], [[0.05, 0.0], [0.0, 0.20]], [[0.08, -0.03], [-0.03, 0.06]]]
@@ -55,7 +56,8 @@ class GaussianMixture:
 
     def posterior_mean(self, x: torch.Tensor, alpha: float, sigma: float) -> torch.Tensor:
         """E[x0 | x_t = x] = sum_k r_k(x) (mu_k + alpha Sigma_k C_k^-1 (x - alpha mu_k)), C_k = alpha^2 Sigma_k +
-        sigma^2 I: defined at alpha = 0 too (where it is the mixture mean), unlike Tweedie's (x + sigma^2 score) / alpha."""
+        sigma^2 I: defined at alpha = 0 too (where it is the mixture mean), unlike Tweedie's
+        (x + sigma^2 score) / alpha."""
         x = x.to(torch.float64)
         cov = alpha**2 * self.covs + sigma**2 * torch.eye(self.dim, dtype=torch.float64)
         prec, logdet = torch.linalg.inv(cov), torch.logdet(cov)
@@ -68,7 +70,7 @@ class GaussianMixture:
         resp = torch.softmax(torch.stack(logps, 1), dim=1)
         return sum(resp[:, k : k + 1] * m for k, m in enumerate(means))
 
-    def x0_eps_model(self, schedule: Schedule) -> "ExactPair":
+    def x0_eps_model(self, schedule: Schedule) -> ExactPair:
         """A model with the exact x0_eps(x_t, t) (what a Denoiser offers samplers): valid where alpha = 0 (flow)."""
         return ExactPair(self, schedule)
 
@@ -110,7 +112,8 @@ class ExactPair:
 
 
 def sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, n_proj: int = 256, seed: int = 0) -> float:
-    """Sliced 1-Wasserstein distance between two equal-size samples (Rabin et al. 2011), averaged over random directions."""
+    """Sliced 1-Wasserstein distance between two equal-size samples (Rabin et al. 2011), averaged over random
+    directions."""
     g = torch.Generator().manual_seed(seed)
     d = torch.randn(a.shape[1], n_proj, generator=g, dtype=torch.float64)
     d = d / d.norm(dim=0, keepdim=True)

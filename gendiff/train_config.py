@@ -57,7 +57,7 @@ class TrainConfig:
         return {**dataclasses.asdict(self), "betas": list(self.betas)}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:

@@ -12,8 +12,9 @@ import gc
 import logging
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
+from typing import cast
 
 import torch
 from torch import nn
@@ -172,7 +173,7 @@ class Trainer:
             if cfg.grad_clip:
                 norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             else:
-                norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+                norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
             bad = not bool(torch.isfinite(norm))
         self.step += 1
         if bad:
@@ -192,7 +193,7 @@ class Trainer:
         """Whether one more step (at the mean step time so far) would overrun the budget; ranks agree."""
         elapsed = time.perf_counter() - t0
         per_step = elapsed / max(self.step - start, 1)
-        over = float(elapsed + per_step > self.config.time_budget)
+        over = float(elapsed + per_step > cast(float, self.config.time_budget))  # called with a budget only
         if self.ctx.enabled:
             over = float(D.all_reduce_sum(torch.tensor([over], device=self.device), self.ctx).item())
         return over > 0
