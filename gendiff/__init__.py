@@ -1,4 +1,5 @@
 """gendiff: a domain-general diffusion toolkit (schedules, noise spaces, losses, samplers, trainer)."""
+
 __version__ = "0.1.0"
 
 from .errors import ConfigError, DataError, GendiffError, TrainingError  # noqa: F401

@@ -1,5 +1,6 @@
 """Trainer checkpoints: the file format, what a checkpoint holds (weights, EMA weights, optimizer, data position,
 every random stream of every rank) and how it is written and restored; loading weights out of one."""
+
 from __future__ import annotations
 
 import random
@@ -16,8 +17,17 @@ from .errors import DataError, TrainingError
 from .io import torch_load_safe, torch_save_atomic
 
 FORMAT = "gendiff-trainer-v1"
-RESUME_WARNS = ("seed", "batch_size", "accumulate", "lr", "warmup_steps", "lr_decay", "lr_final", "ema_decay",
-                "ema_warmup")  # TrainConfig fields whose change on resuming is warned about
+RESUME_WARNS = (
+    "seed",
+    "batch_size",
+    "accumulate",
+    "lr",
+    "warmup_steps",
+    "lr_decay",
+    "lr_final",
+    "ema_decay",
+    "ema_warmup",
+)  # TrainConfig fields whose change on resuming is warned about
 
 
 def seed_globals(*parts: int) -> None:
@@ -69,14 +79,19 @@ def load_ema_weights(path, model: nn.Module) -> nn.Module:
     return load_weights(path, model, ema=True)
 
 
-
 def trainer_state(trainer: Any, rngs: list) -> dict:
     """What a checkpoint of `trainer` (a training.Trainer) holds; `rngs` are every rank's random streams."""
     return {
-        "format": FORMAT, "step": trainer.step, "data_position": list(trainer.position),
-        "nonfinite_total": trainer.nonfinite_total, "nonfinite_run": trainer.nonfinite_run,
-        "model": trainer.model.state_dict(), "ema": trainer.ema_model.state_dict(),
-        "optimizer": trainer.optimizer.state_dict(), "rng": rngs, "world_size": trainer.ctx.world_size,
+        "format": FORMAT,
+        "step": trainer.step,
+        "data_position": list(trainer.position),
+        "nonfinite_total": trainer.nonfinite_total,
+        "nonfinite_run": trainer.nonfinite_run,
+        "model": trainer.model.state_dict(),
+        "ema": trainer.ema_model.state_dict(),
+        "optimizer": trainer.optimizer.state_dict(),
+        "rng": rngs,
+        "world_size": trainer.ctx.world_size,
         "config": trainer.config.to_dict(),
     }
 
@@ -85,8 +100,10 @@ def save_checkpoint(trainer: Any) -> None:
     """Write trainer.ckpt_path atomically (rank 0); refuses to overwrite it with non-finite weights."""
     bad = [n for n, p in trainer.model.named_parameters() if not torch.isfinite(p).all()]
     if bad:
-        raise TrainingError(f"parameters {', '.join(bad[:3])} are non-finite at step {trainer.step}; "
-                            f"{trainer.ckpt_path} was left as it was")
+        raise TrainingError(
+            f"parameters {', '.join(bad[:3])} are non-finite at step {trainer.step}; "
+            f"{trainer.ckpt_path} was left as it was"
+        )
     rngs = D.all_gather_object(rng_state(trainer.generator), trainer.ctx)
     if trainer.ctx.is_main:
         torch_save_atomic(trainer.state_dict(rngs), trainer.ckpt_path)
@@ -110,9 +127,11 @@ def restore_checkpoint(trainer: Any) -> None:
     if len(rngs) == ctx.world_size:
         set_rng_state(rngs[ctx.rank], trainer.generator)
     else:
-        warnings.warn(f"{path}: written by {len(rngs)} process(es), resumed by {ctx.world_size}; "
-                      "random streams are re-seeded, so the run is not bit-identical to an uninterrupted one",
-                      stacklevel=2)
+        warnings.warn(
+            f"{path}: written by {len(rngs)} process(es), resumed by {ctx.world_size}; "
+            "random streams are re-seeded, so the run is not bit-identical to an uninterrupted one",
+            stacklevel=2,
+        )
         seed_globals(config.seed, ctx.rank, trainer.step)
         trainer.generator.manual_seed(mix_seed(config.seed, 1, ctx.rank, trainer.step))
     old = state.get("config", {})

@@ -1,4 +1,5 @@
 """Invariant checks defined once, with one tolerance (instead of per-model copies): raise, never repair silently."""
+
 from __future__ import annotations
 
 import torch

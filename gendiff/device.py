@@ -3,6 +3,7 @@
 Design 13: tensors, tables, draws and generators live on the device of the data; this module turns a user's
 `--device` string into a torch.device, and makes generators that work on it.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -1,6 +1,7 @@
 """A thin diffusers-style view of a discrete schedule (betas, alphas_cumprod, add_noise, step) for users who know
 diffusers and for parity tests. Integer timestep k (0-based, as in diffusers) is continuous time t = (k + 1) / T.
 It owns no mutable timestep state: `step` takes the previous timestep explicitly."""
+
 from __future__ import annotations
 
 import torch

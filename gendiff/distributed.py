@@ -1,4 +1,5 @@
 """Who sees which sample: seeded per-epoch data order, per-rank shards of each global batch, and DDP under torchrun."""
+
 from __future__ import annotations
 
 import contextlib

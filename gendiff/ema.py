@@ -1,4 +1,5 @@
 """EMA weights: Polyak averaging of the trained model, with diffusers' warm-up of the decay."""
+
 from __future__ import annotations
 
 import torch
@@ -15,7 +16,6 @@ def ema_decay_at(step: int, config: TrainConfig) -> float:
     return min(config.ema_decay, (1.0 + step) / (10.0 + step))
 
 
-
 def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
     """Polyak averaging: ema <- decay * ema + (1 - decay) * theta; buffers are copied."""
     with torch.no_grad():
@@ -23,4 +23,3 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
             e.lerp_(p.detach(), 1.0 - decay)
         for e_buf, b in zip(ema.buffers(), model.buffers(), strict=True):
             e_buf.copy_(b)
-

@@ -1,4 +1,5 @@
 """Forward noising q(x_t | x_0), the posterior q(x_s | x_t, x_0), and exact conversions between eps, x0, v and score."""
+
 from __future__ import annotations
 
 import torch
@@ -101,9 +102,17 @@ class Denoiser(nn.Module):
     Without preconditioning, scale_input feeds x_t / sqrt(alpha^2 + sigma^2), of unit scale for unit-variance data.
     """
 
-    def __init__(self, net: nn.Module, schedule: Schedule, prediction: str = "eps", scale_input: bool = True,
-                 precondition: str | None = None, sigma_data: float = 1.0, noise_input: str = "t",
-                 learn_sigma: bool = False):
+    def __init__(
+        self,
+        net: nn.Module,
+        schedule: Schedule,
+        prediction: str = "eps",
+        scale_input: bool = True,
+        precondition: str | None = None,
+        sigma_data: float = 1.0,
+        noise_input: str = "t",
+        learn_sigma: bool = False,
+    ):
         super().__init__()
         if prediction not in PREDICTIONS:
             raise ConfigError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
@@ -116,8 +125,10 @@ class Denoiser(nn.Module):
         if sigma_data <= 0:
             raise ConfigError(f"sigma_data must be positive, got {sigma_data}")
         if prediction == "eps" and float(schedule.alpha_sigma(float(schedule.t_max))[0]) == 0.0:
-            raise ConfigError(f"schedule {schedule.name!r} has alpha = 0 at t = {schedule.t_max}: x0 cannot be "
-                              "recovered from an eps prediction there; use prediction='velocity', 'v' or 'x0'")
+            raise ConfigError(
+                f"schedule {schedule.name!r} has alpha = 0 at t = {schedule.t_max}: x0 cannot be "
+                "recovered from an eps prediction there; use prediction='velocity', 'v' or 'x0'"
+            )
         self.net = net
         self.schedule = schedule
         self.prediction = prediction
@@ -129,8 +140,14 @@ class Denoiser(nn.Module):
 
     def config(self) -> dict:
         """The parametrization as plain values (stored in run configs)."""
-        return {"prediction": self.prediction, "scale_input": self.scale_input, "precondition": self.precondition,
-                "sigma_data": self.sigma_data, "noise_input": self.noise_input, "learn_sigma": self.learn_sigma}
+        return {
+            "prediction": self.prediction,
+            "scale_input": self.scale_input,
+            "precondition": self.precondition,
+            "sigma_data": self.sigma_data,
+            "noise_input": self.noise_input,
+            "learn_sigma": self.learn_sigma,
+        }
 
     def split(self, out: torch.Tensor, x_t: torch.Tensor):
         """(prediction, v) of a learn_sigma network's output: dim 1 holds the prediction's channels (features per
@@ -139,8 +156,10 @@ class Denoiser(nn.Module):
             return out, None
         c = x_t.shape[1]
         if out.shape[1] not in (c + 1, 2 * c):
-            raise ConfigError(f"learn_sigma: the network returned {out.shape[1]} channels on dim 1 for {c} data "
-                              f"channels; expected {2 * c} (a v per channel) or {c + 1} (one shared v)")
+            raise ConfigError(
+                f"learn_sigma: the network returned {out.shape[1]} channels on dim 1 for {c} data "
+                f"channels; expected {2 * c} (a v per channel) or {c + 1} (one shared v)"
+            )
         pred, v = out[:, :c], out[:, c:]
         return pred, v
 

@@ -1,5 +1,6 @@
 """Sampling grids: the decreasing times a sampler walks (each sampler's default spacing, and 'auto', which spaces
 the grid in log-SNR where alpha(t_max) is tiny)."""
+
 from __future__ import annotations
 
 import torch
@@ -7,8 +8,14 @@ import torch
 from .schedules import Schedule
 
 DEFAULT_SPACING = {  # grid spacing when neither `spacing` nor `timesteps` is given (benchmarks/grids.py)
-    "ancestral": "uniform", "ddim": "uniform", "euler": "uniform", "euler_maruyama": "uniform", "pc": "uniform",
-    "langevin": "uniform", "heun": "auto", "dpm_solver_pp": "auto",
+    "ancestral": "uniform",
+    "ddim": "uniform",
+    "euler": "uniform",
+    "euler_maruyama": "uniform",
+    "pc": "uniform",
+    "langevin": "uniform",
+    "heun": "auto",
+    "dpm_solver_pp": "auto",
 }
 AUTO_LOG_SNR_BELOW = 0.005  # alpha(t_max) under which 'auto' spaces the grid in log-SNR
 
@@ -28,7 +35,6 @@ def auto_spacing(schedule: Schedule) -> str:
     return "log_snr" if 0.0 < alpha < AUTO_LOG_SNR_BELOW else "uniform"
 
 
-
 def sampling_grid(name: str, schedule: Schedule, steps: int, spacing: str | None = None, rho: float = 7.0):
     """The decreasing times sampler `name` walks for `steps` steps (its DEFAULT_SPACING unless told; 'auto' is
     auto_spacing(schedule))."""
@@ -36,4 +42,3 @@ def sampling_grid(name: str, schedule: Schedule, steps: int, spacing: str | None
     if spacing == "auto":
         spacing = auto_spacing(schedule)
     return schedule.timesteps(steps, spacing, rho)
-

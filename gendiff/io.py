@@ -1,4 +1,5 @@
 """Atomic writes (temporary file in the same folder, then os.replace) and safe checkpoint loading."""
+
 from __future__ import annotations
 
 import contextlib

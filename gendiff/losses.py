@@ -1,5 +1,6 @@
 """The denoising loss (unreduced, then reduced by the space), SNR weightings, the variational bound and bits per
 dimension."""
+
 from __future__ import annotations
 
 import math
@@ -32,8 +33,9 @@ class Weighting:
         w = self.x0_weight(log_snr)
         scale2 = {"eps": 1 / snr, "x0": torch.ones_like(snr), "v": 1 / (snr + 1)}
         if prediction not in scale2:
-            raise ConfigError(f"prediction {prediction!r}: VP weights exist for eps, x0 and v; "
-                              "diffusion_loss handles the others")
+            raise ConfigError(
+                f"prediction {prediction!r}: VP weights exist for eps, x0 and v; diffusion_loss handles the others"
+            )
         return w * scale2[prediction]
 
 
@@ -93,15 +95,28 @@ def clamped_snr_weight(low: float = 0.05, high: float = 1.5) -> ClampedSNRWeight
     return ClampedSNRWeight(low, high)
 
 
-def diffusion_loss(denoiser, x0: torch.Tensor, schedule: Schedule, space: NoiseSpace, *, mask=None, cond=None,
-                   t=None, noise=None, generator=None, weighting=None, t_per_sample=None) -> torch.Tensor:
+def diffusion_loss(
+    denoiser,
+    x0: torch.Tensor,
+    schedule: Schedule,
+    space: NoiseSpace,
+    *,
+    mask=None,
+    cond=None,
+    t=None,
+    noise=None,
+    generator=None,
+    weighting=None,
+    t_per_sample=None,
+) -> torch.Tensor:
     """Per-sample denoising loss; L_simple (Ho et al. 2020, eq. 14) for eps prediction and no weighting.
 
     `denoiser` is a forward.Denoiser (possibly DDP-wrapped); t is drawn per sample and expanded per row by the
     space (graphs: t[batch]); noise comes from the space; the error is reduced over valid elements by the space.
     """
-    inner, x0, x_t, t, noise, out = _noised_prediction(denoiser, x0, schedule, space, mask, cond, t, noise,
-                                                       generator, t_per_sample)
+    inner, x0, x_t, t, noise, out = _noised_prediction(
+        denoiser, x0, schedule, space, mask, cond, t, noise, generator, t_per_sample
+    )
     out = inner.split(out, x_t)[0] if getattr(inner, "learn_sigma", False) else out
     return space.reduce(_weighted_error(inner, schedule, out, x0, noise, t, weighting), mask)
 
@@ -166,9 +181,22 @@ def _step_grid(schedule: Schedule, t: torch.Tensor, num_steps: int | None):
     return (t - 1.0 / T).clamp(min=schedule.t_min), T
 
 
-def hybrid_loss(denoiser, x0: torch.Tensor, schedule: Schedule, space: NoiseSpace, *, lam: float = 0.001, mask=None,
-                cond=None, t=None, noise=None, generator=None, num_steps: int | None = None,
-                decoder: str = "gaussian", weighting=None) -> torch.Tensor:
+def hybrid_loss(
+    denoiser,
+    x0: torch.Tensor,
+    schedule: Schedule,
+    space: NoiseSpace,
+    *,
+    lam: float = 0.001,
+    mask=None,
+    cond=None,
+    t=None,
+    noise=None,
+    generator=None,
+    num_steps: int | None = None,
+    decoder: str = "gaussian",
+    weighting=None,
+) -> torch.Tensor:
     """L_hybrid = L_simple + lambda L_vlb (Nichol & Dhariwal 2021, eq. 16; lambda = 0.001), per sample.
 
     L_vlb = T * L_{t-1} with L_{t-1} = KL(q(x_{t-1} | x_t, x0) || p(x_{t-1} | x_t)) in bits per dimension, the mean
@@ -181,8 +209,9 @@ def hybrid_loss(denoiser, x0: torch.Tensor, schedule: Schedule, space: NoiseSpac
     pred, v = inner.split(out, x_t)
     err = _weighted_error(inner, schedule, pred, x0, noise, t, weighting)
     simple = space.reduce(err, mask)
-    vb = vlb_step_term(inner, x0, x_t, t, pred.detach(), (v + 1) / 2, schedule, space, mask=mask,
-                       num_steps=num_steps, decoder=decoder)
+    vb = vlb_step_term(
+        inner, x0, x_t, t, pred.detach(), (v + 1) / 2, schedule, space, mask=mask, num_steps=num_steps, decoder=decoder
+    )
     return simple + lam * _step_grid(schedule, t, num_steps)[1] * vb
 
 
@@ -236,8 +265,19 @@ def discretized_gaussian_nll(x0, mean, std, bin_width: float = 2 / 255):
 
 
 @torch.no_grad()
-def vlb_terms(denoiser, x0: torch.Tensor, schedule: Schedule, space: NoiseSpace, *, mask=None, cond=None,
-              num_steps: int | None = None, n_t: int | None = 32, generator=None, decoder: str = "gaussian") -> dict:
+def vlb_terms(
+    denoiser,
+    x0: torch.Tensor,
+    schedule: Schedule,
+    space: NoiseSpace,
+    *,
+    mask=None,
+    cond=None,
+    num_steps: int | None = None,
+    n_t: int | None = 32,
+    generator=None,
+    decoder: str = "gaussian",
+) -> dict:
     """Per-sample terms of the variational bound in nats (Ho et al. 2020, eq. 5; Kingma et al. 2021, eq. 13-16).
 
     prior: KL(q(x_T | x0) || N(0, prior_std^2)); diffusion: sum_i 0.5 (SNR(s) - SNR(t)) ||x0 - x0_hat(x_t)||^2 over the
@@ -264,8 +304,9 @@ def vlb_terms(denoiser, x0: torch.Tensor, schedule: Schedule, space: NoiseSpace,
     if n_t is None:
         draws = [torch.full((n,), i, device=device) for i in range(1, grid.numel())]
     else:
-        draws = [torch.randint(1, grid.numel(), (n,), generator=generator, device=draw_device).to(device)
-                 for _ in range(n_t)]
+        draws = [
+            torch.randint(1, grid.numel(), (n,), generator=generator, device=draw_device).to(device) for _ in range(n_t)
+        ]
     diffusion = torch.zeros(n, dtype=f64, device=device)
     for idx in draws:
         t = grid_d[idx].to(x0.dtype)
@@ -275,8 +316,7 @@ def vlb_terms(denoiser, x0: torch.Tensor, schedule: Schedule, space: NoiseSpace,
         if learned:  # KL to the learned-variance reverse step (Nichol & Dhariwal 2021, eq. 10-15)
             x0_hat, _, frac = inner.x0_eps_v(x_t, t_rows, mask=mask, cond=cond)
             s_rows = space.per_row(grid_d[idx - 1].to(x0.dtype), mask)
-            diffusion += space.sum(_learned_kl(inner, schedule, x0, x_t, x0_hat, frac, t_rows, s_rows).to(f64),
-                                   mask)
+            diffusion += space.sum(_learned_kl(inner, schedule, x0, x_t, x0_hat, frac, t_rows, s_rows).to(f64), mask)
             continue
         x0_hat = space.project(inner.x0(x_t, t_rows, mask=mask, cond=cond), mask)
         err = space.sum(((x0 - x0_hat) ** 2).to(f64), mask)

@@ -1,5 +1,6 @@
 """Shared network blocks: the sinusoidal time embedding of Ho et al. 2020 (Vaswani et al. 2017, sec. 3.5) and its
 MLP."""
+
 from __future__ import annotations
 
 import math

@@ -1,5 +1,6 @@
 """Decorator registries so the CLI can list schedules and samplers by name (score_sde style, no class paths in
 strings)."""
+
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -5,6 +5,7 @@ checkpoints (optimizer, RNG) stay beside them in checkpoint.pt for resuming and 
 `pretrained:NAME` names a run shipped inside a domain package (gendiff/domains/<domain>/pretrained/NAME/), the way
 diffusers' `from_pretrained` names a hub folder, offline.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -74,11 +75,13 @@ def resolve(spec: str | os.PathLike) -> Path:
     """The folder of a run: `pretrained:NAME` -> the shipped one; anything else is a path."""
     text = str(spec)
     if text.startswith(PREFIX):
-        name = text[len(PREFIX):]
+        name = text[len(PREFIX) :]
         shipped = pretrained_dirs()
         if name not in shipped:
-            raise DataError(f"{text}: no such pretrained model (shipped: {', '.join(sorted(shipped)) or 'none'}; "
-                            "`gendiff list` shows them)")
+            raise DataError(
+                f"{text}: no such pretrained model (shipped: {', '.join(sorted(shipped)) or 'none'}; "
+                "`gendiff list` shows them)"
+            )
         return shipped[name]
     return Path(spec)
 
@@ -99,17 +102,24 @@ def read_run(spec, domain: str | None = None) -> Run:
     path = resolve(spec)
     cfg_path = path / CONFIG
     if not cfg_path.is_file():
-        raise DataError(f"{path}: not a gendiff run (no {CONFIG}); train one with `gendiff train "
-                        f"{domain or '<domain>'}` or pass pretrained:NAME")
+        raise DataError(
+            f"{path}: not a gendiff run (no {CONFIG}); train one with `gendiff train "
+            f"{domain or '<domain>'}` or pass pretrained:NAME"
+        )
     config = _read_json(cfg_path, "run config")
     if config.get("format") != FORMAT:
-        raise DataError(f"{cfg_path}: run format {config.get('format')!r} is not {FORMAT!r} (written by an older "
-                        f"gendiff); retrain it with `gendiff train {config.get('domain', domain or '<domain>')}`")
+        raise DataError(
+            f"{cfg_path}: run format {config.get('format')!r} is not {FORMAT!r} (written by an older "
+            f"gendiff); retrain it with `gendiff train {config.get('domain', domain or '<domain>')}`"
+        )
     if domain is not None and config.get("domain") != domain:
         raise DataError(f"{cfg_path}: a {config.get('domain')!r} run, not a {domain!r} one")
     if not (path / WEIGHTS).is_file():
-        hint = " (training checkpoint found: finish or export it with gendiff.runs.export_weights)" \
-            if (path / CHECKPOINT).is_file() else ""
+        hint = (
+            " (training checkpoint found: finish or export it with gendiff.runs.export_weights)"
+            if (path / CHECKPOINT).is_file()
+            else ""
+        )
         raise DataError(f"{path / WEIGHTS}: missing{hint}")
     card = _read_json(path / CARD, "model card") if (path / CARD).is_file() else {}
     return Run(path, config, card)
@@ -120,19 +130,24 @@ def load_weights(run: Run, model) -> None:
     model config.json describes, give one DataError naming the file."""
     expected = run.config.get("weights_sha256")
     if expected and sha256(run.weights) != expected:
-        raise DataError(f"{run.weights}: checksum does not match {run.path / CONFIG} (the file is truncated or "
-                        "corrupt, or was replaced); download or export it again")
+        raise DataError(
+            f"{run.weights}: checksum does not match {run.path / CONFIG} (the file is truncated or "
+            "corrupt, or was replaced); download or export it again"
+        )
     try:
         state = load_file(str(run.weights))
     except Exception as exc:  # safetensors raises its own error types for truncated / garbled headers
-        raise DataError(f"{run.weights}: unreadable weights file, truncated or corrupt ({str(exc).splitlines()[0]}); "
-                        "download or export it again") from None
+        raise DataError(
+            f"{run.weights}: unreadable weights file, truncated or corrupt ({str(exc).splitlines()[0]}); "
+            "download or export it again"
+        ) from None
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         detail = " ".join(line.strip() for line in str(exc).splitlines()[1:3]) or str(exc)
-        raise DataError(f"{run.weights}: weights do not fit the model {run.path / CONFIG} describes "
-                        f"({detail[:300]})") from None
+        raise DataError(
+            f"{run.weights}: weights do not fit the model {run.path / CONFIG} describes ({detail[:300]})"
+        ) from None
 
 
 def sha256(path: Path) -> str:
@@ -158,8 +173,9 @@ def save_run(out, domain: str, config: dict, model, card: dict | None = None) ->
     out.mkdir(parents=True, exist_ok=True)
     save_weights(model, out / WEIGHTS)
     config = {k: v for k, v in config.items() if k not in ("format", "domain", "weights_sha256")}
-    write_json_atomic(out / CONFIG, {"format": FORMAT, "domain": domain, **config,
-                                     "weights_sha256": sha256(out / WEIGHTS)})
+    write_json_atomic(
+        out / CONFIG, {"format": FORMAT, "domain": domain, **config, "weights_sha256": sha256(out / WEIGHTS)}
+    )
     if card is not None:
         write_json_atomic(out / CARD, card)
     return out
@@ -178,8 +194,13 @@ def _commit() -> str | None:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
         if out.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
         return out.stdout.strip() + ("+uncommitted" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return None
@@ -189,27 +210,52 @@ def hardware(device=None) -> str:
     device = torch.device(device or "cpu")
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
-    return (f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores, "
-            f"{torch.get_num_threads()} torch threads, torch {torch.__version__}")
+    return (
+        f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores, "
+        f"{torch.get_num_threads()} torch threads, torch {torch.__version__}"
+    )
 
 
-def new_card(name: str, domain: str, *, data: str, split: str, summary: dict, seed: int, device=None,
-             command: str | None = None, previous: dict | None = None, **extra) -> dict:
+def new_card(
+    name: str,
+    domain: str,
+    *,
+    data: str,
+    split: str,
+    summary: dict,
+    seed: int,
+    device=None,
+    command: str | None = None,
+    previous: dict | None = None,
+    **extra,
+) -> dict:
     """A card for a run just trained: data and split, steps, wall-clock and CPU time (cumulative over sittings when
     `previous` is the card of the run it resumed), hardware, seed, commit and command. Metrics of the previous card
     are not carried over: they were measured on other weights."""
     prev = previous or {}
     sittings = list(prev.get("training", {}).get("sittings", []))
-    sittings.append({"steps_to": summary.get("step"), "wall_seconds": summary.get("seconds"),
-                     "cpu_seconds": summary.get("cpu_seconds"), "stopped": summary.get("stopped"),
-                     "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-                     "commit": _commit(), "hardware": hardware(device)})
+    sittings.append(
+        {
+            "steps_to": summary.get("step"),
+            "wall_seconds": summary.get("seconds"),
+            "cpu_seconds": summary.get("cpu_seconds"),
+            "stopped": summary.get("stopped"),
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "commit": _commit(),
+            "hardware": hardware(device),
+        }
+    )
     training = {
-        "data": data, "split": split, "steps": summary.get("step"), "seed": seed,
+        "data": data,
+        "split": split,
+        "steps": summary.get("step"),
+        "seed": seed,
         "wall_seconds": sum(s["wall_seconds"] or 0 for s in sittings),
         "cpu_seconds": sum(s["cpu_seconds"] or 0 for s in sittings),
-        "hardware": hardware(device), "commit": _commit(),
-        "command": command or " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "sittings": sittings,
+        "hardware": hardware(device),
+        "commit": _commit(),
+        "command": command or " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "sittings": sittings,
     }
     card = {"name": name, "domain": domain, "training": training, "metrics": {}, **extra}
     if prev.get("curve"):  # the scores of earlier sittings' weights, each tagged with its steps and CPU hours
@@ -233,10 +279,16 @@ def record_metrics(run_dir, key: str, metrics: dict, command: str) -> dict:
     training = card.get("training", {})
     if training.get("steps") is not None:
         cpu = training.get("cpu_seconds")
-        point = {**{k: v for k, v in metrics.items() if _is_number(v)}, "key": key, "date": date,
-                 "train_steps": training["steps"], "cpu_hours": None if cpu is None else round(cpu / 3600, 4)}
-        curve = [p for p in card.get("curve", [])
-                 if (p.get("train_steps"), p.get("key")) != (point["train_steps"], key)]
+        point = {
+            **{k: v for k, v in metrics.items() if _is_number(v)},
+            "key": key,
+            "date": date,
+            "train_steps": training["steps"],
+            "cpu_hours": None if cpu is None else round(cpu / 3600, 4),
+        }
+        curve = [
+            p for p in card.get("curve", []) if (p.get("train_steps"), p.get("key")) != (point["train_steps"], key)
+        ]
         card["curve"] = sorted([*curve, point], key=lambda p: (p.get("train_steps") or 0, str(p.get("key"))))
     write_json_atomic(card_path, card)
     return card
@@ -279,8 +331,9 @@ def saved_config(out, hint: str) -> dict | None:
         return None
     saved = _read_json(path, "run config")
     if saved.get("format") != FORMAT:
-        raise DataError(f"{path}: run format {saved.get('format')!r} is not {FORMAT!r} (written by an older "
-                        f"gendiff); {hint}")
+        raise DataError(
+            f"{path}: run format {saved.get('format')!r} is not {FORMAT!r} (written by an older gendiff); {hint}"
+        )
     return saved
 
 
@@ -294,8 +347,16 @@ def list_pretrained() -> list[dict]:
             rows.append({"name": name, "domain": "?", "path": str(path), "error": str(exc)})
             continue
         headline = card_headline(run.card)
-        rows.append({"name": name, "domain": run.domain, "path": str(path), "bytes": run.weights.stat().st_size,
-                     "metrics": headline, "steps": run.card.get("training", {}).get("steps")})
+        rows.append(
+            {
+                "name": name,
+                "domain": run.domain,
+                "path": str(path),
+                "bytes": run.weights.stat().st_size,
+                "metrics": headline,
+                "steps": run.card.get("training", {}).get("steps"),
+            }
+        )
     return rows
 
 

@@ -6,6 +6,7 @@ The loop walks the grid (t_max -> t_min), projects onto the space after every st
 (`model(x_t, t, *, mask, cond)`); one with an `x0_eps` method (every forward.Denoiser) gives x0 and eps together,
 which also serves schedules where alpha reaches 0 (flow).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -55,8 +56,10 @@ class Context:
         eps = self.model(x, tt, mask=self.mask, cond=cond)
         a, s = self.alpha_sigma(t)
         if a == 0:
-            raise ConfigError(f"schedule {self.schedule.name!r} has alpha = 0 at t = {t}: an eps-only model "
-                              "cannot give x0 there; wrap the network in Denoiser(prediction='velocity', 'v' or 'x0')")
+            raise ConfigError(
+                f"schedule {self.schedule.name!r} has alpha = 0 at t = {t}: an eps-only model "
+                "cannot give x0 there; wrap the network in Denoiser(prediction='velocity', 'v' or 'x0')"
+            )
         return (x - s * eps) / a, eps
 
     def x0_eps(self, x: torch.Tensor, t: float):
@@ -91,8 +94,13 @@ class Context:
     def _batch_guidance(self) -> bool:
         """Batch the two guidance passes when that is exact: no mask (graph masks are batch vectors), tensor
         conditions of one shape; the `cfg_batch` option (default True) turns it off."""
-        return (self.options.get("cfg_batch", True) and self.mask is None and isinstance(self.cond, torch.Tensor)
-                and isinstance(self.null_cond, torch.Tensor) and self.cond.shape == self.null_cond.shape)
+        return (
+            self.options.get("cfg_batch", True)
+            and self.mask is None
+            and isinstance(self.cond, torch.Tensor)
+            and isinstance(self.null_cond, torch.Tensor)
+            and self.cond.shape == self.null_cond.shape
+        )
 
     def noise(self, like: torch.Tensor) -> torch.Tensor:
         return self.space.sample(like, self.mask, self.generator)
@@ -111,20 +119,46 @@ def check_options(name: str, options: dict) -> None:
         if key not in known:
             raise ConfigError(f"sampler {name!r} has no option {key!r} (it takes: {', '.join(sorted(known))})")
     if "rho" in options and options.get("spacing") != "karras":
-        raise ConfigError(f"sampler {name!r}: rho shapes only the 'karras' grid; give spacing='karras' with it "
-                          f"(spacing is {options.get('spacing')!r})")
+        raise ConfigError(
+            f"sampler {name!r}: rho shapes only the 'karras' grid; give spacing='karras' with it "
+            f"(spacing is {options.get('spacing')!r})"
+        )
 
 
-def run_steps(step, model, x_T, schedule, space, steps, *, mask=None, cond=None, null_cond=None, guidance=1.0,
-              generator=None, known=None, callback=None, progress=False, timesteps=None, denoise_final=True,
-              **options):
+def run_steps(
+    step,
+    model,
+    x_T,
+    schedule,
+    space,
+    steps,
+    *,
+    mask=None,
+    cond=None,
+    null_cond=None,
+    guidance=1.0,
+    generator=None,
+    known=None,
+    callback=None,
+    progress=False,
+    timesteps=None,
+    denoise_final=True,
+    **options,
+):
     """Walk the grid from x_T with `step` (a sampler_steps function, whose name less its '_' names the sampler)."""
     name = step.__name__.lstrip("_")
     check_options(name, options)
     if timesteps is not None and ("spacing" in options or "rho" in options):
         raise ConfigError(f"sampler {name!r}: give either timesteps or spacing/rho, not both")
-    grid = (sampling_grid(name, schedule, steps, options.get("spacing"), float(options.get("rho", 7.0)))
-            if timesteps is None else torch.as_tensor(timesteps, dtype=torch.float64)).to(torch.float64).tolist()
+    grid = (
+        (
+            sampling_grid(name, schedule, steps, options.get("spacing"), float(options.get("rho", 7.0)))
+            if timesteps is None
+            else torch.as_tensor(timesteps, dtype=torch.float64)
+        )
+        .to(torch.float64)
+        .tolist()
+    )
     if len(grid) < 2 or any(b >= a for a, b in zip(grid, grid[1:], strict=False)):
         raise ConfigError("sampler timesteps must be a decreasing sequence of at least two times")
     ctx = Context(model, schedule, space, mask, cond, null_cond, float(guidance), generator, options=options)
@@ -152,4 +186,3 @@ def run_steps(step, model, x_T, schedule, space, steps, *, mask=None, cond=None,
         if known is not None:
             x = torch.where(known_mask, known_values, x)
     return x
-

@@ -1,5 +1,6 @@
 """The individual samplers' steps `step(ctx, x, t, s, state) -> x_s` (ctx: sampler_loop.Context), the options each
 takes beyond the skeleton's COMMON_OPTIONS, and how many network evaluations each makes."""
+
 from __future__ import annotations
 
 import math
@@ -9,8 +10,14 @@ import torch
 from .errors import ConfigError
 
 OPTIONS = {  # what each sampler takes beyond sampler_loop.COMMON_OPTIONS
-    "ancestral": ("variance",), "ddim": ("eta",), "euler": (), "euler_maruyama": (), "pc": ("snr", "corrector_steps"),
-    "langevin": ("step_scale", "steps_each"), "heun": ("max_ratio",), "dpm_solver_pp": ("lower_order_final",),
+    "ancestral": ("variance",),
+    "ddim": ("eta",),
+    "euler": (),
+    "euler_maruyama": (),
+    "pc": ("snr", "corrector_steps"),
+    "langevin": ("step_scale", "steps_each"),
+    "heun": ("max_ratio",),
+    "dpm_solver_pp": ("lower_order_final",),
 }
 
 
@@ -46,8 +53,10 @@ def _ancestral(ctx, x, t, s, state):
     if kind != "learned":
         raise ConfigError(f"sampler 'ancestral': variance must be 'posterior', 'beta' or 'learned', got {kind!r}")
     if not learned:
-        raise ConfigError("sampler 'ancestral': variance='learned' needs a model that learns its variance "
-                          "(Denoiser(..., learn_sigma=True))")
+        raise ConfigError(
+            "sampler 'ancestral': variance='learned' needs a model that learns its variance "
+            "(Denoiser(..., learn_sigma=True))"
+        )
     frac = ctx.v
     log_var = frac * math.log(beta) + (1 - frac) * math.log(var)
     return mean + torch.exp(0.5 * log_var).to(x.dtype) * ctx.noise(x)
@@ -209,10 +218,10 @@ NFE = {  # network evaluations for n steps, given the grid's (alpha, sigma) and 
     "ddim": lambda n, o, a, sig, zero: n,
     "euler": lambda n, o, a, sig, zero: n,
     "euler_maruyama": lambda n, o, a, sig, zero: n,
-    "pc": lambda n, o, a, sig, zero: n * (1 + int(o.get("corrector_steps", 1)))
-    - int(float(a[0]) == 0) * int(o.get("corrector_steps", 1)),
+    "pc": lambda n, o, a, sig, zero: (
+        n * (1 + int(o.get("corrector_steps", 1))) - int(float(a[0]) == 0) * int(o.get("corrector_steps", 1))
+    ),
     "langevin": lambda n, o, a, sig, zero: (n - zero) * int(o.get("steps_each", 5)) + zero + int(float(a[0]) == 0),
     "heun": lambda n, o, a, sig, zero: n + int(_heun_corrects(a[:-1], sig[:-1], a[1:], sig[1:], o).sum()),
     "dpm_solver_pp": lambda n, o, a, sig, zero: n,
 }
-

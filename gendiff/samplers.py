@@ -7,6 +7,7 @@ reaches 0 (flow). The pieces live beside this module: the step skeleton (Context
 sampler_loop, the individual samplers' steps in sampler_steps, the timestep grids in grids. Options a sampler does
 not take raise ConfigError (COMMON_OPTIONS and OPTIONS list them).
 """
+
 from __future__ import annotations
 
 import torch
@@ -28,9 +29,29 @@ from .sampler_steps import (
 )
 from .schedules import Schedule
 
-__all__ = ["SAMPLERS", "COMMON_OPTIONS", "OPTIONS", "DEFAULT_SPACING", "AUTO_LOG_SNR_BELOW", "Context", "prior_sample",
-           "auto_spacing", "check_options", "sampling_grid", "sample", "list_samplers", "nfe", "ancestral", "ddim",
-           "euler", "euler_maruyama", "pc", "langevin", "heun", "dpm_solver_pp"]
+__all__ = [
+    "SAMPLERS",
+    "COMMON_OPTIONS",
+    "OPTIONS",
+    "DEFAULT_SPACING",
+    "AUTO_LOG_SNR_BELOW",
+    "Context",
+    "prior_sample",
+    "auto_spacing",
+    "check_options",
+    "sampling_grid",
+    "sample",
+    "list_samplers",
+    "nfe",
+    "ancestral",
+    "ddim",
+    "euler",
+    "euler_maruyama",
+    "pc",
+    "langevin",
+    "heun",
+    "dpm_solver_pp",
+]
 
 SAMPLERS: Registry = Registry("sampler")
 

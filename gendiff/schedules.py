@@ -5,6 +5,7 @@ form read at t_i = i / T: log alpha_bar is tabulated at the T + 1 grid points an
 so alpha_bar(i / T) equals the cumulative product of (1 - beta) exactly. Values are computed in float64 and returned
 in float32 unless t itself is float64.
 """
+
 from __future__ import annotations
 
 import abc
@@ -63,8 +64,8 @@ class Schedule(abc.ABC):
             tt = t64.detach().clone().requires_grad_(True)
             log_a, log_s = self._log_alpha_sigma(tt)
             a, s = log_a.exp(), log_s.exp()
-            da, = torch.autograd.grad(a.sum(), tt, retain_graph=True)
-            ds, = torch.autograd.grad(s.sum(), tt)
+            (da,) = torch.autograd.grad(a.sum(), tt, retain_graph=True)
+            (ds,) = torch.autograd.grad(s.sum(), tt)
         return da.to(dtype), ds.to(dtype)
 
     def timesteps(self, n: int, spacing: str = "uniform", rho: float = 7.0) -> torch.Tensor:
@@ -193,7 +194,7 @@ class TabulatedSchedule(Schedule):
         return self._tables[key]
 
     def _interp(self, table: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        u = (t.clamp(0.0, 1.0) * self.num_train_steps)
+        u = t.clamp(0.0, 1.0) * self.num_train_steps
         # times i / T given in float32 (0.999 -> 0.99900001) land exactly on their training step, not 1e-5 past it
         u = torch.where((u - u.round()).abs() < 1e-3, u.round(), u)
         lo = u.floor().clamp(max=self.num_train_steps - 1)
@@ -237,7 +238,9 @@ def cosine(num_train_steps: int = 1000, s: float = 0.008, max_beta: float = 0.99
 
 
 @SCHEDULES.register("polynomial")
-def polynomial(num_train_steps: int = 1000, power: float = 2.0, s: float = 1e-5, clip: float = 0.001) -> TabulatedSchedule:
+def polynomial(
+    num_train_steps: int = 1000, power: float = 2.0, s: float = 1e-5, clip: float = 0.001
+) -> TabulatedSchedule:
     """EDM-for-molecules schedule (Hoogeboom et al. 2022, app. B): alpha^2 = (1 - t^p)^2, ratios clipped,
     precision s."""
     T = num_train_steps

@@ -3,6 +3,7 @@
 Dense layouts have the batch on dim 0 (images (B, C, H, W), weather (B, C, L)); graph layouts follow torch-geometric:
 x is (N_nodes, D) and `mask` is the LongTensor `batch` mapping each node to its graph.
 """
+
 from __future__ import annotations
 
 import torch
@@ -139,7 +140,9 @@ class ProductSpace(NoiseSpace):
         return torch.split(x, widths, dim=-1)
 
     def sample(self, like, mask=None, generator=None):
-        return torch.cat([s.sample(c, mask, generator) for (s, _), c in zip(self.parts, self._split(like), strict=False)], -1)
+        return torch.cat(
+            [s.sample(c, mask, generator) for (s, _), c in zip(self.parts, self._split(like), strict=False)], -1
+        )
 
     def project(self, x, mask=None):
         return torch.cat([s.project(c, mask) for (s, _), c in zip(self.parts, self._split(x), strict=False)], -1)

@@ -1,5 +1,6 @@
 """A Gaussian mixture whose noised marginals, and hence the exact eps, are known in closed form (for tests,
 benchmarks)."""
+
 from __future__ import annotations
 
 import math

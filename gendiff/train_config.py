@@ -1,5 +1,6 @@
 """TrainConfig: the Trainer's optimisation and bookkeeping settings, validated where built, and the learning-rate
 curve they define."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -40,14 +41,22 @@ class TrainConfig:
     def __post_init__(self):
         self.betas = tuple(float(b) for b in self.betas)
         checks = {
-            "lr": self.lr > 0, "weight_decay": self.weight_decay >= 0, "warmup_steps": self.warmup_steps >= 0,
-            "max_steps": self.max_steps >= 1, "batch_size": self.batch_size >= 1, "accumulate": self.accumulate >= 1,
-            "ema_decay": 0.0 <= self.ema_decay <= 1.0, "log_every": self.log_every >= 1,
-            "ckpt_every": self.ckpt_every >= 1, "max_nonfinite": self.max_nonfinite >= 1,
-            "num_workers": self.num_workers >= 0, "grad_clip": self.grad_clip is None or self.grad_clip >= 0,
+            "lr": self.lr > 0,
+            "weight_decay": self.weight_decay >= 0,
+            "warmup_steps": self.warmup_steps >= 0,
+            "max_steps": self.max_steps >= 1,
+            "batch_size": self.batch_size >= 1,
+            "accumulate": self.accumulate >= 1,
+            "ema_decay": 0.0 <= self.ema_decay <= 1.0,
+            "log_every": self.log_every >= 1,
+            "ckpt_every": self.ckpt_every >= 1,
+            "max_nonfinite": self.max_nonfinite >= 1,
+            "num_workers": self.num_workers >= 0,
+            "grad_clip": self.grad_clip is None or self.grad_clip >= 0,
             "betas": len(self.betas) == 2 and all(0.0 <= b < 1.0 for b in self.betas),
             "time_budget": self.time_budget is None or self.time_budget > 0,
-            "lr_decay": self.lr_decay in LR_DECAYS, "lr_final": 0.0 <= self.lr_final <= 1.0,
+            "lr_decay": self.lr_decay in LR_DECAYS,
+            "lr_final": 0.0 <= self.lr_final <= 1.0,
         }
         for name, ok in checks.items():
             if not ok:
@@ -65,7 +74,6 @@ class TrainConfig:
         return cls(**d)
 
 
-
 def warmup_lr(step: int, config: TrainConfig) -> float:
     """Learning rate of optimizer step `step` (0-based): lr * min(1, (step + 1) / warmup_steps), then, with
     lr_decay='cosine', times lr_final + (1 - lr_final) * (1 + cos(pi * p)) / 2, where p runs from 0 at the end of
@@ -77,4 +85,3 @@ def warmup_lr(step: int, config: TrainConfig) -> float:
         p = min(max((step - config.warmup_steps) / span, 0.0), 1.0) if span > 0 else 1.0
         lr *= config.lr_final + (1.0 - config.lr_final) * 0.5 * (1.0 + math.cos(math.pi * p))
     return lr
-

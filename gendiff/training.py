@@ -3,6 +3,7 @@
 The training loop lives here; its settings (TrainConfig, the learning-rate curve) in train_config, the EMA in ema,
 checkpoints in checkpoints, data order in distributed. Every name users imported from here before the split still is.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -31,9 +32,24 @@ from .errors import ConfigError, TrainingError
 from .io import write_text_atomic
 from .train_config import LR_DECAYS, TrainConfig, warmup_lr
 
-__all__ = ["Trainer", "TrainConfig", "LR_DECAYS", "LOG_FIELDS", "FORMAT", "warmup_lr", "ema_decay_at", "ema_update",
-           "to_device", "load_weights", "load_ema_weights", "unwrap", "StepBatches", "advance", "epoch_permutation",
-           "mix_seed"]
+__all__ = [
+    "Trainer",
+    "TrainConfig",
+    "LR_DECAYS",
+    "LOG_FIELDS",
+    "FORMAT",
+    "warmup_lr",
+    "ema_decay_at",
+    "ema_update",
+    "to_device",
+    "load_weights",
+    "load_ema_weights",
+    "unwrap",
+    "StepBatches",
+    "advance",
+    "epoch_permutation",
+    "mix_seed",
+]
 
 log = logging.getLogger("gendiff.training")
 LOG_FIELDS = ["step", "epoch", "loss", "lr", "samples_per_sec", "nonfinite"]
@@ -47,8 +63,16 @@ class Trainer:
     and reach attributes through `gendiff.training.unwrap(model)`.
     """
 
-    def __init__(self, model: nn.Module, step_fn: Callable, dataset, config: TrainConfig, out_dir,
-                 collate_fn: Callable | None = None, resume: bool | str = False):
+    def __init__(
+        self,
+        model: nn.Module,
+        step_fn: Callable,
+        dataset,
+        config: TrainConfig,
+        out_dir,
+        collate_fn: Callable | None = None,
+        resume: bool | str = False,
+    ):
         if resume not in (False, True, "auto"):
             raise ConfigError(f"resume={resume!r}: expected False, True or 'auto'")
         self.config, self.step_fn, self.dataset = config, step_fn, dataset
@@ -65,16 +89,19 @@ class Trainer:
     def _build(self, model: nn.Module, resume: bool | str) -> None:
         config, dataset = self.config, self.dataset
         if config.batch_size % self.ctx.world_size:
-            raise ConfigError(f"TrainConfig.batch_size={config.batch_size} is not divisible by "
-                              f"WORLD_SIZE={self.ctx.world_size}")
+            raise ConfigError(
+                f"TrainConfig.batch_size={config.batch_size} is not divisible by WORLD_SIZE={self.ctx.world_size}"
+            )
         if len(dataset) < config.batch_size:
-            raise ConfigError(f"dataset has {len(dataset)} items, fewer than "
-                              f"TrainConfig.batch_size={config.batch_size}")
+            raise ConfigError(
+                f"dataset has {len(dataset)} items, fewer than TrainConfig.batch_size={config.batch_size}"
+            )
         self.bf16 = bool(config.bf16)  # bf16 autocast on the training device (CUDA, CPU; MPS where torch has it)
         self.model = model.to(self.device)
         self.ema_model = copy.deepcopy(self.model).eval().requires_grad_(False)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, betas=config.betas,
-                                           weight_decay=config.weight_decay)
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
+        )
         self.generator = make_generator(self.device, mix_seed(config.seed, 1, self.ctx.rank))
         self.step, self.position = 0, (0, 0)
         self.nonfinite_total = self.nonfinite_run = 0
@@ -132,10 +159,17 @@ class Trainer:
         # a dataset may name the start method its workers need: 'spawn' for one reading netCDF / HDF5 files, whose
         # library state does not survive a fork (a forked worker can crash opening a file the parent had open)
         context = getattr(self.dataset, "worker_context", None) if cfg.num_workers else None
-        return iter(DataLoader(self.dataset, batch_sampler=sampler, num_workers=cfg.num_workers,
-                               collate_fn=self.collate_fn, pin_memory=self.device.type == "cuda",
-                               multiprocessing_context=context,
-                               generator=torch.Generator().manual_seed(mix_seed(cfg.seed, 3, self.step))))
+        return iter(
+            DataLoader(
+                self.dataset,
+                batch_sampler=sampler,
+                num_workers=cfg.num_workers,
+                collate_fn=self.collate_fn,
+                pin_memory=self.device.type == "cuda",
+                multiprocessing_context=context,
+                generator=torch.Generator().manual_seed(mix_seed(cfg.seed, 3, self.step)),
+            )
+        )
 
     def _micro_step(self, batch, sync: bool, skip_backward: bool) -> tuple[float, bool]:
         """Forward (and backward unless skipped) on one micro-batch; returns (rank-mean loss, any rank non-finite)."""
@@ -144,8 +178,10 @@ class Trainer:
             with autocast:
                 loss = self.step_fn(self.train_model, batch, self.generator)
             if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
-                raise TrainingError(f"step_fn must return a scalar loss tensor, got {type(loss).__name__} "
-                                    f"{tuple(getattr(loss, 'shape', ()))}")
+                raise TrainingError(
+                    f"step_fn must return a scalar loss tensor, got {type(loss).__name__} "
+                    f"{tuple(getattr(loss, 'shape', ()))}"
+                )
             value = loss.detach().float().reshape(())
             finite = bool(torch.isfinite(value))
             stats = torch.stack([value if finite else value.new_zeros(()), value.new_tensor(float(not finite))])
@@ -181,8 +217,13 @@ class Trainer:
             self.nonfinite_total += 1
             self.nonfinite_run += 1
             if self.ctx.is_main:
-                log.warning("step %d: non-finite loss or gradient (losses %s); step skipped (%d in a row, %d in all)",
-                            self.step, losses, self.nonfinite_run, self.nonfinite_total)
+                log.warning(
+                    "step %d: non-finite loss or gradient (losses %s); step skipped (%d in a row, %d in all)",
+                    self.step,
+                    losses,
+                    self.nonfinite_run,
+                    self.nonfinite_total,
+                )
             return None
         self.optimizer.step()
         ema_update(self.ema_model, self.model, ema_decay_at(self.step, cfg))
@@ -230,18 +271,24 @@ class Trainer:
                     elapsed = time.perf_counter() - window_t
                     last_loss = sum(window_losses) / len(window_losses) if window_losses else float("nan")
                     if self.ctx.is_main:
-                        self._write_log({
-                            "step": self.step, "epoch": self.position[0], "loss": f"{last_loss:.6g}",
-                            "lr": f"{warmup_lr(self.step - 1, cfg):.6g}",
-                            "samples_per_sec": f"{window_steps * cfg.batch_size * cfg.accumulate / elapsed:.4g}",
-                            "nonfinite": self.nonfinite_total})
+                        self._write_log(
+                            {
+                                "step": self.step,
+                                "epoch": self.position[0],
+                                "loss": f"{last_loss:.6g}",
+                                "lr": f"{warmup_lr(self.step - 1, cfg):.6g}",
+                                "samples_per_sec": f"{window_steps * cfg.batch_size * cfg.accumulate / elapsed:.4g}",
+                                "nonfinite": self.nonfinite_total,
+                            }
+                        )
                     window_t, window_steps, window_losses = time.perf_counter(), 0, []
                 if failed:
                     raise TrainingError(
                         f"{self.nonfinite_run} consecutive non-finite losses "
                         f"(steps {self.step - self.nonfinite_run + 1}"
                         f"-{self.step}, max_nonfinite={cfg.max_nonfinite}); training stopped, the last good "
-                        f"checkpoint {self.ckpt_path} was left intact")
+                        f"checkpoint {self.ckpt_path} was left intact"
+                    )
                 if self.step % cfg.ckpt_every == 0 and self.step < cfg.max_steps:
                     self.save_checkpoint()
                 now = time.perf_counter()
@@ -266,9 +313,17 @@ class Trainer:
                 gc.collect()
             D.teardown(self.ctx, clean=clean)
         seconds = time.perf_counter() - t0
-        return {"step": self.step, "loss": last_loss, "nonfinite": self.nonfinite_total, "stopped": stopped,
-                "epoch": self.position[0], "seconds": seconds, "cpu_seconds": time.process_time() - cpu0,
-                "loop_seconds": loop_seconds, "longest_step_seconds": longest,
-                "resumed_from": self.resumed_from,
-                "samples_per_sec": (self.step - start) * cfg.batch_size * cfg.accumulate / max(seconds, 1e-9),
-                "checkpoint": str(self.ckpt_path)}
+        return {
+            "step": self.step,
+            "loss": last_loss,
+            "nonfinite": self.nonfinite_total,
+            "stopped": stopped,
+            "epoch": self.position[0],
+            "seconds": seconds,
+            "cpu_seconds": time.process_time() - cpu0,
+            "loop_seconds": loop_seconds,
+            "longest_step_seconds": longest,
+            "resumed_from": self.resumed_from,
+            "samples_per_sec": (self.step - start) * cfg.batch_size * cfg.accumulate / max(seconds, 1e-9),
+            "checkpoint": str(self.ckpt_path),
+        }
