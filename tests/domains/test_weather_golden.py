@@ -99,7 +99,8 @@ def _digest(values: np.ndarray) -> dict:
     flat = np.ascontiguousarray(values, dtype=np.float32).ravel()
     step = max(1, flat.size // 64)
     return {"shape": list(values.shape), "sha256": hashlib.sha256(flat.tobytes()).hexdigest(),
-            "mean": float(flat.astype(np.float64).mean()), "every": step, "values": flat[::step].tolist()}
+            "mean": float(np.nanmean(flat.astype(np.float64))),
+            "missing": int(np.isnan(flat).sum()), "every": step, "values": flat[::step].tolist()}
 
 
 def compute(name: str, folder: Path) -> dict:
@@ -137,7 +138,7 @@ def test_tiny_trainings_forecast_what_they_did_before_the_move(name, tmp_path):
 
 def _compare(got: dict, want: dict) -> None:
     fc, ref = got["forecast"], want["forecast"]
-    assert fc["shape"] == ref["shape"]
+    assert fc["shape"] == ref["shape"] and fc["missing"] == ref["missing"]
     np.testing.assert_allclose(fc["values"], ref["values"], rtol=1e-5, atol=1e-5)
     assert fc["mean"] == pytest.approx(ref["mean"], rel=1e-6, abs=1e-6)
     assert got["evaluate"] == want["evaluate"]
