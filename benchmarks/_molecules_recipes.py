@@ -70,7 +70,8 @@ def run_search(args) -> dict:
                 break
             print(f"{time.strftime('%H:%M:%S')} {name}: training to {budget * k / args.points / 60:.1f} CPU min",
                   flush=True)
-            train_for_cpu(run, budget * k / args.points, **base_train_kw(args), **RECIPES[name])
+            train_for_cpu(run, budget * k / args.points, **{**base_train_kw(args), "seed": args.train_seed},
+                          **RECIPES[name])
             t0 = time.process_time()
             m = score_point(run, args.n, name_s, samp_steps, args.seed)
             res = {"recipe": name, "switches": RECIPES[name], "point": k, "of": args.points,
@@ -98,8 +99,8 @@ def run_search(args) -> dict:
 def collect(args) -> dict:
     """Every measured point of every recipe under --root (whatever run produced them)."""
     root = Path(args.root)
-    out = {"cpu_budget_s": 60.0 * args.cpu_minutes, "points": args.points, "n": args.n, "final_n": args.final_n,
-           "sampler": args.sampler, "recipes": {}}
+    out = {"cpu_budget_s": 60.0 * args.cpu_minutes, "train_seed": args.train_seed, "points": args.points, "n": args.n,
+           "final_n": args.final_n, "sampler": args.sampler, "recipes": {}}
     for name in args.recipes.split(","):
         run = root / name
         pts = []
@@ -129,7 +130,8 @@ def markdown(res: dict) -> str:
              f"- command: `OMP_NUM_THREADS=1 nice -n 10 python {' '.join(sys.argv)}`",
              f"- machine: {_machine()}; 2-core CPU shared with two other engineers' jobs; 1 torch thread, niced; "
              "budgets are process CPU time (wall clock on shared cores is not a fair budget)",
-             f"- each recipe: EGNN 64x4, batch 64, lr 5e-4 (warm-up 100), EMA 0.995, seed 0, QM9 train split; "
+             f"- each recipe: EGNN 64x4, batch 64, lr 5e-4 (warm-up 100), EMA 0.995, training seed {res['train_seed']},"
+             " QM9 train split; "
              f"scored at {res['points']} points (k/{res['points']} of the budget) on {res['n']} molecules each, "
              f"sampler {res['sampler']} (log-SNR grid), seed 1"
              + (f"; the full-budget weights also on {res['final_n']} molecules" if res["final_n"] else ""),
@@ -173,6 +175,7 @@ def add_arguments(s) -> None:
     s.add_argument("--final-only", action="store_true", help="train nothing; only the --final-n scores")
     s.add_argument("--sampler", default="ancestral:100", help="NAME:STEPS")
     s.add_argument("--seed", type=int, default=1, help="sampling seed")
+    s.add_argument("--train-seed", type=int, default=0, help="training seed (a replicate: another --root)")
     s.add_argument("--root", default="runs/recipe_search")
     s.add_argument("--markdown", default=str(RESULTS_MD), help="write the table here (replaced, not appended)")
     s.add_argument("--no-record", action="store_true")
