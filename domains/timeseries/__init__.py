@@ -1,19 +1,22 @@
-"""Time series: gendiff.domains.weather under its time-series name (the same pipeline, run format and models).
+"""Time series: probabilistic forecasting and imputation of many series with one diffusion model (the engine that
+the gridded weather adapter, gendiff.domains.weather, sits on).
 
     from gendiff.domains import timeseries
-    timeseries.train(df, "runs/ts", context=..., horizon=...)   # df: DatetimeIndex, one column per series, NaN missing
-    timeseries.forecast("runs/ts", df, ...)                      # -> tidy DataFrame (init_time, lead_time, series,
-                                                                 #    member, value); quantiles=[...]; output="xarray"
-See gendiff.domains.weather for the verbs and gendiff.domains.weather.tabular for the table conversions.
+    timeseries.train(df, "runs/ts", context="48h", horizon="24h")   # df: a DatetimeIndex and one column per series
+    timeseries.forecast("runs/ts", df, members=16)                    # -> tidy DataFrame (init_time, lead_time,
+                                                                      #    series, member, value); quantiles=[...]
+    timeseries.evaluate(fc, df, train_period=...)                     # CRPS, RMSE, SSR against the baselines
+    timeseries.impute(run, df)                                        # gaps filled with draws (task="impute" runs)
+
+Data: a pandas DataFrame / Series, a CSV / Parquet file (`time_column=`), an xarray Dataset, or a netCDF / zarr
+file; the codec turns (time, series, variable) values with a mask into training windows (data.Codec), the network
+generates the horizon as departures from a base (base.ARBase), and the run folder is the core format
+(gendiff.runs). The modules and the data path are drawn in docs/architecture.md.
 """
 from __future__ import annotations
 
-from gendiff.domains import weather as _weather
-from gendiff.domains.weather import demo, evaluate, evaluate_imputation, forecast, impute, resolve_data, sample, train
+from .tabular import from_pandas, from_tidy, to_frame, to_tidy
+from .verbs import evaluate, evaluate_imputation, forecast, impute, require_task, resolve_data, sample, train
 
-__all__ = list(_weather.__all__)
-
-
-def __getattr__(name):
-    """The weather package's lazily imported names (the table converters) under this name too."""
-    return getattr(_weather, name)
+__all__ = ["train", "forecast", "sample", "evaluate", "impute", "evaluate_imputation", "resolve_data",
+           "require_task", "from_pandas", "to_tidy", "from_tidy", "to_frame"]

@@ -6,12 +6,17 @@ import json
 import time
 from pathlib import Path
 
-import pandas as pd
-
 from gendiff.io import write_json_atomic
 
-from .data import write_dataset
+from gendiff.domains.timeseries import scoring
+from gendiff.domains.timeseries.data import write_dataset
+from gendiff.domains.timeseries.forecasting import forecast
+from gendiff.domains.timeseries.plots import plot_plume, plot_skill
+from gendiff.domains.timeseries.run import load_run
+from gendiff.domains.timeseries.training import train
+
 from .lorenz96 import lorenz96_dataset
+from .metrics import latitude_weights
 
 DEMO = {"n_times": 3200, "train_period": ("2000-01-01", "2001-12-31"), "init_period": ("2002-01-10", "2002-03-05"),
         "init_every": "24h", "context": "48h", "horizon": "48h", "lead": "96h", "members": 16,
@@ -22,10 +27,6 @@ DEMO = {"n_times": 3200, "train_period": ("2000-01-01", "2001-12-31"), "init_per
 def run_demo(out, *, max_steps: int | None = None, progress: bool = True, device="auto", **overrides) -> dict:
     """Returns the summary also written to out/summary.json (scores of model and baselines at each lead);
     training and forecasting on `device` (gendiff.device.resolve_device), scoring on the CPU (numpy)."""
-    from . import scoring as _evaluate
-    from .forecasting import forecast
-    from .fit import train
-
     cfg = {**DEMO, **overrides}
     if max_steps is not None:
         cfg["max_steps"] = max_steps
@@ -42,7 +43,7 @@ def run_demo(out, *, max_steps: int | None = None, progress: bool = True, device
                   members=cfg["members"], lead=cfg["lead"], out=out / "forecast.nc", progress=progress,
                   device=device)
     t_fc = time.perf_counter() - t0 - t_train
-    records = _evaluate.evaluate(fc, ds, out=out / "scores")
+    records = scoring.evaluate(fc, ds, out=out / "scores", weights=latitude_weights)
     result = {"seconds": {"train": round(t_train, 1), "forecast": round(t_fc, 1),
                           "total": round(time.perf_counter() - t0, 1)},
               "train": {k: summary[k] for k in ("step", "loss", "parameters", "windows")},
@@ -61,11 +62,6 @@ def run_pretrained_demo(out, *, run="pretrained:lorenz96", progress: bool = True
     `run`, score it against persistence, climatology and the linear ensemble, and write out/plume.png (members,
     mean and truth at four sites), out/skill.png (CRPS, RMSE, spread and SSR against lead), out/metrics.json and
     out/scores.json. About ten seconds on two CPU cores."""
-    from . import scoring
-    from .forecasting import forecast
-    from .model import load_run
-    from .plots import plot_plume, plot_skill
-
     cfg = {**PRETRAINED_DEMO, **overrides}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -75,7 +71,7 @@ def run_pretrained_demo(out, *, run="pretrained:lorenz96", progress: bool = True
     fc = forecast(model, ds, init_period=cfg["init_period"], init_every=cfg["init_every"], members=cfg["members"],
                   lead=cfg["lead"], progress=progress)
     t_fc = time.perf_counter() - t0
-    records = scoring.evaluate(fc, ds, out=out, plots=False)
+    records = scoring.evaluate(fc, ds, out=out, plots=False, weights=latitude_weights)
     plot_skill(records, out / "skill.png")
     plot_plume(fc["x"], ds["x"], out / "plume.png")
     result = {"run": str(run), "seconds": {"forecast": round(t_fc, 1), "total": round(time.perf_counter() - t0, 1)},
@@ -84,16 +80,6 @@ def run_pretrained_demo(out, *, run="pretrained:lorenz96", progress: bool = True
               "records": records}
     write_json_atomic(out / "metrics.json", result)
     return result
-
-
-def format_table(records: list[dict]) -> str:
-    """Plain-text CRPS / RMSE / SSR table: one row per (variable, lead), one column group per system."""
-    df = pd.DataFrame(records)
-    if df.empty:
-        return "(no scores)"
-    table = df.pivot_table(index=["variable", "lead_time_hours"], columns="system",
-                           values=["crps", "rmse", "ssr"], aggfunc="first")
-    return table.to_string(float_format=lambda v: f"{v:.3f}")
 
 
 if __name__ == "__main__":  # pragma: no cover

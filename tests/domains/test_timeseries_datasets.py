@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from gendiff.domains import timeseries
-from gendiff.domains.weather import real_series, tabular
+from gendiff.domains.timeseries import real_series, tabular
 from gendiff.errors import ConfigError
 
 

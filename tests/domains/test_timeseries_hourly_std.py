@@ -9,11 +9,11 @@ import torch
 
 from gendiff import cli
 from gendiff.domains import timeseries
-from gendiff.domains.weather import tabular
-from gendiff.domains.weather.base import ARBase
-from gendiff.domains.weather.climatology import STD_FLOOR, HourlyClimatology, hourly_std_floor, widen_hours
-from gendiff.domains.weather.run import load_run
-from gendiff.domains.weather.stream import EncodedValues, fit_statistics
+from gendiff.domains.timeseries import tabular
+from gendiff.domains.timeseries.base import ARBase
+from gendiff.domains.timeseries.climatology import STD_FLOOR, HourlyClimatology, hourly_std_floor, widen_hours
+from gendiff.domains.timeseries.run import load_run
+from gendiff.domains.timeseries.stream import EncodedValues, fit_statistics
 from gendiff.errors import ConfigError, DataError
 
 NET = {"width": 8, "mults": [1, 2], "blocks_per_level": 1, "heads": 2, "dropout": 0.0}

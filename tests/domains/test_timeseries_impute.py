@@ -13,9 +13,9 @@ import xarray as xr
 
 from gendiff.cli import main
 from gendiff.domains import timeseries
-from gendiff.domains.weather.imputation import hide, make_impute_inputs
-from gendiff.domains.weather.gapfill import interior_gaps, plan
-from gendiff.domains.weather.impute_eval import (hide_observed, linear_interpolation, quantile_crps_normalised,
+from gendiff.domains.timeseries.imputation import hide, make_impute_inputs
+from gendiff.domains.timeseries.gapfill import interior_gaps, plan
+from gendiff.domains.timeseries.impute_eval import (hide_observed, linear_interpolation, quantile_crps_normalised,
                                                  score_draws, seasonal_fill)
 from gendiff.errors import ConfigError, DataError
 
@@ -184,7 +184,7 @@ def test_gridnet_imputation_has_one_size_for_any_number_of_series(tmp_path):
 
 
 def test_gridnet_imputation_windows_of_a_patch():
-    from gendiff.domains.weather.imputation import GridImputeWindowDataset
+    from gendiff.domains.timeseries.imputation import GridImputeWindowDataset
 
     values = np.random.default_rng(0).standard_normal((40, 6)).astype(np.float32)  # K = 1 channel, N = 6 series
     values[5:9, 2] = np.nan

@@ -6,7 +6,7 @@ import xarray as xr
 
 from gendiff import cli
 from gendiff.domains import timeseries, weather
-from gendiff.domains.weather import tabular
+from gendiff.domains.timeseries import tabular
 from gendiff.errors import ConfigError, DataError
 
 NET = {"width": 8, "mults": [1, 2], "blocks_per_level": 1, "heads": 2, "dropout": 0.0}

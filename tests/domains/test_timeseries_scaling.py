@@ -9,10 +9,10 @@ import torch
 
 from gendiff import cli
 from gendiff.domains import timeseries
-from gendiff.domains.weather import tabular
-from gendiff.domains.weather.base import ARBase
-from gendiff.domains.weather.run import load_run, subregion
-from gendiff.domains.weather.stream import fit_statistics
+from gendiff.domains.timeseries import tabular
+from gendiff.domains.timeseries.base import ARBase
+from gendiff.domains.timeseries.run import load_run, subregion
+from gendiff.domains.timeseries.stream import fit_statistics
 from gendiff.errors import ConfigError, DataError
 
 NET = {"width": 8, "mults": [1, 2], "blocks_per_level": 1, "heads": 2, "dropout": 0.0}

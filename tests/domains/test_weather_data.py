@@ -5,11 +5,12 @@ import pytest
 import xarray as xr
 
 from gendiff.errors import ConfigError, DataError
-from gendiff.domains.weather import baselines
-from gendiff.domains.weather.data import (Codec, calendar_features, open_data, parse_duration, parse_period,
+from gendiff.domains.timeseries import baselines
+from gendiff.domains.timeseries.data import (Codec, calendar_features, open_data, parse_duration, parse_period,
                                           period_indices, write_dataset)
-from gendiff.domains.weather.data import init_indices
+from gendiff.domains.timeseries.data import init_indices
 from gendiff.domains.weather.lorenz96 import integrate, lorenz96_dataset, tendency
+from gendiff.domains.timeseries.stream import fit_codec
 
 
 def multi_var_dataset(n_time=30, seed=0):
@@ -34,7 +35,7 @@ def multi_var_dataset(n_time=30, seed=0):
 
 def test_stack_unstack_round_trip_restores_coords_and_attrs(tmp_path):
     ds = multi_var_dataset()
-    codec = Codec.fit(ds)
+    codec = fit_codec(ds)
     values = codec.encode(ds)
     assert values.shape == (30, 2 * 3 * 2 + 4)
     assert np.isnan(values).sum() == 30 * 2 + 1
@@ -114,7 +115,7 @@ def test_grib_input(tmp_path):
     np.testing.assert_allclose(ds["latitude"].values, lats)
     np.testing.assert_allclose(ds["longitude"].values, lons)
     np.testing.assert_allclose(ds["t2m"].values, vals, atol=1e-3)  # 24-bit packing
-    codec = Codec.fit(ds)  # GRIB data go through the same stacking as netCDF
+    codec = fit_codec(ds)  # GRIB data go through the same stacking as netCDF
     enc = codec.encode(ds, "grib")
     assert enc.shape == (30, 12) and np.isfinite(enc).all()
     back = codec.decode(enc, ("time",), {"time": ds["time"].values})

@@ -19,11 +19,12 @@ from gendiff.schedules import get_schedule, schedule_config
 from gendiff.spaces import MaskedSpace
 from gendiff.training import TrainConfig, Trainer
 from gendiff.domains import weather
-from gendiff.domains.weather.data import Codec, calendar_features
-from gendiff.domains.weather.fit import make_step_fn
-from gendiff.domains.weather.forecasting import base_trajectory, rollout_tensor
-from gendiff.domains.weather.model import (ARBase, HourlyClimatology, Run, WindowDataset, build_denoiser,
+from gendiff.domains.timeseries.data import calendar_features
+from gendiff.domains.timeseries.training import make_step_fn
+from gendiff.domains.timeseries.forecasting import base_trajectory, rollout_tensor
+from gendiff.domains.timeseries.model import (ARBase, HourlyClimatology, Run, WindowDataset, build_denoiser,
                                            compile_network, cond_channels, load_run, window_starts)
+from gendiff.domains.timeseries.stream import fit_codec
 from tests._device_check import VirtualDevice
 from tests._devices import DEVICES, generator_for, materialize
 
@@ -47,7 +48,7 @@ def setup(sigma_data=None):
     """What weather.train builds, in memory: codec, climatology, AR base (with time-of-day factors), windows and the
     run config; the network's zero-initialised layers perturbed so that its output is not trivially zero."""
     ds = tiny_dataset()
-    codec = Codec.fit(ds)
+    codec = fit_codec(ds)
     times = ds["time"].values
     idx = np.arange(len(times) - 24)
     values = codec.encode(ds)

@@ -60,9 +60,9 @@ def test_cli_multi_variable_grid_keeps_nan_over_sea(tmp_path, capsys):
 
 
 def test_compact_codec_leaves_the_sea_out_and_puts_it_back(tmp_path):
-    from gendiff.domains.weather.data import Codec
-    from gendiff.domains.weather.run import read_state, save_state
-    from gendiff.domains.weather.stream import fit_statistics
+    from gendiff.domains.timeseries.data import Codec
+    from gendiff.domains.timeseries.run import read_state, save_state
+    from gendiff.domains.timeseries.stream import fit_statistics
 
     src = wfde5_like_dataset(nlat=6, nlon=8, days=2, variables=("Tair", "Wind"), seed=3)
     ds, land = src[["Tair", "Wind"]], src["lsm"].values > 0

@@ -8,9 +8,9 @@ import xarray as xr
 
 from gendiff.errors import ConfigError, DataError
 from gendiff.domains import weather
-from gendiff.domains.weather.gridnet import GridNet, neighbour_graph, static_inputs
-from gendiff.domains.weather.data import Codec
-from gendiff.domains.weather.run import load_run
+from gendiff.domains.timeseries.sharednet import GridNet, neighbour_graph, static_inputs
+from gendiff.domains.timeseries.run import load_run
+from gendiff.domains.timeseries.stream import fit_codec
 
 torch.set_num_threads(1)
 
@@ -144,12 +144,12 @@ def test_gridnet_training_step_and_forecast_on_a_virtual_device(tiny):
     from gendiff.device import make_generator
     from gendiff.losses import constant_weight
     from gendiff.schedules import schedule_from_config
-    from gendiff.domains.weather.data import calendar_features
-    from gendiff.domains.weather.forecasting import rollout_tensor
-    from gendiff.domains.weather.loss import VariableBalancedSpace, make_step_fn
-    from gendiff.domains.weather.network import build_denoiser
-    from gendiff.domains.weather.run import subregion
-    from gendiff.domains.weather.windows import GridWindowDataset, window_starts
+    from gendiff.domains.timeseries.data import calendar_features
+    from gendiff.domains.timeseries.forecasting import rollout_tensor
+    from gendiff.domains.timeseries.loss import VariableBalancedSpace, make_step_fn
+    from gendiff.domains.timeseries.network import build_denoiser
+    from gendiff.domains.timeseries.run import subregion
+    from gendiff.domains.timeseries.windows import GridWindowDataset, window_starts
     from tests._device_check import VirtualDevice
 
     tmp_path, ds, _, _ = tiny
@@ -185,11 +185,11 @@ def test_static_inputs_of_stations_and_series():
     st = xr.Dataset({"t": (("time", "station"), np.ones((5, 3), np.float32))},
                     coords={"time": time, "station": ["A", "B", "C"], "lat": ("station", [50.0, 51.0, 52.0]),
                             "lon": ("station", [0.0, 1.0, -1.0])})
-    static, info = static_inputs(Codec.fit(st).template, ["t"])
+    static, info = static_inputs(fit_codec(st).template, ["t"])
     assert info["pos_kind"] == "sphere" and static.shape == (3, 3)
     np.testing.assert_allclose(static[0], [np.cos(np.deg2rad(50)), 0.0, np.sin(np.deg2rad(50))], atol=1e-6)
     series = st.drop_vars(["lat", "lon"])
-    static, info = static_inputs(Codec.fit(series).template, ["t"])
+    static, info = static_inputs(fit_codec(series).template, ["t"])
     assert info["pos_kind"] == "none" and static.shape == (3, 0)
 
 

@@ -8,9 +8,9 @@ import xarray as xr
 
 from gendiff.errors import DataError
 from gendiff.spaces import MaskedSpace
-from gendiff.domains.weather.data import Codec
-from gendiff.domains.weather.inputs import cond_channels, make_inputs
-from gendiff.domains.weather.loss import VariableBalancedSpace
+from gendiff.domains.timeseries.inputs import cond_channels, make_inputs
+from gendiff.domains.timeseries.loss import VariableBalancedSpace
+from gendiff.domains.timeseries.stream import fit_codec
 
 torch.set_num_threads(1)
 
@@ -70,7 +70,7 @@ def _grid(lat, lon=(0.0, 1.0)):
 
 def test_coordinates_checked_against_the_run():
     ds = _grid([52.0, 51.0, 50.0])
-    codec = Codec.fit(ds)
+    codec = fit_codec(ds)
     codec.encode(ds)
     codec.encode(ds.transpose("time", "lon", "lat"))  # the dims' order is the codec's business, not an error
     codec.encode(ds.assign_coords(lat=ds["lat"].astype(np.float32)))  # float32 storage of the same grid
@@ -83,7 +83,7 @@ def test_coordinates_checked_against_the_run():
     stations = xr.Dataset({"t": (("time", "station"), np.ones((10, 3), np.float32))},
                           coords={"time": ds["time"], "station": ["A", "B", "C"],
                                   "station_lat": ("station", [50.0, 51.0, 52.0])})
-    codec = Codec.fit(stations)
+    codec = fit_codec(stations)
     codec.encode(stations)
     with pytest.raises(DataError, match="coordinate 'station' .*the same values in another order: 'B' at index 0"):
         codec.encode(stations.isel(station=[1, 0, 2]).assign_coords(station_lat=stations["station_lat"]))

@@ -10,9 +10,9 @@ import xarray as xr
 
 from gendiff import cli
 from gendiff.domains.weather import forecast, train
-from gendiff.domains.weather.insolation import SolarScale, cos_zenith, feature_coordinates
-from gendiff.domains.weather.run import load_run
-from gendiff.domains.weather.stream import fit_statistics
+from gendiff.domains.timeseries.insolation import SolarScale, cos_zenith, feature_coordinates
+from gendiff.domains.timeseries.run import load_run
+from gendiff.domains.timeseries.stream import fit_statistics
 from gendiff.errors import ConfigError, DataError
 
 NET = {"width": 8, "mults": [1, 2], "blocks_per_level": 1, "heads": 2, "dropout": 0.0}

@@ -16,12 +16,12 @@ import pytest
 import xarray as xr
 
 from gendiff.errors import ConfigError, DataError
-from gendiff.domains.weather import stream
-from gendiff.domains.weather.base import ARBase
-from gendiff.domains.weather.climatology import HourlyClimatology
-from gendiff.domains.weather.data import Codec, open_data, parse_chunks, write_dataset
-from gendiff.domains.weather.stream import EncodedValues, fit_statistics, row_blocks
-from gendiff.domains.weather.windows import window_starts
+from gendiff.domains.timeseries import stream
+from gendiff.domains.timeseries.base import ARBase
+from gendiff.domains.timeseries.climatology import HourlyClimatology
+from gendiff.domains.timeseries.data import open_data, parse_chunks, write_dataset
+from gendiff.domains.timeseries.stream import EncodedValues, fit_statistics, row_blocks
+from gendiff.domains.timeseries.windows import window_starts
 
 pytest.importorskip("dask")
 
@@ -139,7 +139,7 @@ def test_ar_fit_in_blocks_equals_the_in_memory_fit(monkeypatch):
     starts = np.arange(0, 380)
     whole = ARBase.fit(a, np.arange(10, 390), 2, starts, 6, 4, times, [3])
     monkeypatch.setattr(stream, "STREAM_BYTES", 8 * 3 * 7)  # blocks of 7 steps
-    monkeypatch.setattr("gendiff.domains.weather.base.STREAM_BYTES", 8 * 3 * 10 * 5)  # 5 windows per chunk
+    monkeypatch.setattr("gendiff.domains.timeseries.base.STREAM_BYTES", 8 * 3 * 10 * 5)  # 5 windows per chunk
     blocks = ARBase.fit(a, np.arange(10, 390), 2, starts, 6, 4, times, [3])
     np.testing.assert_allclose(blocks.phi.numpy(), whole.phi.numpy(), rtol=1e-6)
     np.testing.assert_allclose(blocks.scale.numpy(), whole.scale.numpy(), rtol=1e-6)
@@ -215,7 +215,7 @@ def test_lazy_and_eager_training_and_forecasts_agree(tmp_path):
     import torch
 
     from gendiff.domains.weather import forecast, train
-    from gendiff.domains.weather.run import read_state
+    from gendiff.domains.timeseries.run import read_state
 
     ds = grid_dataset(n_time=160)
     for i in range(0, 160, 40):
@@ -248,7 +248,7 @@ MEMORY_SCRIPT = textwrap.dedent('''
     import numpy as np
     import torch
 
-    import gendiff.domains.weather.fit, gendiff.domains.weather.forecasting  # noqa: F401  (imports before the limit)
+    import gendiff.domains.timeseries.training, gendiff.domains.timeseries.forecasting  # noqa: F401  (imports before the limit)
     from gendiff.domains.weather import forecast, train
 
     def status(key):

@@ -10,15 +10,16 @@ import pytest
 import torch
 import xarray as xr
 
-from gendiff.domains.weather.calibrate import LIMITS
+from gendiff.domains.timeseries.calibrate import LIMITS
 from gendiff.errors import ConfigError, DataError
 from gendiff.losses import diffusion_loss
 from gendiff.schedules import get_schedule
 from gendiff.spaces import MaskedSpace
 from gendiff.domains import weather
-from gendiff.domains.weather.data import Codec, calendar_features
-from gendiff.domains.weather.model import ARBase, WindowDataset, build_denoiser, cond_channels
-from gendiff.domains.weather.unet1d import UNet1D
+from gendiff.domains.timeseries.data import calendar_features
+from gendiff.domains.timeseries.model import ARBase, WindowDataset, build_denoiser, cond_channels
+from gendiff.domains.timeseries.unet1d import UNet1D
+from gendiff.domains.timeseries.stream import fit_codec
 
 torch.set_num_threads(1)
 ERA5 = Path(__file__).parents[2] / "../shared/data/era5_uk_t2m_2019-03.nc"
@@ -39,7 +40,7 @@ def hourly_dataset(days=8, seed=0):
 
 def test_nan_cells_never_reach_the_loss():
     ds = hourly_dataset()
-    codec = Codec.fit(ds)
+    codec = fit_codec(ds)
     values = codec.encode(ds)
     data = WindowDataset(values, calendar_features(ds["time"].values), np.arange(20, 30), 6, 6)
     batch = torch.utils.data.default_collate([data[i] for i in range(len(data))])
@@ -97,7 +98,7 @@ def test_ar_base_recovers_coefficients_and_rolls_the_recursion():
 def test_spread_calibration_rescales_about_the_mean():
     from types import SimpleNamespace
 
-    from gendiff.domains.weather.calibrate import apply, calibration_inits
+    from gendiff.domains.timeseries.calibrate import apply, calibration_inits
 
     rng = np.random.default_rng(1)
     values = rng.normal(size=(5, 8, 4, 3)).astype(np.float32)
@@ -122,7 +123,7 @@ def test_spread_calibration_rescales_about_the_mean():
 def test_variance_model_fit_and_apply():
     from types import SimpleNamespace
 
-    from gendiff.domains.weather.calibrate import apply, fit_variance
+    from gendiff.domains.timeseries.calibrate import apply, fit_variance
 
     rng = np.random.default_rng(3)
     s = rng.uniform(0.1, 1.0, size=(40, 3))  # (I, H) ensemble variances
@@ -274,10 +275,10 @@ def test_cli_bad_input_exit_2_one_line(tmp_path):
 @pytest.mark.skipif(not ERA5.exists(), reason=f"ERA5 sample not found at {ERA5} (shared data folder absent)")
 def test_era5_sample_round_trip():
     era5 = weather.resolve_data(str(ERA5))
-    from gendiff.domains.weather.data import open_data
+    from gendiff.domains.timeseries.data import open_data
 
     ds = open_data(era5, "t2m")
-    codec = Codec.fit(ds.isel(time=slice(0, 48)))
+    codec = fit_codec(ds.isel(time=slice(0, 48)))
     values = codec.encode(ds.isel(time=slice(0, 48)))
     assert values.shape == (48, 33 * 49)
     back = codec.decode(values, ("time",), {"time": ds["time"].values[:48]})

@@ -18,8 +18,8 @@ from gendiff.cli import main
 from gendiff.domains import weather
 from gendiff.domains.weather.lorenz96 import lorenz96_dataset
 from gendiff.domains.weather.metrics import score
-from gendiff.domains.weather.model import STATE, load_run, output_check
-from gendiff.domains.weather.scoring import truth_at_valid_time
+from gendiff.domains.timeseries.model import STATE, load_run, output_check
+from gendiff.domains.timeseries.scoring import truth_at_valid_time
 from gendiff.errors import DataError
 
 torch.set_num_threads(1)
@@ -131,7 +131,7 @@ def test_era5_forecasts_the_shared_sample():
     fc = weather.forecast(run, str(ERA5), init_times=["2019-03-26T00:00", "2019-03-28T12:00"], members=4,
                           lead="6h", steps=20, progress=False)
     assert fc["t2m"].shape == (2, 4, 6, 33, 49) and bool(fc["t2m"].notnull().all())
-    from gendiff.domains.weather.data import open_data
+    from gendiff.domains.timeseries.data import open_data
 
     y = truth_at_valid_time(open_data(str(ERA5), ["t2m"])["t2m"], fc["valid_time"])
     crps = float(score(fc["t2m"], y)["crps"].mean())
@@ -147,7 +147,7 @@ def test_list_shows_the_shipped_models(capsys):
 
 
 def test_default_demo_uses_the_shipped_model_without_training(tmp_path, monkeypatch):
-    from gendiff.domains.weather import fit
+    from gendiff.domains.timeseries import training as fit
 
     monkeypatch.setattr(fit, "train", lambda *a, **k: pytest.fail("the demo trained"))
     result = weather.demo(tmp_path / "demo", init_period=("2002-05-01", "2002-05-06"), members=4, lead="24h")

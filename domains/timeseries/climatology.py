@@ -13,6 +13,10 @@ import torch
 
 from gendiff.errors import ConfigError, DataError
 
+from .blocks import row_blocks
+from .data import hour_of_day
+from .insolation import REF_MIN, SolarScale
+
 
 class HourlySums:
     """Sums and counts of the finite values per hour of day and feature, added block by block of time steps (in
@@ -20,8 +24,6 @@ class HourlySums:
     day (no daily cycle to remove)."""
 
     def __init__(self, times: np.ndarray, n_features: int):
-        from .baselines import hour_of_day
-
         self.hours, self.n_features, self.times = None, int(n_features), np.asarray(times)
         if len(times) > 1 and pd.Timedelta(days=1) % pd.Timedelta(times[1] - times[0]) == pd.Timedelta(0):
             self.hours = np.unique(hour_of_day(times))
@@ -31,8 +33,6 @@ class HourlySums:
 
     def add(self, x: np.ndarray, finite: np.ndarray, times: np.ndarray, cols=slice(None)) -> None:
         """x (n, c) float64 with 0 where not `finite`, at `times` (n,), into the features `cols`."""
-        from .baselines import hour_of_day
-
         if self.hours is None:
             return
         pos = np.searchsorted(self.hours, hour_of_day(times))
@@ -75,8 +75,6 @@ class HourlySums:
         daylight = (sd == 0).any(0) & (sd > 0).any(0)
         solar = None
         if coords is not None and daylight.any():
-            from .insolation import REF_MIN, SolarScale
-
             cols = np.flatnonzero(daylight)
             zero = np.broadcast_to(-np.asarray(offset, np.float64) / scale, (self.n_features,))[cols]
             solar = SolarScale.fit(self.hours, self.times, coords[0][cols], coords[1][cols], cols, zero)
@@ -194,8 +192,6 @@ class HourlyClimatology:
     def fit(cls, values, times: np.ndarray, index: np.ndarray) -> "HourlyClimatology":
         """From normalised values (T, C) (an array or stream.EncodedValues) over the contiguous `index`, read in
         blocks of time steps (stream.STREAM_BYTES)."""
-        from .stream import row_blocks
-
         sums = HourlySums(times[index], values.shape[1])
         if sums.hours is None:
             return cls(np.zeros(1), np.zeros((1, values.shape[1]), np.float32))  # no daily cycle to remove
@@ -212,8 +208,6 @@ class HourlyClimatology:
     def _positions(self, times) -> np.ndarray | None:
         """The row of each time's hour in the tables (None: one row, no daily cycle); a DataError for an hour
         training never saw."""
-        from .baselines import hour_of_day
-
         if len(self.hours) == 1:
             return None
         h = hour_of_day(times)
@@ -247,8 +241,6 @@ class HourlyClimatology:
 
     @classmethod
     def from_state(cls, state: dict) -> "HourlyClimatology":
-        from .insolation import SolarScale
-
         std = state.get("std")
         return cls(state["hours"].numpy(), state["mean"].numpy(), None if std is None else std.numpy(),
                    SolarScale.from_state(state))

@@ -16,6 +16,7 @@ import warnings
 
 import numpy as np
 import pandas as pd
+import xarray as xr
 
 from gendiff.errors import ConfigError, DataError
 
@@ -80,8 +81,6 @@ def seasonal_naive(truth, init_times, n_lead: int, season: int, variable: str = 
     """The seasonal-naive forecast (Hyndman & Athanasopoulos, FPP3 5.2): for lead h the value one season before the
     valid time, `season` * ceil(h / season) steps back, so that it is known at the init. A one-member forecast
     Dataset (init_time, member, lead_time, series) with valid_time, like forecast() returns for a table."""
-    import xarray as xr
-
     if season < 1:
         raise ConfigError(f"season={season} must be >= 1 step")
     t = pd.DatetimeIndex(truth["time"].values)

@@ -5,6 +5,7 @@ from gendiff.errors import ConfigError
 from gendiff.forward import Denoiser
 from gendiff.schedules import schedule_from_config
 
+from .sharednet import GridNet
 from .unet1d import UNet1D
 
 
@@ -19,8 +20,6 @@ def build_denoiser(config: dict) -> Denoiser:
     if arch == "unet1d":
         net = UNet1D(**config["net"])
     elif arch == "gridnet":
-        from .gridnet import GridNet
-
         net = GridNet(**config["net"])
     else:
         raise ConfigError(f"arch={arch!r}: expected 'unet1d' or 'gridnet'")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,51 +15,17 @@ import xarray as xr
 
 from gendiff.errors import ConfigError
 
+from .blocks import row_blocks, time_blocks
+from .climatology import HourlySums
 from .data import NORMALISE, TIME, Codec, is_lazy
+from .insolation import feature_coordinates
 
-STREAM_BYTES = 16 * 2**20  # float64 bytes of the values of one block of time steps read by a streaming pass
 IN_MEMORY_BYTES = 2 * 2**30  # train(in_memory=None) reads the values into memory up to this size (float32)
-
-
-def row_blocks(start: int, stop: int, n_features: int, max_bytes: int | None = None,
-               bounds: np.ndarray | None = None) -> list[tuple[int, int]]:
-    """[start, stop) cut into consecutive blocks of at most `max_bytes` (STREAM_BYTES) of float64 values of
-    `n_features` per step (at least one step each). With `bounds` (the data's chunk boundaries along time, as
-    indices), blocks end on them where a block can hold whole chunks, so no chunk is read twice."""
-    per_block = max(1, int((max_bytes or STREAM_BYTES) // (8 * max(1, n_features))))
-    if bounds is None:
-        return [(a, min(a + per_block, stop)) for a in range(start, stop, per_block)]
-    cuts = [start] + [int(b) for b in bounds if start < b < stop] + [stop]
-    out, a = [], start
-    for i, b in enumerate(cuts[1:], 1):
-        nxt = cuts[i + 1] if i + 1 < len(cuts) else None
-        if nxt is None or nxt - a > per_block:  # close the block here (split a chunk larger than a block)
-            while b - a > per_block:
-                out.append((a, a + per_block))
-                a += per_block
-            out.append((a, b))
-            a = b
-    return [(a, b) for a, b in out if b > a]
-
-
-def time_blocks(ds: xr.Dataset, max_bytes: int | None = None) -> list[tuple[int, int]]:
-    """Blocks of time steps over all of `ds` (row_blocks), on its dask chunk boundaries when it has them."""
-    n_time = ds.sizes[TIME]
-    n_features = sum(int(ds[v].size // max(1, n_time)) for v in ds.data_vars)
-    bounds = None
-    for v in ds.data_vars:
-        chunks = ds[v].chunksizes.get(TIME) if ds[v].chunks is not None else None
-        if chunks:
-            bounds = np.cumsum(chunks)[:-1]
-            break
-    return row_blocks(0, n_time, n_features, max_bytes, bounds)
 
 
 def memory_headroom() -> int | None:
     """Bytes this process may still allocate: the memory the system has available, or less under a resource limit
     on data size or address space (as a batch system or a test sets); None where neither can be read."""
-    import resource
-
     room = []
     try:
         with open("/proc/meminfo") as f:
@@ -115,8 +82,6 @@ class Statistics:
         hour-of-day standard deviations, True / False / "auto" (standardised anomalies,
         climatology.HourlyClimatology); `insolation`: the daylight variables' climatology follows the sun through
         the season where the data have latitude and longitude (insolation.SolarScale)."""
-        from .insolation import feature_coordinates
-
         codec = codec or self.codec
         offset, scale = feature_normalisation(codec, full=True)  # the sums are over every cell
         coords = feature_coordinates(codec.template, codec.variables) if insolation else None
@@ -145,8 +110,6 @@ def fit_statistics(ds: xr.Dataset, label: str = "data", hourly: bool = True,
     cell its own; a feature without values, or a constant one, takes its variable's), per feature the time mean (the codec's template; NaN = never
     valid), with `hourly` the per-hour sums of the hourly climatology (climatology.HourlySums), and per step whether any
     value is finite (window_starts). Only one block's values are in memory at a time."""
-    from .climatology import HourlySums
-
     variables = [str(v) for v in ds.data_vars]
     dims = {v: tuple(d for d in ds[v].dims if d != TIME) for v in variables}
     sizes = [int(ds[v].size // max(1, ds.sizes[TIME])) for v in variables]
@@ -322,3 +285,9 @@ class EncodedValues:
             state["ds"] = None  # reopened where it is unpickled
         state["_pid"] = None
         return state
+
+
+def fit_codec(ds: xr.Dataset) -> Codec:
+    """Per-variable mean/std over all times and points (NaN ignored); template = time-mean field (NaN = never
+    valid); one pass over blocks of time steps (fit_statistics), so `ds` may be larger than memory."""
+    return fit_statistics(ds, hourly=False).codec

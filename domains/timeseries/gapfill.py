@@ -29,7 +29,8 @@ from .data import Codec, calendar_features, open_data, source_label
 from .forecasting import check_time_step, sequence_batch, use_run
 from .imputation import make_impute_inputs
 from .inputs import grid_cond
-from .run import Run
+from .run import Run, require_task
+from .tabular import SERIES, VALUE, parse_quantiles
 
 
 def feature_labels(codec: Codec) -> list[str]:
@@ -151,9 +152,7 @@ def impute(run, data, *, members: int = 16, sampler: str | None = None, steps: i
     if members < 1:
         raise ConfigError(f"members={members} must be >= 1")
     run = use_run(run, device)
-    from . import _require_task
-
-    _require_task(run, "impute")
+    require_task(run, "impute")
     label = label or source_label(data)
     ds = open_data(data, run.codec.variables, name=label)
     check_time_step(ds, run, label)
@@ -183,8 +182,6 @@ def impute(run, data, *, members: int = 16, sampler: str | None = None, steps: i
 
 def _series_arrays(ds: xr.Dataset):
     """(label, (M, T) values, (T,) observed) per series of an imputed Dataset (labels as tabular.to_tidy's)."""
-    from .tabular import SERIES, VALUE
-
     for v in ds.data_vars:
         da = ds[v]
         other = [d for d in da.dims if d not in ("member", "time")]
@@ -212,8 +209,6 @@ def to_tidy(imputed: xr.Dataset, data: xr.Dataset, quantiles=None) -> pd.DataFra
     """Imputed Dataset -> tidy DataFrame, one row per time, series and member (columns time, series, member, value,
     observed) or with `quantiles` per quantile (time, series, quantile, value, observed); `observed` is True where
     `data` (the input) holds the value, which every member and quantile then repeats."""
-    from .tabular import parse_quantiles
-
     qs = parse_quantiles(quantiles)
     observed = observed_of(data, imputed)
     times = np.asarray(imputed["time"].values, dtype="datetime64[ns]")

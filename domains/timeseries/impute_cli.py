@@ -8,6 +8,12 @@ import json
 import sys
 
 from gendiff.device import add_device_argument
+from gendiff.errors import ConfigError
+from gendiff.io import write_json_atomic
+
+from .cli_options import period, threads
+from .impute_eval import format_records
+from .tabular import TableFile, TableOutput, file_format, is_table, parse_quantiles
 
 
 def add_impute(p: argparse.ArgumentParser) -> None:
@@ -42,15 +48,7 @@ def add_impute(p: argparse.ArgumentParser) -> None:
 
 
 def run_impute(args) -> int:
-    from gendiff.errors import ConfigError
-    from gendiff.io import write_json_atomic
-
-    from . import evaluate_imputation, impute
-    from .cli import _period, _threads
-    from .impute_eval import format_records
-    from .tabular import TableFile, TableOutput, file_format, is_table, parse_quantiles
-
-    _threads(args)
+    threads(args)
     data = args.data
     if is_table(data):
         data = TableFile(data, args.time_column)
@@ -61,7 +59,7 @@ def run_impute(args) -> int:
     if args.evaluate:
         if args.quantiles or args.wide or args.output_format:
             raise ConfigError("--evaluate writes scores: --quantiles, --wide and --output-format do not apply")
-        result = evaluate_imputation(args.run, data, fraction=args.fraction, period=_period(args.period),
+        result = args._api.evaluate_imputation(args.run, data, fraction=args.fraction, period=period(args.period),
                                      season=args.season, **common)
         print(json.dumps(result, indent=1) if args.json else format_records(result["records"]))
         if args.out:
@@ -82,9 +80,7 @@ def run_impute(args) -> int:
         if quantiles is not None or args.wide:
             raise ConfigError("--quantiles and --wide need a csv or parquet --out (or --output-format csv / parquet)")
         out = args.out
-    ds = impute(args.run, data, out=out, output="xarray", batch_size=args.batch_size, **common)
+    ds = args._api.impute(args.run, data, out=out, output="xarray", batch_size=args.batch_size, **common)
     print(f"wrote {args.out}: {dict(ds.sizes)} in {ds.attrs['impute_seconds']} s", file=sys.stderr)
     return 0
 
-
-VERBS = {"impute": (add_impute, run_impute)}

@@ -20,7 +20,8 @@ import xarray as xr
 from gendiff.errors import ConfigError, DataError
 
 from .data import open_data, period_indices, time_step
-from .metrics import crps_ensemble
+from .gapfill import impute
+from .scores import crps_ensemble
 
 CSDI_QUANTILES = np.arange(0.05, 1.0, 0.05)  # CSDI utils.calc_quantile_CRPS
 SYSTEMS = ("model", "linear_interpolation", "seasonal")
@@ -142,8 +143,6 @@ def evaluate_imputation(run, data, *, fraction: float = 0.1, seed: int = 0, memb
 
     Returns {"records": [{system, n, members, crps, crps_standard, ncrps, ncrps_csdi, mae, rmse, seconds}],
     "hidden": n, "fraction", "seed", "season"}; `seasonal` is seasonal_fill with `season` steps (default_season)."""
-    from .gapfill import impute
-
     label = label or (str(data) if isinstance(data, (str,)) else "data")
     ds = open_data(data, name=label)
     variables = [str(v) for v in ds.data_vars]

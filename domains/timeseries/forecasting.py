@@ -4,7 +4,6 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -20,7 +19,9 @@ from .data import (Codec, calendar_features, init_indices, open_data, parse_dura
                    write_dataset)
 from .inputs import anchor_of, grid_cond, make_inputs
 from .network import compile_network
-from .run import Run, load_run, regrid, subregion
+from . import calibrate
+from .regions import regrid, subregion
+from .run import Run, load_run
 from .stream import EncodedValues
 
 
@@ -235,8 +236,6 @@ def forecast(run, data, *, init_period=None, init_times=None, init_every="6h", m
     arr = rollout(run, values, times, idx, n_lead, members, sampler=sampler, steps=steps, seed=seed,
                   batch_size=batch_size, progress=progress, chain_base=chain_base, bf16=bf16)
     seconds = time.perf_counter() - t0
-    from . import calibrate
-
     calib = calibrate.load(run.path) if calibrated else None
     if calib is not None:
         arr = calibrate.apply(arr, calib, run.codec, base_trajectory(run, values, idx, n_lead))

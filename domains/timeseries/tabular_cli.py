@@ -7,6 +7,8 @@ import argparse
 
 from gendiff.errors import ConfigError
 
+from .tabular import TableFile, TableOutput, file_format, is_table, parse_quantiles
+
 INPUTS = ("data", "truth")
 FORECAST_VERBS = ("forecast", "sample")
 
@@ -29,8 +31,6 @@ def _add(add, verb: str):
 
 def _run(run, verb: str):
     def run_command(args) -> int:
-        from .tabular import TableFile, TableOutput, file_format, is_table, parse_quantiles
-
         tables = [f for f in INPUTS if isinstance(getattr(args, f, None), str) and is_table(getattr(args, f))]
         if args.time_column is not None and not tables:
             raise ConfigError("--time-column applies to CSV / Parquet inputs (--data / --truth ending in .csv or "

@@ -31,7 +31,7 @@ from gendiff.errors import DataError
 
 from .data import _coords_equal
 from .inputs import CALENDAR
-from .metrics import LAT_NAMES, LON_NAMES
+from .insolation import LAT_NAMES, LON_NAMES
 from .unet1d import TemporalUNet, _norm
 
 

@@ -15,10 +15,13 @@ from gendiff.errors import ConfigError, DataError
 from gendiff.io import write_json_atomic
 
 from . import baselines
-from .data import Codec, _jsonable, open_data, period_indices, time_step, write_dataset
+from .ar_calibrated import ar_calibrated
+from .data import _jsonable, open_data, period_indices, time_step, write_dataset
 from .forecasting import forecast_dataset
-from .metrics import score
-from .stream import EncodedValues
+from .plots import plot_maps, plot_rank_histograms, plot_skill
+from .run import Run, load_run
+from .scores import score
+from .stream import EncodedValues, fit_codec
 
 SYSTEMS = ("model", "persistence", "climatology", "linear", "ar_calibrated")
 DEFAULT_SYSTEMS = ("model", "persistence", "climatology", "linear")  # ar_calibrated needs the run: ask for it
@@ -102,7 +105,7 @@ def baseline_forecasts(truth: xr.Dataset, fc: xr.Dataset, train_period, members:
     step, lead_steps = _lead_steps(truth, fc, label)
     n_lead = int(lead_steps[-1])
     train_idx = period_indices(truth, train_period, label, "training period")
-    codec = Codec.fit(truth.isel(time=train_idx))
+    codec = fit_codec(truth.isel(time=train_idx))
     values = EncodedValues(truth, codec, label=label)  # read where a baseline needs it
     times = truth["time"].values
     tindex = pd.DatetimeIndex(times)
@@ -126,8 +129,6 @@ def ar_calibrated_forecast(run, truth: xr.Dataset, fc: xr.Dataset, members: int,
     """The `ar_calibrated` baseline at the forecast's init and lead times: the run's AR base, its held-out
     calibration and Gaussian noise, no network (baselines.ar_calibrated); `run` a Run, run folder or
     pretrained:NAME."""
-    from .model import Run, load_run
-
     if not isinstance(run, Run):
         run = load_run(run, device="cpu")
     step, lead_steps = _lead_steps(truth, fc, label)
@@ -143,12 +144,12 @@ def ar_calibrated_forecast(run, truth: xr.Dataset, fc: xr.Dataset, members: int,
     if (init_idx < 0).any():
         raise DataError(f"{label}: init time {init[init_idx < 0][0]} of the forecast is not in the truth data")
     values = EncodedValues(truth, run.codec, run.climatology, label)
-    arr = baselines.ar_calibrated(run, values, times, init_idx, int(lead_steps[-1]), members, seed=seed)
+    arr = ar_calibrated(run, values, times, init_idx, int(lead_steps[-1]), members, seed=seed)
     return forecast_dataset(run.codec, arr, init.values, step).isel(lead_time=lead_steps - 1)
 
 
 def evaluate(forecast, truth, *, train_period=None, systems=DEFAULT_SYSTEMS, members_linear: int | None = None,
-             out=None, plots: bool = True, seed: int = 0, run=None) -> list[dict]:
+             out=None, plots: bool = True, seed: int = 0, run=None, weights=None) -> list[dict]:
     """Records {variable, lead_time_hours, system, crps, crps_standard, crps_fair, rmse, spread, ssr} per lead
     time; optional files. `crps` is the fair CRPS (1/(M(M-1)) spread term, as WeatherBench2; `crps_fair` the same
     number under its explicit name), `crps_standard` the 1/M^2 one; `ssr` = spread / RMSE.
@@ -156,7 +157,8 @@ def evaluate(forecast, truth, *, train_period=None, systems=DEFAULT_SYSTEMS, mem
     systems: any of SYSTEMS. `ar_calibrated` needs the run (`run`: a Run, run folder or pretrained:NAME; default:
     the forecast's `gendiff_run` attribute): its AR base, held-out calibration and Gaussian noise, no network.
     The baselines persistence, climatology and linear are fitted on `train_period` (default: the forecast's
-    `train_period` attribute) and are not calibrated; the model and ar_calibrated are calibrated on held-out days."""
+    `train_period` attribute) and are not calibrated; the model and ar_calibrated are calibrated on held-out days.
+    `weights`: scores.score's (the gridded adapter passes cell-area latitude weights)."""
     fc = _open_forecast(forecast)
     label = str(truth) if isinstance(truth, (str, Path)) else "truth"
     variables = [str(v) for v in fc.data_vars if {"init_time", "lead_time"} <= set(fc[v].dims)]
@@ -189,7 +191,7 @@ def evaluate(forecast, truth, *, train_period=None, systems=DEFAULT_SYSTEMS, mem
         f = forecasts[system]
         for v in variables:
             y = truth_at_valid_time(truth_ds[v], f["valid_time"])
-            s = score(f[v], y, "member")
+            s = score(f[v], y, "member", weights=weights)
             scores[(system, v)] = s
             for j, lt in enumerate(s["lead_time"].values):
                 rec = {"variable": v, "lead_time_hours": float(pd.Timedelta(lt).total_seconds() / 3600),
@@ -207,8 +209,6 @@ def evaluate(forecast, truth, *, train_period=None, systems=DEFAULT_SYSTEMS, mem
                             for (system, v), s in scores.items()})
         write_dataset(ranks, out / "rank_histograms.nc")
         if plots:
-            from .plots import plot_maps, plot_rank_histograms, plot_skill
-
             plot_skill(records, out / "skill.png")
             plot_rank_histograms({k: s["rank_histogram"] for k, s in scores.items()}, out / "rank_histogram.png")
             for v in variables:
@@ -258,3 +258,13 @@ def card_metrics(records: list[dict], fc: xr.Dataset, headline_hours=None) -> di
                          **{k: _jsonable(fc.attrs[k]) for k in ("sampler", "sampler_steps", "seed", "spread_calibration",
                                                      "forecast_seconds", "device") if k in fc.attrs}}
     return block
+
+
+def format_table(records: list[dict]) -> str:
+    """Plain-text CRPS / RMSE / SSR table: one row per (variable, lead), one column group per system."""
+    df = pd.DataFrame(records)
+    if df.empty:
+        return "(no scores)"
+    table = df.pivot_table(index=["variable", "lead_time_hours"], columns="system",
+                           values=["crps", "rmse", "ssr"], aggfunc="first")
+    return table.to_string(float_format=lambda v: f"{v:.3f}")

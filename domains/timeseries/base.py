@@ -9,7 +9,8 @@ import torch
 
 from gendiff.errors import ConfigError, DataError
 
-from .stream import STREAM_BYTES
+from .baselines import ar_lags, ar_sums, solve_ar
+from .blocks import STREAM_BYTES, row_blocks
 
 
 class ARBase:
@@ -85,9 +86,6 @@ class ARBase:
         than MIN_SLOT_WINDOWS windows. With `damp` (and window starts) also the per-lead damping factors (class
         docstring), fitted on the same windows, pooled over each variable's features; the error level is then that
         of the damped forecast."""
-        from .baselines import ar_lags, ar_sums, solve_ar
-        from .stream import row_blocks
-
         c = values.shape[1]
         lags = ar_lags(order)
         k, m = len(lags), lags[-1]

@@ -19,6 +19,10 @@ import torch
 
 from gendiff.errors import DataError
 
+from .data import hour_of_day
+
+LAT_NAMES = ("latitude", "lat")  # the coordinate names that place a series on the globe
+LON_NAMES = ("longitude", "lon")
 REF_MIN = 0.1  # the mean cos(zenith) at an hour below which the sun was too low in training to scale by (dawn and
 # dusk, where the data's time convention, an instant or an hour's mean, moves the ratio most)
 FACTOR_MAX = 5.0  # the largest scale; the mean's smallest is 0 (the sun has set)
@@ -59,8 +63,6 @@ def cos_zenith(times, lat, lon) -> np.ndarray:
 def feature_coordinates(template, variables) -> tuple[np.ndarray, np.ndarray] | None:
     """(lat, lon) in degrees of every feature of a codec template (the variables' cells stacked in order, the
     uncompacted layout), or None when the data have no latitude and longitude coordinates over their dims."""
-    from .metrics import LAT_NAMES, LON_NAMES
-
     lats, lons = [], []
     for v in variables:
         da = template[v]
@@ -104,8 +106,6 @@ class SolarScale:
     def fit(cls, hours: np.ndarray, times: np.ndarray, lat, lon, cols, zero, block: int = 256) -> "SolarScale":
         """`ref` from the training `times` (hours of day `hours`, as in climatology.HourlySums) for the features
         `cols` at `lat`, `lon` (their own, (K,) each; `zero`: their normalised 0), in blocks of `block` times."""
-        from .baselines import hour_of_day
-
         pos = np.searchsorted(hours, hour_of_day(times))
         total = np.zeros((len(hours), len(cols)))
         count = np.zeros(len(hours))

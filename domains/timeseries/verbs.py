@@ -1,0 +1,124 @@
+"""The engine's public verbs over tables and datasets: train, forecast (sample), evaluate, impute,
+evaluate_imputation. A table (DataFrame, Series, CSV or Parquet) goes through tabular.py both ways; an xarray
+Dataset or a netCDF / zarr file through data.open_data; the work itself is training.py, forecasting.py,
+scoring.py, gapfill.py and impute_eval.py."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from gendiff.errors import ConfigError
+
+from .data import write_dataset
+from .forecasting import forecast as _forecast
+from .gapfill import impute as _impute, to_tidy as _impute_tidy, to_wide
+from .run import require_task
+from .impute_eval import evaluate_imputation as _evaluate_imputation
+from .scoring import evaluate as _evaluate
+from .tabular import (TableOutput, file_format, from_tidy, is_table, parse_quantiles, read_forecast_table, to_dataset,
+                      to_tidy, write_table)
+from .training import train as _train
+
+
+def resolve_data(data, time_column: str | None = None):
+    """DataFrames, Series and CSV / Parquet files -> the (time, series) Dataset of tabular.from_pandas; anything
+    else (a Dataset, DataArray, netCDF / zarr path) passes through to data.open_data."""
+    if data is None:
+        raise ConfigError("data: pass a table (DataFrame, CSV, Parquet), an xarray Dataset or a file")
+    return to_dataset(data, time_column=time_column)
+
+
+def train(data, out="runs/timeseries", time_column: str | None = None, **config) -> dict:
+    """Train a forecast (or imputation) model; see training.train for options. A table (DataFrame, Series,
+    CSV or Parquet) is normalised per series unless `normalise="variable"` is passed."""
+
+    if is_table(data) and isinstance(data, (str, Path)):
+        config["card"] = {"data": str(data), **(config.get("card") or {})}
+    if is_table(data):  # each series on its own scale: a table may mix megawatts and fractions
+        config.setdefault("normalise", "location")
+    return _train(resolve_data(data, time_column=time_column), out, **config)
+
+
+def forecast(run, data, *, time_column: str | None = None, quantiles=None, output: str | None = None,
+             out=None, **kwargs):
+    """Ensemble forecast (init_time, member, lead_time, <data dims>); see forecasting.forecast. `output`: 'xarray'
+    or 'frame' (tidy, tabular.to_tidy); default 'frame' for a DataFrame / Series or with `quantiles`, else 'xarray'.
+    An `out` ending in .csv / .parquet (or a tabular.TableOutput) is written as the tidy table."""
+
+
+    if output not in (None, "xarray", "frame"):
+        raise ConfigError(f"output={output!r}: expected 'xarray' or 'frame'")
+    quantiles = parse_quantiles(quantiles)
+    if output is None:
+        output = "frame" if isinstance(data, (pd.DataFrame, pd.Series)) or quantiles is not None else "xarray"
+    table_out = out is not None and (isinstance(out, TableOutput) or file_format(out) in ("csv", "parquet"))
+    require_task(run, "forecast")
+    ds = _forecast(run, resolve_data(data, time_column=time_column), out=None if table_out else out, **kwargs)
+    if table_out:
+        file_q = quantiles if quantiles is not None else parse_quantiles(getattr(out, "quantiles", None))
+        write_table(to_tidy(ds, file_q), out, getattr(out, "table_format", None))
+    return to_tidy(ds, quantiles) if output == "frame" else ds
+
+
+def sample(run, data, **kwargs):
+    """Alias of forecast: every sample is a member conditioned on its init time's context."""
+    return forecast(run, data, **kwargs)
+
+
+def evaluate(forecast, truth, *, time_column: str | None = None, **kwargs) -> list[dict]:
+    """Score records per variable, lead time and system (model, persistence, climatology, linear). `forecast` may
+    be a tidy DataFrame or CSV / Parquet file of members (pass train_period then), `truth` a table."""
+
+
+    tidy = isinstance(forecast, pd.DataFrame) or is_table(forecast)
+    if tidy:
+        forecast = from_tidy(forecast) if isinstance(forecast, pd.DataFrame) else read_forecast_table(forecast)
+    truth = resolve_data(truth, time_column=time_column)
+    if tidy and "series" in getattr(truth, "dims", ()) and set(truth["series"].values) == set(forecast["series"].values):
+        forecast = forecast.reindex(series=truth["series"].values)  # a table's rows may list the series in any order
+    return _evaluate(forecast, truth, **kwargs)
+
+
+def impute(run, data, *, members: int = 16, time_column: str | None = None, quantiles=None,
+           output: str | None = None, out=None, **kwargs):
+    """Fill every interior gap of `data` with `members` draws from a run trained with task='impute'; see
+    gapfill.impute (observed values come back bit for bit). `output`: 'xarray' (member, time, <data dims>),
+    'frame' (tidy: time, series, member, value, observed; `quantiles=` for quantiles) or 'wide' (the input's
+    shape, gaps filled with the members' median); default 'frame' for a DataFrame / Series or with `quantiles`,
+    else 'xarray'. An `out` ending in .csv / .parquet is written as that table, .nc as the Dataset."""
+
+
+    if output not in (None, "xarray", "frame", "wide"):
+        raise ConfigError(f"output={output!r}: expected 'xarray', 'frame' or 'wide'")
+    quantiles = parse_quantiles(quantiles if quantiles is not None else getattr(out, "quantiles", None))
+    if quantiles is not None and (output == "wide" or getattr(out, "wide", False)):
+        raise ConfigError("quantiles go with the tidy table (output='frame'), not the wide one (the median)")
+    if output is None:
+        output = "frame" if isinstance(data, (pd.DataFrame, pd.Series)) or quantiles is not None else "xarray"
+    table_out = out is not None and (isinstance(out, TableOutput) or file_format(out) in ("csv", "parquet"))
+    ds = resolve_data(data, time_column=time_column)
+    if isinstance(data, (str, Path)) and "label" not in kwargs:
+        kwargs["label"] = str(data)
+    result = _impute(run, ds, members=members, **kwargs)
+    frame = None
+    if output != "xarray" or table_out:
+        wide = output == "wide" or getattr(out, "wide", False)
+        frame = to_wide(result, ds) if wide else _impute_tidy(result, ds, quantiles)
+    if out is not None:
+        if table_out:
+            write_table(frame.reset_index() if isinstance(frame.index, pd.DatetimeIndex) else frame, out,
+                        getattr(out, "table_format", None))
+        else:
+            write_dataset(result, out)
+    return result if output == "xarray" else frame
+
+
+def evaluate_imputation(run, data, *, time_column: str | None = None, **kwargs) -> dict:
+    """Hide a fraction of the observed values (default 10%, seeded), impute them, score model, linear
+    interpolation and seasonal baseline on them (CRPS fair and standard, normalised CRPS exact and CSDI's
+    19-quantile one, MAE of the median); see impute_eval.evaluate_imputation."""
+
+    if isinstance(data, (str, Path)) and "label" not in kwargs:
+        kwargs["label"] = str(data)
+    return _evaluate_imputation(run, resolve_data(data, time_column=time_column), **kwargs)
