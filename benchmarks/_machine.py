@@ -1,4 +1,4 @@
-"""One description of the machine a benchmark ran on (CPU model, cores, threads, torch, GPU), for RESULTS.md."""
+"""One description of the machine a benchmark ran on (CPU model, cores, threads, torch, GPU), for benchmarks/results/NAME.md."""
 from __future__ import annotations
 
 import os

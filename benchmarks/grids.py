@@ -1,10 +1,10 @@
 """Sampling grids against the schedule: uniform in t, uniform in log-SNR, and EDM's rho spacing, for the deterministic
 samplers on a 2-D Gaussian mixture whose eps is known exactly and then perturbed by a known error.
 
-Run: python benchmarks/grids.py [--n 20000] [--errors 0,0.05] [--out benchmarks]
+Run: python benchmarks/grids.py [--n 20000] [--errors 0,0.05] [--out benchmarks/results]
 Each sampler sees eps (1 + error) instead of the exact eps, so every step's error is known; a grid that spends its
 first steps where alpha is tiny (the molecules' polynomial schedule: alpha(1) ~ 0.003) magnifies it. Prints and
-writes benchmarks/results_grids.md: sliced Wasserstein to an exact sample per schedule, sampler, steps and spacing,
+writes benchmarks/results/grids.md (its <!-- latest --> block): sliced Wasserstein to an exact sample per schedule, sampler, steps and spacing,
 next to the null level (two exact samples), and the spacing each sampler does best with, for each error level
 (0 = the exact eps: the grids' own discretisation error).
 """
@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import sys
 from pathlib import Path
 
 import torch
 
 from gendiff import samplers, schedules, spaces, toy
-from gendiff.io import write_text_atomic
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _machine import machine  # noqa: E402
+from _machine import machine  # noqa: E402  (python puts the script's folder, benchmarks/, on sys.path)
+from _results import RESULTS_DIR, write_block  # noqa: E402
 
 SCHEDULES = ["polynomial", "cosine", "linear", "vp", "flow"]
 SAMPLERS = ["euler", "heun", "dpm_solver_pp"]
@@ -91,7 +89,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=20_000)
     ap.add_argument("--errors", default="0,0.05", help="relative eps errors injected at every evaluation")
-    ap.add_argument("--out", default=str(Path(__file__).parent))
+    ap.add_argument("--out", default=str(RESULTS_DIR))
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -107,8 +105,7 @@ def main() -> None:
     for error in errors:
         rows, null = run(args.n, error)
         lines += table(rows, null, args.n, error)
-    out = Path(args.out) / "results_grids.md"
-    write_text_atomic(out, "\n".join(lines) + "\n")
+    write_block(Path(args.out) / "grids.md", "\n".join(lines), title="# Sampling grids (benchmarks/grids.py)")
     print("\n".join(lines))
 
 

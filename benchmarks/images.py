@@ -1,9 +1,8 @@
-"""Images benchmarks: `speed` (our U-Net vs diffusers' UNet2DModel) and `quality` (time-budgeted MNIST training);
-`export` turns a quality run into the shipped model pretrained:NAME.
+"""Images benchmarks: `speed` (our U-Net vs diffusers' UNet2DModel), `quality` (time-budgeted MNIST training) and
+`variance` (fixed against learned reverse variance).
 
     python benchmarks/images.py speed   [--device cpu] [--batch 16] [--rounds 15]
     python benchmarks/images.py quality [--minutes 30] [--n 1000] [--n-ancestral 1000] [--guidance 3]
-    python benchmarks/images.py export  --run runs/pre_mnist --name mnist
     python benchmarks/images.py variance [--minutes 10] [--which fixed|learned|both] [--n 200] [--nll-n 200]
 
 variance trains the quality recipe twice at the same time budget, fixed variance (L_simple) against learned
@@ -11,10 +10,9 @@ variance (Improved DDPM: hybrid loss), and reports bits/dim and ancestral sampli
 `--which fixed` and `--which learned` as two processes to train both at once (one core each), then
 `--report-only` to write the table from both JSONs.
 
-speed and quality write their section of benchmarks/results_images.md (command, machine, date, numbers) and a JSON
-next to it. export writes domains/images/pretrained/NAME/ (config.json, weights.safetensors, card.json and the
-held-out classifier.safetensors); its metrics are then measured onto the card by `gendiff evaluate images --run
-pretrained:NAME ... --record` (see README).
+Each part writes its section of benchmarks/results/images.md (command, machine, date, numbers) and a JSON beside it
+in benchmarks/results/. The shipped model pretrained:mnist is exported from a quality run by
+tools/export_images_pretrained.py.
 """
 from __future__ import annotations
 
@@ -30,26 +28,18 @@ from pathlib import Path
 import torch
 
 HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "results_images.md"
+RESULTS = HERE / "results" / "images.md"
 SPEED_MODEL = dict(ch=64, ch_mult=(1, 2, 2), num_res_blocks=2, attn_resolutions=(16,), dropout=0.1, groups=32)
 QUALITY_MODEL = dict(ch=16, ch_mult=(1, 2, 4), num_res_blocks=1, attn_resolutions=(7,), dropout=0.0, groups=8)
 
 
-from _machine import machine  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+from _machine import machine  # noqa: E402  (python puts the script's folder, benchmarks/, on sys.path)
+from _results import write_block  # noqa: E402
 
 
 def write_section(name: str, body: str) -> None:
-    """Replace the <!-- name --> ... <!-- /name --> block of results_images.md (append it when absent)."""
-    text = RESULTS.read_text() if RESULTS.exists() else "# Images benchmarks\n"
-    start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
-    block = f"{start}\n{body.rstrip()}\n{end}"
-    if start in text and end in text:
-        text = text[:text.index(start)] + block + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    from gendiff.io import write_text_atomic
-
-    write_text_atomic(RESULTS, text)
+    """Replace the <!-- name --> ... <!-- /name --> block of results/images.md (add it when absent)."""
+    write_block(RESULTS, body, block=name, title="# Images benchmarks (benchmarks/images.py)")
 
 
 # ---------------------------------------------------------------------------------------------------------- speed
@@ -187,7 +177,7 @@ def speed(args) -> dict:
         "with `--device cuda --bf16 --channels-last` measures the GPU path.",
     ]
     write_section("speed", "\n".join(body))
-    (HERE / "results_images_speed.json").write_text(json.dumps(out, indent=2))
+    (HERE / "results" / "images_speed.json").write_text(json.dumps(out, indent=2))
     return out
 
 
@@ -213,19 +203,19 @@ def quality(args) -> dict:
     results = []
     plan = [("ddim", 50, args.n), ("dpm_solver_pp", 20, args.n), ("ancestral", 1000, args.n_ancestral)]
     plan = [p for p in plan if p[0] in args.samplers.split(",")]
-    mine = HERE / f"results_images_quality{args.tag}.json"
+    mine = HERE / "results" / f"images_quality{args.tag}.json"
     for i, (sampler, steps, n) in enumerate(plan):
         if n <= 0:
             continue
         m = evaluate(run, n=n, sampler=sampler, steps=steps, guidance=args.guidance, seed=0,
                      unconditional_n=args.n_uncond if sampler == "ddim" else 0, reference=True,
-                     samples_png=HERE / f"images_{sampler}.png" if args.png else None,
+                     samples_png=HERE / "results" / f"images_{sampler}.png" if args.png else None,
                      nll_n=args.nll_n if sampler == "ddim" else 0, compile=args.compile,
                      cache=args.cache, batch_size=args.sample_batch)
         results.append(m)
         print(json.dumps(m), file=sys.stderr, flush=True)
         mine.write_text(json.dumps({"train": summary, "results": results, "argv": sys.argv}, indent=2))
-        everything = [m for f in sorted(HERE.glob("results_images_quality*.json"))
+        everything = [m for f in sorted((HERE / "results").glob("images_quality*.json"))
                       for m in json.loads(f.read_text())["results"] if m["run"] == str(run)]
         everything.sort(key=lambda m: ("ddim", "dpm_solver_pp", "ancestral").index(m["sampler"]))
         write_quality(args, summary, train_s, everything, pending=[p for p in plan[i + 1:] if p[2] > 0])
@@ -276,7 +266,7 @@ VARIANCE_ARMS = {"fixed": False, "learned": True}  # arm -> learn_sigma
 
 
 def variance_json(arm: str) -> Path:
-    return HERE / f"results_images_variance_{arm}.json"
+    return HERE / "results" / f"images_variance_{arm}.json"
 
 
 def variance(args) -> dict:
@@ -370,57 +360,6 @@ def write_variance(args) -> None:
     print("\n".join(body))
 
 
-# --------------------------------------------------------------------------------------------------------- export
-PRETRAINED = HERE.parent / "domains" / "images" / "pretrained"
-# how runs/pre_mnist, the run behind pretrained:mnist, was trained (the quality recipe, one torch thread, 40 min)
-MNIST_TRAINED_WITH = (
-    "torch.set_num_threads(1); gendiff.domains.images.train('mnist', 'runs/pre_mnist', image_size=28, "
-    f"model={QUALITY_MODEL!r} (benchmarks/images.py QUALITY_MODEL), max_steps=10**6, time_budget=60*40, "
-    "batch_size=64, lr=2e-3, warmup_steps=100, ema_decay=0.995, progress=False, ckpt_every=500, log_every=50, "
-    "resume='auto')")
-MNIST_COMMIT = "d13bf442599e6429bbf01d18c9f661bd76005e20"
-MNIST_RETRAIN = ("gendiff train images --data mnist --image-size 28 --ch 16 --ch-mult 1,2,4 --num-res-blocks 1 "
-                 "--attn 7 --dropout 0 --groups 8 --batch-size 64 --lr 2e-3 --warmup 100 --ema 0.995 --minutes 40 "
-                 "--steps 1000000 --threads 1 --out runs/mnist")
-
-
-def export(args) -> dict:
-    """Convert a finished run of the format before gendiff.runs (config.json 'gendiff-images-v1' + checkpoint.pt)
-    into domains/images/pretrained/NAME: images.convert_run (EMA weights as safetensors, config and card in the
-    run format), and beside it the held-out classifier the card's metrics are read with (trained once on the
-    run's training split, 12 epochs, or taken from the evaluation cache when one was trained on the same data)."""
-    from gendiff.domains.images import convert_run
-    from gendiff.domains.images.evaluate import CLASSIFIER, run_classifier
-    from gendiff.domains.images.metrics import data_fingerprint, save_classifier
-    from gendiff.runs import check_name, read_run
-
-    out = PRETRAINED / check_name(args.name)
-    note = ("trained by the code of the commit named here, before the run format (Trainer time budget in the "
-            "images domain's chunked loop); the U-Net code is unchanged since, so its EMA weights load strictly. "
-            f"Converted with `python {shlex.join(sys.argv)}`. To train it again with today's code: "
-            f"`{MNIST_RETRAIN}` (the core time budget: the step count depends on the machine's speed)")
-    if args.cpu_seconds is not None and args.cpu_seconds_how:
-        note += f". CPU seconds: {args.cpu_seconds_how}"
-    import os
-    import platform
-
-    hardware = (f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores, "
-                f"{args.train_threads} torch threads, torch {torch.__version__}")  # the training's, on this machine
-    convert_run(args.run, out, name=args.name, command=args.command, commit=args.commit, note=note,
-                cpu_seconds=args.cpu_seconds, hardware=hardware)
-    from gendiff.domains.images.api import load_run, output_check
-    from gendiff.io import write_json_atomic
-
-    run = read_run(out, domain="images")
-    denoiser, meta = load_run(out, device="cpu")
-    write_json_atomic(out / "card.json", {**run.card, "check": output_check(denoiser, meta)})
-    clf, train_data, _ = run_classifier(out, run.config, progress=True)
-    save_classifier(clf, out / CLASSIFIER, f"{data_fingerprint(train_data.images, train_data.labels)}-12")
-    sizes = {f.name: f.stat().st_size for f in sorted(out.iterdir())}
-    print(f"wrote {out}: {sizes}", file=sys.stderr)
-    return {"out": str(out), "bytes": sizes, "card": json.loads((out / "card.json").read_text())}
-
-
 def _ints(text: str) -> tuple[int, ...]:
     return tuple(int(x) for x in text.split(",") if x.strip())
 
@@ -457,15 +396,6 @@ def main(argv=None) -> int:
     q.add_argument("--image-size", type=int, default=28, help="28: MNIST as is; 32: zero-padded as Ho et al.")
     q.add_argument("--compile", action="store_true", help="torch.compile the U-Net for sampling")
     q.add_argument("--note", default="", help="a remark on the machine's load, written next to it")
-    e = sub.add_parser("export", help="a finished old-format run -> domains/images/pretrained/NAME")
-    e.add_argument("--run", default="runs/pre_mnist")
-    e.add_argument("--name", default="mnist")
-    e.add_argument("--command", default=MNIST_TRAINED_WITH, help="how the run was trained (for its card)")
-    e.add_argument("--commit", default=MNIST_COMMIT, help="the commit whose code trained it (for its card)")
-    e.add_argument("--train-threads", type=int, default=1, help="torch threads the training ran with (card)")
-    e.add_argument("--cpu-seconds", type=float, default=None, help="CPU time of the training, if measured outside")
-    e.add_argument("--cpu-seconds-how", default="", help="how --cpu-seconds was measured (for the card's note)")
-    e.add_argument("--threads", type=int, default=None)
     v = sub.add_parser("variance", help="fixed vs learned reverse variance at the same training budget")
     v.add_argument("--which", default="both", choices=("fixed", "learned", "both"))
     v.add_argument("--run-prefix", default="runs/bench_images_variance")
@@ -484,7 +414,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    out = {"speed": speed, "quality": quality, "export": export, "variance": variance}[args.what](args)
+    out = {"speed": speed, "quality": quality, "variance": variance}[args.what](args)
     print(json.dumps(out, indent=2, default=str))
     return 0
 

@@ -1,22 +1,24 @@
 """Sample quality against network evaluations for every sampler, on a 2-D Gaussian mixture with exact eps.
 
-Run: python benchmarks/samplers.py [--n 20000] [--out benchmarks]
+Run: python benchmarks/samplers.py [--n 20000] [--out benchmarks/results]
 Prints a table (sliced Wasserstein distance to an exact sample, per sampler, schedule and step count, with the NFE),
-writes benchmarks/samplers_sw_vs_nfe.png and the markdown table benchmarks/results_samplers.md. The null level is
+writes benchmarks/results/samplers_sw_vs_nfe.png and the table into benchmarks/results/samplers.md (its <!-- latest -->
+block; the notes around it stay). The null level is
 the distance between two independent exact samples of the same size: no sampler can be told apart below it.
 """
 from __future__ import annotations
 
 import argparse
 import datetime
-import platform
 import time
 from pathlib import Path
 
 import torch
 
 from gendiff import samplers, schedules, spaces, toy
-from gendiff.io import write_text_atomic
+
+from _machine import machine  # noqa: E402  (python puts the script's folder, benchmarks/, on sys.path)
+from _results import RESULTS_DIR, write_block  # noqa: E402
 
 STEPS = {
     "ancestral": [10, 20, 50, 100, 250, 1000],
@@ -33,7 +35,7 @@ SCHEDULES = ["linear", "vp", "edm"]
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=20_000)
-    ap.add_argument("--out", default=str(Path(__file__).parent))
+    ap.add_argument("--out", default=str(RESULTS_DIR))
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -81,16 +83,15 @@ def main() -> None:
     lines = [
         "## Samplers: quality against network evaluations (2-D Gaussian mixture, exact eps)",
         "",
-        f"Command: `python benchmarks/samplers.py --n {args.n}`; machine: {platform.machine()} CPU, "
-        f"{torch.get_num_threads()} thread(s), torch {torch.__version__}; date: {datetime.date.today()}.",
+        f"Command: `python benchmarks/samplers.py --n {args.n}`; machine: {machine()}; date: {datetime.date.today()}.",
         f"Sliced Wasserstein (256 directions) between {args.n} samples and an exact sample; null level (two exact "
-        f"samples) = {null:.4f}. Plot: `benchmarks/samplers_sw_vs_nfe.png`.",
+        f"samples) = {null:.4f}. Plot: `benchmarks/results/samplers_sw_vs_nfe.png`.",
         "",
         "| schedule | sampler | steps | NFE | SW | SW / null |",
         "| --- | --- | ---: | ---: | ---: | ---: |",
     ]
     lines += [f"| {s} | {n} | {k} | {f} | {sw:.4f} | {sw / null:.2f} |" for s, n, k, f, sw in rows]
-    write_text_atomic(out / "results_samplers.md", "\n".join(lines) + "\n")
+    write_block(out / "samplers.md", "\n".join(lines), title="# Samplers (benchmarks/samplers.py)")
 
 
 if __name__ == "__main__":

@@ -8,8 +8,9 @@ For each series (gendiff.domains.weather.real_series: statsmodels' weekly Mauna 
 solar week, pmdarima's half-hourly England and Wales demand) it trains briefly on the early part (a CPU time
 budget), forecasts every init of the held-out part with an ensemble, and scores the CRPS (standard and fair), RMSE,
 spread and SSR per lead against persistence, seasonal naive (the value one season before), the hour-of-day
-climatology and the linear AR ensemble of scoring.evaluate. Results go to benchmarks/results_timeseries.md (command,
-machine, date, numbers, and at which reported leads the model's CRPS is below each reference).
+climatology and the linear AR ensemble of scoring.evaluate. Results go to benchmarks/results/timeseries.md (command,
+machine, date, numbers, and at which reported leads the model's CRPS is below each reference; the file's <!-- latest -->
+block, the dated history below it stays).
 
 `--impute` runs the imputation benchmark instead (timeseries_impute.py: CSDI's protocol on CO2 and the demand
 series, against linear interpolation and a seasonal baseline); `--csdi-repo PATH` adds ermongroup/CSDI trained and
@@ -30,17 +31,18 @@ import pandas as pd
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results_timeseries.md"
+RESULTS = ROOT / "benchmarks" / "results" / "timeseries.md"
 REFERENCES = ("persistence", "seasonal_naive", "climatology", "linear")
 
-from _machine import machine  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+from _machine import machine  # noqa: E402  (python puts the script's folder, benchmarks/, on sys.path)
+from _results import write_block  # noqa: E402
 
 # context / horizon / lead / init spacing in data steps; periods inclusive; `leads`: the steps reported
 CONFIGS = {
     "co2": dict(context=104, horizon=52, lead=52, init_every=4, train_period=("1958-03-29", "1991-12-28"),
                 init_period=("1993-01-02", "2000-12-30"), leads=(1, 4, 13, 26, 52), unit="week", seasons="52W"),
     # solar: four training days; the daily season is the hour-of-day climatology already, and a lag of one day
-    # (context 60, seasons="1d") scored worse at every lead (RESULTS.md); its anomalies are standardised by the
+    # (context 60, seasons="1d") scored worse at every lead (benchmarks/results/timeseries.md); its anomalies are standardised by the
     # hour-of-day deviation (train's hourly_std="auto": it is 0 every night), so a cloudy or sunny morning carries
     # into the afternoon as a relative departure
     "solar": dict(context=48, horizon=12, lead=12, init_every=2, train_period=("2021-05-01", "2021-05-04T23:30"),
@@ -145,7 +147,7 @@ def write_results(results: list[dict], command: str) -> None:
         lines += table(r)
         lines += ["", f"Model CRPS below persistence, seasonal naive and climatology at every reported lead: "
                       f"{'yes' if beats_all(r) else 'no'}.", ""]
-    RESULTS.write_text("\n".join(lines))
+    write_block(RESULTS, "\n".join(lines), title="# Time series on three real series (benchmarks/timeseries.py)")
 
 
 def main(argv=None) -> int:
@@ -157,7 +159,7 @@ def main(argv=None) -> int:
     p.add_argument("--sample-steps", type=int, default=20)
     p.add_argument("--sampler", default="dpm_solver_pp",
                    help="sampler stored with the run (the calibration is fitted with it too); euler_maruyama, the "
-                        "weather default, threw members 100+ ppm off on CO2 (see RESULTS.md)")
+                        "weather default, threw members 100+ ppm off on CO2 (see benchmarks/results/timeseries.md)")
     p.add_argument("--width", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)

@@ -9,7 +9,7 @@ normalised values for the CPU time gendiff took, on as many threads (_csdi_harne
 evaluation period are hidden (seeded), the whole series is imputed by each method (`members` draws), and
 everything is scored by gendiff's evaluator (impute_eval.score_draws) on the same hidden entries: CRPS (fair and
 standard), normalised CRPS (exact, and CSDI's 19-quantile definition), MAE of the median, RMSE of the mean,
-beside linear interpolation and the seasonal baseline. Results: benchmarks/results_timeseries_impute.md.
+beside linear interpolation and the seasonal baseline. Results: benchmarks/results/timeseries_impute.md (its <!-- latest --> block).
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results_timeseries_impute.md"
+RESULTS = ROOT / "benchmarks" / "results" / "timeseries_impute.md"
 
 # periods inclusive; window in steps (64 weeks of CO2 hold a year and a quarter; 64 half hours of demand 32 h)
 CONFIGS = {
@@ -145,5 +145,7 @@ def run(args, command: str) -> int:
                   ("" if csdi is None else f", CSDI {csdi['parameters']}") + "; scores in data units)", ""]
         lines += block + [""]
     if not args.no_write:
-        RESULTS.write_text("\n".join(lines) + "\n")
+        from _results import write_block
+
+        write_block(RESULTS, "\n".join(lines), title="# Time-series imputation (benchmarks/timeseries.py --impute)")
     return 0

@@ -8,7 +8,8 @@ training period; their mean forecast is scored (RMSE over cells, every `--init-e
 training period's own inits, on the held-out days the spread calibration uses (its last `--calibration` fraction)
 and on the forecast period. The ratio forecast / training is the SSR a spread right for the training period can
 reach at best. It also reports whether the recent AR residuals in the context (a realised volatility, the last 24 h)
-track the error: a spread that followed them could see a stormier week coming.
+track the error: a spread that followed them could see a stormier week coming. Prints its tables; the measured
+ones are in benchmarks/results/weather_error_level.md.
 """
 from __future__ import annotations
 

@@ -5,8 +5,8 @@ scored against the baselines and the shipped unet1d model's card, side by side.
 
 Train on 2000-01-01 to 2002-03-31 (context 48 h, horizon 48 h, lr 1e-3, as benchmarks/weather.py's lorenz96
 recipe), forecast every --init-every (72 h as the shipped card) init of 2002-05-01 to 2002-09-20 to 120 h with
---members members, score model and baselines on those inits. Resumable (checkpoints in --out). Writes
-benchmarks/results_weather_gridnet.md.
+--members members, score model and baselines on those inits. Resumable (checkpoints in --out). Writes the
+<!-- latest --> block of benchmarks/results/weather_gridnet.md.
 """
 from __future__ import annotations
 
@@ -32,12 +32,12 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--sample-steps", type=int, default=50)
     p.add_argument("--init-every", default="72h")
-    p.add_argument("--results", default=str(HERE / "results_weather_gridnet.md"))
+    p.add_argument("--results", default=str(HERE / "results" / "weather_gridnet.md"))
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    sys.path.insert(0, str(HERE))
-    from weather import SYSTEMS  # noqa: E402
-    from _machine import machine  # noqa: E402
+    from _machine import machine  # python puts the script's folder, benchmarks/, on sys.path
+    from _results import write_block
+    from weather import SYSTEMS
     from gendiff.domains import weather
     from gendiff.domains.weather.lorenz96 import lorenz96_dataset
 
@@ -72,7 +72,8 @@ def main(argv=None) -> int:
                       for r in records if r["system"] == "climatology")
     lines += ["", f"gridnet CRPS at or below climatology at every lead: {at_or_below}.", "", "```json",
               json.dumps({f"{s}@{h}": v for (s, h), v in crps.items()}), "```"]
-    Path(args.results).write_text("\n".join(lines) + "\n")
+    write_block(args.results, "\n".join(lines[1:]).strip("\n"),
+                title="# The shared network (gridnet) on Lorenz-96 (benchmarks/weather_gridnet.py)")
     print("\n".join(lines))
     return 0
 

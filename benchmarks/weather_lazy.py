@@ -1,5 +1,6 @@
 """Training steps per second with the values in memory against windows read on demand (stream.EncodedValues), on the
-ERA5 sample read by path (never copied into the repo). Prints one JSON line per mode; rows go to RESULTS.md.
+ERA5 sample read by path (never copied into the repo). Prints one JSON line per mode; the table in
+benchmarks/results/weather_lazy.md is written from them by hand.
 
     python benchmarks/weather_lazy.py --data /work/shared/data/era5_uk_t2m_2019-03.nc --steps 40
 """

@@ -8,8 +8,8 @@ regular lat/lon grid of that many cells (one variable, 12 + 12 steps), a batch o
 loss.make_step_fn and an Adam step; the time is the median of 3 steps after one warm-up, the peak memory the
 process's maximum resident set less that of the same process before the network was built. gridnet is measured
 on the whole grid and on training patches of --patch locations (train(patch=...), the cost then independent of
-the grid). Writes benchmarks/results_weather_scale.md, benchmarks/weather_scale.png and a section of RESULTS.md
-is left to the caller (the table is printed).
+the grid). Writes the <!-- latest --> block of benchmarks/results/weather_scale.md and
+benchmarks/results/weather_scale.png, and prints the table.
 """
 from __future__ import annotations
 
@@ -150,8 +150,8 @@ def main(argv=None) -> int:
     p.add_argument("--sizes", default="100,300,1000,3000,10000")
     p.add_argument("--batch", type=int, default=1, help="windows per train step")
     p.add_argument("--patch", type=int, default=256, help="locations per training patch (gridnet)")
-    p.add_argument("--results", default=str(HERE / "results_weather_scale.md"))
-    p.add_argument("--png", default=str(HERE / "weather_scale.png"))
+    p.add_argument("--results", default=str(HERE / "results" / "weather_scale.md"))
+    p.add_argument("--png", default=str(HERE / "results" / "weather_scale.png"))
     p.add_argument("--one", nargs=4, metavar=("DESIGN", "N", "BATCH", "PATCH"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.one:
@@ -161,10 +161,10 @@ def main(argv=None) -> int:
     sizes = [int(s) for s in args.sizes.split(",") if s]
     t0 = time.time()
     rows = run_all(sizes, args.batch, args.patch)
-    sys.path.insert(0, str(HERE))
-    from _machine import machine  # noqa: E402
+    from _machine import machine  # python puts the script's folder, benchmarks/, on sys.path
+    from _results import write_block
 
-    lines = ["# Weather networks against the number of locations", "",
+    lines = [
              f"Command: `python benchmarks/weather.py scale --sizes {args.sizes} --batch {args.batch} "
              f"--patch {args.patch}`; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {machine('cpu')}; "
              f"one torch thread, one process per row; {time.time() - t0:.0f} s in all.", "",
@@ -174,7 +174,8 @@ def main(argv=None) -> int:
              "every cell a channel in and out); gridnet with train's defaults (width 32, neighbourhood attention "
              "over the 16 nearest locations at the coarsest temporal level and the middle block).", "", *table(rows, args.patch), "",
              f"![scale]({Path(args.png).name})", "", "```json", json.dumps(rows, indent=None), "```"]
-    Path(args.results).write_text("\n".join(lines) + "\n")
+    write_block(args.results, "\n".join(lines),
+                title="# Weather networks against the number of locations (benchmarks/weather_scale.py)")
     plot(rows, Path(args.png), args.patch)
     print("\n".join(table(rows, args.patch)))
     return 0

@@ -6,7 +6,7 @@
     python benchmarks/weather_wfde5.py --data ../shared/data/era5_uk_t2m_2019-03.nc --out runs/bench_era5_defaults
                                                                          # the README's ERA5 commands, same checks
 
-Prints and appends to benchmarks/results_weather_wfde5.md: wall time of each stage against the 20-minute budget,
+Prints and appends to benchmarks/results/weather_wfde5.md: wall time of each stage against the 20-minute budget,
 whether NaN stays over the sea and nowhere else in every member and lead, and the fair CRPS of the model against
 persistence and climatology (and the linear ensemble) per variable at 6, 12 and 24 h.
 """
@@ -24,10 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _machine import machine  # noqa: E402
+from _machine import machine  # noqa: E402  (python puts the script's folder, benchmarks/, on sys.path)
 
-RESULTS = Path(__file__).with_name("results_weather_wfde5.md")
+RESULTS = Path(__file__).resolve().parent / "results" / "weather_wfde5.md"
 LEADS_H = (6, 12, 24)
 
 
