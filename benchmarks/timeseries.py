@@ -4,7 +4,7 @@
     python benchmarks/timeseries.py --datasets solar --minutes 1 --out /tmp/ts     # a quick partial run
     python benchmarks/timeseries.py --impute --minutes 4 --csdi-repo PATH          # imputation, beside CSDI's code
 
-For each series (gendiff.domains.weather.real_series: statsmodels' weekly Mauna Loa CO2, sktime's half-hourly GB
+For each series (gendiff.domains.timeseries.real_series: statsmodels' weekly Mauna Loa CO2, sktime's half-hourly GB
 solar week, pmdarima's half-hourly England and Wales demand) it trains briefly on the early part (a CPU time
 budget), forecasts every init of the held-out part with an ensemble, and scores the CRPS (standard and fair), RMSE,
 spread and SSR per lead against persistence, seasonal naive (the value one season before), the hour-of-day
@@ -58,9 +58,9 @@ def run_dataset(name: str, out: Path, minutes: float, members: int, sample_steps
                 seed: int, sampler: str = "dpm_solver_pp", no_seasons: bool = False,
                 no_hourly_std: bool = False) -> dict:
     from gendiff.domains import timeseries
-    from gendiff.domains.weather import real_series
+    from gendiff.domains.timeseries import real_series
     from gendiff.domains.weather.metrics import score
-    from gendiff.domains.weather.scoring import truth_at_valid_time
+    from gendiff.domains.timeseries.scoring import truth_at_valid_time
 
     cfg = CONFIGS[name]
     df = real_series.load(name)
@@ -76,7 +76,7 @@ def run_dataset(name: str, out: Path, minutes: float, members: int, sample_steps
     t_train = time.perf_counter() - t0
     fc = timeseries.forecast(run, df, output="xarray", init_period=cfg["init_period"], init_every=cfg["init_every"],
                              members=members, lead=cfg["lead"], progress=False, seed=seed)
-    from gendiff.domains.weather import scoring
+    from gendiff.domains.timeseries import scoring
 
     systems = [s for s in ("model", "persistence", "climatology", "linear", "ar_calibrated")
                if s in getattr(scoring, "SYSTEMS", ())]  # ar_calibrated: the run's AR base + calibration, no network

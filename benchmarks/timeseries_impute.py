@@ -56,9 +56,9 @@ def run_csdi(repo, name: str, df, cpu_seconds: float, members: int, seed: int, f
     gendiff's evaluator on the entries evaluate_imputation hid."""
     import _csdi_harness as harness
 
-    from gendiff.domains.weather.data import period_indices
-    from gendiff.domains.weather.impute_eval import hide_observed, score_draws
-    from gendiff.domains.weather.tabular import from_pandas
+    from gendiff.domains.timeseries.data import period_indices
+    from gendiff.domains.timeseries.impute_eval import hide_observed, score_draws
+    from gendiff.domains.timeseries.tabular import from_pandas
 
     cfg = CONFIGS[name]
     ds = from_pandas(df)
@@ -105,7 +105,7 @@ def run(args, command: str) -> int:
     from _csdi_harness import missing
     from _machine import machine
 
-    from gendiff.domains.weather import real_series
+    from gendiff.domains.timeseries import real_series
 
     torch.set_num_threads(args.threads)
     names = [n for n in args.datasets.split(",") if n]

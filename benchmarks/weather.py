@@ -57,7 +57,7 @@ def era5(out: Path, steps: int, members: int, sample_steps: int, sampler: str, n
 def speed(out: Path, members: int = 16, repeats: int = 2) -> dict:
     """Members per second for one 24 h forecast (one init) on this CPU."""
     from gendiff.domains import weather
-    from gendiff.domains.weather.model import load_run
+    from gendiff.domains.timeseries.model import load_run
 
     run = load_run(out / "era5-run")
     rates = []
@@ -72,7 +72,7 @@ def speed(out: Path, members: int = 16, repeats: int = 2) -> dict:
 def lorenz96(out: Path, steps: int, members: int, sigmas=(0.1,)) -> dict:
     """Model CRPS over a perfect-model ensemble's CRPS (true equations from perturbed initial states), per lead."""
     from gendiff.domains import weather
-    from gendiff.domains.weather.scoring import truth_at_valid_time
+    from gendiff.domains.timeseries.scoring import truth_at_valid_time
     from gendiff.domains.weather.lorenz96 import lorenz96_dataset, perfect_model_ensemble
     from gendiff.domains.weather.metrics import score
 
@@ -182,7 +182,7 @@ def shipped_l96(forecast: Path, sigmas=(0.1,)) -> dict:
     from gendiff.domains import weather
     from gendiff.domains.weather.lorenz96 import lorenz96_dataset, perfect_model_ensemble
     from gendiff.domains.weather.metrics import score
-    from gendiff.domains.weather.scoring import truth_at_valid_time
+    from gendiff.domains.timeseries.scoring import truth_at_valid_time
 
     ds = lorenz96_dataset()
     records = weather.evaluate(str(forecast), ds, systems=SYSTEMS, plots=False)
@@ -210,7 +210,7 @@ def write_results(res: dict, command: str) -> str:
                   f"Train 1-24 March: AR(2) base, codec and climatology on all of it; the network on its first 85% "
                   f"({tr['windows']} windows of 24 h context + 24 h horizon, {tr['step']} steps, "
                   f"{tr['parameters']:,} parameters); the ensemble calibration (mean shrinkage and spread, "
-                  f"domains/weather/calibrate.py) on {len(tr.get('calibration', {}).get('inits', []))} inits in the "
+                  f"domains/timeseries/calibrate.py) on {len(tr.get('calibration', {}).get('inits', []))} inits in the "
                   f"last 15%; {e['train_seconds']:.0f} s in all. Forecast every 6 h init of 25-30 "
                   f"March ({e['inits']} inits x {e['members']} members) to 24 h ({e['forecast_seconds']:.0f} s). "
                   + SCORES_NOTE, ""]
@@ -302,14 +302,14 @@ def main(argv=None) -> int:
         p.error(f"the shipped models are made by tools/weather_pretrained.py now: "
                 f"python tools/weather_pretrained.py {what} {name} --out {args.out}")
     torch.set_num_threads(args.threads)
-    import gendiff.domains.weather.baselines  # noqa: F401  (load all code now, so later edits cannot mix in)
+    import gendiff.domains.timeseries.baselines  # noqa: F401  (load all code now, so later edits cannot mix in)
     import gendiff.domains.weather.demo_l96  # noqa: F401
-    import gendiff.domains.weather.fit  # noqa: F401
-    import gendiff.domains.weather.forecasting  # noqa: F401
+    import gendiff.domains.timeseries.training  # noqa: F401
+    import gendiff.domains.timeseries.forecasting  # noqa: F401
     import gendiff.domains.weather.lorenz96  # noqa: F401
-    import gendiff.domains.weather.plots  # noqa: F401
-    import gendiff.domains.weather.scoring  # noqa: F401
-    import gendiff.domains.weather.calibrate  # noqa: F401
+    import gendiff.domains.timeseries.plots  # noqa: F401
+    import gendiff.domains.timeseries.scoring  # noqa: F401
+    import gendiff.domains.timeseries.calibrate  # noqa: F401
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     parts = args.parts.split(",")

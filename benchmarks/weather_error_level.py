@@ -30,9 +30,9 @@ def main(argv=None) -> int:
     p.add_argument("--leads", default="6,12,24", help="lead steps")
     p.add_argument("--calibration", type=float, default=0.15)
     a = p.parse_args(argv)
-    from gendiff.domains.weather.base import ARBase
-    from gendiff.domains.weather.data import open_data
-    from gendiff.domains.weather.stream import EncodedValues, fit_statistics
+    from gendiff.domains.timeseries.base import ARBase
+    from gendiff.domains.timeseries.data import open_data
+    from gendiff.domains.timeseries.stream import EncodedValues, fit_statistics
 
     ds = open_data(a.data, a.vars.split(",") if a.vars else None)
     times = pd.DatetimeIndex(ds["time"].values)

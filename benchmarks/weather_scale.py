@@ -38,11 +38,11 @@ def measure(design: str, n: int, batch: int, patch: int | None) -> dict:
     torch.set_num_threads(1)
     from gendiff.losses import constant_weight
     from gendiff.schedules import get_schedule, schedule_config
-    from gendiff.domains.weather.fit import GRID_DEFAULTS, NET_DEFAULTS
-    from gendiff.domains.weather.gridnet import location_positions
-    from gendiff.domains.weather.inputs import cond_channels
-    from gendiff.domains.weather.loss import VariableBalancedSpace, make_step_fn
-    from gendiff.domains.weather.network import build_denoiser
+    from gendiff.domains.timeseries.config import GRID_DEFAULTS, NET_DEFAULTS
+    from gendiff.domains.timeseries.sharednet import location_positions
+    from gendiff.domains.timeseries.inputs import cond_channels
+    from gendiff.domains.timeseries.loss import VariableBalancedSpace, make_step_fn
+    from gendiff.domains.timeseries.network import build_denoiser
     import xarray as xr
 
     side_lat = max(1, int(round(math.sqrt(n))))
