@@ -1,26 +1,33 @@
-"""`gendiff train|sample|evaluate|forecast|impute|demo <domain> ...`: argparse front end over the domains' cli modules.
+"""`gendiff train|sample|evaluate|forecast|impute|demo <domain> ...`: argparse front end over the domains' verbs.
 
-Each domain's `cli.py` exposes `VERBS = {verb: (add_arguments, run)}`. Errors (GendiffError, bad arguments, missing
-files) print one line `gendiff: error: ...` on stderr and exit with status 2, without a traceback.
+The domains are plugins (gendiff.domain): every entry point of the `gendiff.domains` group names a `Domain`, whose
+`verbs()` gives `{verb: (add_arguments, run)}`; this module names no domain. A domain that cannot be loaded (a
+missing extra, a broken dependency) answers every verb with one line saying why. Errors (GendiffError, bad
+arguments, missing files) print one line `gendiff: error: ...` on stderr and exit with status 2, without a
+traceback.
 """
+
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
 from . import __version__
+from .domain import Domain, discover, one_line
 from .errors import GendiffError
+from .runs import list_pretrained
+from .samplers import list_samplers
+from .schedules import list_schedules
 
-DOMAINS = ("images", "weather", "timeseries", "molecules")  # timeseries: the weather verbs under that name
 VERB_HELP = {
     "train": "train a model on a domain's data",
     "sample": "draw samples from a trained run",
     "evaluate": "score samples, forecasts or files",
-    "forecast": "ensemble forecasts from a trained run (weather, timeseries)",
-    "impute": "fill the gaps of series with draws from a run trained to impute (weather, timeseries)",
+    "forecast": "ensemble forecasts from a trained run",
+    "impute": "fill the gaps of series with draws from a run trained to impute",
     "demo": "train briefly on embedded data, sample and evaluate",
 }
+UNAVAILABLE = "__unavailable__"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -29,14 +36,20 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def _domain_verbs(domain: str) -> dict:
-    """The domain's VERBS table, or {"__unavailable__": reason} when its module cannot be imported."""
-    try:
-        module = importlib.import_module(f"gendiff.domains.{domain}.cli")
-    except Exception as exc:  # a missing or broken dependency (ImportError, OSError from a shared library, ...)
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return {"__unavailable__": f"{reason} ({type(exc).__name__})"}
-    return getattr(module, "VERBS", {})
+def _domain_tables(only: str | None = None) -> dict[str, dict]:
+    """{domain: its verbs table, or {UNAVAILABLE: reason}} for every installed domain plugin, by name (for the
+    domain `only` alone when one of that name is installed: the others are not imported)."""
+    found = discover([only]) if only else {}
+    tables: dict[str, dict] = {}
+    for name, entry in (found or discover()).items():
+        if not isinstance(entry, Domain):
+            tables[name] = {UNAVAILABLE: entry.reason}
+            continue
+        try:
+            tables[name] = entry.load_verbs()
+        except Exception as exc:  # a missing extra, a missing or broken dependency (ImportError, OSError, ...)
+            tables[name] = {UNAVAILABLE: one_line(exc)}
+    return tables
 
 
 def _unavailable(domain: str, reason: str):
@@ -50,18 +63,14 @@ def _unavailable(domain: str, reason: str):
 
 
 def _list_command(args) -> int:
-    from .samplers import list_samplers
-    from .schedules import list_schedules
-
     print("samplers: " + ", ".join(list_samplers()))
     print("schedules: " + ", ".join(list_schedules()))
-    for domain in DOMAINS:
-        table = _domain_verbs(domain)
-        state = f"unavailable: {table['__unavailable__']}" if "__unavailable__" in table else ", ".join(
-            v for v in VERB_HELP if v in table)
+    for domain, table in _domain_tables().items():
+        if UNAVAILABLE in table:
+            state = f"unavailable: {table[UNAVAILABLE]}"
+        else:
+            state = ", ".join([v for v in VERB_HELP if v in table] + [v for v in table if v not in VERB_HELP])
         print(f"domain {domain}: {state}")
-    from .runs import list_pretrained
-
     rows = list_pretrained()
     print("pretrained models (use --run pretrained:NAME):" + ("" if rows else " none shipped"))
     for row in rows:
@@ -69,26 +78,44 @@ def _list_command(args) -> int:
             print(f"  {row['name']}: broken ({row['error']})")
             continue
         metrics = ", ".join(f"{k} {v:.4g}" for k, v in row["metrics"].items())
-        print(f"  {row['name']} ({row['domain']}, {row['bytes'] / 1e6:.1f} MB, {row['steps']} steps): "
-              f"{metrics or 'no metrics on its card'}")
+        print(
+            f"  {row['name']} ({row['domain']}, {row['bytes'] / 1e6:.1f} MB, {row['steps']} steps): "
+            f"{metrics or 'no metrics on its card'}"
+        )
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="gendiff", description="Domain-general diffusion models: images, weather, molecules.")
+def _verb_help(verb: str, tables: dict[str, dict]) -> str:
+    """The verb's help line; a verb that only some available domains offer names them."""
+    available = {d: t for d, t in tables.items() if UNAVAILABLE not in t}
+    offering = [d for d, t in available.items() if verb in t]
+    text = VERB_HELP.get(verb, f"{verb} (a domain's own verb)")
+    if offering and len(offering) < len(available):
+        text += f" ({', '.join(offering)})"
+    return text
+
+
+def build_parser(domain: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every verb of every domain (of `domain` alone when given and installed)."""
+    tables = _domain_tables(domain)
+    parser = _Parser(
+        prog="gendiff",
+        description="Domain-general diffusion models" + (f": {', '.join(tables)}." if tables else "."),
+    )
     parser.add_argument("--version", action="version", version=f"gendiff {__version__}")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
     verbs.required = True
-    lst = verbs.add_parser("list", help="list the registered samplers and schedules")
+    lst = verbs.add_parser("list", help="list the samplers, schedules, domains and shipped models")
     lst.set_defaults(_run=_list_command)
-    tables = {d: _domain_verbs(d) for d in DOMAINS}
-    for verb, help_text in VERB_HELP.items():
+    extra_verbs = [v for t in tables.values() for v in t if v != UNAVAILABLE and v not in VERB_HELP]
+    for verb in list(VERB_HELP) + list(dict.fromkeys(extra_verbs)):
+        help_text = _verb_help(verb, tables)
         vp = verbs.add_parser(verb, help=help_text, description=help_text)
         domains = vp.add_subparsers(dest="domain", metavar="DOMAIN", parser_class=_Parser)
         domains.required = True
         for domain, table in tables.items():
-            if "__unavailable__" in table:
-                add_arguments, run = _unavailable(domain, table["__unavailable__"])
+            if UNAVAILABLE in table:
+                add_arguments, run = _unavailable(domain, table[UNAVAILABLE])
             elif verb not in table:
                 continue
             else:
@@ -100,7 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # `gendiff VERB DOMAIN ...` needs that domain's verbs only: the other domains are not imported
+    named = argv[1] if len(argv) >= 2 and argv[0] != "list" and not argv[0].startswith("-") else None
+    parser = build_parser(named if named and not named.startswith("-") else None)
     args, extra = parser.parse_known_args(argv)
     if extra and not getattr(args, "_accepts_any", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -113,8 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"gendiff: error: {exc.filename or exc}: no such file or directory\n")
         return 2
     except OSError as exc:  # permissions, a read-only install, a full disk: one line, the file named
-        sys.stderr.write(f"gendiff: error: {exc.filename or ''}{': ' if exc.filename else ''}"
-                         f"{exc.strerror or exc}\n")
+        filename = f"{exc.filename}: " if exc.filename else ""
+        sys.stderr.write(f"gendiff: error: {filename}{exc.strerror or exc}\n")
         return 2
     except KeyboardInterrupt:
         sys.stderr.write("gendiff: error: interrupted\n")
