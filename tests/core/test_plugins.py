@@ -129,3 +129,38 @@ def test_a_plugin_that_is_not_a_domain_is_unavailable():
     assert isinstance(entry, Unavailable) and "not a gendiff.domain.Domain" in entry.reason
     entry = _load(EntryPoint(name="gone", value="gendiff_no_such_package.plugin:DOMAIN", group="gendiff.domains"))
     assert isinstance(entry, Unavailable) and "gendiff_no_such_package" in entry.reason
+
+
+CORE_ONLY = '''
+import importlib.util, sys
+BLOCK = set(sys.argv[1].split(","))
+class Blocker:  # the extras' packages are not installed: `pip install gendiff`, the core alone
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCK:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, Blocker())
+real = importlib.util.find_spec
+importlib.util.find_spec = lambda name, *a: None if name.split(".")[0] in BLOCK else real(name, *a)
+from gendiff import cli
+sys.exit(cli.main(sys.argv[2:]))
+'''
+
+
+def test_the_core_alone_works_and_every_domain_names_its_extra(tmp_path):
+    """With no extra installed, gendiff imports, lists, and each domain is unavailable naming its extra."""
+    blocked = sorted({m for d in discover().values() if isinstance(d, Domain) for m in d.requires})
+    assert {"pandas", "xarray", "rdkit", "matplotlib"} <= set(blocked)
+
+    def gendiff(*args):
+        return subprocess.run([sys.executable, "-c", CORE_ONLY, ",".join(blocked), *args], capture_output=True,
+                              text=True, cwd=tmp_path, timeout=120, env=dict(os.environ, OMP_NUM_THREADS="1"))
+
+    out = gendiff("list")
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+    for name in BUILTIN:
+        line = next(ln for ln in out.stdout.splitlines() if ln.startswith(f"domain {name}: "))
+        assert line.startswith(f"domain {name}: unavailable: ") and line.endswith(f"pip install 'gendiff[{name}]'")
+    out = gendiff("train", "weather", "--out", "x")
+    assert out.returncode == 2
+    [line] = out.stderr.strip().splitlines()
+    assert line.startswith("gendiff: error: weather is unavailable: ") and "gendiff[weather]" in line, line
