@@ -15,8 +15,9 @@ generates the horizon as departures from a base (base.ARBase), and the run folde
 """
 from __future__ import annotations
 
+from .demo_co2 import demo
 from .tabular import from_pandas, from_tidy, to_frame, to_tidy
 from .verbs import evaluate, evaluate_imputation, forecast, impute, require_task, resolve_data, sample, train
 
-__all__ = ["train", "forecast", "sample", "evaluate", "impute", "evaluate_imputation", "resolve_data",
+__all__ = ["train", "forecast", "sample", "evaluate", "impute", "evaluate_imputation", "demo", "resolve_data",
            "require_task", "from_pandas", "to_tidy", "from_tidy", "to_frame"]

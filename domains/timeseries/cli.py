@@ -12,7 +12,9 @@ from gendiff import runs
 from gendiff.errors import ConfigError, DataError
 
 from .cli_options import common, compute, lazy, period, threads
-from . import verbs
+from gendiff.device import add_device_argument
+
+from . import demo_co2, verbs
 from .impute_cli import add_impute, run_impute
 from .scoring import SYSTEMS, _open_forecast, card_metrics, format_table
 from .tabular_cli import extend_verbs
@@ -251,4 +253,19 @@ def make_verbs(api, domain: str, data_default: str | None = None) -> dict:
     return extend_verbs({verb: (bound(add), run) for verb, (add, run) in table.items()})
 
 
-VERBS = make_verbs(verbs, "timeseries")
+def add_demo(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="runs/timeseries-demo", help="folder for the run, forecast, scores and plots")
+    p.add_argument("--minutes", type=float, default=None, help="cap on the training time (default: 300 steps)")
+    add_device_argument(p)
+    common(p)
+
+
+def run_demo(args) -> int:
+    threads(args)
+    result = demo_co2.demo(args.out, device=args.device, progress=not args.quiet, minutes=args.minutes)
+    print(format_table(result["records"]))
+    print(f"done in {result['seconds']['total']} s; forecast.csv, plots and scores in {args.out}", file=sys.stderr)
+    return 0
+
+
+VERBS = {**make_verbs(verbs, "timeseries"), "demo": (add_demo, run_demo)}

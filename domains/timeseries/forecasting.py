@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -179,11 +180,42 @@ def rollout(run: Run, values: np.ndarray, times: np.ndarray, init_idx: np.ndarra
     return out.cpu().numpy()
 
 
-def forecast(run, data, *, init_period=None, init_times=None, init_every="6h", members: int = 16, lead="24h",
-             sampler: str | None = None, steps: int | None = None, seed: int = 0, batch_size: int = 256,
-             out=None, progress: bool = True, calibrated: bool = True, chain_base: str = "level", device=None,
-             bf16: bool = False, compile=False, command: str | None = None, new_locations: bool = False,
-             static=None, chunks=None) -> xr.Dataset:
+@dataclass(frozen=True)
+class ForecastConfig:
+    """The options of forecast(), validated once where built: which inits (`init_period` START:END with
+    `init_every`, or `init_times`), `members`, `lead`, the sampler (`sampler`, `steps`; None: the run's), `seed`,
+    `batch_size`, `calibrated`, `chain_base`, where and how the network runs (`device`, `bf16`, `compile`),
+    `progress`, a gridnet run on other locations (`new_locations`, `static`), lazy reading (`chunks`) and the
+    `command` kept in the output's attributes."""
+
+    init_period: object = None
+    init_times: object = None
+    init_every: object = "6h"
+    members: int = 16
+    lead: object = "24h"
+    sampler: str | None = None
+    steps: int | None = None
+    seed: int = 0
+    batch_size: int = 256
+    progress: bool = True
+    calibrated: bool = True
+    chain_base: str = "level"
+    device: object = None
+    bf16: bool = False
+    compile: object = False
+    command: str | None = None
+    new_locations: bool = False
+    static: object = None
+    chunks: object = None
+
+    def __post_init__(self):
+        if self.members < 1:
+            raise ConfigError(f"members={self.members} must be >= 1")
+        if self.chain_base not in ("level", "ar"):
+            raise ConfigError(f"chain_base={self.chain_base!r}: expected 'level' or 'ar'")
+
+
+def forecast(run, data, *, config: ForecastConfig | None = None, out=None, **options) -> xr.Dataset:
     """Ensemble forecasts from every init time in init_period (or the given init_times); optionally written to out.
 
     `calibrated`: rescale members about their mean by the run's spread calibration (calibrate.py), when it has one.
@@ -203,53 +235,63 @@ def forecast(run, data, *, init_period=None, init_times=None, init_every="6h", m
 
     `data` is read lazily (data.open_data; `chunks` as there): only each init's context is read from it
     (stream.EncodedValues), so it may be larger than memory."""
-    run = use_run(run, device)
-    if compile:
-        compile_network(run.denoiser, compile)
+    if config is not None and options:
+        raise ConfigError("forecast: pass config= or keyword options, not both")
+    unknown = sorted(set(options) - set(ForecastConfig.__dataclass_fields__))
+    if unknown:
+        raise ConfigError(f"forecast: unknown option(s) {', '.join(unknown)}")
+    cfg = config if config is not None else ForecastConfig(**options)
+    run = use_run(run, cfg.device)
+    if cfg.compile:
+        compile_network(run.denoiser, cfg.compile)
     label = source_label(data)
-    ds = open_data(data, run.codec.variables, name=label, chunks=chunks)
+    ds = open_data(data, run.codec.variables, name=label, chunks=cfg.chunks)
     run = subregion(run, ds, label)  # a gridnet run on a part of its grid
     step = check_time_step(ds, run, label)
-    if members < 1:
-        raise ConfigError(f"members={members} must be >= 1")
-    n_lead = parse_duration(lead, step, "lead")
-    if init_times is not None:
-        t = pd.DatetimeIndex(ds["time"].values)
-        want = pd.DatetimeIndex(np.atleast_1d(np.asarray(init_times, dtype="datetime64[ns]")))
-        missing = want.difference(t)
-        if len(missing):
-            raise DataError(f"{label}: init time(s) {', '.join(map(str, missing[:3]))} are not in the data "
-                            f"({t[0]} to {t[-1]}) (forecast period outside the data)")
-        idx = t.get_indexer(want)
-        if (idx - run.context + 1 < 0).any():
-            raise DataError(f"{label}: init time {want[0]} needs {run.context} steps of context before it "
-                            f"(forecast period outside the data)")
-    else:
-        idx = init_indices(ds, init_period, init_every, run.context, label)
+    n_lead = parse_duration(cfg.lead, step, "lead")
+    idx = _init_indices(ds, cfg, run, label)
     times = ds["time"].values
-    if new_locations:  # a gridnet run on another region: its per-location state from the data before the inits
-        run = regrid(run, ds, int(np.min(idx)) - run.context + 1, static, label)
+    if cfg.new_locations:  # a gridnet run on another region: its per-location state from the data before the inits
+        run = regrid(run, ds, int(np.min(idx)) - run.context + 1, cfg.static, label)
     values = EncodedValues(ds, run.codec, run.climatology, label)
-    sampler = sampler or run.config["sampler"]
-    steps = int(steps or run.config["sample_steps"])
+    sampler = cfg.sampler or run.config["sampler"]
+    steps = int(cfg.steps or run.config["sample_steps"])
     t0 = time.perf_counter()
-    arr = rollout(run, values, times, idx, n_lead, members, sampler=sampler, steps=steps, seed=seed,
-                  batch_size=batch_size, progress=progress, chain_base=chain_base, bf16=bf16)
+    arr = rollout(run, values, times, idx, n_lead, cfg.members, sampler=sampler, steps=steps, seed=cfg.seed,
+                  batch_size=cfg.batch_size, progress=cfg.progress, chain_base=cfg.chain_base, bf16=cfg.bf16)
     seconds = time.perf_counter() - t0
-    calib = calibrate.load(run.path) if calibrated else None
+    calib = calibrate.load(run.path) if cfg.calibrated else None
     if calib is not None:
         arr = calibrate.apply(arr, calib, run.codec, base_trajectory(run, values, idx, n_lead))
     valid = times[idx][:, None] + (times[1] - times[0]) * np.arange(1, n_lead + 1)[None, :]
     arr = run.climatology.restore(arr, valid, axis=1)
     attrs = {"gendiff_run": str(run.spec or run.path), "gendiff_model_source": run.config["source"],
              "train_period": " to ".join(run.config["train_period"]), "sampler": sampler, "sampler_steps": steps,
-             "seed": seed, "forecast_seconds": round(seconds, 3), "spread_calibration": int(calib is not None),
-             "chain_base": chain_base, "device": str(run.device), "bf16": int(bool(bf16)),
-             "compiled": int(bool(compile)),
-             "history": f"gendiff weather forecast, {len(idx)} inits x {members} members x {n_lead} leads"}
-    if command:
-        attrs["gendiff_command"] = command
+             "seed": cfg.seed, "forecast_seconds": round(seconds, 3), "spread_calibration": int(calib is not None),
+             "chain_base": cfg.chain_base, "device": str(run.device), "bf16": int(bool(cfg.bf16)),
+             "compiled": int(bool(cfg.compile)),
+             "history": f"gendiff weather forecast, {len(idx)} inits x {cfg.members} members x {n_lead} leads"}
+    if cfg.command:
+        attrs["gendiff_command"] = cfg.command
     result = forecast_dataset(run.codec, arr, ds["time"].values[idx], step, attrs=attrs)
     if out is not None:
         write_dataset(result, out)
     return result
+
+
+def _init_indices(ds: xr.Dataset, cfg: ForecastConfig, run: Run, label: str) -> np.ndarray:
+    """Indices of the init times: cfg.init_times (each in the data, with a full context before it), else every
+    cfg.init_every in cfg.init_period."""
+    if cfg.init_times is None:
+        return init_indices(ds, cfg.init_period, cfg.init_every, run.context, label)
+    t = pd.DatetimeIndex(ds["time"].values)
+    want = pd.DatetimeIndex(np.atleast_1d(np.asarray(cfg.init_times, dtype="datetime64[ns]")))
+    missing = want.difference(t)
+    if len(missing):
+        raise DataError(f"{label}: init time(s) {', '.join(map(str, missing[:3]))} are not in the data "
+                        f"({t[0]} to {t[-1]}) (forecast period outside the data)")
+    idx = t.get_indexer(want)
+    if (idx - run.context + 1 < 0).any():
+        raise DataError(f"{label}: init time {want[0]} needs {run.context} steps of context before it "
+                        f"(forecast period outside the data)")
+    return idx

@@ -194,13 +194,24 @@ def test_network_shared_across_series_has_one_size(tmp_path):
     assert abs(means["south_b"] - 200) < 30 and abs(means["north_b"] - 20) < 10
 
 
-def test_alias_is_the_weather_domain():
-    assert timeseries.train is weather.train and timeseries.forecast is weather.forecast
+def test_weather_is_the_gridded_adapter_of_the_engine():
+    """issue 27: the engine lives in timeseries; weather's verbs hand the engine their data (lorenz96 by default)
+    and the modules that moved keep their old import path, with one FutureWarning each."""
+    import importlib
+    import warnings
+
+    assert weather.train.__module__ == "gendiff.domains.weather" and timeseries.train.__module__.startswith(
+        "gendiff.domains.timeseries")
+    old = importlib.import_module("gendiff.domains.weather.tabular")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert old.from_pandas is tabular.from_pandas and old.to_tidy is tabular.to_tidy
+    assert len(caught) <= 1 and all("moved to gendiff.domains.timeseries.tabular" in str(w.message) for w in caught)
     assert timeseries.from_pandas is tabular.from_pandas and timeseries.to_tidy is tabular.to_tidy
     from gendiff.domains.timeseries.cli import VERBS
 
     from gendiff.domains.weather.cli import VERBS as WEATHER_VERBS
-    assert VERBS is WEATHER_VERBS
+    assert set(VERBS) == set(WEATHER_VERBS) == {"train", "forecast", "sample", "evaluate", "impute", "demo"}
 
 
 def test_cli_csv_train_forecast_evaluate(tmp_path, capsys):
@@ -261,7 +272,8 @@ def test_cli_subprocess_bad_csv_no_traceback(tmp_path, run_cli):
 
 
 def test_cli_output_format_conflicts(tmp_path, capsys):
-    argv = ["forecast", "timeseries", "--run", str(tmp_path / "none"), "--out", str(tmp_path / "x.csv")]
+    argv = ["forecast", "timeseries", "--run", str(tmp_path / "none"), "--data", str(tmp_path / "d.csv"), "--out",
+            str(tmp_path / "x.csv")]
     assert cli.main([*argv, "--output-format", "netcdf"]) == 2
     assert "name the file .nc" in capsys.readouterr().err
     assert cli.main([*argv[:-1], str(tmp_path / "x.nc"), "--quantiles", "0.5"]) == 2

@@ -11,7 +11,8 @@ from gendiff import cli
 from gendiff.domains import timeseries
 from gendiff.domains.timeseries import tabular
 from gendiff.domains.timeseries.base import ARBase
-from gendiff.domains.timeseries.run import load_run, subregion
+from gendiff.domains.timeseries.regions import subregion
+from gendiff.domains.timeseries.run import load_run
 from gendiff.domains.timeseries.stream import fit_statistics
 from gendiff.errors import ConfigError, DataError
 

@@ -148,7 +148,7 @@ def test_gridnet_training_step_and_forecast_on_a_virtual_device(tiny):
     from gendiff.domains.timeseries.forecasting import rollout_tensor
     from gendiff.domains.timeseries.loss import VariableBalancedSpace, make_step_fn
     from gendiff.domains.timeseries.network import build_denoiser
-    from gendiff.domains.timeseries.run import subregion
+    from gendiff.domains.timeseries.regions import subregion
     from gendiff.domains.timeseries.windows import GridWindowDataset, window_starts
     from tests._device_check import VirtualDevice
 

@@ -138,7 +138,7 @@ def test_ar_fit_in_blocks_equals_the_in_memory_fit(monkeypatch):
     times = pd.date_range("2020-01-01", periods=400, freq="6h").values
     starts = np.arange(0, 380)
     whole = ARBase.fit(a, np.arange(10, 390), 2, starts, 6, 4, times, [3])
-    monkeypatch.setattr(stream, "STREAM_BYTES", 8 * 3 * 7)  # blocks of 7 steps
+    monkeypatch.setattr("gendiff.domains.timeseries.blocks.STREAM_BYTES", 8 * 3 * 7)  # blocks of 7 steps
     monkeypatch.setattr("gendiff.domains.timeseries.base.STREAM_BYTES", 8 * 3 * 10 * 5)  # 5 windows per chunk
     blocks = ARBase.fit(a, np.arange(10, 390), 2, starts, 6, 4, times, [3])
     np.testing.assert_allclose(blocks.phi.numpy(), whole.phi.numpy(), rtol=1e-6)

@@ -268,7 +268,7 @@ def test_ar_calibrated_has_the_calibrated_variance_about_the_ar_base(l96, l96_da
     """Many members from one init: the ensemble mean is the run's AR base (up to the shrunk sampling error of the
     noise mean) and the grid-mean member variance per lead is the calibration's (c + g S) / ((M + 1) / M), S the
     corrected variance of the N(0, level^2) noise it starts from."""
-    from gendiff.domains.timeseries.baselines import ar_calibrated
+    from gendiff.domains.timeseries.ar_calibrated import ar_calibrated
 
     members, n_lead = 200, l96.horizon
     times = l96_data["time"].values
@@ -296,7 +296,7 @@ def test_ar_calibrated_fits_its_own_calibration_on_the_held_out_inits(l96, tmp_p
     """Given data that hold the run's held-out inits, the baseline calibrates its Gaussian ensemble there itself
     (calibrate.fit_parameters), so the run's parameters (fitted to the network's spread) do not enter: scaling
     them a hundredfold changes nothing. Without those inits it falls back to the run's, and the scaling shows."""
-    from gendiff.domains.timeseries.baselines import ar_calibrated
+    from gendiff.domains.timeseries.ar_calibrated import ar_calibrated
 
     run_dir = tmp_path / "l96"
     shutil.copytree(l96.path, run_dir)
