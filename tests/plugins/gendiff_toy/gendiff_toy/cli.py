@@ -41,6 +41,7 @@ def run_train(args) -> int:
         opt.zero_grad()
         loss.backward()
         opt.step()
+    loss = loss.detach()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), out / "model.pt")
