@@ -26,12 +26,16 @@ def add_train(p: argparse.ArgumentParser) -> None:
                         "'lorenz96' (default)")
     p.add_argument("--vars", default=None, help="comma-separated variables (default: all with a time dim)")
     p.add_argument("--train-period", default=None, help="START:END, inclusive (default: all the data)")
-    p.add_argument("--context", default="24h", help="past context length (e.g. 24h)")
-    p.add_argument("--horizon", default="24h", help="generated horizon per sample (e.g. 24h)")
-    p.add_argument("--season", default=None,
+    p.add_argument("--context", default=None,
+                   help="past context length (e.g. 48h; default: twice the horizon, and the longest season + 2)")
+    p.add_argument("--horizon", default=None,
+                   help="generated horizon per sample (e.g. 24h; default from the frequency: a day of sub-daily "
+                        "data, 14 days of daily, 13 weeks of weekly data, else 8 steps)")
+    p.add_argument("--season", default="auto",
                    help="season length(s) for the AR base, comma-separated durations or steps (e.g. 7d, or 1d,7d, "
                         "or 52W for weekly data): it then also takes the value one season back; the context must "
-                        "reach back one season and a step")
+                        "reach back one season and a step. Default auto: the day, week and year that the training "
+                        "data show (lag autocorrelation, frequency.py; the run's card says why); none: no season")
     p.add_argument("--insolation", default="auto", choices=["auto", "off"],
                    help="daylight variables (auto: those that never vary at some hour of the day) on data with "
                         "latitude and longitude: their hourly climatology follows the sun's elevation through the "
@@ -109,9 +113,15 @@ def add_forecast(p: argparse.ArgumentParser) -> None:
                    help="run folder written by `gendiff train weather`, or pretrained:NAME (`gendiff list`)")
     p.add_argument("--data", default="lorenz96", help="file with the context (and truth) data, or 'lorenz96'")
     p.add_argument("--init-period", default=None, help="START:END of init times, inclusive")
-    p.add_argument("--init-every", default="6h", help="spacing of init times in the period")
+    p.add_argument("--init-every", default=None,
+                   help="spacing of init times in the period (a duration or steps; default: the run's horizon)")
     p.add_argument("--members", type=int, default=16)
-    p.add_argument("--lead", default="24h", help="longest lead time; rolled out past the horizon")
+    p.add_argument("--lead", default=None,
+                   help="longest lead time (a duration or steps; rolled out past the horizon); default 24h, or the "
+                        "run's horizon for a long table")
+    p.add_argument("--level", default=None,
+                   help="long tables (unique_id, ds, y): prediction-interval levels in percent (default 80,95), "
+                        "written as statsforecast's gendiff-lo-80 / gendiff-hi-80 columns")
     p.add_argument("--out", required=True, help="forecast file (.nc, or .zarr with zarr installed)")
     p.add_argument("--sampler", default=None, help="override the run's sampler")
     p.add_argument("--steps", type=int, default=None, help="override the run's sampler steps")
@@ -125,6 +135,9 @@ def add_forecast(p: argparse.ArgumentParser) -> None:
                    help="gridnet runs: forecast locations the run was not trained on (their climatology and AR base "
                         "fitted on the data before the first init)")
     p.add_argument("--static", default=None, help="with --new-locations: static fields of the new locations")
+    p.add_argument("--allow-in-sample", action="store_true",
+                   help="forecast from init times inside the run's training period (refused otherwise), marking the "
+                        "forecast in-sample")
     lazy(p)
     compute(p)
     common(p)
@@ -135,7 +148,8 @@ def forecast_command(args) -> str:
     parts = ["gendiff", "forecast", args._domain, "--run", str(args.run), "--data", str(args.data)]
     if args.init_period:
         parts += ["--init-period", str(args.init_period)]
-    parts += ["--init-every", args.init_every, "--members", str(args.members), "--lead", args.lead,
+    parts += [*(["--init-every", str(args.init_every)] if args.init_every else []), "--members", str(args.members),
+              *(["--lead", str(args.lead)] if args.lead else []),
               "--out", str(args.out), "--seed", str(args.seed)]
     for flag, value in (("--sampler", args.sampler), ("--steps", args.steps)):
         if value is not None:
@@ -143,7 +157,8 @@ def forecast_command(args) -> str:
     if args.chain_base != "level":
         parts += ["--chain-base", args.chain_base]
     parts += [flag for flag, on in (("--raw", args.raw), ("--bf16", args.bf16), ("--compile", args.compile),
-                                    ("--new-locations", getattr(args, "new_locations", False))) if on]
+                                    ("--new-locations", getattr(args, "new_locations", False)),
+                                    ("--allow-in-sample", getattr(args, "allow_in_sample", False))) if on]
     if getattr(args, "static", None):
         parts += ["--static", str(args.static)]
     if getattr(args, "chunks", None):
@@ -157,13 +172,19 @@ def forecast_command(args) -> str:
 
 def run_forecast(args) -> int:
     threads(args)
+    extra = {} if args.lead is None else {"lead": args.lead}
+    if args.level is not None:
+        extra["level"] = args.level
     ds = args._api.forecast(args.run, args.data, init_period=period(args.init_period), init_every=args.init_every,
-                  members=args.members, lead=args.lead, sampler=args.sampler, steps=args.steps, seed=args.seed,
+                  members=args.members, sampler=args.sampler, steps=args.steps, seed=args.seed, **extra,
                   batch_size=args.batch_size, out=args.out, progress=not args.quiet, chain_base=args.chain_base,
                   calibrated=not args.raw, device=args.device, bf16=args.bf16, compile=args.compile,
                   command=forecast_command(args), new_locations=args.new_locations, static=args.static,
-                  chunks=args.chunks)
-    print(f"wrote {args.out}: {dict(ds.sizes)} in {ds.attrs['forecast_seconds']} s", file=sys.stderr)
+                  chunks=args.chunks, allow_in_sample=args.allow_in_sample)
+    if hasattr(ds, "sizes"):
+        print(f"wrote {args.out}: {dict(ds.sizes)} in {ds.attrs['forecast_seconds']} s", file=sys.stderr)
+    else:  # a long table's forecast: statsforecast's long table
+        print(f"wrote {args.out}: {len(ds)} rows, {ds['unique_id'].nunique()} series", file=sys.stderr)
     return 0
 
 
@@ -185,6 +206,9 @@ def add_evaluate(p: argparse.ArgumentParser) -> None:
                    help="write the CRPS per lead of model and baselines onto the card of the forecast's run (a "
                         "run folder or pretrained:NAME), with the forecast and evaluate commands")
     p.add_argument("--key", default=None, help="name of the metrics block on the card (default: from the data)")
+    p.add_argument("--allow-in-sample", action="store_true",
+                   help="score init times inside the model's or the baselines' training period (refused otherwise); "
+                        "the records are marked in_sample")
     common(p)
 
 
@@ -198,6 +222,8 @@ def evaluate_command(args) -> str:
         parts += ["--run", str(args.run)]
     if args.key:
         parts += ["--key", args.key]
+    if args.allow_in_sample:
+        parts.append("--allow-in-sample")
     return shlex.join(parts + ["--record"])
 
 
@@ -208,7 +234,7 @@ def run_evaluate(args) -> int:
     if bad:
         raise ConfigError(f"--systems: unknown system(s) {', '.join(bad)} (choose from {', '.join(SYSTEMS)})")
     records = args._api.evaluate(args.forecast, args.truth, train_period=period(args.train_period), systems=systems,
-                       out=args.out, run=args.run)
+                       out=args.out, run=args.run, allow_in_sample=args.allow_in_sample)
     print(json.dumps(records, indent=1) if args.json else format_table(records))
     if args.record:
         record(args, records)
@@ -232,10 +258,12 @@ def record(args, records) -> None:
     print(f"recorded metrics '{key}' on {info.path / runs.CARD}", file=sys.stderr)
 
 
-def make_verbs(api, domain: str, data_default: str | None = None) -> dict:
+def make_verbs(api, domain: str, data_default: str | None = None, defaults: dict | None = None) -> dict:
     """The VERBS table {verb: (add_arguments, run)} of the time-series verbs, their runners calling `api`'s
     train / forecast / evaluate / impute / evaluate_imputation and recording commands as `gendiff VERB domain`;
-    `data_default`: the --data of train and forecast when none is given (None: --data is required)."""
+    `data_default`: the --data of train and forecast when none is given (None: --data is required);
+    `defaults`: {verb: {dest: value}} other defaults (the weather adapter keeps 24 h context and horizon, no
+    season, inits every 6 h and a 24 h lead)."""
 
     def bound(add):
         def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -243,6 +271,9 @@ def make_verbs(api, domain: str, data_default: str | None = None) -> dict:
             for action in p._actions:
                 if action.dest in ("data", "truth") and add is not add_impute:
                     action.default, action.required = data_default, data_default is None
+            for verb, values in (defaults or {}).items():
+                if add is table[verb][0]:
+                    p.set_defaults(**values)
             p.set_defaults(_api=api, _domain=domain)
 
         return add_arguments
@@ -255,7 +286,7 @@ def make_verbs(api, domain: str, data_default: str | None = None) -> dict:
 
 def add_demo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs/timeseries-demo", help="folder for the run, forecast, scores and plots")
-    p.add_argument("--minutes", type=float, default=None, help="cap on the training time (default: 300 steps)")
+    p.add_argument("--minutes", type=float, default=None, help="cap on the training time (default: 200 steps)")
     add_device_argument(p)
     common(p)
 

@@ -32,15 +32,16 @@ def _whole(value, least: int) -> bool:
 @dataclass(frozen=True)
 class DataConfig:
     """The data and its windows: `variables`, `train_period` (START, END), `context` / `horizon` (durations or
-    steps), `seasons` of the AR base, `normalise` ('variable' or 'location'), `hourly_std`, `insolation`, `task`
+    steps; None: from the frequency, frequency.py), `seasons` of the AR base ('auto': the frequency's candidates
+    that the training data show; None or 'none': no season; durations or steps), `normalise` ('variable' or 'location'), `hourly_std`, `insolation`, `task`
     ('forecast' or 'impute', with `window`), lazy reading (`chunks`, `workers`, `in_memory`) and the held-out
     spread calibration (`calibration`: the fraction of the training period at its end, `calibration_inits`)."""
 
     variables: object = None
     train_period: object = None
-    context: object = "24h"
-    horizon: object = "24h"
-    seasons: object = None
+    context: object = None
+    horizon: object = None
+    seasons: object = "auto"
     normalise: str = "variable"
     hourly_std: object = "auto"
     insolation: bool = True

@@ -15,8 +15,8 @@ from .tabular import from_pandas, to_tidy, write_table
 from .verbs import evaluate, forecast, train
 
 DEMO = {"context": 104, "horizon": 52, "seasons": "52W", "train_period": ("1958-03-29", "1991-12-28"),
-        "init_period": ("1993-01-02", "2000-12-30"), "init_every": 4, "lead": 52, "members": 16,
-        "net": {"width": 32}, "max_steps": 300, "batch_size": 32, "sample_steps": 20}
+        "init_period": ("1993-01-02", "2000-12-30"), "init_every": 8, "lead": 52, "members": 16,
+        "net": {"width": 32}, "max_steps": 200, "batch_size": 32, "sample_steps": 20}
 
 
 def demo(out="runs/timeseries-demo", device="auto", progress: bool = True, minutes: float | None = None,

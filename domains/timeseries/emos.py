@@ -30,6 +30,8 @@ from scipy.special import ndtr
 
 from gendiff.errors import ConfigError, DataError
 
+from .layout import truth_at_valid_time
+
 PARAMS = ("a", "b", "c", "d")
 MIN_CASES = 4  # a group with fewer valid training cases than parameters gets NaN parameters
 SQRT_PI = np.sqrt(np.pi)
@@ -156,8 +158,6 @@ def emos_params(train_fc: xr.Dataset, truth: xr.Dataset, min_cases: int = MIN_CA
     """EMOS parameters per variable, lead and location: Dataset of (param, lead_time, <series dims>), param =
     a, b, c, d, fitted on `train_fc` (gendiff's layout: init_time, member, lead_time, ... with valid_time; the
     init times are the training cases) against `truth` (time, ...) at its valid times."""
-    from .scoring import truth_at_valid_time  # lazily: scoring may import this module
-
     out = {}
     for v in train_fc.data_vars:
         if v not in truth.data_vars:

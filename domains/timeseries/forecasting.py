@@ -21,6 +21,7 @@ from .data import (Codec, calendar_features, init_indices, open_data, parse_dura
 from .inputs import anchor_of, grid_cond, make_inputs
 from .network import compile_network
 from . import calibrate
+from .heldout import check_held_out
 from .regions import regrid, subregion
 from .run import Run, load_run
 from .stream import EncodedValues
@@ -183,10 +184,11 @@ def rollout(run: Run, values: np.ndarray, times: np.ndarray, init_idx: np.ndarra
 @dataclass(frozen=True)
 class ForecastConfig:
     """The options of forecast(), validated once where built: which inits (`init_period` START:END with
-    `init_every`, or `init_times`), `members`, `lead`, the sampler (`sampler`, `steps`; None: the run's), `seed`,
+    `init_every`, None: one per horizon; or `init_times`), `members`, `lead`, the sampler (`sampler`, `steps`; None: the run's), `seed`,
     `batch_size`, `calibrated`, `chain_base`, where and how the network runs (`device`, `bf16`, `compile`),
-    `progress`, a gridnet run on other locations (`new_locations`, `static`), lazy reading (`chunks`) and the
-    `command` kept in the output's attributes."""
+    `progress`, a gridnet run on other locations (`new_locations`, `static`), lazy reading (`chunks`), the
+    `command` kept in the output's attributes, and `allow_in_sample`: forecast from inits inside the run's training
+    period (refused otherwise: heldout.py), marking the output in-sample."""
 
     init_period: object = None
     init_times: object = None
@@ -207,6 +209,7 @@ class ForecastConfig:
     new_locations: bool = False
     static: object = None
     chunks: object = None
+    allow_in_sample: bool = False
 
     def __post_init__(self):
         if self.members < 1:
@@ -251,6 +254,8 @@ def forecast(run, data, *, config: ForecastConfig | None = None, out=None, **opt
     n_lead = parse_duration(cfg.lead, step, "lead")
     idx = _init_indices(ds, cfg, run, label)
     times = ds["time"].values
+    in_sample = check_held_out(times[idx], run.config["train_period"], label, "the run's training period",
+                               cfg.allow_in_sample)
     if cfg.new_locations:  # a gridnet run on another region: its per-location state from the data before the inits
         run = regrid(run, ds, int(np.min(idx)) - run.context + 1, cfg.static, label)
     values = EncodedValues(ds, run.codec, run.climatology, label)
@@ -269,7 +274,7 @@ def forecast(run, data, *, config: ForecastConfig | None = None, out=None, **opt
              "train_period": " to ".join(run.config["train_period"]), "sampler": sampler, "sampler_steps": steps,
              "seed": cfg.seed, "forecast_seconds": round(seconds, 3), "spread_calibration": int(calib is not None),
              "chain_base": cfg.chain_base, "device": str(run.device), "bf16": int(bool(cfg.bf16)),
-             "compiled": int(bool(cfg.compile)),
+             "compiled": int(bool(cfg.compile)), "in_sample": int(in_sample),
              "history": f"gendiff weather forecast, {len(idx)} inits x {cfg.members} members x {n_lead} leads"}
     if cfg.command:
         attrs["gendiff_command"] = cfg.command
@@ -283,7 +288,8 @@ def _init_indices(ds: xr.Dataset, cfg: ForecastConfig, run: Run, label: str) -> 
     """Indices of the init times: cfg.init_times (each in the data, with a full context before it), else every
     cfg.init_every in cfg.init_period."""
     if cfg.init_times is None:
-        return init_indices(ds, cfg.init_period, cfg.init_every, run.context, label)
+        every = run.horizon if cfg.init_every is None else cfg.init_every  # None: one init per horizon
+        return init_indices(ds, cfg.init_period, every, run.context, label)
     t = pd.DatetimeIndex(ds["time"].values)
     want = pd.DatetimeIndex(np.atleast_1d(np.asarray(cfg.init_times, dtype="datetime64[ns]")))
     missing = want.difference(t)

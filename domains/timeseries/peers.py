@@ -27,6 +27,8 @@ import xarray as xr
 
 from gendiff.errors import ConfigError, DataError
 
+from .layout import _lead_steps
+
 from .timeaxis import TIME, period_indices
 
 PEERS = ("auto_ets", "auto_arima", "mstl", "seasonal_naive", "naive")
@@ -40,7 +42,7 @@ def statsforecast_models():
         from statsforecast import models
     except ImportError:
         raise ConfigError("the peer forecasts (" + ", ".join(PEERS) + ") need statsforecast, which is not "
-                          "installed: pip install statsforecast (or pip install 'gendiff[test]')") from None
+                          "installed: pip install statsforecast (or pip install 'gendiff[peers]')") from None
     return models
 
 
@@ -136,7 +138,6 @@ def peer_moments(truth: xr.Dataset, fc: xr.Dataset, train_period, systems=PEERS,
     many steps up to each init are given to the models (None: all; MSTL re-decomposes its history at each init)."""
     systems = _check_systems(systems)
     statsforecast_models()  # one ConfigError before any work when statsforecast is missing
-    from .scoring import _lead_steps  # lazily: scoring imports this module where a peer is asked for
 
     _, lead_steps = _lead_steps(truth, fc, label)
     horizon = int(lead_steps[-1])

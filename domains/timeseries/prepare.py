@@ -15,6 +15,7 @@ from gendiff.errors import ConfigError, DataError
 
 from .base import ARBase
 from .codec import Codec
+from . import frequency
 from .climatology import HourlyClimatology
 from .config import DataConfig, ModelConfig
 from .data import is_lazy, open_data, source_label
@@ -60,25 +61,43 @@ class Prepared:
     seasons: list
     lags: tuple
     day_of_year: bool
+    why: dict
 
     def period(self, index: np.ndarray) -> list[str]:
         return [str(pd.Timestamp(self.times[index[0]])), str(pd.Timestamp(self.times[index[-1]]))]
 
 
-def steps_of(cfg: DataConfig, model: ModelConfig, step: pd.Timedelta) -> tuple[int, int, list, tuple]:
-    """(context, horizon, seasons, AR lags) in steps; imputation generates its whole window, with no context."""
+def steps_of(cfg: DataConfig, model: ModelConfig, ds: xr.Dataset, idx: np.ndarray,
+             step: pd.Timedelta) -> tuple[int, int, list, tuple, dict]:
+    """(context, horizon, seasons, AR lags, why) in steps; a None context / horizon and 'auto' seasons follow the
+    frequency and the training data (frequency.py); imputation generates its whole window, with no context."""
     impute = cfg.task == "impute"
-    ctx = 0 if impute else parse_duration(cfg.context, step, "context")
-    hor = parse_duration(cfg.window if impute else cfg.horizon, step, "window" if impute else "horizon")
-    seasons = parse_seasons(cfg.seasons, step)
+    horizon, seasons_in, why = (cfg.horizon, None, {}) if impute else frequency.choose(ds, idx, step, cfg.horizon,
+                                                                                        cfg.seasons)
+    hor = parse_duration(cfg.window if impute else horizon, step, "window" if impute else "horizon")
+    seasons = parse_seasons(seasons_in, step)
+    auto = isinstance(cfg.seasons, str) and cfg.seasons.strip().lower() == frequency.AUTO
+    if auto and cfg.context is not None and not impute:  # auto seasons only as far back as the given context reaches
+        reach = parse_duration(cfg.context, step, "context")
+        longer = [s for s in seasons if s + 1 > reach]
+        seasons = [s for s in seasons if s + 1 <= reach]
+        if longer:
+            why["seasons"]["beyond_context"] = longer
     if seasons and (impute or model.base != "linear"):
         raise ConfigError("seasons= are lags of the AR base: they need base='linear' and task='forecast'")
+    if impute:
+        ctx = 0
+    elif cfg.context is None:
+        ctx = frequency.default_context(hor, seasons)
+        why["context"] = f"{ctx} steps: twice the horizon, and the longest season + 2"
+    else:
+        ctx = parse_duration(cfg.context, step, "context")
     lags = ARBase.lags_for(int(model.ar_order), seasons)
     if seasons and ctx < lags[-1]:
         raise ConfigError(f"seasons={cfg.seasons!r}: the AR base reads {lags[-1]} steps back (season "
                           f"{max(seasons)} + 1); the context is {ctx} steps: pass a context of at least {lags[-1]} "
                           "steps")
-    return ctx, hor, seasons, lags
+    return ctx, hor, seasons, lags, why
 
 
 def prepare(data, cfg: DataConfig, model: ModelConfig, batch_size: int) -> Prepared:
@@ -86,8 +105,8 @@ def prepare(data, cfg: DataConfig, model: ModelConfig, batch_size: int) -> Prepa
     label = source_label(data)
     ds = open_data(data, cfg.variables, name=label, chunks=cfg.chunks)
     step = time_step(ds)
-    ctx, hor, seasons, lags = steps_of(cfg, model, step)
     idx = period_indices(ds, cfg.train_period, label, "training period")
+    ctx, hor, seasons, lags, why = steps_of(cfg, model, ds, idx, step)
     stats = fit_statistics(ds.isel(time=idx), label, normalise=cfg.normalise)
     codec = stats.codec
     if model.arch == "unet1d" and not codec.valid.all():  # never-valid cells (sea) are no channels of the network
@@ -117,4 +136,4 @@ def prepare(data, cfg: DataConfig, model: ModelConfig, batch_size: int) -> Prepa
     # day of year only when the training data span a year: with less it is a key to memorise single days
     day_of_year = bool(pd.Timedelta(times[idx[-1]] - times[idx[0]]) >= pd.Timedelta(days=365))
     return Prepared(label, times, step, codec, clim, values, bool(in_memory), idx, idx_net, idx_hold, starts, ctx,
-                    hor, seasons, lags, day_of_year)
+                    hor, seasons, lags, day_of_year, why)

@@ -16,87 +16,20 @@ from gendiff.io import write_json_atomic
 
 from . import baselines
 from .ar_calibrated import ar_calibrated
-from .data import _jsonable, open_data, period_indices, time_step, write_dataset
+from .data import _jsonable, open_data, period_indices, write_dataset
 from .forecasting import forecast_dataset
+from .comparison import attach_intervals, format_comparisons, emos_system, peer_systems, per_init_crps
+from .heldout import check_held_out
+from .layout import ENSEMBLE_DIMS, _lead_steps, _open_forecast, to_gendiff_layout, truth_at_valid_time  # noqa: F401
+from .peers import PEERS
 from .plots import plot_maps, plot_rank_histograms, plot_skill
 from .run import Run, load_run
 from .scores import score
 from .stream import EncodedValues, fit_codec
 
-SYSTEMS = ("model", "persistence", "climatology", "linear", "ar_calibrated")
-DEFAULT_SYSTEMS = ("model", "persistence", "climatology", "linear")  # ar_calibrated needs the run: ask for it
-ENSEMBLE_DIMS = ("member", "number", "realization")
-
-
-def _open_forecast(forecast) -> xr.Dataset:
-    if isinstance(forecast, xr.Dataset):
-        return to_gendiff_layout(forecast, "forecast")
-    path = Path(forecast)
-    if not path.exists():
-        raise DataError(f"{path}: no such forecast file")
-    try:
-        ds = xr.open_zarr(path) if path.suffix == ".zarr" else xr.open_dataset(path)
-    except Exception as exc:
-        raise DataError(f"{path}: not a readable forecast file ({type(exc).__name__}: {exc})") from None
-    return to_gendiff_layout(ds, str(path))
-
-
-def to_gendiff_layout(ds: xr.Dataset, label: str = "forecast") -> xr.Dataset:
-    """A forecast in gendiff's layout (init_time, member, lead_time, with valid_time = init_time + lead_time) from
-    gendiff's or WeatherBench2's (`time` = init time, `prediction_timedelta`, ensemble dim `number` or
-    `realization`; a forecast without an ensemble dim is a one-member point forecast). Leads of zero or less (the
-    analysis WeatherBench2 files often carry) are dropped: they are not forecasts."""
-    rename = {}
-    if "lead_time" not in ds.dims and "prediction_timedelta" in ds.dims:
-        rename["prediction_timedelta"] = "lead_time"
-    if "init_time" not in ds.dims and "time" in ds.dims:
-        rename["time"] = "init_time"
-    ens = [d for d in ENSEMBLE_DIMS if d in ds.dims]
-    if len(ens) > 1:
-        raise DataError(f"{label}: more than one ensemble dimension ({', '.join(ens)}); keep one")
-    if ens and ens[0] != "member":
-        rename[ens[0]] = "member"
-    if rename:
-        clash = [new for old, new in rename.items() if new in ds.variables and new not in ds.dims]
-        ds = ds.drop_vars(clash).rename(rename)
-    for d in ("init_time", "lead_time"):
-        if d not in ds.dims:
-            raise DataError(f"{label}: not a forecast: no '{d}' dimension (gendiff layout) or "
-                            f"'{'time' if d == 'init_time' else 'prediction_timedelta'}' (WeatherBench2 layout); "
-                            f"dims are {', '.join(map(str, ds.dims))}")
-    if not np.issubdtype(ds["lead_time"].dtype, np.timedelta64):
-        raise DataError(f"{label}: lead times are {ds['lead_time'].dtype}, not time deltas")
-    if not np.issubdtype(ds["init_time"].dtype, np.datetime64):
-        raise DataError(f"{label}: init times are {ds['init_time'].dtype}, not dates")
-    ds = ds.sel(lead_time=ds["lead_time"] > np.timedelta64(0, "ns"))
-    if ds.sizes["lead_time"] == 0:
-        raise DataError(f"{label}: no lead time above zero")
-    if "member" not in ds.dims:
-        ds = ds.expand_dims(member=[0])
-    ds = ds.transpose("init_time", "member", "lead_time", ...)
-    if "valid_time" not in ds.coords or set(ds["valid_time"].dims) != {"init_time", "lead_time"}:
-        ds = ds.drop_vars("valid_time", errors="ignore")
-        ds = ds.assign_coords(valid_time=ds["init_time"] + ds["lead_time"])
-    return ds
-
-
-def truth_at_valid_time(truth: xr.DataArray, valid_time: xr.DataArray) -> xr.DataArray:
-    """truth(time, ...) -> truth(init_time, lead_time, ...) at the forecast's valid times (NaN beyond the data)."""
-    wanted = np.unique(valid_time.values.ravel())
-    return truth.reindex(time=wanted).sel(time=valid_time).drop_vars("time", errors="ignore")
-
-
-def _lead_steps(truth: xr.Dataset, fc: xr.Dataset, label: str) -> tuple[pd.Timedelta, np.ndarray]:
-    """The truth's time step and the forecast's leads in whole steps of it (1-based, increasing)."""
-    step = time_step(truth)
-    lead_steps = (pd.to_timedelta(fc["lead_time"].values) / step).to_numpy()
-    whole = np.round(lead_steps)
-    if not np.allclose(lead_steps, whole) or (whole < 1).any() or (np.diff(whole) <= 0).any():
-        raise DataError(f"{label}: forecast lead times {fc['lead_time'].values[:3]}... are not increasing whole "
-                        f"multiples of the truth's time step {step}")
-    return step, whole.astype(int)
-
-
+SYSTEMS = ("model", "persistence", "climatology", "linear", "ar_calibrated", *PEERS, "emos")
+# ar_calibrated needs the run, the peers statsforecast (pip install 'gendiff[peers]'), emos 4 inits: ask for them
+DEFAULT_SYSTEMS = ("model", "persistence", "climatology", "linear")
 def baseline_forecasts(truth: xr.Dataset, fc: xr.Dataset, train_period, members: int, seed: int = 0,
                        label: str = "truth", systems=("persistence", "climatology", "linear")) -> dict[str, xr.Dataset]:
     """Persistence, climatology and linear AR forecasts (those in `systems`) for the forecast's init and lead
@@ -149,7 +82,8 @@ def ar_calibrated_forecast(run, truth: xr.Dataset, fc: xr.Dataset, members: int,
 
 
 def evaluate(forecast, truth, *, train_period=None, systems=DEFAULT_SYSTEMS, members_linear: int | None = None,
-             out=None, plots: bool = True, seed: int = 0, run=None, weights=None) -> list[dict]:
+             out=None, plots: bool = True, seed: int = 0, run=None, weights=None,
+             allow_in_sample: bool = False, season_length=None, intervals: bool = True) -> list[dict]:
     """Records {variable, lead_time_hours, system, crps, crps_standard, crps_fair, rmse, spread, ssr} per lead
     time; optional files. `crps` is the fair CRPS (1/(M(M-1)) spread term, as WeatherBench2; `crps_fair` the same
     number under its explicit name), `crps_standard` the 1/M^2 one; `ssr` = spread / RMSE.
@@ -158,7 +92,14 @@ def evaluate(forecast, truth, *, train_period=None, systems=DEFAULT_SYSTEMS, mem
     the forecast's `gendiff_run` attribute): its AR base, held-out calibration and Gaussian noise, no network.
     The baselines persistence, climatology and linear are fitted on `train_period` (default: the forecast's
     `train_period` attribute) and are not calibrated; the model and ar_calibrated are calibrated on held-out days.
-    `weights`: scores.score's (the gridded adapter passes cell-area latitude weights)."""
+    `weights`: scores.score's (the gridded adapter passes cell-area latitude weights). Init times inside the
+    model's training period (the forecast's `train_period` attribute) or the baselines' `train_period` are refused
+    (heldout.py) unless `allow_in_sample`; the records then carry `in_sample` True. statsforecast's models
+    (auto_ets, auto_arima, mstl, seasonal_naive, naive; peers.py, `season_length` in steps, default the frequency's
+    day / week / year) are fitted on the same training period; `emos` is EMOS on the model's ensemble, cross-fitted
+    over two halves of the inits (comparison.emos_system). With `intervals`, each competitor's record carries
+    `vs_model`: the model's CRPS minus its with a 95% paired block-bootstrap interval over the inits and the model's
+    win rate (comparison.attach_intervals)."""
     fc = _open_forecast(forecast)
     label = str(truth) if isinstance(truth, (str, Path)) else "truth"
     variables = [str(v) for v in fc.data_vars if {"init_time", "lead_time"} <= set(fc[v].dims)]
@@ -172,12 +113,18 @@ def evaluate(forecast, truth, *, train_period=None, systems=DEFAULT_SYSTEMS, mem
         raise ConfigError(f"systems: unknown system(s) {', '.join(bad)} (choose from {', '.join(SYSTEMS)})")
     forecasts = {"model": fc}
     fitted = [s for s in systems if s in ("persistence", "climatology", "linear")]
+    model_period = tuple(str(pd.Timestamp(t)) for t in fc.attrs["train_period"].split(" to ")) \
+        if fc.attrs.get("train_period") else None
+    if train_period is None or train_period == (None, None):
+        train_period = model_period
+    in_sample = bool(fc.attrs.get("in_sample", 0))
+    for period, what in ((model_period, "the model's training period"), (train_period, "the baselines' training "
+                                                                         "period")):
+        if period is not None and None not in period:
+            in_sample |= check_held_out(fc["init_time"].values, period, str(forecast), what, allow_in_sample)
     if fitted:
-        if train_period is None or train_period == (None, None):
-            tp = fc.attrs.get("train_period")
-            if not tp:
-                raise DataError(f"{forecast}: no 'train_period' attribute; pass train_period for the baselines")
-            train_period = tuple(str(pd.Timestamp(s)) for s in tp.split(" to "))
+        if train_period is None:
+            raise DataError(f"{forecast}: no 'train_period' attribute; pass train_period for the baselines")
         forecasts.update(baseline_forecasts(truth_ds, fc, train_period, members_linear or fc.sizes["member"], seed,
                                             label, fitted))
     if "ar_calibrated" in systems:
@@ -186,13 +133,20 @@ def evaluate(forecast, truth, *, train_period=None, systems=DEFAULT_SYSTEMS, mem
             raise ConfigError(f"{forecast}: the ar_calibrated baseline needs the run (--run RUN): the forecast has "
                               "no 'gendiff_run' attribute")
         forecasts["ar_calibrated"] = ar_calibrated_forecast(spec, truth_ds, fc, fc.sizes["member"], seed, label)
-    records, scores = [], {}
+    forecasts.update(peer_systems(truth_ds, fc, train_period, systems, fc.sizes["member"], seed, label,
+                                  season_length))
+    if "emos" in systems:
+        forecasts["emos"] = emos_system(truth_ds, fc, seed)
+    records, scores, per_init = [], {}, {}
     for system in systems:
         f = forecasts[system]
         for v in variables:
             y = truth_at_valid_time(truth_ds[v], f["valid_time"])
             s = score(f[v], y, "member", weights=weights)
             scores[(system, v)] = s
+            if intervals:
+                per_init[(system, v)] = {"crps": per_init_crps(f[v], truth_ds[v], weights), "leads": [
+                    float(pd.Timedelta(lt).total_seconds() / 3600) for lt in s["lead_time"].values]}
             for j, lt in enumerate(s["lead_time"].values):
                 rec = {"variable": v, "lead_time_hours": float(pd.Timedelta(lt).total_seconds() / 3600),
                        "system": system}
@@ -200,7 +154,11 @@ def evaluate(forecast, truth, *, train_period=None, systems=DEFAULT_SYSTEMS, mem
                     val = float(s[k].values[j])
                     rec[k] = val if np.isfinite(val) else None
                 rec["crps_fair"] = rec["crps"]
+                if in_sample:
+                    rec["in_sample"] = True
                 records.append(rec)
+    if intervals:
+        attach_intervals(records, per_init, seed)
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
@@ -267,4 +225,10 @@ def format_table(records: list[dict]) -> str:
         return "(no scores)"
     table = df.pivot_table(index=["variable", "lead_time_hours"], columns="system",
                            values=["crps", "rmse", "ssr"], aggfunc="first")
-    return table.to_string(float_format=lambda v: f"{v:.3f}")
+    text = table.to_string(float_format=lambda v: f"{v:.3f}")
+    comparisons = format_comparisons(records)
+    if comparisons:
+        text += "\n\n" + comparisons
+    if "in_sample" in df and df["in_sample"].fillna(False).any():
+        text = "IN-SAMPLE: init times inside a training period; these scores are no measure of skill\n" + text
+    return text

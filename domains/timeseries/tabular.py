@@ -1,6 +1,6 @@
 """Tables <-> the weather pipeline: pandas DataFrame / Series and CSV / Parquet files in, tidy DataFrames out.
 
-In: a table with a time axis (a DatetimeIndex, or a datetime column: `time_column`, default the first one) and one
+In: statsforecast's long table (unique_id, ds, y; longtable.py), or a table with a time axis (a DatetimeIndex, or a datetime column: `time_column`, default the first one) and one
 numeric column per series, NaN where a value is missing. It becomes the Dataset the weather pipeline takes: one
 variable `value` with dims (time, series), on a regular time grid (the most common step between rows; rows the
 table skips become NaN). Out: a forecast Dataset (init_time, member, lead_time, ...) as a tidy DataFrame with
@@ -20,6 +20,8 @@ import xarray as xr
 
 from gendiff.errors import ConfigError, DataError
 from gendiff.io import atomic_path
+
+from .longtable import is_long, to_wide as long_to_wide
 
 TIME, SERIES, VALUE = "time", "series", "value"
 FORECAST_DIMS = ("init_time", "member", "lead_time")
@@ -163,6 +165,8 @@ def from_pandas(table, *, time_column: str | None = None, freq=None, name: str |
         table = read_table(table)
     else:
         label = name or type(table).__name__
+    if is_long(table):  # statsforecast's unique_id, ds, y
+        table, time_column = long_to_wide(table, label), None
     if isinstance(table, pd.Series):
         table = table.to_frame(name=VALUE if table.name is None else table.name)
     if not isinstance(table, pd.DataFrame):

@@ -75,7 +75,7 @@ def run_config(setup: TrainSetup, prep: Prepared, net_cfg: dict, locations: dict
         "day_of_year": prep.day_of_year,
         "net": net_cfg, "codec": prep.codec.to_config(), **({"locations": locations} if locations else {}),
         "sampler": model.sampler, "sample_steps": int(model.sample_steps), "train": tcfg.to_dict(),
-        "windows": int(len(prep.starts)), "options": setup.to_dict(),
+        "windows": int(len(prep.starts)), "options": setup.to_dict(), "defaults": prep.why,
     }
 
 
@@ -228,7 +228,8 @@ def finish(setup: TrainSetup, prep: Prepared, out: Path, run_cfg: dict, trainer,
     n_hold, data = len(prep.idx_hold), setup.data
     inits = (calibrate.calibration_inits(prep.idx_hold, prep.horizon, int(prep.idx[-1]), int(data.calibration_inits))
              if n_hold else np.empty(0, int))
-    card_fields = {"data": prep.label, "split": split_text(prep, inits), **(setup.run.card or {})}
+    card_fields = {"data": prep.label, "split": split_text(prep, inits), **({"defaults": prep.why} if prep.why else {}),
+                   **(setup.run.card or {})}
     name = card_fields.pop("name", out.name)
     new = runs.new_card(name, "weather", summary=summary, seed=int(tcfg.seed), device=trainer.device,
                         previous=previous_card, **card_fields)

@@ -14,9 +14,12 @@ from .data import write_dataset
 from .forecasting import forecast as _forecast
 from .gapfill import impute as _impute, to_tidy as _impute_tidy, to_wide
 from .run import require_task
+from .longformat import forecast_long, long_dataset, parse_levels, to_long
+from .longtable import is_long
 from .impute_eval import evaluate_imputation as _evaluate_imputation
 from .scoring import evaluate as _evaluate
-from .tabular import (TableOutput, file_format, from_tidy, is_table, parse_quantiles, read_forecast_table, to_dataset,
+from .tabular import (TableOutput, file_format, from_tidy, is_table, parse_quantiles, read_forecast_table, read_table,
+                      to_dataset,
                       to_tidy, write_table)
 from .training import train as _train
 
@@ -41,12 +44,22 @@ def train(data, out="runs/timeseries", time_column: str | None = None, **config)
 
 
 def forecast(run, data, *, time_column: str | None = None, quantiles=None, output: str | None = None,
-             out=None, **kwargs):
+             out=None, h=None, level=None, samples: bool = False, **kwargs):
     """Ensemble forecast (init_time, member, lead_time, <data dims>); see forecasting.forecast. `output`: 'xarray'
     or 'frame' (tidy, tabular.to_tidy); default 'frame' for a DataFrame / Series or with `quantiles`, else 'xarray'.
-    An `out` ending in .csv / .parquet (or a tabular.TableOutput) is written as the tidy table."""
+    An `out` ending in .csv / .parquet (or a tabular.TableOutput) is written as the tidy table.
 
-
+    A long table (statsforecast's unique_id, ds, y; a DataFrame or a CSV / Parquet file) gets statsforecast's long
+    forecast back (longformat.py): every series `h` steps ahead (default: the run's horizon) from its own last
+    value, with the ensemble mean and `level` intervals (default 80 and 95), `quantiles` and `samples` on request;
+    with init_period / init_times, from those inits instead, a `cutoff` each."""
+    long_table = _long_table(data)
+    if long_table is not None:
+        return _forecast_long(run, long_table, str(data) if isinstance(data, (str, Path)) else "DataFrame", out, h,
+                              level, quantiles, samples, kwargs)
+    if h is not None or level is not None or samples:
+        raise ConfigError("h=, level= and samples= go with a long table (unique_id, ds, y); use lead= and "
+                          "quantiles= otherwise")
     if output not in (None, "xarray", "frame"):
         raise ConfigError(f"output={output!r}: expected 'xarray' or 'frame'")
     quantiles = parse_quantiles(quantiles)
@@ -59,6 +72,36 @@ def forecast(run, data, *, time_column: str | None = None, quantiles=None, outpu
         file_q = quantiles if quantiles is not None else parse_quantiles(getattr(out, "quantiles", None))
         write_table(to_tidy(ds, file_q), out, getattr(out, "table_format", None))
     return to_tidy(ds, quantiles) if output == "frame" else ds
+
+
+def _long_table(data) -> pd.DataFrame | None:
+    """The long table (unique_id, ds, y) behind `data`, a DataFrame or a CSV / Parquet file; None otherwise."""
+    if isinstance(data, pd.DataFrame):
+        return data if is_long(data) else None
+    if isinstance(data, (str, Path)) and is_table(data):
+        table = read_table(data)
+        return table if is_long(table) else None
+    return None
+
+
+def _forecast_long(run, table: pd.DataFrame, label: str, out, h, level, quantiles, samples, options: dict):
+    require_task(run, "forecast")
+    quantiles = parse_quantiles(quantiles if quantiles is not None else getattr(out, "quantiles", None))
+    level = parse_levels(level)
+    if options.get("init_period") not in (None, (None, None)) or options.get("init_times") is not None:
+        if h is not None:
+            options["lead"] = int(h)
+        frame = to_long(_forecast(run, long_dataset(table, label), **options), level, quantiles, samples)
+    else:
+        if "lead" in options and h is None:
+            h = options.pop("lead")
+        frame = forecast_long(run, table, h=h, level=level, quantiles=quantiles, samples=samples, label=label,
+                              **options)
+    if out is not None:
+        if file_format(out) not in ("csv", "parquet") and not isinstance(out, TableOutput):
+            raise ConfigError(f"{out}: a long table's forecast is a table: name the file .csv or .parquet")
+        write_table(frame, out, getattr(out, "table_format", None))
+    return frame
 
 
 def sample(run, data, **kwargs):

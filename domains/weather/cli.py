@@ -34,4 +34,5 @@ def run_demo(args) -> int:
     return 0
 
 
-VERBS = {**make_verbs(weather, "weather", data_default="lorenz96"), "demo": (add_demo, run_demo)}
+VERBS = {**make_verbs(weather, "weather", data_default="lorenz96", defaults=weather.CLI_DEFAULTS),
+         "demo": (add_demo, run_demo)}

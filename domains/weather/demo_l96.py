@@ -34,7 +34,7 @@ def run_demo(out, *, max_steps: int | None = None, progress: bool = True, device
     t0 = time.perf_counter()
     ds = lorenz96_dataset(cfg["n_times"])
     write_dataset(ds, out / "lorenz96.nc")
-    summary = train(ds, out / "run", train_period=cfg["train_period"], context=cfg["context"],
+    summary = train(ds, out / "run", train_period=cfg["train_period"], context=cfg["context"], seasons=None,
                     horizon=cfg["horizon"], net=cfg["net"], max_steps=cfg["max_steps"], batch_size=cfg["batch_size"],
                     lr=cfg["lr"], sample_steps=cfg["sample_steps"], progress=progress, warmup_steps=50,
                     ckpt_every=10**9, resume="auto", device=device)

@@ -131,7 +131,7 @@ def test_errors_are_one_line(run, tmp_path, capsys):
     with pytest.raises(DataError, match="time step 0 days 02:00:00 differs"):
         timeseries.impute(run, df.iloc[::2], progress=False)
     with pytest.raises(ConfigError, match="task='impute' takes the per-entry known flags: missing_flag"):
-        timeseries.train(df, tmp_path / "g", task="impute", arch="gridnet", missing_flag=False, max_steps=1)
+        timeseries.train(df, tmp_path / "g", task="impute", missing_flag=False, max_steps=1)
     with pytest.raises(ConfigError, match="task='nowcast'"):
         timeseries.train(df, tmp_path / "g", task="nowcast", max_steps=1)
     fc_run = tmp_path / "fc"

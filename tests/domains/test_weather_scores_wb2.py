@@ -232,12 +232,12 @@ def test_cli_baselines_are_fitted_on_the_forecasts_train_period(tmp_path, capsys
     truth.to_netcdf(tmp_path / "truth.nc")
     _gendiff_forecast(truth, [24 * 9, 24 * 10]).to_netcdf(tmp_path / "fc.nc")
     assert main(["evaluate", "weather", "--forecast", str(tmp_path / "fc.nc"), "--truth", str(tmp_path / "truth.nc"),
-                 "--systems", "climatology", "--json", "--quiet"]) == 0
+                 "--systems", "climatology", "--json", "--quiet", "--allow-in-sample"]) == 0
     cli = [r["crps"] for r in json.loads(capsys.readouterr().out)]
     own = [r["crps"] for r in weather.evaluate(str(tmp_path / "fc.nc"), str(tmp_path / "truth.nc"),
-                                               systems=["climatology"], plots=False)]
+                                               systems=["climatology"], plots=False, allow_in_sample=True)]
     whole = [r["crps"] for r in weather.evaluate(str(tmp_path / "fc.nc"), str(tmp_path / "truth.nc"),
-                                                 systems=["climatology"], plots=False,
+                                                 systems=["climatology"], plots=False, allow_in_sample=True,
                                                  train_period=("2020-01-01", "2020-01-12"))]
     assert cli == pytest.approx(own, rel=1e-12) and cli != pytest.approx(whole, rel=1e-3)
 
@@ -321,18 +321,18 @@ def test_ar_calibrated_is_scored_like_the_others_on_the_cli(l96, l96_data, tmp_p
     """Rolled past the horizon (12 steps, horizon 8), same members as the model, the run from the forecast's
     gendiff_run attribute."""
     fc = weather.forecast("pretrained:lorenz96", l96_data, init_times=l96_data["time"].values[[30, 70]], members=4,
-                          lead="72h", steps=3, seed=0, progress=False)
+                          lead="72h", steps=3, seed=0, progress=False, allow_in_sample=True)  # a fresh trajectory
     fc.to_netcdf(tmp_path / "fc.nc")
     l96_data.to_netcdf(tmp_path / "truth.nc")
     code = main(["evaluate", "weather", "--forecast", str(tmp_path / "fc.nc"), "--truth", str(tmp_path / "truth.nc"),
                  "--systems", "model,linear,ar_calibrated", "--train-period", "2000-01-01:2000-01-31", "--json",
-                 "--quiet"])
+                 "--quiet", "--allow-in-sample"])
     assert code == 0
     records = json.loads(capsys.readouterr().out)
     ar = [r for r in records if r["system"] == "ar_calibrated"]
     assert len(ar) == 12 and all(r["crps"] > 0 and r["spread"] > 0 for r in ar)
     api = weather.evaluate(fc, l96_data, systems=["model", "linear", "ar_calibrated"], run=l96, plots=False,
-                           train_period=("2000-01-01", "2000-01-31"))
+                           train_period=("2000-01-01", "2000-01-31"), allow_in_sample=True)
     for a, b in zip(records, api):
         assert a["system"] == b["system"] and a["crps"] == pytest.approx(b["crps"], rel=1e-5)
     # persistence-like skill early on: the calibrated AR base is a good short-range forecast of Lorenz-96
@@ -342,16 +342,16 @@ def test_ar_calibrated_is_scored_like_the_others_on_the_cli(l96, l96_data, tmp_p
 
 def test_ar_calibrated_needs_the_run_and_its_calibration(l96_data, tmp_path, capsys):
     fc = weather.forecast("pretrained:lorenz96", l96_data, init_times=l96_data["time"].values[[30]], members=2,
-                          lead="12h", steps=2, seed=0, progress=False)
+                          lead="12h", steps=2, seed=0, progress=False, allow_in_sample=True)
     anon = fc.copy()
     anon.attrs.pop("gendiff_run")
     with pytest.raises(ConfigError, match="--run"):
-        weather.evaluate(anon, l96_data, systems=["ar_calibrated"], plots=False)
+        weather.evaluate(anon, l96_data, systems=["ar_calibrated"], plots=False, allow_in_sample=True)
     folder = shutil.copytree(runs.read_run("pretrained:lorenz96").path, tmp_path / "l96")
     (folder / calibrate.FILE).unlink()
     anon.to_netcdf(tmp_path / "fc.nc")
     l96_data.to_netcdf(tmp_path / "truth.nc")
     code = main(["evaluate", "weather", "--forecast", str(tmp_path / "fc.nc"), "--truth", str(tmp_path / "truth.nc"),
-                 "--systems", "model,ar_calibrated", "--run", str(folder), "--quiet"])
+                 "--systems", "model,ar_calibrated", "--run", str(folder), "--quiet", "--allow-in-sample"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith("gendiff: error: ") and "calibration.json" in err[0]
