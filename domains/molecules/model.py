@@ -5,15 +5,23 @@ positions live in the zero centre-of-mass subspace, features in R^6 per node; `m
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Sequence
 
 import torch
+from tqdm import tqdm
 
+from gendiff import losses
 from gendiff.device import table_dtype
 from gendiff.errors import ConfigError, DataError
+from gendiff.forward import Denoiser, q_sample
+from gendiff.losses import diffusion_loss
+from gendiff.samplers import prior_sample
+from gendiff.samplers import sample as run_sampler
 from gendiff.spaces import GraphEuclideanSpace, ProductSpace, ZeroCoMSpace
 
 from . import coupling, selfcond
+from .egnn import EGNN
 from .records import ATOMIC_NUMBERS, ELEMENTS
 
 NORM_VALUES = (1.0, 4.0, 10.0)  # EDM: positions, one-hot types, charges
@@ -93,8 +101,6 @@ def build_net(model: str = "egnn", self_cond: bool = False, **kwargs) -> torch.n
         kwargs["context_nf"] = int(kwargs.get("context_nf", 0)) + selfcond.SC_FEATURES
         return selfcond.SelfConditioned(build_net(model, **kwargs))
     if model == "egnn":
-        from .egnn import EGNN
-
         return EGNN(in_node_nf=FEATURE_DIM, **{**EGNN_DEFAULTS, **kwargs})
     if model == "e3nn":
         from .e3nn_net import E3NNDenoiser
@@ -108,8 +114,6 @@ def build_denoiser(model: str, schedule, prediction: str = "eps", net: dict | No
     """The molecule Denoiser (inputs scaled to unit variance) around build_net(model, **net); train and load_run
     build it here. `options`: Denoiser.config() of a saved run (prediction, scale_input, precondition, ...),
     overriding `prediction`. `compile`: see compile_net."""
-    from gendiff.forward import Denoiser
-
     kw = {"prediction": prediction, "scale_input": True, **(options or {})}
     cls = selfcond.SelfCondDenoiser if (net or {}).get("self_cond") else Denoiser
     denoiser = cls(build_net(model, **(net or {})), schedule, **kw)
@@ -174,8 +178,6 @@ def parse_weighting(spec) -> dict | None:
 
 def build_weighting(cfg: dict | None):
     """The gendiff.losses Weighting of a parse_weighting config (None: no weighting)."""
-    from gendiff import losses
-
     if cfg is None:
         return None
     params = {k: v for k, v in cfg.items() if k != "name"}
@@ -201,8 +203,6 @@ def make_step_fn(schedule, space=None, weighting=None, norm_values=NORM_VALUES, 
     composition='formula' feeds each graph's formula (composition_context) to the network as its context;
     `time_sampling` and `pairing` ('ot') are coupling.py's; a self-conditioned network (selfcond.py) gets its own
     detached estimate on half the steps."""
-    from gendiff.forward import q_sample
-    from gendiff.losses import diffusion_loss
 
     if composition not in COMPOSITIONS:
         raise ConfigError(f"composition {composition!r}: expected one of {', '.join(COMPOSITIONS)}")
@@ -339,11 +339,6 @@ def sample_molecules(denoiser, schedule, n: int, sizes: AtomCountDistribution | 
     runs the network under bfloat16 autocast (matmuls in bf16, the sampler's own arithmetic stays float32).
     `cond`: per-molecule context (n, C) (a formula-conditioned network's composition_context), split with the
     batches; `norm_values`: the run's feature scaling, undone by decode."""
-    from tqdm import tqdm
-
-    from gendiff.samplers import prior_sample
-    from gendiff.samplers import sample as run_sampler
-
     if int(n) < 1:
         raise ConfigError(f"n={n}: number of molecules must be >= 1")
     if int(batch_size) < 1:
@@ -381,8 +376,6 @@ def sample_molecules(denoiser, schedule, n: int, sizes: AtomCountDistribution | 
 def _autocast(device: torch.device, enabled: bool):
     """bfloat16 autocast on `device` when enabled; a no-op context otherwise (autocast rejects some device types,
     such as meta, even when disabled)."""
-    import contextlib
-
     if not enabled:
         return contextlib.nullcontext()
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)

@@ -1,5 +1,6 @@
 """The molecule record shared by the readers, the QM9 loader and the model: the element vocabulary and the
-torch-geometric Data codec (pos, z, x one-hot, charge). Imports nothing of the domain, so data and io both build on it."""
+torch-geometric Data codec (pos, z, x one-hot, charge). Imports nothing of the domain, so data and io both build
+on it."""
 from __future__ import annotations
 
 import numpy as np
