@@ -28,6 +28,7 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/gendiff demo images --out demo_out/images
+	$(BIN)/gendiff demo timeseries --out demo_out/timeseries
 	$(BIN)/gendiff demo weather --out demo_out/weather
 	$(BIN)/gendiff demo molecules --out demo_out/molecules
 
