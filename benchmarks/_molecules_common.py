@@ -20,6 +20,7 @@ RECIPES = {  # issue 11's levers, one switch at a time from EDM's recipe
     # issue 31: the fast-converging peers' switches, each on top of the default recipe (x0_clamped)
     "selfcond": dict(prediction="x0", weighting="clamped_snr", self_cond=True),
     "ot_lownoise": dict(prediction="x0", weighting="clamped_snr", pairing="ot", time_sampling="low_noise"),
+    "lownoise": dict(prediction="x0", weighting="clamped_snr", time_sampling="low_noise"),  # ot_lownoise's ablation
     "selfcond_ot_lownoise": dict(prediction="x0", weighting="clamped_snr", self_cond=True, pairing="ot",
                                  time_sampling="low_noise"),
 }
