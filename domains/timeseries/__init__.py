@@ -15,9 +15,13 @@ generates the horizon as departures from a base (base.ARBase), and the run folde
 """
 from __future__ import annotations
 
-from .demo_co2 import demo
-from .tabular import from_pandas, from_tidy, to_frame, to_tidy
-from .verbs import evaluate, evaluate_imputation, forecast, impute, require_task, resolve_data, sample, train
+from gendiff.extras import require
+
+require("timeseries", ["pandas", "xarray", "scipy"])  # one line naming the extra, before any module needs them
+
+from .demo_co2 import demo  # noqa: E402
+from .tabular import from_pandas, from_tidy, to_frame, to_tidy  # noqa: E402
+from .verbs import evaluate, evaluate_imputation, forecast, impute, require_task, resolve_data, sample, train  # noqa: E402
 
 __all__ = ["train", "forecast", "sample", "evaluate", "impute", "evaluate_imputation", "demo", "resolve_data",
            "require_task", "from_pandas", "to_tidy", "from_tidy", "to_frame"]

@@ -19,11 +19,15 @@ import importlib
 import types
 import warnings
 
-from gendiff.domains import timeseries
+from gendiff.extras import require
 
-from .demo_l96 import run_demo, run_pretrained_demo
-from .lorenz96 import lorenz96_dataset
-from .metrics import latitude_weights
+require("weather", ["netCDF4"])  # the engine checks its own (timeseries) packages
+
+from gendiff.domains import timeseries  # noqa: E402
+
+from .demo_l96 import run_demo, run_pretrained_demo  # noqa: E402
+from .lorenz96 import lorenz96_dataset  # noqa: E402
+from .metrics import latitude_weights  # noqa: E402
 
 LORENZ96 = "lorenz96"
 # gridded runs keep a day of context and horizon and no AR season unless asked (the engine's defaults follow the

@@ -1,0 +1,127 @@
+"""gendiff against statsforecast on the real series, held out (issue 29): each series' gendiff run (the recipe of
+benchmarks/timeseries.py, a CPU-time budget) and statsforecast's AutoETS, MSTL, SeasonalNaive and Naive (AutoARIMA
+with --arima) fitted on the same training period, scored by the same `evaluate` on the same held-out inits and leads,
+with the model's CRPS minus the best peer's, a 95% paired block-bootstrap interval over the inits, and the win rate.
+
+    OMP_NUM_THREADS=1 nice python benchmarks/timeseries_peers.py --minutes 3 --out runs/bench-peers
+    python benchmarks/timeseries_peers.py --datasets co2 --minutes 1 --no-write        # a quick look
+
+Needs statsforecast (pip install 'gendiff[peers]'). Writes benchmarks/results/timeseries_peers.md (its latest block).
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from _machine import machine  # noqa: E402  (python puts the script's folder, benchmarks/, on sys.path)
+from _results import write_block  # noqa: E402
+from timeseries import CONFIGS  # noqa: E402  the same series, periods and recipes as benchmarks/timeseries.py
+
+from gendiff.domains import timeseries
+from gendiff.domains.timeseries import real_series
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "timeseries_peers.md"
+PEERS = ("auto_ets", "mstl", "seasonal_naive", "naive")
+SEASONS = {"co2": [52], "solar": [48], "taylor": [48, 336]}
+
+
+def run(name: str, out: Path, minutes: float, members: int, arima: bool, seed: int) -> dict:
+    cfg = CONFIGS[name]
+    df = real_series.load(name)
+    run_dir = out / name / "run"
+    t0 = time.perf_counter()
+    summary = timeseries.train(df, run_dir, context=cfg["context"], horizon=cfg["horizon"],
+                               train_period=cfg["train_period"], seasons=cfg["seasons"] or "none",
+                               max_steps=100_000, time_budget=60.0 * minutes, net={"width": 32}, batch_size=32,
+                               sample_steps=20, progress=False, seed=seed, resume="auto")
+    fc = timeseries.forecast(run_dir, df, output="xarray", init_period=cfg["init_period"],
+                             init_every=cfg["init_every"], members=members, lead=cfg["lead"], progress=False,
+                             seed=seed)
+    peers = list(PEERS) + (["auto_arima"] if arima else [])
+    t1 = time.perf_counter()
+    records = timeseries.evaluate(fc, df, train_period=cfg["train_period"], systems=["model", *peers],
+                                  season_length=SEASONS[name], seed=seed, plots=False)
+    truth = timeseries.resolve_data(df)
+    return {"dataset": name, "config": cfg, "train_steps": int(summary["step"]),
+            "train_seconds": round(summary.get("seconds", 0.0), 1), "evaluate_seconds": round(time.perf_counter() - t1, 1),
+            "inits": int(fc.sizes["init_time"]), "members": members, "records": records, "peers": peers,
+            "step_hours": float((truth["time"].values[1] - truth["time"].values[0]) / np.timedelta64(1, "h")),
+            "wall_seconds": round(time.perf_counter() - t0, 1), "fc": fc, "truth": truth}
+
+
+def best_peer_rows(r: dict) -> list[str]:
+    """Per reported lead: gendiff's CRPS, each peer's, the best peer, model - best [95% CI], win rate."""
+    cfg, h = r["config"], r["step_hours"]
+    by = {(x["system"], round(x["lead_time_hours"] / h)): x for x in r["records"]}
+    lines = [f"| lead ({cfg['unit']}s) | gendiff | " + " | ".join(r["peers"]) + " | best peer | gendiff - best "
+             "[95% interval] | gendiff wins | verdict |", "|---|---|" + "---|" * len(r["peers"]) + "---|---|---|---|"]
+    for lead in cfg["leads"]:
+        m = by[("model", lead)]
+        peers = {p: by[(p, lead)] for p in r["peers"] if (p, lead) in by}
+        best = min(peers, key=lambda p: peers[p]["crps"] if peers[p]["crps"] is not None else np.inf)
+        vs = peers[best].get("vs_model")
+        if vs is None:
+            cell, wins, verdict = "n/a", "n/a", "n/a"
+        else:
+            cell = f"{vs['diff']:+.4g} [{vs['lo']:+.4g}, {vs['hi']:+.4g}]"
+            wins = f"{100 * vs['win_rate']:.0f}%"
+            verdict = "win" if vs["hi"] < 0 else "loss" if vs["lo"] > 0 else "tie"
+        lines.append(f"| {lead} | {m['crps']:.4g} | " + " | ".join(f"{peers[p]['crps']:.4g}" for p in r["peers"])
+                     + f" | {best} | {cell} | {wins} | {verdict} |")
+    return lines
+
+
+def write(results: list[dict], command: str) -> None:
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [f"### gendiff against statsforecast, held out ({stamp})", "", f"Command: `{command}`", "",
+             f"Machine: {machine()}", "",
+             "Fair CRPS in data units on the held-out inits of each series (periods as benchmarks/timeseries.py); "
+             "the peers fitted once on the same training period and forecast from each init (gendiff.domains."
+             "timeseries.peers), members drawn from their Gaussian predictive; intervals: 95% paired moving-block "
+             "bootstrap over the inits (gendiff.domains.timeseries.intervals). verdict: win / loss where the interval "
+             "excludes 0, tie otherwise.", ""]
+    for r in results:
+        cfg = r["config"]
+        lines += [f"**{r['dataset']}**: gendiff trained {r['train_steps']} steps in {r['train_seconds']} s on "
+                  f"{cfg['train_period'][0]} to {cfg['train_period'][1]}; {r['inits']} inits from "
+                  f"{cfg['init_period'][0]} to {cfg['init_period'][1]} x {r['members']} members; peers and scores "
+                  f"in {r['evaluate_seconds']} s.", ""]
+        lines += best_peer_rows(r) + [""]
+    write_block(RESULTS, "\n".join(lines), title="# gendiff against statsforecast on real series "
+                                                 "(benchmarks/timeseries_peers.py)")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--datasets", default="co2,solar,taylor")
+    p.add_argument("--out", default="runs/bench-peers")
+    p.add_argument("--minutes", type=float, default=3.0, help="gendiff's training budget per series")
+    p.add_argument("--members", type=int, default=16)
+    p.add_argument("--arima", action="store_true", help="AutoARIMA too (slow with long seasons)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--no-write", action="store_true")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    command = shlex.join(["python", "benchmarks/timeseries_peers.py", *(argv or sys.argv[1:])])
+    results = []
+    for name in [n for n in args.datasets.split(",") if n]:
+        r = run(name, Path(args.out), args.minutes, args.members, args.arima, args.seed)
+        results.append(r)
+        print(f"{name}: {r['wall_seconds']} s", file=sys.stderr)
+        print("\n".join(best_peer_rows(r)), file=sys.stderr)
+    if not args.no_write:
+        write(results, command)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
