@@ -209,6 +209,8 @@ def add_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-in-sample", action="store_true",
                    help="score init times inside the model's or the baselines' training period (refused otherwise); "
                         "the records are marked in_sample")
+    p.add_argument("--per-series", action="store_true",
+                   help="also score each series of a (time, series) table on its own (records with `series`)")
     common(p)
 
 
@@ -234,7 +236,8 @@ def run_evaluate(args) -> int:
     if bad:
         raise ConfigError(f"--systems: unknown system(s) {', '.join(bad)} (choose from {', '.join(SYSTEMS)})")
     records = args._api.evaluate(args.forecast, args.truth, train_period=period(args.train_period), systems=systems,
-                       out=args.out, run=args.run, allow_in_sample=args.allow_in_sample)
+                       out=args.out, run=args.run, allow_in_sample=args.allow_in_sample,
+                       per_series=args.per_series)
     print(json.dumps(records, indent=1) if args.json else format_table(records))
     if args.record:
         record(args, records)

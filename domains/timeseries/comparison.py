@@ -30,7 +30,7 @@ def attach_intervals(records: list[dict], per_init: dict, seed: int = 0) -> None
     """Add to each competitor's record (variable, lead, system) the model's CRPS minus its, the 95% paired
     block-bootstrap interval and the model's win rate over the inits: `vs_model` = {diff, lo, hi, win_rate, n}."""
     for rec in records:
-        if rec["system"] == "model":
+        if rec["system"] == "model" or "series" in rec:  # per-series records: the pooled ones carry the interval
             continue
         key, model_key = (rec["system"], rec["variable"]), ("model", rec["variable"])
         if key not in per_init or model_key not in per_init:

@@ -26,6 +26,7 @@ from .plots import plot_maps, plot_rank_histograms, plot_skill
 from .run import Run, load_run
 from .scores import score
 from .stream import EncodedValues, fit_codec
+from .tabular import SERIES
 
 SYSTEMS = ("model", "persistence", "climatology", "linear", "ar_calibrated", *PEERS, "emos")
 # ar_calibrated needs the run, the peers statsforecast (pip install 'gendiff[peers]'), emos 4 inits: ask for them
@@ -83,7 +84,8 @@ def ar_calibrated_forecast(run, truth: xr.Dataset, fc: xr.Dataset, members: int,
 
 def evaluate(forecast, truth, *, train_period=None, systems=DEFAULT_SYSTEMS, members_linear: int | None = None,
              out=None, plots: bool = True, seed: int = 0, run=None, weights=None,
-             allow_in_sample: bool = False, season_length=None, intervals: bool = True) -> list[dict]:
+             allow_in_sample: bool = False, season_length=None, intervals: bool = True,
+             per_series: bool = False) -> list[dict]:
     """Records {variable, lead_time_hours, system, crps, crps_standard, crps_fair, rmse, spread, ssr} per lead
     time; optional files. `crps` is the fair CRPS (1/(M(M-1)) spread term, as WeatherBench2; `crps_fair` the same
     number under its explicit name), `crps_standard` the 1/M^2 one; `ssr` = spread / RMSE.
@@ -99,7 +101,8 @@ def evaluate(forecast, truth, *, train_period=None, systems=DEFAULT_SYSTEMS, mem
     day / week / year) are fitted on the same training period; `emos` is EMOS on the model's ensemble, cross-fitted
     over two halves of the inits (comparison.emos_system). With `intervals`, each competitor's record carries
     `vs_model`: the model's CRPS minus its with a 95% paired block-bootstrap interval over the inits and the model's
-    win rate (comparison.attach_intervals)."""
+    win rate (comparison.attach_intervals). `per_series`: also one record per series (its name in `series`) of the
+    (time, series) tables, after the pooled ones."""
     fc = _open_forecast(forecast)
     label = str(truth) if isinstance(truth, (str, Path)) else "truth"
     variables = [str(v) for v in fc.data_vars if {"init_time", "lead_time"} <= set(fc[v].dims)]
@@ -147,16 +150,11 @@ def evaluate(forecast, truth, *, train_period=None, systems=DEFAULT_SYSTEMS, mem
             if intervals:
                 per_init[(system, v)] = {"crps": per_init_crps(f[v], truth_ds[v], weights), "leads": [
                     float(pd.Timedelta(lt).total_seconds() / 3600) for lt in s["lead_time"].values]}
-            for j, lt in enumerate(s["lead_time"].values):
-                rec = {"variable": v, "lead_time_hours": float(pd.Timedelta(lt).total_seconds() / 3600),
-                       "system": system}
-                for k in ("crps", "crps_standard", "rmse", "spread", "ssr"):
-                    val = float(s[k].values[j])
-                    rec[k] = val if np.isfinite(val) else None
-                rec["crps_fair"] = rec["crps"]
-                if in_sample:
-                    rec["in_sample"] = True
-                records.append(rec)
+            records += _records(s, v, system, in_sample)
+            if per_series and SERIES in f[v].dims:
+                by = score(f[v], y, "member", keep_dims=("lead_time", SERIES), weights=weights)
+                for name in by[SERIES].values:
+                    records += _records(by.sel({SERIES: name}), v, system, in_sample, series=str(name))
     if intervals:
         attach_intervals(records, per_init, seed)
     if out is not None:
@@ -175,11 +173,30 @@ def evaluate(forecast, truth, *, train_period=None, systems=DEFAULT_SYSTEMS, mem
     return records
 
 
+def _records(s: xr.Dataset, variable: str, system: str, in_sample: bool, series: str | None = None) -> list[dict]:
+    """Score records per lead from scores.score's Dataset (one series' when `series` is given)."""
+    out = []
+    for j, lt in enumerate(s["lead_time"].values):
+        rec = {"variable": variable, "lead_time_hours": float(pd.Timedelta(lt).total_seconds() / 3600),
+               "system": system}
+        if series is not None:
+            rec["series"] = series
+        for k in ("crps", "crps_standard", "rmse", "spread", "ssr"):
+            val = float(s[k].values[j])
+            rec[k] = val if np.isfinite(val) else None
+        rec["crps_fair"] = rec["crps"]
+        if in_sample:
+            rec["in_sample"] = True
+        out.append(rec)
+    return out
+
+
 def card_metrics(records: list[dict], fc: xr.Dataset, headline_hours=None) -> dict:
     """A metrics block for a run's card (gendiff.runs.record_metrics) from evaluate's records: fair and standard
     CRPS, RMSE and SSR per lead of the model and each baseline (`per_lead`), and as headline numbers (shown by
     `gendiff list`) the fair CRPS of each system at up to three leads (`headline_hours`; default 6/12/24 h for
     forecasts to 48 h at most, 24/72/120 h for longer ones, else the first, middle and last lead)."""
+    records = [r for r in records if "series" not in r]  # the pooled scores; per-series ones stay in scores.json
     systems = sorted({r["system"] for r in records}, key=lambda s: SYSTEMS.index(s) if s in SYSTEMS else 99)
     variables = sorted({r["variable"] for r in records})
     hours = sorted({r["lead_time_hours"] for r in records})
@@ -223,9 +240,14 @@ def format_table(records: list[dict]) -> str:
     df = pd.DataFrame(records)
     if df.empty:
         return "(no scores)"
-    table = df.pivot_table(index=["variable", "lead_time_hours"], columns="system",
-                           values=["crps", "rmse", "ssr"], aggfunc="first")
+    series = df.pop("series") if "series" in df else pd.Series(np.nan, index=df.index)
+    table = df[series.isna()].pivot_table(index=["variable", "lead_time_hours"], columns="system",
+                                          values=["crps", "rmse", "ssr"], aggfunc="first")
     text = table.to_string(float_format=lambda v: f"{v:.3f}")
+    if series.notna().any():
+        each = df[series.notna()].assign(series=series[series.notna()]).pivot_table(
+            index=["variable", "series", "lead_time_hours"], columns="system", values="crps", aggfunc="first")
+        text += "\n\nCRPS per series:\n" + each.to_string(float_format=lambda v: f"{v:.3f}")
     comparisons = format_comparisons(records)
     if comparisons:
         text += "\n\n" + comparisons

@@ -59,3 +59,16 @@ def test_statsforecast_peers_inside_evaluate(held_out, tmp_path, capsys):
                  "--systems", "model,seasonal_naive", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "seasonal_naive" in out and "model - seasonal_naive" in out
+
+
+def test_every_series_keeps_its_name_in_the_records(held_out):
+    df, _, fc = held_out
+    records = timeseries.evaluate(fc, df, systems=["model", "persistence"], per_series=True)
+    pooled = [r for r in records if "series" not in r]
+    each = [r for r in records if "series" in r]
+    assert {r["series"] for r in each} == {"a", "b"} and len(each) == 2 * len(pooled)
+    for lead in {r["lead_time_hours"] for r in pooled}:
+        p = next(r for r in pooled if r["system"] == "model" and r["lead_time_hours"] == lead)
+        parts = [r["crps"] for r in each if r["system"] == "model" and r["lead_time_hours"] == lead]
+        assert p["crps"] == pytest.approx(np.mean(parts), rel=1e-9)  # the pooled score is the mean over series
+    assert "CRPS per series" in format_table(records)
