@@ -31,7 +31,8 @@ steps, n = (30, 500) if args.smoke or os.environ.get("GENDIFF_EXAMPLE_SMOKE") ==
 class MyNet(nn.Module):
     def __init__(self, width=128):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(3, width), nn.SiLU(), nn.Linear(width, width), nn.SiLU(), nn.Linear(width, 2))
+        self.net = nn.Sequential(nn.Linear(3, width), nn.SiLU(), nn.Linear(width, width), nn.SiLU(),
+                                 nn.Linear(width, 2))
 
     def forward(self, x_t, t, *, mask=None, cond=None):  # the one signature every core sampler and loss calls
         return self.net(torch.cat([x_t, t[:, None]], dim=1))
@@ -43,7 +44,7 @@ data = truth.sample(8192, torch.Generator().manual_seed(0))  # any map-style dat
 config = TrainConfig(max_steps=steps, batch_size=256, lr=3e-3, warmup_steps=min(20, steps), ema_decay=0.99,
                      progress=False)
 trainer = Trainer(model, lambda m, batch, g: diffusion_loss(m, batch, schedule, space, generator=g).mean(), data,
-                  config, out_dir=args.out)
+                  config, out_dir=args.out, resume="auto")  # a re-run continues the checkpoint
 trainer.fit()
 
 g = torch.Generator().manual_seed(1)
@@ -51,5 +52,7 @@ x_T = prior_sample(schedule, space, torch.zeros(n, 2), generator=g)
 x = sample("dpm_solver_pp", trainer.ema_model, x_T, schedule, space, steps=20, generator=g)
 fresh, again = truth.sample(n, torch.Generator().manual_seed(2)), truth.sample(n, torch.Generator().manual_seed(3))
 fmt = lambda v: "(" + ", ".join(f"{a:.2f}" for a in v.tolist()) + ")"  # noqa: E731
-print(f"sample mean {fmt(x.mean(0))} std {fmt(x.std(0))} | true mean {fmt(truth.mean())} std {fmt(truth.cov().diagonal().sqrt())}")
-print(f"sliced Wasserstein to data {sliced_wasserstein(x, fresh):.3f} (data to data {sliced_wasserstein(again, fresh):.3f})")
+print(f"sample mean {fmt(x.mean(0))} std {fmt(x.std(0))}")
+print(f"true   mean {fmt(truth.mean())} std {fmt(truth.cov().diagonal().sqrt())}")
+print(f"sliced Wasserstein to fresh data {sliced_wasserstein(x, fresh):.3f} "
+      f"(a second data draw: {sliced_wasserstein(again, fresh):.3f})")

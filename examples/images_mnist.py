@@ -34,6 +34,7 @@ train_steps = 2 if smoke else args.train_steps
 if train_steps:
     small = dict(ch=16, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(7,), dropout=0.0, groups=8)
     s = images.train("mnist", out / "run", image_size=28, model=small, max_steps=train_steps, batch_size=32,
-                     lr=2e-3, warmup_steps=min(20, train_steps), progress=False)
+                     lr=2e-3, warmup_steps=min(20, train_steps), resume="auto", progress=False)
     images.sample(out / "run", n=20, steps=steps, guidance=3.0, labels="0-9", out=out / "trained_grid.png")
-    print(f"trained {s['step']} steps (loss {s['loss']:.3f}): {out / 'trained_grid.png'}")
+    print(f"trained to step {s['step']} (last loss {s['loss']:.3f}; nan: nothing left to train): "
+          f"{out / 'trained_grid.png'}")

@@ -29,7 +29,7 @@ long_df = (wide.rename_axis("ds").reset_index().melt("ds", var_name="unique_id",
            .dropna()[["unique_id", "ds", "y"]])
 train_period = ("1958-03-29", "1991-12-28")
 budget = dict(max_steps=2, net={"width": 8, "mults": [1]}, sample_steps=2) if smoke else dict(max_steps=300)
-timeseries.train(long_df, out / "run", train_period=train_period, progress=False, **budget)
+timeseries.train(long_df, out / "run", train_period=train_period, resume="auto", progress=False, **budget)
 opts = dict(members=4, steps=2) if smoke else dict(members=16)
 
 fc = timeseries.forecast(out / "run", long_df, h=13, level=[80, 95], out=out / "forecast.csv", progress=False, **opts)
