@@ -10,6 +10,7 @@ refused) against persistence, climatology and a linear AR ensemble, each with th
 `--smoke` or GENDIFF_EXAMPLE_SMOKE=1: 2 training steps and a tiny network, 4 members: a check, not a model.
 """
 import argparse
+import json
 import os
 from pathlib import Path
 
@@ -28,8 +29,12 @@ wide = load("co2")  # weekly DatetimeIndex, one column 'co2' (ppm)
 long_df = (wide.rename_axis("ds").reset_index().melt("ds", var_name="unique_id", value_name="y")
            .dropna()[["unique_id", "ds", "y"]])
 train_period = ("1958-03-29", "1991-12-28")
-budget = dict(max_steps=2, net={"width": 8, "mults": [1]}, sample_steps=2) if smoke else dict(max_steps=300)
+budget = dict(max_steps=2, net={"width": 8, "mults": [1]}, sample_steps=2) if smoke else \
+    dict(max_steps=200, net={"width": 32}, batch_size=32)  # the defaults but a small network: about a minute
 timeseries.train(long_df, out / "run", train_period=train_period, resume="auto", progress=False, **budget)
+cfg = json.loads((out / "run" / "config.json").read_text())  # cfg["defaults"] (also on the card) says why
+print(f"defaults from the {cfg['defaults']['step']} step: horizon {cfg['horizon_steps']}, context "
+      f"{cfg['context_steps']}, seasons {cfg['ar_seasons']} steps ({cfg['defaults']['seasons']['candidates']})")
 opts = dict(members=4, steps=2) if smoke else dict(members=16)
 
 fc = timeseries.forecast(out / "run", long_df, h=13, level=[80, 95], out=out / "forecast.csv", progress=False, **opts)

