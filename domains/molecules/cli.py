@@ -35,7 +35,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="egnn", help="denoiser network: egnn (EDM's EGNN) or e3nn (tensor products)")
     p.add_argument("--out", required=True,
                    help="run folder (config.json, weights.safetensors, card.json; checkpoint.pt, log.csv to resume)")
-    p.add_argument("--max-steps", type=int, default=None, help="optimizer steps (default 100000)")
+    p.add_argument("--max-steps", "--steps", dest="max_steps", type=int, default=None,
+                   help="optimizer steps (default 100000)")
     p.add_argument("--batch-size", type=int, default=None, help="molecules per batch (EDM: 64)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (EDM: 1e-4)")
     p.add_argument("--warmup-steps", type=int, default=None, help="linear learning-rate warm-up steps (default 0)")
@@ -67,7 +68,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hidden", type=int, default=None, help="EGNN hidden features / e3nn scalar multiplicity")
     p.add_argument("--layers", type=int, default=None, help="number of network layers")
     p.add_argument("--limit", type=int, default=None, help="train on the first LIMIT molecules only")
-    p.add_argument("--max-minutes", type=float, default=None,
+    p.add_argument("--max-minutes", "--minutes", dest="max_minutes", type=float, default=None,
                    help="training time budget (the core trainer's: stops before a step would overrun it)")
     p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
     p.add_argument("--init", default=None, help="start from the EMA weights of this run folder or pretrained:NAME "

@@ -290,13 +290,15 @@ def make_verbs(api, domain: str, data_default: str | None = None, defaults: dict
 def add_demo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs/timeseries-demo", help="folder for the run, forecast, scores and plots")
     p.add_argument("--minutes", type=float, default=None, help="cap on the training time (default: 200 steps)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the training and the forecast's draws")
     add_device_argument(p)
     common(p)
 
 
 def run_demo(args) -> int:
     threads(args)
-    result = demo_co2.demo(args.out, device=args.device, progress=not args.quiet, minutes=args.minutes)
+    result = demo_co2.demo(args.out, device=args.device, progress=not args.quiet, minutes=args.minutes,
+                           seed=args.seed)
     weeks = {7 * 24.0 * w for w in (1, 4, 13, 26, 52)}  # every lead is in scores/scores.json
     print(format_table([r for r in result["records"] if r["lead_time_hours"] in weeks]))
     print(f"done in {result['seconds']['total']} s; forecast.csv, plots and scores in {args.out}", file=sys.stderr)

@@ -20,7 +20,7 @@ DEMO = {"context": 104, "horizon": 52, "seasons": "52W", "train_period": ("1958-
 
 
 def demo(out="runs/timeseries-demo", device="auto", progress: bool = True, minutes: float | None = None,
-         **overrides) -> dict:
+         seed: int = 0, **overrides) -> dict:
     """Train, forecast, evaluate and plot on the CO2 series (about a minute on two CPU cores); `minutes` caps the
     training time. Returns the summary also written to out/metrics.json."""
     cfg = {**DEMO, **overrides}
@@ -32,10 +32,10 @@ def demo(out="runs/timeseries-demo", device="auto", progress: bool = True, minut
     summary = train(df, out / "run", context=cfg["context"], horizon=cfg["horizon"], seasons=cfg["seasons"],
                     train_period=cfg["train_period"], net=cfg["net"], max_steps=cfg["max_steps"],
                     batch_size=cfg["batch_size"], sample_steps=cfg["sample_steps"], progress=progress,
-                    device=device, resume="auto", **budget)
+                    device=device, resume="auto", seed=seed, **budget)
     t_train = time.perf_counter() - t0
     fc = forecast(out / "run", df, output="xarray", init_period=cfg["init_period"], init_every=cfg["init_every"],
-                  members=cfg["members"], lead=cfg["lead"], progress=progress, device=device)
+                  members=cfg["members"], lead=cfg["lead"], progress=progress, device=device, seed=seed)
     write_table(to_tidy(fc), out / "forecast.csv")
     records = evaluate(fc, df, train_period=cfg["train_period"], out=out / "scores", plots=False)
     plot_skill(records, out / "skill.png")

@@ -18,6 +18,9 @@ def add_demo(p: argparse.ArgumentParser) -> None:
                    help="train a small model first (about two minutes) instead of using pretrained:lorenz96")
     p.add_argument("--steps", type=int, default=None,
                    help="with --from-scratch: training steps (default: sized for ~2 minutes)")
+    p.add_argument("--minutes", type=float, default=None,
+                   help="with --from-scratch: training time budget in minutes, as in every domain")
+    p.add_argument("--seed", type=int, default=0, help="seed of the training and the forecast's draws")
     p.add_argument("--run", default="pretrained:lorenz96", help="without --from-scratch: the Lorenz-96 run to use")
     add_device_argument(p)
     common(p)
@@ -26,9 +29,11 @@ def add_demo(p: argparse.ArgumentParser) -> None:
 def run_demo(args) -> int:
     threads(args)
     if args.from_scratch:
-        result = weather.demo(args.out, from_scratch=True, max_steps=args.steps, progress=not args.quiet, device=args.device)
+        budget = {} if args.minutes is None else {"time_budget": 60.0 * args.minutes}
+        result = weather.demo(args.out, from_scratch=True, max_steps=args.steps, progress=not args.quiet,
+                              device=args.device, seed=args.seed, **budget)
     else:
-        result = weather.demo(args.out, run=args.run, progress=not args.quiet, device=args.device)
+        result = weather.demo(args.out, run=args.run, progress=not args.quiet, device=args.device, seed=args.seed)
     print(format_table(result["records"]))
     print(f"done in {result['seconds']['total']} s; plots and scores in {args.out}", file=sys.stderr)
     return 0

@@ -24,7 +24,8 @@ DEMO = {"n_times": 3200, "train_period": ("2000-01-01", "2001-12-31"), "init_per
         "lr": 1e-3, "sample_steps": 25}
 
 
-def run_demo(out, *, max_steps: int | None = None, progress: bool = True, device="auto", **overrides) -> dict:
+def run_demo(out, *, max_steps: int | None = None, progress: bool = True, device="auto", seed: int = 0,
+             time_budget: float | None = None, **overrides) -> dict:
     """Returns the summary also written to out/summary.json (scores of model and baselines at each lead);
     training and forecasting on `device` (gendiff.device.resolve_device), scoring on the CPU (numpy)."""
     cfg = {**DEMO, **overrides}
@@ -37,11 +38,12 @@ def run_demo(out, *, max_steps: int | None = None, progress: bool = True, device
     summary = train(ds, out / "run", train_period=cfg["train_period"], context=cfg["context"], seasons=None,
                     horizon=cfg["horizon"], net=cfg["net"], max_steps=cfg["max_steps"], batch_size=cfg["batch_size"],
                     lr=cfg["lr"], sample_steps=cfg["sample_steps"], progress=progress, warmup_steps=50,
-                    ckpt_every=10**9, resume="auto", device=device)
+                    ckpt_every=10**9, resume="auto", device=device, seed=seed,
+                    **({} if time_budget is None else {"time_budget": time_budget}))
     t_train = time.perf_counter() - t0
     fc = forecast(out / "run", ds, init_period=cfg["init_period"], init_every=cfg["init_every"],
                   members=cfg["members"], lead=cfg["lead"], out=out / "forecast.nc", progress=progress,
-                  device=device)
+                  device=device, seed=seed)
     t_fc = time.perf_counter() - t0 - t_train
     records = scoring.evaluate(fc, ds, out=out / "scores", weights=latitude_weights)
     result = {"seconds": {"train": round(t_train, 1), "forecast": round(t_fc, 1),
@@ -56,7 +58,7 @@ PRETRAINED_DEMO = {"n_times": 4000, "init_period": ("2002-05-01", "2002-06-05"),
                    "lead": "96h", "members": 16}
 
 
-def run_pretrained_demo(out, *, run="pretrained:lorenz96", progress: bool = True, device="auto",
+def run_pretrained_demo(out, *, run="pretrained:lorenz96", progress: bool = True, device="auto", seed: int = 0,
                         **overrides) -> dict:
     """No training: forecast freshly generated Lorenz-96 data (after the shipped model's training period) with
     `run`, score it against persistence, climatology and the linear ensemble, and write out/plume.png (members,
@@ -69,7 +71,7 @@ def run_pretrained_demo(out, *, run="pretrained:lorenz96", progress: bool = True
     model = load_run(run, device=device)
     ds = lorenz96_dataset(cfg["n_times"])
     fc = forecast(model, ds, init_period=cfg["init_period"], init_every=cfg["init_every"], members=cfg["members"],
-                  lead=cfg["lead"], progress=progress)
+                  lead=cfg["lead"], progress=progress, seed=seed)
     t_fc = time.perf_counter() - t0
     records = scoring.evaluate(fc, ds, out=out, plots=False, weights=latitude_weights)
     plot_skill(records, out / "skill.png")
