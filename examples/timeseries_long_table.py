@@ -30,7 +30,7 @@ long_df = (wide.rename_axis("ds").reset_index().melt("ds", var_name="unique_id",
            .dropna()[["unique_id", "ds", "y"]])
 train_period = ("1958-03-29", "1991-12-28")
 budget = dict(max_steps=2, net={"width": 8, "mults": [1]}, sample_steps=2) if smoke else \
-    dict(max_steps=200, net={"width": 32}, batch_size=32)  # the defaults but a small network: about a minute
+    dict(max_steps=200, net={"width": 32}, batch_size=32)  # the defaults, a small network
 timeseries.train(long_df, out / "run", train_period=train_period, resume="auto", progress=False, **budget)
 cfg = json.loads((out / "run" / "config.json").read_text())  # cfg["defaults"] (also on the card) says why
 print(f"defaults from the {cfg['defaults']['step']} step: horizon {cfg['horizon_steps']}, context "

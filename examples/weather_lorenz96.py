@@ -7,7 +7,7 @@ the inits start after the run's training period (2000-01-01 to 2002-03-31), so n
 printed table: fair CRPS, RMSE and spread/skill per lead for the model against persistence, climatology and a linear
 AR ensemble fitted on the same trajectory's training period, with the model's paired 95% intervals (the card: CRPS
 1.18 at 24 h against linear 1.32). The forecast is written to OUT/forecast.nc.
-`--smoke` or GENDIFF_EXAMPLE_SMOKE=1: 2 inits, 4 members, 5 solver steps: a check that it runs, not a score.
+`--smoke` or GENDIFF_EXAMPLE_SMOKE=1: 9 inits, 4 members, 5 solver steps: a check that it runs, not a score.
 """
 import argparse
 import os
