@@ -196,10 +196,13 @@ def add_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train-period", default=None, help="baselines' fitting period (default: the model's)")
     p.add_argument("--systems", default="model,persistence,climatology,linear",
                    help="comma-separated: model, persistence, climatology, linear, ar_calibrated (the run's AR base "
-                        "with its held-out calibration and Gaussian noise, no network; needs the run)")
+                        "with its held-out calibration and Gaussian noise, no network), ar_base (the AR base alone), "
+                        "emos_ar (EMOS on it), emos (EMOS on the model's ensemble; both cross-fitted over two halves "
+                        "of the inits), and statsforecast's auto_ets, auto_arima, mstl, seasonal_naive, naive "
+                        "(pip install 'gendiff[peers]')")
     p.add_argument("--run", default=None,
-                   help="the run for ar_calibrated: a run folder or pretrained:NAME (default: the forecast's "
-                        "gendiff_run attribute)")
+                   help="the run for ar_calibrated, ar_base and emos_ar: a run folder or pretrained:NAME (default: "
+                        "the forecast's gendiff_run attribute)")
     p.add_argument("--out", default=None, help="folder for scores.json, rank histograms and PNG plots")
     p.add_argument("--json", action="store_true", help="print the score records as JSON")
     p.add_argument("--record", action="store_true",

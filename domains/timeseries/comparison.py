@@ -75,11 +75,12 @@ def peer_systems(truth: xr.Dataset, fc: xr.Dataset, train_period, systems, membe
     return peer_forecasts(truth, fc, train_period, wanted, members, seasons, seed, label=label)
 
 
-def emos_system(truth: xr.Dataset, fc: xr.Dataset, seed: int = 0) -> xr.Dataset:
+def emos_system(truth: xr.Dataset, fc: xr.Dataset, seed: int = 0, members: int | None = None) -> xr.Dataset:
     """EMOS on the model's ensemble, cross-fitted: fitted on the first half of the inits and applied to the second,
-    and the other way round, so that no init is post-processed by a fit that saw its own truth."""
+    and the other way round, so that no init is post-processed by a fit that saw its own truth; `members` draws
+    (default: fc's; a point forecast such as the AR base gets its Gaussian sampled as wide as the model's)."""
     n = fc.sizes["init_time"]
     halves = (np.arange(n // 2), np.arange(n // 2, n))
-    parts = [emos_calibrate(fc.isel(init_time=train), truth, fc.isel(init_time=test), seed=seed + k)
+    parts = [emos_calibrate(fc.isel(init_time=train), truth, fc.isel(init_time=test), members, seed=seed + k)
              for k, (train, test) in enumerate((halves, halves[::-1]))]
     return xr.concat(parts[::-1], "init_time").sortby("init_time")

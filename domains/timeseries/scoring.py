@@ -17,7 +17,7 @@ from gendiff.io import write_json_atomic
 from . import baselines
 from .ar_calibrated import ar_calibrated
 from .data import _jsonable, open_data, period_indices, write_dataset
-from .forecasting import forecast_dataset
+from .forecasting import base_trajectory, forecast_dataset
 from .comparison import attach_intervals, format_comparisons, emos_system, peer_systems, per_init_crps
 from .heldout import check_held_out
 from .layout import ENSEMBLE_DIMS, _lead_steps, _open_forecast, to_gendiff_layout, truth_at_valid_time  # noqa: F401
@@ -28,7 +28,7 @@ from .scores import score
 from .stream import EncodedValues, fit_codec
 from .tabular import SERIES
 
-SYSTEMS = ("model", "persistence", "climatology", "linear", "ar_calibrated", *PEERS, "emos")
+SYSTEMS = ("model", "persistence", "climatology", "linear", "ar_calibrated", "ar_base", *PEERS, "emos", "emos_ar")
 # ar_calibrated needs the run, the peers statsforecast (pip install 'gendiff[peers]'), emos 4 inits: ask for them
 DEFAULT_SYSTEMS = ("model", "persistence", "climatology", "linear")
 def baseline_forecasts(truth: xr.Dataset, fc: xr.Dataset, train_period, members: int, seed: int = 0,
@@ -82,6 +82,28 @@ def ar_calibrated_forecast(run, truth: xr.Dataset, fc: xr.Dataset, members: int,
     return forecast_dataset(run.codec, arr, init.values, step).isel(lead_time=lead_steps - 1)
 
 
+def ar_base_forecast(run, truth: xr.Dataset, fc: xr.Dataset, label: str = "truth") -> xr.Dataset:
+    """The run's AR base alone at the forecast's inits and leads: a one-member (point) forecast in data units, the
+    deterministic forecast the network departs from (`ar_base`; EMOS on it is `emos_ar`)."""
+    if not isinstance(run, Run):
+        run = load_run(run, device="cpu")
+    if run.ar is None:
+        raise DataError(f"{run.path}: the ar_base and emos_ar competitors need a run with an AR base (base 'linear')")
+    step, lead_steps = _lead_steps(truth, fc, label)
+    times = truth["time"].values
+    init = pd.DatetimeIndex(fc["init_time"].values)
+    init_idx = pd.DatetimeIndex(times).get_indexer(init)
+    if (init_idx < 0).any() or (init_idx - run.context + 1 < 0).any():
+        raise DataError(f"{label}: an init time of the forecast is not in the truth data with {run.context} steps "
+                        "of context before it")
+    values = EncodedValues(truth, run.codec, run.climatology, label)
+    n_lead = int(lead_steps[-1])
+    arr = base_trajectory(run, values, init_idx, n_lead)[:, None]  # (I, 1, L, C)
+    valid = times[init_idx][:, None] + (times[1] - times[0]) * np.arange(1, n_lead + 1)[None, :]
+    arr = run.climatology.restore(arr, valid, axis=1)
+    return forecast_dataset(run.codec, arr, init.values, step).isel(lead_time=lead_steps - 1)
+
+
 def evaluate(forecast, truth, *, train_period=None, systems=DEFAULT_SYSTEMS, members_linear: int | None = None,
              out=None, plots: bool = True, seed: int = 0, run=None, weights=None,
              allow_in_sample: bool = False, season_length=None, intervals: bool = True,
@@ -130,6 +152,18 @@ def evaluate(forecast, truth, *, train_period=None, systems=DEFAULT_SYSTEMS, mem
             raise DataError(f"{forecast}: no 'train_period' attribute; pass train_period for the baselines")
         forecasts.update(baseline_forecasts(truth_ds, fc, train_period, members_linear or fc.sizes["member"], seed,
                                             label, fitted))
+    needs_run = [x for x in ("ar_calibrated", "ar_base", "emos_ar") if x in systems]
+    if needs_run:
+        spec = run if run is not None else fc.attrs.get("gendiff_run")
+        if not spec:
+            raise ConfigError(f"{forecast}: {', '.join(needs_run)} need(s) the run (--run RUN): the forecast has no "
+                              "'gendiff_run' attribute")
+    if "ar_base" in systems or "emos_ar" in systems:
+        base = ar_base_forecast(spec, truth_ds, fc, label)
+        if "ar_base" in systems:
+            forecasts["ar_base"] = base
+        if "emos_ar" in systems:
+            forecasts["emos_ar"] = emos_system(truth_ds, base, seed, members=fc.sizes["member"])
     if "ar_calibrated" in systems:
         spec = run if run is not None else fc.attrs.get("gendiff_run")
         if not spec:

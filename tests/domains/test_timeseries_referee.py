@@ -72,3 +72,12 @@ def test_every_series_keeps_its_name_in_the_records(held_out):
         parts = [r["crps"] for r in each if r["system"] == "model" and r["lead_time_hours"] == lead]
         assert p["crps"] == pytest.approx(np.mean(parts), rel=1e-9)  # the pooled score is the mean over series
     assert "CRPS per series" in format_table(records)
+
+
+def test_the_raw_ar_base_and_emos_on_it_are_competitors(held_out):
+    df, run, fc = held_out
+    records = timeseries.evaluate(fc, df, systems=["model", "ar_base", "emos_ar"], run=run)
+    base = [r for r in records if r["system"] == "ar_base"]
+    emos = [r for r in records if r["system"] == "emos_ar"]
+    assert base and emos and all(r["spread"] == 0 for r in base)  # the AR base alone: a point forecast
+    assert all(r["spread"] > 0 and "vs_model" in r for r in emos)  # EMOS gives it a predictive spread
