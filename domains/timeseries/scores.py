@@ -92,5 +92,21 @@ def score(forecast: xr.DataArray, truth: xr.DataArray, ensemble_dim: str = "memb
     spread = np.sqrt(weighted_mean(var, dims, weights))
     out = xr.Dataset({"crps": crps, "crps_standard": crps_standard, "rmse": rmse, "spread": spread,
                       "ssr": spread_skill_ratio(spread, rmse)})
+    for level in COVERAGE_LEVELS:
+        out[f"coverage_{level}"] = weighted_mean(inside_interval(forecast, truth, level / 100, ensemble_dim), dims,
+                                                 weights)
     out["rank_histogram"] = rank_histogram(forecast, truth, ensemble_dim, dims, seed=rank_seed)
     return out
+
+
+COVERAGE_LEVELS = (80, 95)  # central prediction intervals whose coverage evaluate reports (nominal: 0.80, 0.95)
+
+
+def inside_interval(forecast: xr.DataArray, truth: xr.DataArray, level: float,
+                    ensemble_dim: str = "member") -> xr.DataArray:
+    """1 where the truth lies in the members' central `level` interval (linear quantiles, ends included), 0
+    outside, NaN where the truth is missing; with M members the expected coverage of a calibrated ensemble is a
+    little below `level` ((M - 1) level / (M + 1) for the order-statistic interval)."""
+    lo = forecast.quantile((1 - level) / 2, dim=ensemble_dim).drop_vars("quantile")
+    hi = forecast.quantile(1 - (1 - level) / 2, dim=ensemble_dim).drop_vars("quantile")
+    return ((truth >= lo) & (truth <= hi)).astype(np.float64).where(truth.notnull())

@@ -215,7 +215,7 @@ def _records(s: xr.Dataset, variable: str, system: str, in_sample: bool, series:
                "system": system}
         if series is not None:
             rec["series"] = series
-        for k in ("crps", "crps_standard", "rmse", "spread", "ssr"):
+        for k in ("crps", "crps_standard", "rmse", "spread", "ssr", "coverage_80", "coverage_95"):
             val = float(s[k].values[j])
             rec[k] = val if np.isfinite(val) else None
         rec["crps_fair"] = rec["crps"]

@@ -81,3 +81,17 @@ def test_the_raw_ar_base_and_emos_on_it_are_competitors(held_out):
     emos = [r for r in records if r["system"] == "emos_ar"]
     assert base and emos and all(r["spread"] == 0 for r in base)  # the AR base alone: a point forecast
     assert all(r["spread"] > 0 and "vs_model" in r for r in emos)  # EMOS gives it a predictive spread
+
+
+def test_interval_coverage_is_reported_per_lead(held_out):
+    df, _, fc = held_out
+    records = timeseries.evaluate(fc, df, systems=["model", "climatology"], intervals=False)
+    for r in records:
+        assert 0.0 <= r["coverage_80"] <= r["coverage_95"] <= 1.0
+    from gendiff.domains.timeseries.scores import inside_interval
+    import xarray as xr
+
+    members = xr.DataArray(np.tile(np.arange(11.0), (4, 1)), dims=("case", "member"))
+    truth = xr.DataArray([0.5, 5.0, 9.9, 10.5], dims="case")
+    got = inside_interval(members, truth, 0.8)
+    assert got.values.tolist() == [0.0, 1.0, 0.0, 0.0]  # the 80% interval of 0..10 is [1, 9]
