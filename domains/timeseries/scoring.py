@@ -104,6 +104,28 @@ def ar_base_forecast(run, truth: xr.Dataset, fc: xr.Dataset, label: str = "truth
     return forecast_dataset(run.codec, arr, init.values, step).isel(lead_time=lead_steps - 1)
 
 
+def _run_competitors(fc: xr.Dataset, truth: xr.Dataset, systems, run, name: str, seed: int, label: str) -> dict:
+    """The competitors made from the run (`run`, or the forecast's gendiff_run attribute): ar_calibrated, the AR
+    base alone (ar_base) and EMOS on it (emos_ar)."""
+    needs_run = [x for x in ("ar_calibrated", "ar_base", "emos_ar") if x in systems]
+    if not needs_run:
+        return {}
+    spec = run if run is not None else fc.attrs.get("gendiff_run")
+    if not spec:
+        raise ConfigError(f"{name}: {', '.join(needs_run)} need(s) the run (--run RUN): the forecast has no "
+                          "'gendiff_run' attribute")
+    out = {}
+    if "ar_base" in systems or "emos_ar" in systems:
+        base = ar_base_forecast(spec, truth, fc, label)
+        if "ar_base" in systems:
+            out["ar_base"] = base
+        if "emos_ar" in systems:
+            out["emos_ar"] = emos_system(truth, base, seed, members=fc.sizes["member"])
+    if "ar_calibrated" in systems:
+        out["ar_calibrated"] = ar_calibrated_forecast(spec, truth, fc, fc.sizes["member"], seed, label)
+    return out
+
+
 def evaluate(forecast, truth, *, train_period=None, systems=DEFAULT_SYSTEMS, members_linear: int | None = None,
              out=None, plots: bool = True, seed: int = 0, run=None, weights=None,
              allow_in_sample: bool = False, season_length=None, intervals: bool = True,
@@ -152,24 +174,7 @@ def evaluate(forecast, truth, *, train_period=None, systems=DEFAULT_SYSTEMS, mem
             raise DataError(f"{forecast}: no 'train_period' attribute; pass train_period for the baselines")
         forecasts.update(baseline_forecasts(truth_ds, fc, train_period, members_linear or fc.sizes["member"], seed,
                                             label, fitted))
-    needs_run = [x for x in ("ar_calibrated", "ar_base", "emos_ar") if x in systems]
-    if needs_run:
-        spec = run if run is not None else fc.attrs.get("gendiff_run")
-        if not spec:
-            raise ConfigError(f"{forecast}: {', '.join(needs_run)} need(s) the run (--run RUN): the forecast has no "
-                              "'gendiff_run' attribute")
-    if "ar_base" in systems or "emos_ar" in systems:
-        base = ar_base_forecast(spec, truth_ds, fc, label)
-        if "ar_base" in systems:
-            forecasts["ar_base"] = base
-        if "emos_ar" in systems:
-            forecasts["emos_ar"] = emos_system(truth_ds, base, seed, members=fc.sizes["member"])
-    if "ar_calibrated" in systems:
-        spec = run if run is not None else fc.attrs.get("gendiff_run")
-        if not spec:
-            raise ConfigError(f"{forecast}: the ar_calibrated baseline needs the run (--run RUN): the forecast has "
-                              "no 'gendiff_run' attribute")
-        forecasts["ar_calibrated"] = ar_calibrated_forecast(spec, truth_ds, fc, fc.sizes["member"], seed, label)
+    forecasts.update(_run_competitors(fc, truth_ds, systems, run, str(forecast), seed, label))
     forecasts.update(peer_systems(truth_ds, fc, train_period, systems, fc.sizes["member"], seed, label,
                                   season_length))
     if "emos" in systems:
