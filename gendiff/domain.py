@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from importlib import import_module
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
@@ -34,6 +35,17 @@ GROUP = "gendiff.domains"
 AddArguments = Callable[[argparse.ArgumentParser], None]
 Run = Callable[[argparse.Namespace], Any]
 Verbs = Mapping[str, tuple[AddArguments, Run]]
+
+
+def deferred(module: str, name: str) -> Callable[..., Any]:
+    """A stand-in that imports `module` only when called: with no arguments and a non-callable `name` (a verbs
+    table) it returns that object, else it calls `name` with the arguments (a demo)."""
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        target = getattr(import_module(module), name)
+        return target(*args, **kwargs) if callable(target) else target
+
+    return call
 
 
 @dataclass(frozen=True)

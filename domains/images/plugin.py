@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
-from gendiff.domain import Domain
-
-
-def _verbs():
-    from .cli import VERBS  # the CLI table, imported only when a verb needs it
-
-    return VERBS
-
-
-def _demo(*args, **kwargs):
-    from .demo import demo
-
-    return demo(*args, **kwargs)
+from gendiff.domain import Domain, deferred
 
 
 DOMAIN = Domain(
     name="images",
     description="images: U-Net diffusion on MNIST, digits, image folders; FD, KID, accuracy, bits/dim",
-    verbs=_verbs,
-    demo=_demo,
+    verbs=deferred("gendiff.domains.images.cli", "VERBS"),  # the CLI table, imported when a verb needs it
+    demo=deferred("gendiff.domains.images.demo", "demo"),
     extra="images",
     requires=("PIL", "matplotlib", "sklearn", "mlxtend"),
 )

@@ -3,26 +3,14 @@ pyproject.toml)."""
 
 from __future__ import annotations
 
-from gendiff.domain import Domain
-
-
-def _verbs():
-    from .cli import VERBS  # the CLI table, imported only when a verb needs it
-
-    return VERBS
-
-
-def _demo(*args, **kwargs):
-    from .demo import demo
-
-    return demo(*args, **kwargs)
+from gendiff.domain import Domain, deferred
 
 
 DOMAIN = Domain(
     name="molecules",
     description="3D molecules: E(3)-equivariant diffusion (EDM) on QM9; stability, validity, uniqueness",
-    verbs=_verbs,
-    demo=_demo,
+    verbs=deferred("gendiff.domains.molecules.cli", "VERBS"),  # the CLI table, imported when a verb needs it
+    demo=deferred("gendiff.domains.molecules.demo", "demo"),
     extra="molecules",
     requires=("rdkit", "torch_geometric", "e3nn", "qm9pack", "scipy", "pandas"),
 )

@@ -3,26 +3,14 @@ pyproject.toml)."""
 
 from __future__ import annotations
 
-from gendiff.domain import Domain
-
-
-def _verbs():
-    from .cli import VERBS  # the CLI table, imported only when a verb needs it
-
-    return VERBS
-
-
-def _demo(*args, **kwargs):
-    from . import demo
-
-    return demo(*args, **kwargs)
+from gendiff.domain import Domain, deferred
 
 
 DOMAIN = Domain(
     name="timeseries",
     description="time series: tables (CSV, Parquet, pandas) to probabilistic forecasts and gap filling",
-    verbs=_verbs,
-    demo=_demo,
+    verbs=deferred("gendiff.domains.timeseries.cli", "VERBS"),  # the CLI table, imported when a verb needs it
+    demo=deferred("gendiff.domains.timeseries", "demo"),
     extra="timeseries",
     requires=("pandas", "xarray"),
 )

@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
-from gendiff.domain import Domain
-
-
-def _verbs():
-    from .cli import VERBS  # the CLI table, imported only when a verb needs it
-
-    return VERBS
-
-
-def _demo(*args, **kwargs):
-    from . import demo
-
-    return demo(*args, **kwargs)
+from gendiff.domain import Domain, deferred
 
 
 DOMAIN = Domain(
     name="weather",
     description="weather and climate: gridded fields (netCDF, zarr, GRIB) to calibrated ensemble forecasts and scores",
-    verbs=_verbs,
-    demo=_demo,
+    verbs=deferred("gendiff.domains.weather.cli", "VERBS"),  # the CLI table, imported when a verb needs it
+    demo=deferred("gendiff.domains.weather", "demo"),
     extra="weather",
     requires=("pandas", "xarray", "netCDF4", "matplotlib"),
 )

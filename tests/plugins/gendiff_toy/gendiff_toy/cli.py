@@ -57,7 +57,7 @@ def add_sample(p: argparse.ArgumentParser) -> None:
 
 def run_sample(args) -> int:
     model = _model()
-    model.load_state_dict(torch.load(Path(args.run) / "model.pt"))
+    model.load_state_dict(torch.load(Path(args.run) / "model.pt", weights_only=True))
     g = torch.Generator().manual_seed(2)
     x_T = prior_sample(model.schedule, EuclideanSpace(), torch.zeros(args.n, 2), generator=g)
     x = sample("ddim", model, x_T, model.schedule, EuclideanSpace(), steps=10, generator=g)
