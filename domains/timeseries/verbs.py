@@ -53,10 +53,13 @@ def forecast(run, data, *, time_column: str | None = None, quantiles=None, outpu
     forecast back (longformat.py): every series `h` steps ahead (default: the run's horizon) from its own last
     value, with the ensemble mean and `level` intervals (default 80 and 95), `quantiles` and `samples` on request;
     with init_period / init_times, from those inits instead, a `cutoff` each."""
-    long_table = _long_table(data)
-    if long_table is not None:
-        return _forecast_long(run, long_table, str(data) if isinstance(data, (str, Path)) else "DataFrame", out, h,
+    table = read_table(data) if isinstance(data, (str, Path)) and is_table(data) else data  # a file read once
+    if isinstance(table, pd.DataFrame) and is_long(table):
+        return _forecast_long(run, table, str(data) if isinstance(data, (str, Path)) else "DataFrame", out, h,
                               level, quantiles, samples, kwargs)
+    if table is not data:  # a wide table file: its frame, under the file's name
+        time_column = getattr(data, "time_column", None) if time_column is None else time_column
+        table = to_dataset(table, time_column=time_column, name=str(data))
     if h is not None or level is not None or samples:
         raise ConfigError("h=, level= and samples= go with a long table (unique_id, ds, y); use lead= and "
                           "quantiles= otherwise")
@@ -67,21 +70,12 @@ def forecast(run, data, *, time_column: str | None = None, quantiles=None, outpu
         output = "frame" if isinstance(data, (pd.DataFrame, pd.Series)) or quantiles is not None else "xarray"
     table_out = out is not None and (isinstance(out, TableOutput) or file_format(out) in ("csv", "parquet"))
     require_task(run, "forecast")
-    ds = _forecast(run, resolve_data(data, time_column=time_column), out=None if table_out else out, **kwargs)
+    ds = _forecast(run, resolve_data(table, time_column=None if table is not data else time_column),
+                   out=None if table_out else out, **kwargs)
     if table_out:
         file_q = quantiles if quantiles is not None else parse_quantiles(getattr(out, "quantiles", None))
         write_table(to_tidy(ds, file_q), out, getattr(out, "table_format", None))
     return to_tidy(ds, quantiles) if output == "frame" else ds
-
-
-def _long_table(data) -> pd.DataFrame | None:
-    """The long table (unique_id, ds, y) behind `data`, a DataFrame or a CSV / Parquet file; None otherwise."""
-    if isinstance(data, pd.DataFrame):
-        return data if is_long(data) else None
-    if isinstance(data, (str, Path)) and is_table(data):
-        table = read_table(data)
-        return table if is_long(table) else None
-    return None
 
 
 def _forecast_long(run, table: pd.DataFrame, label: str, out, h, level, quantiles, samples, options: dict):
