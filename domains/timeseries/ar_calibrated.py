@@ -10,6 +10,7 @@ from gendiff.errors import DataError
 from . import calibrate
 from .calibrate_fit import fit_parameters
 from .forecasting import base_trajectory, initial_history
+from .timeaxis import add_steps, time_step
 
 
 def ar_calibrated(run, values: np.ndarray, times, init_idx: np.ndarray, n_lead: int, members: int, seed: int = 0,
@@ -45,7 +46,7 @@ def ar_calibrated(run, values: np.ndarray, times, init_idx: np.ndarray, n_lead: 
         calib = fit_parameters(run, ens, values, times, held)
     arr = _gaussian_rollout(run, values, times, init_idx, n_lead, members, seed, chain_base)
     arr = calibrate.apply(arr, calib, run.codec, base_trajectory(run, values, init_idx, n_lead))
-    valid_t = times[init_idx][:, None] + (times[1] - times[0]) * np.arange(1, n_lead + 1)[None, :]
+    valid_t = add_steps(times[init_idx][:, None], np.arange(1, n_lead + 1)[None, :], time_step(times))
     return run.climatology.restore(arr, valid_t, axis=1).astype(np.float32)
 
 
@@ -66,7 +67,7 @@ def _gaussian_rollout(run, values, times, init_idx, n_lead: int, members: int, s
     """(I, M, n_lead, C) anomalies: the run's AR base plus N(0, 1) departures scaled like the network's targets,
     rolled out horizon by horizon as forecasting.rollout rolls the network's."""
     ctx, hor = run.context, run.horizon
-    step = times[1] - times[0]
+    step = time_step(times)
     ar = run.ar
     device = ar.device  # the draws come from a CPU generator whatever the device, so they are the same everywhere
     valid = torch.from_numpy(np.asarray(run.codec.valid, dtype=bool)).to(device)
@@ -77,7 +78,7 @@ def _gaussian_rollout(run, values, times, init_idx, n_lead: int, members: int, s
             w = hist[:, c * hor:c * hor + ctx + hor].clone()
             w[:, ctx:] = float("nan")
             base = ar.window_base(w, ctx, level_only=c > 0 and chain_base == "level")
-            scale = ar.window_scale(ctx + hor, ctx, ar.slots(t0 + step * (c * hor)))
+            scale = ar.window_scale(ctx + hor, ctx, ar.slots(add_steps(t0, c * hor, step)))
             z = torch.randn(w.shape, generator=generator).to(device)
             filled = base + scale * z
             filled[:, :, ~valid] = float("nan")

@@ -12,6 +12,7 @@ import numpy as np
 from gendiff.errors import DataError
 
 from .data import hour_of_day
+from .timeaxis import add_steps, time_step
 
 
 def persistence(values: np.ndarray, init_idx: np.ndarray, n_lead: int) -> np.ndarray:
@@ -113,14 +114,14 @@ class LinearAR:
         """Roll the AR forward with noise ~ N(0, residual covariance): (I, M, n_lead, C)."""
         rng = np.random.default_rng(seed)
         times = np.asarray(times)
-        step = times[1] - times[0]
+        step = time_step(times)
         p = self.order
         if np.any(init_idx - (p - 1) < 0):
             raise DataError(f"linear baseline: an init time needs {p - 1} earlier step(s) of data")
         hist_idx = init_idx[:, None] - np.arange(p)[None, :]  # (I, p): t0, t0-1, ...
         a = values[hist_idx].astype(np.float64) - self.anomaly_mean(times[hist_idx])  # (I, p, C)
         a = np.repeat(a[:, None], members, axis=1)  # (I, M, p, C)
-        valid = times[init_idx][:, None] + step * np.arange(1, n_lead + 1)[None, :]
+        valid = add_steps(times[init_idx][:, None], np.arange(1, n_lead + 1)[None, :], step)
         clim = self.anomaly_mean(valid)  # (I, L, C)
         out = np.empty((len(init_idx), members, n_lead, values.shape[1]))
         for j in range(n_lead):

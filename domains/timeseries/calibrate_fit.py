@@ -10,7 +10,25 @@ from gendiff.io import write_json_atomic
 
 from .calibrate import FILE, LIMITS, fit_variance
 from .forecasting import base_trajectory, rollout
-from .run import load_run
+from .regions import restrict
+from .run import Run, load_run
+
+CALIBRATION_SERIES = 64  # a run shared by more series fits the calibration on this many of them, drawn at random
+
+
+def calibration_series(run: Run, values: np.ndarray, seed: int) -> tuple[Run, np.ndarray]:
+    """(run, values) cut to CALIBRATION_SERIES series drawn at random (seeded) for a gridnet run on more: the
+    calibration is one per variable and lead, and forecasting every series of a 10,000-series table 48 times would
+    cost more than training; others as they are."""
+    layout = run.config.get("locations", {}) if run.arch == "gridnet" else {}
+    n = int(layout.get("locations", 0))
+    if n <= CALIBRATION_SERIES or len(layout.get("location_dims", ())) != 1:  # grids keep every cell
+        return run, values
+    cells = np.sort(np.random.default_rng(seed).choice(n, CALIBRATION_SERIES, replace=False))
+    sub = restrict(run, cells)
+    feat = np.concatenate([start + (np.arange(size // n)[:, None] * n + cells[None, :]).ravel()
+                           for start, size in zip(np.cumsum([0, *run.codec.sizes[:-1]]), run.codec.sizes)])
+    return sub, values[:, feat]
 
 
 def fit_calibration(run_dir, values: np.ndarray, times: np.ndarray, init_idx: np.ndarray, members: int = 16,
@@ -21,6 +39,7 @@ def fit_calibration(run_dir, values: np.ndarray, times: np.ndarray, init_idx: np
 
     `values` (T, C) are the data as the network sees them: encoded by the run's codec, climatology removed."""
     run = load_run(run_dir, device=device)
+    run, values = calibration_series(run, values, seed)
     ens = rollout(run, values, times, init_idx, run.horizon, members, sampler=run.config["sampler"],
                   steps=int(run.config["sample_steps"]), seed=seed, progress=False)
     out = fit_parameters(run, ens, values, times, init_idx)

@@ -29,13 +29,15 @@ def add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--context", default=None,
                    help="past context length (e.g. 48h; default: twice the horizon, and the longest season + 2)")
     p.add_argument("--horizon", default=None,
-                   help="generated horizon per sample (e.g. 24h; default from the frequency: a day of sub-daily "
-                        "data, 14 days of daily, 13 weeks of weekly data, else 8 steps)")
+                   help="generated horizon per sample (e.g. 24h, or steps; default from the frequency: a day of "
+                        "sub-daily data, 14 days of daily, 13 weeks of weekly, 12 months of monthly data, else 8 "
+                        "steps)")
     p.add_argument("--season", default="auto",
                    help="season length(s) for the AR base, comma-separated durations or steps (e.g. 7d, or 1d,7d, "
-                        "or 52W for weekly data): it then also takes the value one season back; the context must "
-                        "reach back one season and a step. Default auto: the day, week and year that the training "
-                        "data show (lag autocorrelation, frequency.py; the run's card says why); none: no season")
+                        "or 52W for weekly data, 12 for monthly): it then also takes the value one season back; the "
+                        "context must reach back one season and a step. Default auto: the day, week and year that "
+                        "the training data show (lag autocorrelation, frequency.py; the run's card says why); none: "
+                        "no season")
     p.add_argument("--insolation", default="auto", choices=["auto", "off"],
                    help="daylight variables (auto: those that never vary at some hour of the day) on data with "
                         "latitude and longitude: their hourly climatology follows the sun's elevation through the "
@@ -53,9 +55,10 @@ def add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--width", type=int, default=None, help="U-Net base channels (default: 64 unet1d, 32 gridnet)")
-    p.add_argument("--arch", choices=("unet1d", "gridnet"), default="unet1d",
-                   help="network: unet1d (every cell a channel) or gridnet (one U-Net shared by every location, "
-                        "any grid or station set)")
+    p.add_argument("--arch", choices=("unet1d", "gridnet", "auto"), default=None,
+                   help="network: unet1d (every cell a channel), gridnet (one U-Net shared by every location or "
+                        "series, any grid or station set) or auto (tables' default: unet1d up to 64 series, gridnet "
+                        "on patches of 16 above); default unet1d for gridded data")
     p.add_argument("--static", default=None,
                    help="gridnet: file of time-free fields on the locations (land-sea mask, orography)")
     p.add_argument("--patch", type=int, default=None,
@@ -95,8 +98,8 @@ def run_train(args) -> int:
                     context=args.context, horizon=args.horizon, seasons=args.season, **steps, batch_size=args.batch_size,
                     hourly_std={"on": True, "off": False}.get(args.hourly_std, "auto"),
                     insolation=args.insolation == "auto",
-                    lr=args.lr, schedule=args.schedule, sampler=args.sampler, arch=args.arch, static=args.static,
-                    patch=args.patch,
+                    lr=args.lr, schedule=args.schedule, sampler=args.sampler, static=args.static,
+                    patch=args.patch, **({} if args.arch is None else {"arch": args.arch}),
                     net=None if args.width is None else {"width": args.width},
                     sample_steps=args.sample_steps, calibration=args.calibration,
                     calibration_inits=args.calibration_inits, seed=args.seed, resume=args.resume,
@@ -118,7 +121,7 @@ def add_forecast(p: argparse.ArgumentParser) -> None:
     p.add_argument("--members", type=int, default=16)
     p.add_argument("--lead", default=None,
                    help="longest lead time (a duration or steps; rolled out past the horizon); default 24h, or the "
-                        "run's horizon for a long table")
+                        "run's horizon for a long table and for monthly, quarterly or yearly data")
     p.add_argument("--level", default=None,
                    help="long tables (unique_id, ds, y): prediction-interval levels in percent (default 80,95), "
                         "written as statsforecast's gendiff-lo-80 / gendiff-hi-80 columns")

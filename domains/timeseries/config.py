@@ -16,11 +16,13 @@ from gendiff.training import TrainConfig
 from .climatology import check_hourly_std
 
 TASKS = ("forecast", "impute")
-ARCHS = ("unet1d", "gridnet")
+ARCHS = ("unet1d", "gridnet", "auto")
+AUTO_SERIES = 64  # arch="auto": a shared network above this many features (series x variables)
+AUTO_PATCH = 16  # ... trained on windows of this many series drawn at random, mixed in groups of as many
 NET_DEFAULTS = {"width": 64, "mults": (1, 2, 2), "blocks_per_level": 1, "heads": 4, "dropout": 0.1,
                 "learned_skip": True}
 GRID_DEFAULTS = {"width": 32, "mults": (1, 2, 2), "blocks_per_level": 1, "heads": 4, "dropout": 0.0,
-                 "neighbours": 16, "mix_levels": 1, "learned_skip": True, "checkpoint": True}
+                 "neighbours": 16, "mix_levels": 1, "learned_skip": True, "checkpoint": True, "mix_group": 16}
 TRAIN_DEFAULTS = {"max_steps": 500, "batch_size": 32, "lr": 5e-4, "warmup_steps": 100, "weight_decay": 0.0,
                   "grad_clip": 1.0, "log_every": 50, "ckpt_every": 500, "seed": 0}
 
@@ -70,7 +72,8 @@ class DataConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     """The model: `arch` ('unet1d': every feature a channel; 'gridnet': one temporal U-Net shared by every series
-    or location, sharednet.py, with `static` inputs and training `patch`es), `net` options over the arch's
+    or location, sharednet.py, with `static` inputs and training `patch`es; 'auto', the tables' default: unet1d up
+    to AUTO_SERIES features, gridnet on patches of AUTO_PATCH series above, resolve_arch), `net` options over the arch's
     defaults, the diffusion `schedule` / `prediction` / `precondition`, the `base` the network departs from
     ('linear': the AR base of order `ar_order`; None), `residual`, `missing_flag`, `context_noise`, and the
     run's default `sampler` / `sample_steps`."""
@@ -92,12 +95,16 @@ class ModelConfig:
 
     def __post_init__(self):
         if self.arch not in ARCHS:
-            raise ConfigError(f"arch={self.arch!r}: expected 'unet1d' or 'gridnet'")
+            raise ConfigError(f"arch={self.arch!r}: expected 'unet1d', 'gridnet' or 'auto'")
         if not self.context_noise >= 0:
             raise ConfigError(f"context_noise={self.context_noise!r} must be >= 0")
         if self.base not in (None, "linear"):
             raise ConfigError(f"base={self.base!r}: expected 'linear' or None")
-        if self.arch == "gridnet":
+        if self.arch == "auto":  # checked again once resolved (resolve_arch)
+            unknown = sorted(set(self.net or {}) - set(GRID_DEFAULTS) - set(NET_DEFAULTS))
+            if unknown:
+                raise ConfigError(f"net: unknown option(s) {', '.join(unknown)}")
+        elif self.arch == "gridnet":
             unknown = sorted(set(self.net or {}) - set(GRID_DEFAULTS))
             if unknown:
                 raise ConfigError(f"net: unknown gridnet option(s) {', '.join(unknown)} "
@@ -106,8 +113,24 @@ class ModelConfig:
                 raise ConfigError("arch='gridnet' always takes the missing-data flags: missing_flag must be True")
             if self.patch is not None and int(self.patch) < 1:
                 raise ConfigError(f"patch={self.patch!r} must be a positive number of locations")
-        elif self.static is not None or self.patch is not None:
+        elif self.arch == "unet1d" and (self.static is not None or self.patch is not None):
             raise ConfigError("static= and patch= are options of arch='gridnet'")
+
+    def resolve_arch(self, features: int) -> tuple["ModelConfig", str | None]:
+        """arch='auto' made concrete for `features` channels (series x variables), with the reason; others as
+        they are. Many series share one temporal U-Net (gridnet) trained on patches of AUTO_PATCH series: its
+        size and cost per window do not grow with the table, where unet1d would stack every series into channels."""
+        if self.arch != "auto":
+            return self, None
+        if int(features) <= AUTO_SERIES:
+            if self.patch is not None or self.static is not None:
+                raise ConfigError(f"patch= and static= go with arch='gridnet' ({features} features: arch 'auto' "
+                                  "chose unet1d); pass arch='gridnet'")
+            return dataclasses.replace(self, arch="unet1d"), f"unet1d: {features} features <= {AUTO_SERIES}"
+        patch = AUTO_PATCH if self.patch is None else self.patch
+        return (dataclasses.replace(self, arch="gridnet", patch=patch),
+                f"gridnet: {features} features > {AUTO_SERIES}, one temporal U-Net shared by the series, trained "
+                f"on patches of {patch}")
 
     def net_options(self) -> dict:
         return {**(GRID_DEFAULTS if self.arch == "gridnet" else NET_DEFAULTS), **(self.net or {})}

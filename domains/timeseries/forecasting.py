@@ -25,6 +25,7 @@ from .heldout import check_held_out
 from .regions import regrid, subregion
 from .run import Run, load_run
 from .stream import EncodedValues
+from .timeaxis import CalendarStep, add_steps, check_run_step, nominal
 
 
 GRID_SEQUENCES = 8192  # gridnet runs: at most this many (window, location) sequences per network call
@@ -50,23 +51,21 @@ def use_run(run, device=None) -> Run:
     return load_run(run, device="auto" if device is None else device)
 
 
-def check_time_step(ds: xr.Dataset, run: Run, label: str) -> pd.Timedelta:
+def check_time_step(ds: xr.Dataset, run: Run, label: str) -> pd.Timedelta | CalendarStep:
     """The data's time step; DataError when it is not the one the run was trained on."""
-    step = time_step(ds)
-    if step.total_seconds() != run.config["time_step_seconds"]:
-        raise DataError(f"{label}: time step {step} differs from the model's "
-                        f"{pd.Timedelta(seconds=run.config['time_step_seconds'])}")
-    return step
+    return check_run_step(time_step(ds), run.config, label)
 
 
-def forecast_dataset(codec: Codec, values: np.ndarray, init_times, step: pd.Timedelta, attrs: dict | None = None):
-    """(I, M, L, C) normalised -> Dataset(init_time, member, lead_time, <data dims>) with a valid_time coordinate."""
+def forecast_dataset(codec: Codec, values: np.ndarray, init_times, step, attrs: dict | None = None):
+    """(I, M, L, C) normalised -> Dataset(init_time, member, lead_time, <data dims>) with a valid_time coordinate.
+    A calendar step's lead_time counts its nominal length (timeaxis.CalendarStep); valid_time holds the real months."""
     n_init, members, n_lead = values.shape[:3]
-    lead = pd.to_timedelta(np.arange(1, n_lead + 1) * step).to_numpy()
+    lead = pd.to_timedelta(np.arange(1, n_lead + 1) * nominal(step)).to_numpy()
     init = np.asarray(init_times, dtype="datetime64[ns]")
     out = codec.decode(values, ("init_time", "member", "lead_time"),
                        {"init_time": init, "member": np.arange(members), "lead_time": lead})
-    out = out.assign_coords(valid_time=(("init_time", "lead_time"), init[:, None] + lead[None, :]))
+    valid = add_steps(init[:, None], np.arange(1, n_lead + 1)[None, :], step)
+    out = out.assign_coords(valid_time=(("init_time", "lead_time"), valid))
     out["lead_time"].attrs["long_name"] = "forecast lead time"
     out.attrs.update(attrs or {})
     return out
@@ -144,13 +143,13 @@ def rollout_tensor(run: Run, values: np.ndarray, times: np.ndarray, init_idx: np
         raise ConfigError(f"chain_base={chain_base!r}: expected 'level' or 'ar'")
     device = run.device
     ctx, hor = run.context, run.horizon
-    step = times[1] - times[0]
+    step = time_step(times)
     batch_size = sequence_batch(run, batch_size)
     hist, t0, chunks = initial_history(values, times, init_idx, ctx, hor, n_lead, members, device)
     n_traj = hist.shape[0]
     offsets = np.arange(-ctx + 1, chunks * hor + 1)
-    cal = torch.from_numpy(calendar_features(t0[:, None] + step * offsets[None, :],  # (n_traj, ctx + chunks*hor, 4)
-                                             bool(run.config.get("day_of_year", True)))).to(device)
+    cal_times = add_steps(t0[:, None], offsets[None, :], step)  # (n_traj, ctx + chunks * hor)
+    cal = torch.from_numpy(calendar_features(cal_times, bool(run.config.get("day_of_year", True)))).to(device)
     generator = make_generator(device, seed)
     bar = tqdm(total=chunks * math.ceil(n_traj / batch_size), disable=not progress, desc="forecast", leave=False)
     with torch.no_grad():
@@ -160,7 +159,7 @@ def rollout_tensor(run: Run, values: np.ndarray, times: np.ndarray, init_idx: np
                 w = hist[b:b + batch_size, sl].clone()
                 w[:, ctx:] = float("nan")
                 filled = sample_windows(run, w, cal[b:b + batch_size, sl], sampler=sampler, steps=steps,
-                                        generator=generator, init_times=t0[b:b + batch_size] + step * (c * hor),
+                                        generator=generator, init_times=add_steps(t0[b:b + batch_size], c * hor, step),
                                         level_only_base=c > 0 and chain_base == "level", bf16=bf16)
                 hist[b:b + batch_size, c * hor + ctx:c * hor + ctx + hor] = filled[:, ctx:]
                 bar.update(1)
@@ -181,10 +180,16 @@ def rollout(run: Run, values: np.ndarray, times: np.ndarray, init_idx: np.ndarra
     return out.cpu().numpy()
 
 
+class HoursDefault(str):
+    """ForecastConfig's default `lead` (24h) and `init_every` (6h): data on a calendar step (months, quarters,
+    years; timeaxis.CalendarStep) take the run's horizon for either instead."""
+
+
 @dataclass(frozen=True)
 class ForecastConfig:
     """The options of forecast(), validated once where built: which inits (`init_period` START:END with
-    `init_every`, None: one per horizon; or `init_times`), `members`, `lead`, the sampler (`sampler`, `steps`; None: the run's), `seed`,
+    `init_every`, None: one per horizon; or `init_times`), `members`, `lead` (the defaults 6h and 24h: the run's
+    horizon on calendar steps, HoursDefault), the sampler (`sampler`, `steps`; None: the run's), `seed`,
     `batch_size`, `calibrated`, `chain_base`, where and how the network runs (`device`, `bf16`, `compile`),
     `progress`, a gridnet run on other locations (`new_locations`, `static`), lazy reading (`chunks`), the
     `command` kept in the output's attributes, and `allow_in_sample`: forecast from inits inside the run's training
@@ -192,9 +197,9 @@ class ForecastConfig:
 
     init_period: object = None
     init_times: object = None
-    init_every: object = "6h"
+    init_every: object = HoursDefault("6h")
     members: int = 16
-    lead: object = "24h"
+    lead: object = HoursDefault("24h")
     sampler: str | None = None
     steps: int | None = None
     seed: int = 0
@@ -251,7 +256,7 @@ def forecast(run, data, *, config: ForecastConfig | None = None, out=None, **opt
     ds = open_data(data, run.codec.variables, name=label, chunks=cfg.chunks)
     run = subregion(run, ds, label)  # a gridnet run on a part of its grid
     step = check_time_step(ds, run, label)
-    n_lead = parse_duration(cfg.lead, step, "lead")
+    n_lead = parse_duration(_or_horizon(cfg.lead, step, run), step, "lead")
     idx = _init_indices(ds, cfg, run, label)
     times = ds["time"].values
     in_sample = check_held_out(times[idx], run.config["train_period"], label, "the run's training period",
@@ -268,7 +273,7 @@ def forecast(run, data, *, config: ForecastConfig | None = None, out=None, **opt
     calib = calibrate.load(run.path) if cfg.calibrated else None
     if calib is not None:
         arr = calibrate.apply(arr, calib, run.codec, base_trajectory(run, values, idx, n_lead))
-    valid = times[idx][:, None] + (times[1] - times[0]) * np.arange(1, n_lead + 1)[None, :]
+    valid = add_steps(times[idx][:, None], np.arange(1, n_lead + 1)[None, :], step)
     arr = run.climatology.restore(arr, valid, axis=1)
     attrs = {"gendiff_run": str(run.spec or run.path), "gendiff_model_source": run.config["source"],
              "train_period": " to ".join(run.config["train_period"]), "sampler": sampler, "sampler_steps": steps,
@@ -284,11 +289,16 @@ def forecast(run, data, *, config: ForecastConfig | None = None, out=None, **opt
     return result
 
 
+def _or_horizon(duration, step, run: Run):
+    """The run's horizon for a default in hours (HoursDefault) on a calendar step, else the duration given."""
+    return run.horizon if isinstance(duration, HoursDefault) and isinstance(step, CalendarStep) else duration
+
+
 def _init_indices(ds: xr.Dataset, cfg: ForecastConfig, run: Run, label: str) -> np.ndarray:
     """Indices of the init times: cfg.init_times (each in the data, with a full context before it), else every
     cfg.init_every in cfg.init_period."""
     if cfg.init_times is None:
-        every = run.horizon if cfg.init_every is None else cfg.init_every  # None: one init per horizon
+        every = run.horizon if cfg.init_every is None else _or_horizon(cfg.init_every, time_step(ds), run)
         return init_indices(ds, cfg.init_period, every, run.context, label)
     t = pd.DatetimeIndex(ds["time"].values)
     want = pd.DatetimeIndex(np.atleast_1d(np.asarray(cfg.init_times, dtype="datetime64[ns]")))

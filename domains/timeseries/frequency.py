@@ -1,14 +1,18 @@
 """Defaults that follow the data's frequency: the horizon, the context and the candidate seasons come from the time
 step (hourly: a day ahead, seasons of a day and a week; daily: two weeks ahead, a week and a year; weekly: a
-quarter ahead, a year; ...), and a candidate season is kept only when the training data show it: the
+quarter ahead, a year; monthly: a year ahead, a year of 12 months; quarterly: 8 quarters ahead, a year of 4;
+yearly: 8 years ahead, no season; ...), and a candidate season is kept only when the training data show it: the
 autocorrelation at that lag of the once-differenced series (the trend removed), averaged over the series, is at
 least KEEP_ACF, and the training period holds at least MIN_CYCLES of it. The choice and its reasons go on the run's
-config.json and card (`defaults`)."""
+config.json and card (`defaults`). Calendar steps (whole months on month starts or ends: timeaxis.CalendarStep)
+count their seasons and horizons in months."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import xarray as xr
+
+from .timeaxis import CalendarStep
 
 DAY, WEEK, YEAR = pd.Timedelta(days=1), pd.Timedelta(days=7), pd.Timedelta(days=365)
 KEEP_ACF = 0.2  # a season whose lag autocorrelation of the differences is below this is not in the data
@@ -24,8 +28,12 @@ def _steps(period: pd.Timedelta, step: pd.Timedelta) -> int | None:
     return int(n) if rem == pd.Timedelta(0) and n >= 2 else None
 
 
-def candidate_seasons(step: pd.Timedelta) -> list[int]:
-    """The periods of a day, a week and a year in steps (those that are whole numbers of steps, 2 to MAX_SEASON)."""
+def candidate_seasons(step: pd.Timedelta | CalendarStep) -> list[int]:
+    """The periods of a day, a week and a year in steps (those that are whole numbers of steps, 2 to MAX_SEASON);
+    of calendar steps the year (12 months, 4 quarters)."""
+    if isinstance(step, CalendarStep):  # a year of months or quarters
+        n, rem = divmod(12, step.months)
+        return [n] if rem == 0 and n >= 2 else []
     out = []
     for period in (DAY, WEEK, YEAR):
         n = _steps(period, step)
@@ -36,8 +44,11 @@ def candidate_seasons(step: pd.Timedelta) -> list[int]:
     return out
 
 
-def default_horizon(step: pd.Timedelta) -> int:
-    """A day ahead below daily data, two weeks of daily data, a quarter (13 steps) of weekly data, else 8 steps."""
+def default_horizon(step: pd.Timedelta | CalendarStep) -> int:
+    """A day ahead below daily data, two weeks of daily data, a quarter (13 steps) of weekly data, a year of
+    monthly data, else 8 steps (8 quarters, 8 years)."""
+    if isinstance(step, CalendarStep):
+        return 12 if step.months == 1 else 8
     if step < DAY:
         return _steps(DAY, step) or max(1, int(DAY / step))
     if step == DAY:
@@ -76,7 +87,8 @@ def training_sample(ds: xr.Dataset, idx: np.ndarray) -> np.ndarray:
     return values
 
 
-def choose(ds: xr.Dataset, idx: np.ndarray, step: pd.Timedelta, horizon, seasons) -> tuple[object, object, dict]:
+def choose(ds: xr.Dataset, idx: np.ndarray, step: pd.Timedelta | CalendarStep, horizon,
+           seasons) -> tuple[object, object, dict]:
     """(horizon, seasons, why): a None horizon and 'auto' seasons chosen from the frequency and the training data
     (idx); the given ones kept ('none' -> None: no season)."""
     why: dict = {"step": str(step)}

@@ -31,6 +31,7 @@ from .imputation import make_impute_inputs
 from .inputs import grid_cond
 from .run import Run, require_task
 from .tabular import SERIES, VALUE, parse_quantiles
+from .timeaxis import add_steps, time_step
 
 
 def feature_labels(codec: Codec) -> list[str]:
@@ -97,8 +98,7 @@ def impute_tensor(run: Run, values: np.ndarray, times: np.ndarray, members: int,
     gaps = interior_gaps(observed)
     t_n, c_n = values.shape
     q, padded, passes = plan(t_n, length)
-    step = times[1] - times[0]
-    ptimes = times[0] + step * (np.arange(padded) - q)
+    ptimes = add_steps(times[0], np.arange(padded) - q, time_step(times))
     cal = torch.from_numpy(calendar_features(ptimes, bool(run.config.get("day_of_year", True)))).to(device)
     hist = torch.full((members, padded, c_n), float("nan"), device=device)
     hist[:, q:q + t_n] = torch.from_numpy(np.where(observed, values, np.nan).astype(np.float32)).to(device)

@@ -22,6 +22,7 @@ from gendiff.errors import ConfigError, DataError
 from .data import open_data, period_indices, time_step
 from .gapfill import impute
 from .scores import crps_ensemble
+from .timeaxis import CalendarStep
 
 CSDI_QUANTILES = np.arange(0.05, 1.0, 0.05)  # CSDI utils.calc_quantile_CRPS
 SYSTEMS = ("model", "linear_interpolation", "seasonal")
@@ -123,8 +124,13 @@ def seasonal_fill(values: np.ndarray, season: int, periods: int = 3) -> np.ndarr
     return out
 
 
-def default_season(step: pd.Timedelta) -> int:
-    """Steps per seasonal cycle: a day for sub-daily steps that divide it, a week of days, a year of weeks."""
+def default_season(step) -> int:
+    """Steps per seasonal cycle: a day for sub-daily steps that divide it, a week of days, a year of weeks, a year
+    of months or quarters."""
+    if isinstance(step, CalendarStep) and 12 % step.months == 0 and step.months < 12:
+        return 12 // step.months
+    if isinstance(step, CalendarStep):
+        raise ConfigError(f"no default season for a time step of {step}; pass season= (--season) in steps")
     day = pd.Timedelta(days=1)
     if step < day and day % step == pd.Timedelta(0):
         return int(day // step)

@@ -11,7 +11,7 @@ import xarray as xr
 
 from gendiff.errors import DataError
 
-from .timeaxis import time_step
+from .timeaxis import CalendarStep, add_steps, nominal, time_step
 
 ENSEMBLE_DIMS = ("member", "number", "realization")
 
@@ -75,9 +75,10 @@ def truth_at_valid_time(truth: xr.DataArray, valid_time: xr.DataArray) -> xr.Dat
 
 
 def lead_steps(truth: xr.Dataset, fc: xr.Dataset, label: str) -> tuple[pd.Timedelta, np.ndarray]:
-    """The truth's time step and the forecast's leads in whole steps of it (1-based, increasing)."""
+    """The truth's time step and the forecast's leads in whole steps of it (1-based, increasing; a calendar step's
+    leads count its nominal length, timeaxis.CalendarStep)."""
     step = time_step(truth)
-    lead_steps = (pd.to_timedelta(fc["lead_time"].values) / step).to_numpy()
+    lead_steps = (pd.to_timedelta(fc["lead_time"].values) / nominal(step)).to_numpy()
     whole = np.round(lead_steps)
     if not np.allclose(lead_steps, whole) or (whole < 1).any() or (np.diff(whole) <= 0).any():
         raise DataError(f"{label}: forecast lead times {fc['lead_time'].values[:3]}... are not increasing whole "
@@ -85,6 +86,16 @@ def lead_steps(truth: xr.Dataset, fc: xr.Dataset, label: str) -> tuple[pd.Timede
     return step, whole.astype(int)
 
 
+
+def calendar_valid_time(fc: xr.Dataset, truth: xr.Dataset, label: str) -> xr.Dataset:
+    """`fc` with valid_time = init_time + its leads in steps of a calendar truth (months, quarters, years), counted
+    in calendar months: a tidy table or another layout carries the nominal leads only. Other truths: `fc` as is."""
+    step = time_step(truth)
+    if not isinstance(step, CalendarStep):
+        return fc
+    _, k = lead_steps(truth, fc, label)
+    valid = add_steps(fc["init_time"].values[:, None], k[None, :], step)
+    return fc.assign_coords(valid_time=(("init_time", "lead_time"), valid))
 
 
 _lead_steps = lead_steps  # the name scoring used

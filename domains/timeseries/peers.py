@@ -166,7 +166,8 @@ def peer_moments(truth: xr.Dataset, fc: xr.Dataset, train_period, systems=PEERS,
                 mean[:, :, c], sigma[:, :, c] = mu[:, lead_steps - 1], sd[:, lead_steps - 1]
             out[s][0][v] = _series_dataarray(mean, template, init, lead)
             out[s][1][v] = _series_dataarray(sigma, template, init, lead)
-    valid = (("init_time", "lead_time"), init[:, None] + lead[None, :])
+    valid = (("init_time", "lead_time"), fc["valid_time"].values if "valid_time" in fc.coords  # calendar months
+             else init[:, None] + lead[None, :])
     attrs = {"predictive": f"Gaussian, sigma from statsforecast's {LEVEL}% interval", "train_period": str(train_period)}
 
     def dataset(d: dict, s: str) -> xr.Dataset:

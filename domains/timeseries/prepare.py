@@ -20,7 +20,7 @@ from .climatology import HourlyClimatology
 from .config import DataConfig, ModelConfig
 from .data import is_lazy, open_data, source_label
 from .stream import EncodedValues, decide_in_memory, fit_statistics
-from .timeaxis import parse_duration, period_indices, time_step
+from .timeaxis import CalendarStep, parse_duration, period_indices, time_step
 from .windows import window_starts
 
 
@@ -47,7 +47,7 @@ class Prepared:
 
     label: str
     times: np.ndarray
-    step: pd.Timedelta
+    step: pd.Timedelta | CalendarStep
     codec: Codec
     climatology: HourlyClimatology
     values: object
@@ -62,13 +62,14 @@ class Prepared:
     lags: tuple
     day_of_year: bool
     why: dict
+    model: ModelConfig  # the model options with arch='auto' resolved
 
     def period(self, index: np.ndarray) -> list[str]:
         return [str(pd.Timestamp(self.times[index[0]])), str(pd.Timestamp(self.times[index[-1]]))]
 
 
 def steps_of(cfg: DataConfig, model: ModelConfig, ds: xr.Dataset, idx: np.ndarray,
-             step: pd.Timedelta) -> tuple[int, int, list, tuple, dict]:
+             step: pd.Timedelta | CalendarStep) -> tuple[int, int, list, tuple, dict]:
     """(context, horizon, seasons, AR lags, why) in steps; a None context / horizon and 'auto' seasons follow the
     frequency and the training data (frequency.py); imputation generates its whole window, with no context."""
     impute = cfg.task == "impute"
@@ -109,6 +110,9 @@ def prepare(data, cfg: DataConfig, model: ModelConfig, batch_size: int) -> Prepa
     ctx, hor, seasons, lags, why = steps_of(cfg, model, ds, idx, step)
     stats = fit_statistics(ds.isel(time=idx), label, normalise=cfg.normalise)
     codec = stats.codec
+    model, why_arch = model.resolve_arch(codec.num_features)  # 'auto': by the number of series
+    if why_arch:
+        why["arch"] = why_arch
     if model.arch == "unet1d" and not codec.valid.all():  # never-valid cells (sea) are no channels of the network
         codec = Codec(codec.template, codec.mean, codec.std, compact=True)
     for v in codec.variables:
@@ -136,4 +140,4 @@ def prepare(data, cfg: DataConfig, model: ModelConfig, batch_size: int) -> Prepa
     # day of year only when the training data span a year: with less it is a key to memorise single days
     day_of_year = bool(pd.Timedelta(times[idx[-1]] - times[idx[0]]) >= pd.Timedelta(days=365))
     return Prepared(label, times, step, codec, clim, values, bool(in_memory), idx, idx_net, idx_hold, starts, ctx,
-                    hor, seasons, lags, day_of_year, why)
+                    hor, seasons, lags, day_of_year, why, model)

@@ -5,9 +5,12 @@
     taylor  pmdarima: half-hourly electricity demand of England and Wales (MW), 12 weeks from Monday 2000-06-05,
             4,032 steps (Taylor 2003, "Short-term electricity demand forecasting using double seasonal exponential
             smoothing"; the package stores the values only, the dates are the paper's)
+    wine    pmdarima: monthly Australian wine sales (bottles <= 1 litre), January 1980 to August 1994, 176 month
+            starts (a calendar step: timeaxis.CalendarStep)
 
 Each loader returns a DataFrame with a DatetimeIndex named `time` and one column per series; `SEASON` gives the
-season length in steps used by the seasonal-naive reference (a year of weeks, a day of half hours, a week).
+season length in steps used by the seasonal-naive reference (a year of weeks, a day of half hours, a week, a year
+of months).
 """
 from __future__ import annotations
 
@@ -20,8 +23,10 @@ import xarray as xr
 
 from gendiff.errors import ConfigError, DataError
 
-SEASON = {"co2": 52, "solar": 48, "taylor": 336}
-PACKAGES = {"co2": "statsmodels", "solar": "sktime", "taylor": "pmdarima"}
+from .timeaxis import add_steps, nominal, time_step
+
+SEASON = {"co2": 52, "solar": 48, "taylor": 336, "wine": 12}
+PACKAGES = {"co2": "statsmodels", "solar": "sktime", "taylor": "pmdarima", "wine": "pmdarima"}
 
 
 def _need(name: str):
@@ -67,7 +72,17 @@ def taylor_demand() -> pd.DataFrame:
     return pd.DataFrame({"demand": y}, index=idx)
 
 
-LOADERS = {"co2": co2_weekly, "solar": gb_solar, "taylor": taylor_demand}
+def wine_monthly() -> pd.DataFrame:
+    """pmdarima.datasets.load_wineind: monthly Australian wine sales, on month starts from January 1980."""
+    _need("wine")
+    from pmdarima.datasets import load_wineind
+
+    y = np.asarray(load_wineind(as_series=False), dtype=np.float64)
+    idx = pd.date_range("1980-01-01", periods=len(y), freq="MS", name="time").as_unit("ns")
+    return pd.DataFrame({"wine": y}, index=idx)
+
+
+LOADERS = {"co2": co2_weekly, "solar": gb_solar, "taylor": taylor_demand, "wine": wine_monthly}
 
 
 def load(name: str) -> pd.DataFrame:
@@ -84,7 +99,7 @@ def seasonal_naive(truth, init_times, n_lead: int, season: int, variable: str = 
     if season < 1:
         raise ConfigError(f"season={season} must be >= 1 step")
     t = pd.DatetimeIndex(truth["time"].values)
-    step = t[1] - t[0]
+    step = time_step(truth)
     init = pd.DatetimeIndex(np.atleast_1d(np.asarray(init_times, dtype="datetime64[ns]")))
     pos = t.get_indexer(init)
     if (pos < 0).any():
@@ -95,9 +110,9 @@ def seasonal_naive(truth, init_times, n_lead: int, season: int, variable: str = 
     da = truth[variable].transpose("time", ...)
     vals = da.values  # (T, S)
     out = np.where((src >= 0)[..., None], vals[np.clip(src, 0, len(t) - 1)], np.nan)  # (I, L, S)
-    lead = pd.to_timedelta(h * step).to_numpy().astype("timedelta64[ns]")
+    lead = pd.to_timedelta(h * nominal(step)).to_numpy().astype("timedelta64[ns]")
     other = [d for d in da.dims if d != "time"]
     fc = xr.Dataset({variable: (("init_time", "member", "lead_time", *other), out[:, None])},
                     coords={"init_time": init.values, "member": [0], "lead_time": lead,
                             **{d: da[d].values for d in other}})
-    return fc.assign_coords(valid_time=(("init_time", "lead_time"), init.values[:, None] + lead[None, :]))
+    return fc.assign_coords(valid_time=(("init_time", "lead_time"), add_steps(init.values[:, None], h[None, :], step)))

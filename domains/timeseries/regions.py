@@ -13,6 +13,7 @@ from .data import Codec, _close, open_static, time_step
 from .run import Run
 from .sharednet import static_inputs
 from .stream import EncodedValues, fit_statistics
+from .timeaxis import check_run_step
 from .windows import window_starts
 
 
@@ -45,14 +46,28 @@ def subregion(run: Run, ds, label: str = "data") -> Run:
     sizes = [tmpl.sizes[d] for d in loc]
     grid = np.arange(int(np.prod(sizes))).reshape(sizes)
     cells = grid[np.ix_(*[picks.get(d, np.arange(n)) for d, n in zip(loc, sizes)])].ravel()
+    return restrict(run, cells, tmpl.isel({d: idx for d, idx in picks.items()}))
+
+
+def restrict(run: Run, cells: np.ndarray, template=None) -> Run:
+    """A gridnet run cut to the locations `cells` (flat indices over its location dims, increasing): the codec
+    (with `template`, the cut template, when the locations lie on a grid; else the template's location dims
+    indexed by `cells`, for a single location dim), climatology, AR base and static inputs."""
+    loc = list(run.config["locations"]["location_dims"])
+    tmpl = run.codec.template
+    if template is None:
+        if len(loc) != 1:
+            raise DataError(f"restrict: a run with location dims {loc} needs the cut template")
+        template = tmpl.isel({loc[0]: np.asarray(cells)})
+    n_cells = int(np.prod([tmpl.sizes[d] for d in loc]))
     feats, local, start = [], {}, 0  # per variable its kept features, within the variable and overall
     for v, size in zip(run.codec.variables, run.codec.sizes):
-        k = size // len(grid.ravel())
-        local[v] = (np.arange(k)[:, None] * grid.size + cells[None, :]).ravel()
+        k = size // n_cells
+        local[v] = (np.arange(k)[:, None] * n_cells + np.asarray(cells)[None, :]).ravel()
         feats.append(start + local[v])
         start += size
     feat = np.concatenate(feats)
-    codec = run.codec.select(tmpl.isel({d: idx for d, idx in picks.items()}), local)
+    codec = run.codec.select(template, local)
     clim = run.climatology.select(feat)
     ar = None
     if run.ar is not None:
@@ -73,8 +88,7 @@ def regrid(run: Run, ds, until: int, static=None, label: str = "data") -> Run:
     if run.arch != "gridnet":
         raise DataError(f"{label}: new_locations needs a gridnet run (arch='gridnet'); {run.path} is "
                         f"{run.arch}, whose network is tied to its grid")
-    if time_step(ds).total_seconds() != run.config["time_step_seconds"]:
-        raise DataError(f"{label}: time step {time_step(ds)} differs from the model's")
+    check_run_step(time_step(ds), run.config, label)
     length = run.context + run.horizon
     if until < length + 1:
         raise DataError(f"{label}: new_locations fits the per-location state on the data before the first init; "

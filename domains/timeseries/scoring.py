@@ -20,13 +20,15 @@ from .data import _jsonable, open_data, period_indices, write_dataset
 from .forecasting import base_trajectory, forecast_dataset
 from .comparison import attach_intervals, format_comparisons, emos_system, peer_systems, per_init_crps
 from .heldout import check_held_out
-from .layout import ENSEMBLE_DIMS, _lead_steps, _open_forecast, to_gendiff_layout, truth_at_valid_time  # noqa: F401
+from .layout import (ENSEMBLE_DIMS, _lead_steps, _open_forecast, calendar_valid_time, to_gendiff_layout,  # noqa: F401
+                     truth_at_valid_time)
 from .peers import PEERS
 from .plots import plot_maps, plot_rank_histograms, plot_skill
 from .run import Run, load_run
 from .scores import score
 from .stream import EncodedValues, fit_codec
 from .tabular import SERIES
+from .timeaxis import add_steps, run_step
 
 SYSTEMS = ("model", "persistence", "climatology", "linear", "ar_calibrated", "ar_base", *PEERS, "emos", "emos_ar")
 # ar_calibrated needs the run, the peers statsforecast (pip install 'gendiff[peers]'), emos 4 inits: ask for them
@@ -47,7 +49,7 @@ def baseline_forecasts(truth: xr.Dataset, fc: xr.Dataset, train_period, members:
     init_idx = tindex.get_indexer(init)
     if (init_idx < 0).any():
         raise DataError(f"{label}: init time {init[init_idx < 0][0]} of the forecast is not in the truth data")
-    valid = init.values[:, None] + step.to_timedelta64() * np.arange(1, n_lead + 1)[None, :]
+    valid = add_steps(init.values[:, None], np.arange(1, n_lead + 1)[None, :], step)
     make = {
         "persistence": lambda: baselines.persistence(values, init_idx, n_lead),
         "climatology": lambda: baselines.hourly_climatology(values, times, train_idx, valid),
@@ -66,9 +68,8 @@ def ar_calibrated_forecast(run, truth: xr.Dataset, fc: xr.Dataset, members: int,
     if not isinstance(run, Run):
         run = load_run(run, device="cpu")
     step, lead_steps = _lead_steps(truth, fc, label)
-    if step.total_seconds() != float(run.config["time_step_seconds"]):
-        raise DataError(f"{label}: time step {step} differs from the run's "
-                        f"{pd.Timedelta(seconds=run.config['time_step_seconds'])} ({run.path})")
+    if step != run_step(run.config):
+        raise DataError(f"{label}: time step {step} differs from the run's {run_step(run.config)} ({run.path})")
     missing = [v for v in run.codec.variables if v not in truth.data_vars]
     if missing:
         raise DataError(f"{label}: no variable {missing[0]!r} of the run {run.path}")
@@ -99,7 +100,7 @@ def ar_base_forecast(run, truth: xr.Dataset, fc: xr.Dataset, label: str = "truth
     values = EncodedValues(truth, run.codec, run.climatology, label)
     n_lead = int(lead_steps[-1])
     arr = base_trajectory(run, values, init_idx, n_lead)[:, None]  # (I, 1, L, C)
-    valid = times[init_idx][:, None] + (times[1] - times[0]) * np.arange(1, n_lead + 1)[None, :]
+    valid = add_steps(times[init_idx][:, None], np.arange(1, n_lead + 1)[None, :], step)
     arr = run.climatology.restore(arr, valid, axis=1)
     return forecast_dataset(run.codec, arr, init.values, step).isel(lead_time=lead_steps - 1)
 
@@ -154,6 +155,8 @@ def evaluate(forecast, truth, *, train_period=None, systems=DEFAULT_SYSTEMS, mem
         raise DataError(f"{forecast}: no forecast variable with init_time and lead_time dimensions")
     fc = fc[variables]
     truth_ds = open_data(truth, variables, name=label)
+    name = str(forecast) if isinstance(forecast, (str, Path)) else "forecast"
+    fc = calendar_valid_time(fc, truth_ds, name)  # monthly leads: the truth's calendar months
     systems = list(systems)
     bad = [s for s in systems if s not in SYSTEMS]
     if bad:

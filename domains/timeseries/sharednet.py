@@ -73,20 +73,46 @@ class SpatialMix(nn.Module):
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
-    def forward(self, h: torch.Tensor, batch: int, idx: torch.Tensor, rel: torch.Tensor) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, batch: int, idx: torch.Tensor | None, rel: torch.Tensor | int) -> torch.Tensor:
+        """h (B*N, ch, L); idx / rel from neighbour_graph, or idx None and rel = G: every location attends to the
+        others of its group of G consecutive locations (exchangeable series; group_attention)."""
         bn, ch, length = h.shape
         n, heads = bn // batch, self.heads
         hn = self.norm(h)
         q, k = self.qk(hn.mean(-1)).reshape(batch, n, 2, heads, ch // heads).unbind(2)  # (B, N, H, d)
+        v = self.v(hn).reshape(batch, n, heads, ch // heads, length)
+        if idx is None:
+            return h + self.out(self.group_attention(q, k, v, int(rel)).reshape(bn, ch, length))
         rows = torch.arange(batch, device=h.device)[:, None, None]
         idx = idx.expand(batch, -1, -1)
         score = (q[:, :, None] * k[rows, idx]).sum(-1) / math.sqrt(ch // heads)  # (B, N, k, H)
         score = score + self.bias(rel.to(h.dtype)).expand(batch, -1, -1, -1)
         w = score.softmax(dim=2)
-        v = self.v(hn).reshape(batch, n, heads, ch // heads, length)
         mixed = sum(w[:, :, j, :, None, None] * v[rows[:, :, 0], idx[:, :, j]]  # a loop over neighbours:
                     for j in range(idx.shape[2]))  # faster on CPUs than one gather and einsum (many tiny matmuls)
         return h + self.out(mixed.reshape(bn, ch, length))
+
+    def group_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, group: int) -> torch.Tensor:
+        """Dense attention within groups of `group` consecutive locations (the last group shorter; padded keys
+        masked): q, k (B, N, H, d), v (B, N, H, d, L) -> (B, N, H, d, L), in O(N x group), one batched matmul. The
+        relative-position bias is that of offset zero (no positions)."""
+        b, n, heads, d, length = v.shape
+        g = max(1, min(int(group), n))
+        pad = (-n) % g
+        if pad:
+            q, k = F.pad(q, (0, 0, 0, 0, 0, pad)), F.pad(k, (0, 0, 0, 0, 0, pad))
+            v = F.pad(v, (0, 0, 0, 0, 0, 0, 0, pad))
+        m = (n + pad) // g
+        q, k = q.reshape(b * m, g, heads, d), k.reshape(b * m, g, heads, d)
+        score = torch.einsum("bihd,bjhd->bhij", q, k) / math.sqrt(d)
+        score = score + self.bias(torch.zeros(1, dtype=q.dtype, device=q.device))[None, :, None, None]
+        if pad:
+            real = (torch.arange(n + pad, device=q.device) < n).reshape(m, g).repeat(b, 1)  # (B*M, g)
+            score = score.masked_fill(~real[:, None, None, :], float("-inf"))
+        w = score.softmax(dim=-1)
+        vv = v.reshape(b * m, g, heads, d * length).transpose(1, 2)  # (B*M, H, g, d*L)
+        mixed = (w @ vv).transpose(1, 2).reshape(b, n + pad, heads, d, length)
+        return mixed[:, :n]
 
 
 class GridNet(TemporalUNet):
@@ -94,15 +120,16 @@ class GridNet(TemporalUNet):
 
     def __init__(self, channels: int, static: int = 0, pos_dims: int = 0, width: int = 32, mults=(1, 2, 2),
                  blocks_per_level: int = 1, heads: int = 4, dropout: float = 0.0, neighbours: int = 16,
-                 mix_levels: int = 2, learned_skip: bool = True, checkpoint: bool = True):
+                 mix_levels: int = 2, learned_skip: bool = True, checkpoint: bool = True, mix_group: int | None = None):
         super().__init__()
         if not 0 <= pos_dims <= static:
             raise DataError(f"gridnet: pos_dims={pos_dims} must lie in [0, static={static}]")
         self.config = {"channels": channels, "static": static, "pos_dims": pos_dims, "width": width,
                        "mults": list(mults), "blocks_per_level": blocks_per_level, "heads": heads,
                        "dropout": dropout, "neighbours": neighbours, "mix_levels": mix_levels,
-                       "learned_skip": learned_skip, "checkpoint": checkpoint}
-        self.checkpoint = bool(checkpoint)
+                       "learned_skip": learned_skip, "checkpoint": checkpoint,
+                       **({"mix_group": int(mix_group)} if mix_group is not None else {})}
+        self.checkpoint, self.mix_group = bool(checkpoint), None if mix_group is None else int(mix_group)
         self.k, self.static, self.pos_dims, self.neighbours = channels, static, pos_dims, neighbours
         self._build(channels, 2 * channels + 1 + CALENDAR + static, width, mults, blocks_per_level, heads, dropout,
                     learned_skip, mix=lambda ch: SpatialMix(ch, heads, pos_dims + 1), mix_levels=mix_levels)
@@ -137,7 +164,10 @@ class GridNet(TemporalUNet):
         stat = static[..., None].expand(b, -1, -1, length)
         inp = torch.cat([per(x + seq[:, :c]), per(seq[:, c + 1 + CALENDAR:]), shared, stat], 2)
         inp = F.pad(inp.reshape(b * n, -1, length), (0, (-length) % self.factor))
-        graph = neighbour_graph(static[..., :self.pos_dims].float(), self.neighbours)
+        if self.pos_dims == 0 and self.mix_group is not None:  # exchangeable series: groups, O(N x group)
+            graph = (None, self.mix_group)
+        else:
+            graph = neighbour_graph(static[..., :self.pos_dims].float(), self.neighbours)
         temb_n = self.temb(t).repeat_interleave(n, 0)
         out = self._unet(inp, temb_n, x.reshape(b, self.k, n, length).transpose(1, 2).reshape(b * n, self.k, length),
                          length, ctx=(graph, b))

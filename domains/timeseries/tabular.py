@@ -22,6 +22,7 @@ from gendiff.errors import ConfigError, DataError
 from gendiff.io import atomic_path
 
 from .longtable import is_long, to_wide as long_to_wide
+from .timeaxis import CalendarStep, month_rule, on_month_rule, regular_grid, table_calendar_step
 
 TIME, SERIES, VALUE = "time", "series", "value"
 FORECAST_DIMS = ("init_time", "member", "lead_time")
@@ -131,15 +132,21 @@ def _time_axis(df: pd.DataFrame, time_column, label: str) -> tuple[pd.DatetimeIn
                     "name the time column (time_column= / --time-column)")
 
 
-def infer_step(times: pd.DatetimeIndex, label: str, freq=None) -> pd.Timedelta:
+def infer_step(times: pd.DatetimeIndex, label: str, freq=None) -> pd.Timedelta | CalendarStep:
     """The regular step: `freq` if given, else the most common difference between consecutive rows (the smallest
-    of equally common ones). Every difference must be a whole number of steps (skipped rows are gaps)."""
+    of equally common ones). Every difference must be a whole number of steps (skipped rows are gaps). Rows all on
+    month starts (or all on month ends) take a calendar step of whole months (timeaxis.table_calendar_step; freq
+    'MS', 'ME', 'QS', 'QE', 'YS', 'YE')."""
+    calendar = None if freq is None else CalendarStep.parse(freq)
+    if calendar is not None or (freq is None and month_rule(times) is not None):
+        return table_calendar_step(times, label, calendar)
     diffs = pd.TimedeltaIndex(np.diff(times.values))
     if freq is not None:
         try:
             step = pd.Timedelta(freq)
         except (ValueError, TypeError):
-            raise ConfigError(f"freq={freq!r} is not a fixed duration (examples: 1h, 30min, 7D)") from None
+            raise ConfigError(f"freq={freq!r} is not a fixed duration or calendar step (examples: 1h, 30min, 7D, "
+                              "MS, QS, YS)") from None
         if step <= pd.Timedelta(0):
             raise ConfigError(f"freq={freq!r} must be positive")
     else:
@@ -147,10 +154,12 @@ def infer_step(times: pd.DatetimeIndex, label: str, freq=None) -> pd.Timedelta:
         step = min(counts.index[counts == counts.max()])
     off = np.nonzero((diffs.values % step.to_timedelta64()) != np.timedelta64(0, "ns"))[0]
     if len(off):
+        for end in (False, True):  # mostly month starts (ends): name the first row that is not one
+            if freq is None and on_month_rule(times, end).mean() >= 0.5:
+                table_calendar_step(times, label, end=end)
         i = int(off[0]) + 1
         raise DataError(f"{label}: irregular time step at {times[i]} (row {i}): {pd.Timedelta(diffs[i - 1])} after "
-                        f"the previous row, not a whole number of the data step {step} (calendar months and years "
-                        "have no fixed step; resample to a fixed one)")
+                        f"the previous row, not a whole number of the data step {step}")
     return step
 
 
@@ -211,7 +220,7 @@ def from_pandas(table, *, time_column: str | None = None, freq=None, name: str |
             i = int(np.argmax(np.isinf(arr)))
             raise DataError(f"{label}: series '{lab}' holds an infinite value at {times[i]}")
         cols.append(arr)
-    grid = pd.date_range(times[0], times[-1], freq=step)
+    grid = regular_grid(times[0], times[-1], step)
     data = pd.DataFrame(np.stack(cols, axis=1), index=times, columns=labels).reindex(grid)
     ds = xr.Dataset({VALUE: ((TIME, SERIES), data.to_numpy())},
                     coords={TIME: grid.as_unit("ns").values, SERIES: np.asarray(labels, dtype=object).astype(str)})
@@ -277,10 +286,13 @@ def to_tidy(fc: xr.Dataset, quantiles=None) -> pd.DataFrame:
     """Forecast Dataset -> tidy DataFrame: one row per init_time, lead_time, series, member (or quantile).
 
     Dtypes: init_time datetime64[ns], lead_time timedelta64[ns], series str, member int64 / quantile float64,
-    value float64. A series of a variable other than `value` (time, series) is labelled 'var' or 'var[dim=c,...]'."""
+    value float64. A series of a variable other than `value` (time, series) is labelled 'var' or 'var[dim=c,...]'.
+    A forecast whose valid times are not init_time + lead_time (calendar months: lead_time counts a nominal month,
+    timeaxis.CalendarStep) has a valid_time column (datetime64[ns]) after lead_time."""
     qs = parse_quantiles(quantiles)
     init = np.asarray(fc["init_time"].values, dtype="datetime64[ns]")
     lead = np.asarray(pd.to_timedelta(fc["lead_time"].values), dtype="timedelta64[ns]")
+    valid = _calendar_valid(fc, init, lead)
     frames = []
     for lab, da in _series_blocks(fc):
         vals = np.asarray(da.values, dtype=np.float64)  # (I, L, M)
@@ -295,19 +307,28 @@ def to_tidy(fc: xr.Dataset, quantiles=None) -> pd.DataFrame:
         frames.append(pd.DataFrame({
             "init_time": np.repeat(init, n_l * n_k), "lead_time": np.tile(np.repeat(lead, n_k), n_i),
             "series": np.full(n_i * n_l * n_k, lab, dtype=object), inner_name: np.tile(inner, n_i * n_l),
-            "value": vals.reshape(-1)}))
+            "value": vals.reshape(-1), **({} if valid is None else {"valid_time": np.repeat(valid.ravel(), n_k)})}))
     out = pd.concat(frames, ignore_index=True)
     out["series"] = out["series"].astype(object)
     position = np.repeat(np.arange(len(frames)), [len(f) for f in frames])  # series in the forecast's order
-    order = ["init_time", "lead_time", "series", inner_name]
+    order = ["init_time", "lead_time", *([] if valid is None else ["valid_time"]), "series", inner_name]
     out = out.assign(_position=position).sort_values(["init_time", "lead_time", "_position", inner_name],
                                                      kind="stable", ignore_index=True)
     return out[order + ["value"]]
 
 
+def _calendar_valid(fc: xr.Dataset, init: np.ndarray, lead: np.ndarray) -> np.ndarray | None:
+    """The forecast's valid times (I, L) where they are not init + lead (calendar steps), else None."""
+    if "valid_time" not in fc.coords:
+        return None
+    valid = np.asarray(fc["valid_time"].transpose("init_time", "lead_time").values, dtype="datetime64[ns]")
+    return None if np.array_equal(valid, init[:, None] + lead[None, :]) else valid
+
+
 def from_tidy(df: pd.DataFrame, name: str = "forecast") -> xr.Dataset:
     """Tidy members (init_time, lead_time, series, member, value) -> forecast Dataset `value` (init_time, member,
-    lead_time, series) with its valid_time coordinate, as forecast() returns for a from_pandas table."""
+    lead_time, series) with its valid_time coordinate, as forecast() returns for a from_pandas table: a valid_time
+    column's (to_tidy writes one for calendar months), else init_time + lead_time."""
     missing = [c for c in TIDY_COLUMNS if c not in df.columns]
     if missing:
         hint = " (quantiles cannot be scored as an ensemble)" if "quantile" in df.columns else ""
@@ -326,9 +347,23 @@ def from_tidy(df: pd.DataFrame, name: str = "forecast") -> xr.Dataset:
     if da.isnull().all():
         raise DataError(f"{name}: every value is missing")
     ds = da.to_dataset(name=VALUE).reindex(series=pd.unique(df["series"]))  # series in their order in the table
-    ds = ds.assign_coords(valid_time=(("init_time", "lead_time"),
-                                      ds["init_time"].values[:, None] + ds["lead_time"].values[None, :]))
-    return ds
+    valid = ds["init_time"].values[:, None] + ds["lead_time"].values[None, :]
+    if "valid_time" in df.columns:
+        valid = _valid_column(df, name, ds).fillna(valid).values.astype("datetime64[ns]")
+    return ds.assign_coords(valid_time=(("init_time", "lead_time"), valid))
+
+
+def _valid_column(df: pd.DataFrame, name: str, ds: xr.Dataset) -> xr.DataArray:
+    """A tidy table's valid_time column as (init_time, lead_time) on `ds`'s coordinates (NaT where none); one valid
+    time per init and lead, else a DataError naming them."""
+    pairs = pd.DataFrame({"init_time": df["init_time"], "lead_time": df["lead_time"],
+                          "valid_time": pd.to_datetime(df["valid_time"]).astype("datetime64[ns]")}).drop_duplicates()
+    two = pairs.duplicated(["init_time", "lead_time"])
+    if two.any():
+        row = pairs[two].iloc[0]
+        raise DataError(f"{name}: two valid times for init_time {row['init_time']}, lead_time {row['lead_time']}")
+    valid = pairs.set_index(["init_time", "lead_time"])["valid_time"].to_xarray()
+    return valid.reindex(init_time=ds["init_time"], lead_time=ds["lead_time"]).transpose("init_time", "lead_time")
 
 
 def write_table(df: pd.DataFrame, path, fmt: str | None = None):

@@ -5,6 +5,7 @@ The recipe, one module per step: data (prepare.py: open, codec, climatology, val
 the AR base -> a window dataset -> core Trainer -> the run folder with its card -> the held-out spread calibration."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
 from pathlib import Path
@@ -23,7 +24,7 @@ from gendiff.training import Trainer
 
 from . import calibrate
 from .base import ARBase
-from .calibrate_fit import fit_calibration
+from .calibrate_fit import CALIBRATION_SERIES, fit_calibration
 from .config import TrainSetup, split_options
 from .data import open_static
 from .imputation import GridImputeWindowDataset, ImputeWindowDataset
@@ -33,7 +34,7 @@ from .network import build_denoiser, compile_network, is_old_state
 from .prepare import Prepared, prepare
 from .run import save_state
 from .sharednet import static_inputs
-from .timeaxis import calendar_features
+from .timeaxis import calendar_features, step_config
 from .windows import GridWindowDataset, WindowDataset
 
 
@@ -63,7 +64,7 @@ def run_config(setup: TrainSetup, prep: Prepared, net_cfg: dict, locations: dict
     model, data, idx = setup.model, setup.data, prep.idx
     return {
         "source": prep.label, "task": data.task, "variables": prep.codec.variables, "train_period": prep.period(idx),
-        "time_step_seconds": prep.step.total_seconds(), "context_steps": prep.context, "horizon_steps": prep.horizon,
+        **step_config(prep.step), "context_steps": prep.context, "horizon_steps": prep.horizon,
         "schedule": schedule_config(get_schedule(model.schedule)), "prediction": model.prediction,
         "precondition": bool(model.precondition), "sigma_data": 1.0,
         "arch": model.arch, "missing_flag": bool(model.missing_flag), "loss_balance": "variable",
@@ -192,6 +193,7 @@ def train(data, out, *, config: TrainSetup | None = None, **options) -> dict:
     resolve_device(setup.run.device)  # a bad --device fails before any work
     tcfg = setup.trainer_config()
     prep = prepare(data, setup.data, setup.model, tcfg.batch_size)
+    setup = dataclasses.replace(setup, model=prep.model)  # arch='auto' resolved by the number of series
     net_cfg, static_values, locations = network_config(setup, prep)
     run_cfg = run_config(setup, prep, net_cfg, locations, tcfg)
     out = Path(out)
@@ -225,8 +227,11 @@ def finish(setup: TrainSetup, prep: Prepared, out: Path, run_cfg: dict, trainer,
            previous_card: dict | None) -> dict:
     """Save the run (EMA weights, config, card) and fit the spread calibration on the held-out inits."""
     (out / calibrate.FILE).unlink(missing_ok=True)
-    n_hold, data = len(prep.idx_hold), setup.data
-    inits = (calibrate.calibration_inits(prep.idx_hold, prep.horizon, int(prep.idx[-1]), int(data.calibration_inits))
+    n_hold, data, locations = len(prep.idx_hold), setup.data, run_cfg.get("locations")
+    n_inits = int(data.calibration_inits)
+    if locations and locations["locations"] > CALIBRATION_SERIES and len(locations["location_dims"]) == 1:
+        n_inits = min(n_inits, 12)  # many series: 12 inits x 64 series drawn from them (calibrate_fit)
+    inits = (calibrate.calibration_inits(prep.idx_hold, prep.horizon, int(prep.idx[-1]), n_inits)
              if n_hold else np.empty(0, int))
     card_fields = {"data": prep.label, "split": split_text(prep, inits), **({"defaults": prep.why} if prep.why else {}),
                    **(setup.run.card or {})}

@@ -40,6 +40,8 @@ def train(data, out="runs/timeseries", time_column: str | None = None, **config)
         config["card"] = {"data": str(data), **(config.get("card") or {})}
     if is_table(data):  # each series on its own scale: a table may mix megawatts and fractions
         config.setdefault("normalise", "location")
+        if config.get("config") is None:
+            config.setdefault("arch", "auto")  # many series: one network shared by them (config.ModelConfig)
     return _train(resolve_data(data, time_column=time_column), out, **config)
 
 

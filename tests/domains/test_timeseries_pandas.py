@@ -76,8 +76,9 @@ def test_csv_time_strings_with_daylight_saving_offsets(tmp_path):
     (lambda: pd.DataFrame({"a": np.arange(5.0)}, index=pd.to_datetime(
         ["2024-01-01 00:00", "2024-01-01 01:00", "2024-01-01 02:00", "2024-01-01 02:17", "2024-01-01 03:00"])),
      r"irregular time step at 2024-01-01 02:17:00 \(row 3\)"),
-    (lambda: pd.DataFrame({"a": np.arange(4.0)}, index=pd.date_range("2024-01-01", periods=4, freq="MS")),
-     r"irregular time step .*calendar months"),
+    (lambda: pd.DataFrame({"a": np.arange(5.0)}, index=pd.to_datetime(
+        ["2024-01-01", "2024-02-01", "2024-03-01", "2024-03-15", "2024-04-01"])),
+     r"irregular time step at 2024-03-15 00:00:00 \(row 3\): not on a month start"),
     (lambda: pd.DataFrame({"time": pd.date_range("2024-01-01", periods=3, freq="h"), "a": [1.0, 2.0, 3.0],
                            "site": ["x", "y", "z"]}), r"column 'site' is not numeric \(value 'x' at 2024-01-01"),
     (lambda: pd.DataFrame({"a": [1.0, 2.0, 3.0], "b": [np.nan] * 3},
