@@ -16,32 +16,35 @@ from .run import Run, load_run
 CALIBRATION_SERIES = 64  # a run shared by more series fits the calibration on this many of them, drawn at random
 
 
-def calibration_series(run: Run, values: np.ndarray, seed: int) -> tuple[Run, np.ndarray]:
+def calibration_series(run: Run, values: np.ndarray, seed: int, covariates: np.ndarray | None = None):
     """(run, values) cut to CALIBRATION_SERIES series drawn at random (seeded) for a gridnet run on more: the
     calibration is one per variable and lead, and forecasting every series of a 10,000-series table 48 times would
-    cost more than training; others as they are."""
+    cost more than training; others as they are. Returns (run, values, covariates: theirs of the same series)."""
     layout = run.config.get("locations", {}) if run.arch == "gridnet" else {}
     n = int(layout.get("locations", 0))
     if n <= CALIBRATION_SERIES or len(layout.get("location_dims", ())) != 1:  # grids keep every cell
-        return run, values
+        return run, values, covariates
     cells = np.sort(np.random.default_rng(seed).choice(n, CALIBRATION_SERIES, replace=False))
     sub = restrict(run, cells)
     feat = np.concatenate([start + (np.arange(size // n)[:, None] * n + cells[None, :]).ravel()
                            for start, size in zip(np.cumsum([0, *run.codec.sizes[:-1]]), run.codec.sizes)])
-    return sub, values[:, feat]
+    if covariates is not None:  # K per series, variable-major
+        covariates = covariates[:, (np.arange(covariates.shape[1] // n)[:, None] * n + cells[None, :]).ravel()]
+    return sub, values[:, feat], covariates
 
 
 def fit_calibration(run_dir, values: np.ndarray, times: np.ndarray, init_idx: np.ndarray, members: int = 16,
-                    seed: int = 12345, device="cpu") -> dict:
+                    seed: int = 12345, device="cpu", covariates: np.ndarray | None = None) -> dict:
     """Forecast from `init_idx` with the run's network (uncalibrated) on `device`, fit a, c and g, write
     calibration.json (with the fixed per-lead inflation `factors` of the earlier method and the raw SSR, for the
     record).
 
-    `values` (T, C) are the data as the network sees them: encoded by the run's codec, climatology removed."""
+    `values` (T, C) are the data as the network sees them: encoded by the run's codec, climatology removed;
+    `covariates` (T, F) the run's covariates, encoded (covariates.py)."""
     run = load_run(run_dir, device=device)
-    run, values = calibration_series(run, values, seed)
+    run, values, covariates = calibration_series(run, values, seed, covariates)
     ens = rollout(run, values, times, init_idx, run.horizon, members, sampler=run.config["sampler"],
-                  steps=int(run.config["sample_steps"]), seed=seed, progress=False)
+                  steps=int(run.config["sample_steps"]), seed=seed, progress=False, covariates=covariates)
     out = fit_parameters(run, ens, values, times, init_idx)
     write_json_atomic(Path(run_dir) / FILE, out)
     return out

@@ -125,6 +125,9 @@ def add_forecast(p: argparse.ArgumentParser) -> None:
     p.add_argument("--level", default=None,
                    help="long tables (unique_id, ds, y): prediction-interval levels in percent (default 80,95), "
                         "written as statsforecast's gendiff-lo-80 / gendiff-hi-80 columns")
+    p.add_argument("--future", default=None,
+                   help="long tables: a CSV / Parquet file of unique_id, ds and the run's covariate columns over the "
+                        "steps to forecast (statsforecast's X_df)")
     p.add_argument("--out", required=True, help="forecast file (.nc, or .zarr with zarr installed)")
     p.add_argument("--sampler", default=None, help="override the run's sampler")
     p.add_argument("--steps", type=int, default=None, help="override the run's sampler steps")
@@ -149,6 +152,8 @@ def add_forecast(p: argparse.ArgumentParser) -> None:
 def forecast_command(args) -> str:
     """The command that reproduces a forecast: every option its values depend on, spelled out."""
     parts = ["gendiff", "forecast", args._domain, "--run", str(args.run), "--data", str(args.data)]
+    if getattr(args, "future", None):
+        parts += ["--future", str(args.future)]
     if args.init_period:
         parts += ["--init-period", str(args.init_period)]
     parts += [*(["--init-every", str(args.init_every)] if args.init_every else []), "--members", str(args.members),
@@ -178,6 +183,8 @@ def run_forecast(args) -> int:
     extra = {} if args.lead is None else {"lead": args.lead}
     if args.level is not None:
         extra["level"] = args.level
+    if getattr(args, "future", None):
+        extra["X_df"] = args.future
     ds = args._api.forecast(args.run, args.data, init_period=period(args.init_period), init_every=args.init_every,
                   members=args.members, sampler=args.sampler, steps=args.steps, seed=args.seed, **extra,
                   batch_size=args.batch_size, out=args.out, progress=not args.quiet, chain_base=args.chain_base,

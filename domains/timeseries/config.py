@@ -37,7 +37,9 @@ class DataConfig:
     steps; None: from the frequency, frequency.py), `seasons` of the AR base ('auto': the frequency's candidates
     that the training data show; None or 'none': no season; durations or steps), `normalise` ('variable' or 'location'), `hourly_std`, `insolation`, `task`
     ('forecast' or 'impute', with `window`), lazy reading (`chunks`, `workers`, `in_memory`) and the held-out
-    spread calibration (`calibration`: the fraction of the training period at its end, `calibration_inits`)."""
+    spread calibration (`calibration`: the fraction of the training period at its end, `calibration_inits`);
+    `covariates`: the future-known columns the network reads (None: the data's own, a long table's extra columns;
+    [] for none; covariates.py)."""
 
     variables: object = None
     train_period: object = None
@@ -54,10 +56,13 @@ class DataConfig:
     in_memory: bool | None = None
     calibration: float = 0.15
     calibration_inits: int = 48
+    covariates: object = None
 
     def __post_init__(self):
         if self.task not in TASKS:
             raise ConfigError(f"task={self.task!r}: expected 'forecast' or 'impute'")
+        if self.covariates is not None and not isinstance(self.covariates, (str, list, tuple)):
+            raise ConfigError(f"covariates={self.covariates!r}: expected a list of column names")
         if not 0.0 <= self.calibration < 0.5:
             raise ConfigError(f"calibration={self.calibration!r} must be in [0, 0.5)")
         if not _whole(self.calibration_inits, 2):

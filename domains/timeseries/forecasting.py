@@ -21,6 +21,7 @@ from .data import (Codec, calendar_features, init_indices, open_data, parse_dura
 from .inputs import anchor_of, grid_cond, make_inputs
 from .network import compile_network
 from . import calibrate
+from . import covariates as cov_mod
 from .heldout import check_held_out
 from .regions import regrid, subregion
 from .run import Run, load_run
@@ -73,13 +74,15 @@ def forecast_dataset(codec: Codec, values: np.ndarray, init_times, step, attrs: 
 
 def sample_windows(run: Run, window: torch.Tensor, calendar: torch.Tensor, *, sampler: str, steps: int,
                    generator: torch.Generator | None, progress: bool = False, init_times=None,
-                   level_only_base: bool = False, bf16: bool = False) -> torch.Tensor:
+                   level_only_base: bool = False, bf16: bool = False,
+                   covariates: torch.Tensor | None = None) -> torch.Tensor:
     """Fill the horizon of windows (B, L, C) whose first `context` steps are known; returns (B, L, C).
 
     Everything is computed on the device of `window` (and `calendar`), where the run's network must be too
     (Run.to). `init_times` (B,): the time of each window's last context step, which sets the AR base's time-of-day
     error level (ARBase.diurnal); without it the all-hours level is used. `level_only_base`: see
-    ARBase.window_base. `bf16`: the network under bfloat16 autocast (the sampler's updates stay float32)."""
+    ARBase.window_base. `bf16`: the network under bfloat16 autocast (the sampler's updates stay float32).
+    `covariates` (B, L, F): the run's future-known covariates over the windows, encoded (covariates.py)."""
     device = window.device
     valid = torch.from_numpy(run.codec.valid).to(device)
     residual = bool(run.config.get("residual", False))
@@ -89,7 +92,7 @@ def sample_windows(run: Run, window: torch.Tensor, calendar: torch.Tensor, *, sa
         base = run.ar.window_base(window, run.context, level_only_base)
         scale = run.ar.window_scale(window.shape[1], run.context, slots)
     _, mask, cond = make_inputs(window, calendar, run.context, valid, residual, base, scale,
-                                bool(run.config.get("missing_flag", False)))
+                                bool(run.config.get("missing_flag", False)), covariates)
     if run.arch == "gridnet":
         cond = grid_cond(cond, run.static)
     horizon = torch.zeros(run.context + run.horizon, dtype=torch.bool, device=device)
@@ -136,9 +139,12 @@ def initial_history(values: np.ndarray, times: np.ndarray, init_idx: np.ndarray,
 
 def rollout_tensor(run: Run, values: np.ndarray, times: np.ndarray, init_idx: np.ndarray, n_lead: int,
                    members: int, *, sampler: str, steps: int, seed: int = 0, batch_size: int = 256,
-                   progress: bool = True, chain_base: str = "level", bf16: bool = False) -> torch.Tensor:
+                   progress: bool = True, chain_base: str = "level", bf16: bool = False,
+                   covariates: np.ndarray | None = None) -> torch.Tensor:
     """rollout's ensemble as a tensor (I, M, n_lead, C) on the run's device (Run.device), where the whole history,
-    calendar and draws live; the generator is gendiff.device.make_generator's for that device and `seed`."""
+    calendar and draws live; the generator is gendiff.device.make_generator's for that device and `seed`.
+    `covariates` (T, F) on `times`, encoded: each window reads them over its context and horizon (0 past the
+    data's end)."""
     if chain_base not in ("level", "ar"):
         raise ConfigError(f"chain_base={chain_base!r}: expected 'level' or 'ar'")
     device = run.device
@@ -150,6 +156,10 @@ def rollout_tensor(run: Run, values: np.ndarray, times: np.ndarray, init_idx: np
     offsets = np.arange(-ctx + 1, chunks * hor + 1)
     cal_times = add_steps(t0[:, None], offsets[None, :], step)  # (n_traj, ctx + chunks * hor)
     cal = torch.from_numpy(calendar_features(cal_times, bool(run.config.get("day_of_year", True)))).to(device)
+    cov = None
+    if covariates is not None:
+        cov = torch.from_numpy(cov_mod.rollout_windows(covariates, init_idx, offsets)).to(device)
+        cov = cov.repeat_interleave(members, 0)
     generator = make_generator(device, seed)
     bar = tqdm(total=chunks * math.ceil(n_traj / batch_size), disable=not progress, desc="forecast", leave=False)
     with torch.no_grad():
@@ -160,7 +170,8 @@ def rollout_tensor(run: Run, values: np.ndarray, times: np.ndarray, init_idx: np
                 w[:, ctx:] = float("nan")
                 filled = sample_windows(run, w, cal[b:b + batch_size, sl], sampler=sampler, steps=steps,
                                         generator=generator, init_times=add_steps(t0[b:b + batch_size], c * hor, step),
-                                        level_only_base=c > 0 and chain_base == "level", bf16=bf16)
+                                        level_only_base=c > 0 and chain_base == "level", bf16=bf16,
+                                        covariates=None if cov is None else cov[b:b + batch_size, sl])
                 hist[b:b + batch_size, c * hor + ctx:c * hor + ctx + hor] = filled[:, ctx:]
                 bar.update(1)
     bar.close()
@@ -169,14 +180,16 @@ def rollout_tensor(run: Run, values: np.ndarray, times: np.ndarray, init_idx: np
 
 def rollout(run: Run, values: np.ndarray, times: np.ndarray, init_idx: np.ndarray, n_lead: int, members: int, *,
             sampler: str, steps: int, seed: int = 0, batch_size: int = 256, progress: bool = True,
-            chain_base: str = "level", bf16: bool = False) -> np.ndarray:
-    """Autoregressive ensemble: (I, M, n_lead, C); each chunk conditions on the last `context` steps so far.
+            chain_base: str = "level", bf16: bool = False, covariates: np.ndarray | None = None) -> np.ndarray:
+    """Autoregressive ensemble: (I, M, n_lead, C); each chunk conditions on the last `context` steps so far, and
+    on the run's `covariates` (T, F), encoded, when it has some.
 
     Computed on the run's device (rollout_tensor); the result comes back to the CPU as numpy here.
     `chain_base`: how the AR base of the chunks after the first starts from their generated context: "level"
     (the mean of its last steps, ARBase.window_base(level_only=True)) or "ar" (its last steps, as for real data)."""
     out = rollout_tensor(run, values, times, init_idx, n_lead, members, sampler=sampler, steps=steps, seed=seed,
-                         batch_size=batch_size, progress=progress, chain_base=chain_base, bf16=bf16)
+                         batch_size=batch_size, progress=progress, chain_base=chain_base, bf16=bf16,
+                         covariates=covariates)
     return out.cpu().numpy()
 
 
@@ -193,7 +206,8 @@ class ForecastConfig:
     `batch_size`, `calibrated`, `chain_base`, where and how the network runs (`device`, `bf16`, `compile`),
     `progress`, a gridnet run on other locations (`new_locations`, `static`), lazy reading (`chunks`), the
     `command` kept in the output's attributes, and `allow_in_sample`: forecast from inits inside the run's training
-    period (refused otherwise: heldout.py), marking the output in-sample."""
+    period (refused otherwise: heldout.py), marking the output in-sample. `cutoffs` ({series: init time}): a run
+    with covariates needs them over each series' forecast from its own cutoff only (the long table's forecast)."""
 
     init_period: object = None
     init_times: object = None
@@ -215,6 +229,7 @@ class ForecastConfig:
     static: object = None
     chunks: object = None
     allow_in_sample: bool = False
+    cutoffs: dict | None = None
 
     def __post_init__(self):
         if self.members < 1:
@@ -264,11 +279,13 @@ def forecast(run, data, *, config: ForecastConfig | None = None, out=None, **opt
     if cfg.new_locations:  # a gridnet run on another region: its per-location state from the data before the inits
         run = regrid(run, ds, int(np.min(idx)) - run.context + 1, cfg.static, label)
     values = EncodedValues(ds, run.codec, run.climatology, label)
+    covariates = _covariates(run, data, ds, idx, n_lead, step, cfg, label)
     sampler = cfg.sampler or run.config["sampler"]
     steps = int(cfg.steps or run.config["sample_steps"])
     t0 = time.perf_counter()
     arr = rollout(run, values, times, idx, n_lead, cfg.members, sampler=sampler, steps=steps, seed=cfg.seed,
-                  batch_size=cfg.batch_size, progress=cfg.progress, chain_base=cfg.chain_base, bf16=cfg.bf16)
+                  batch_size=cfg.batch_size, progress=cfg.progress, chain_base=cfg.chain_base, bf16=cfg.bf16,
+                  covariates=covariates)
     seconds = time.perf_counter() - t0
     calib = calibrate.load(run.path) if cfg.calibrated else None
     if calib is not None:
@@ -287,6 +304,20 @@ def forecast(run, data, *, config: ForecastConfig | None = None, out=None, **opt
     if out is not None:
         write_dataset(result, out)
     return result
+
+
+def _covariates(run: Run, data, ds: xr.Dataset, idx: np.ndarray, n_lead: int, step, cfg: ForecastConfig,
+                label: str) -> np.ndarray | None:
+    """The run's covariates (T, F) encoded, checked over every forecast step (covariates.py); None without."""
+    raw = cov_mod.for_forecast(run, data, ds, label)
+    if raw is None:
+        return None
+    cov = cov_mod.Covariates.from_config(run.config)
+    tmpl = run.codec.template
+    loc = tmpl[run.codec.variables[0]].dims
+    series = [str(s) for s in tmpl[loc[0]].values] if len(loc) == 1 and loc[0] in tmpl.coords else None
+    cov_mod.check_known(raw, cov.names, ds["time"].values, idx, n_lead, step, label, series, cfg.cutoffs)
+    return cov.encode(raw)
 
 
 def _or_horizon(duration, step, run: Run):

@@ -6,9 +6,10 @@ import torch
 CALENDAR = 4
 
 
-def cond_channels(num_features: int, missing_flag: bool = False) -> int:
-    """Conditioning channels of make_inputs: known values, context flag, calendar, and a missing flag per feature."""
-    return num_features + 1 + CALENDAR + (num_features if missing_flag else 0)
+def cond_channels(num_features: int, missing_flag: bool = False, covariates: int = 0) -> int:
+    """Conditioning channels of make_inputs: known values, context flag, calendar, a missing flag per feature,
+    and the `covariates` features (covariates.py)."""
+    return num_features + 1 + CALENDAR + (num_features if missing_flag else 0) + int(covariates)
 
 
 def anchor_of(window: torch.Tensor, context: int) -> torch.Tensor:
@@ -19,7 +20,7 @@ def anchor_of(window: torch.Tensor, context: int) -> torch.Tensor:
 
 def make_inputs(window: torch.Tensor, calendar: torch.Tensor, context: int, valid: torch.Tensor,
                 residual: bool = True, base: torch.Tensor | None = None, scale: torch.Tensor | None = None,
-                missing_flag: bool = False):
+                missing_flag: bool = False, covariates: torch.Tensor | None = None):
     """window (B, L, C) normalised with NaN; first `context` steps known -> x0, mask, cond, each (B, *, L).
 
     x0: the window (NaN filled by 0), taken relative to `base` (B, L, C) when given (ARBase.window_base), else to its
@@ -27,7 +28,9 @@ def make_inputs(window: torch.Tensor, calendar: torch.Tensor, context: int, vali
     weather models do), and divided by `scale` (L, C) or (B, L, C) when given (ARBase.window_scale); mask: finite horizon
     entries of features that are ever valid (what is generated and scored); cond: [context values as given (0 where unknown), context flag per step, calendar features], so the
     network sees the absolute state it starts from. With `missing_flag`, C more channels: 1 where a context value is
-    missing (NaN), so that a gap is not read as a value at climatology (the 0 it is filled with).
+    missing (NaN), so that a gap is not read as a value at climatology (the 0 it is filled with). `covariates`
+    (B, L, F): future-known covariates, encoded (covariates.Covariates.encode), appended last: known over the whole
+    window, like the calendar.
     """
     if base is not None:
         target = window - base
@@ -47,12 +50,14 @@ def make_inputs(window: torch.Tensor, calendar: torch.Tensor, context: int, vali
     parts = [torch.where(known, window, zero), flag, calendar.transpose(1, 2).to(x0.dtype)]
     if missing_flag:
         parts.append((in_context & ~finite).to(x0.dtype))
+    if covariates is not None:
+        parts.append(covariates.transpose(1, 2).to(device=x0.device, dtype=x0.dtype))
     cond = torch.cat(parts, dim=1)
     return x0, mask, cond
 
 
 def grid_cond(cond: torch.Tensor, static: torch.Tensor) -> dict:
-    """The gridnet's conditioning: make_inputs' channels (B, 2C + 5, L) and the locations' static inputs (N, S),
+    """The gridnet's conditioning: make_inputs' channels (B, 2C + 5 [+ covariates], L) and the locations' static inputs (N, S),
     shared by the batch (a leading 1)."""
     return {"seq": cond, "static": static.to(cond.device)[None] if static.dim() == 2 else static.to(cond.device)}
 

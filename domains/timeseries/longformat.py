@@ -15,16 +15,17 @@ from gendiff import runs
 from gendiff.errors import ConfigError, DataError
 
 from .forecasting import forecast
-from .longtable import DS, ID, Y, to_wide
+from .longtable import DS, ID, Y, with_future
 from .tabular import SERIES, VALUE, from_pandas
 
 MODEL = "gendiff"
 DEFAULT_LEVELS = (80, 95)
 
 
-def long_dataset(df: pd.DataFrame, label: str = "DataFrame") -> xr.Dataset:
-    """Long table -> the engine's (time, series) Dataset on a regular grid (tabular.from_pandas of the wide table)."""
-    return from_pandas(to_wide(df, label), name=label)
+def long_dataset(df: pd.DataFrame, label: str = "DataFrame", X_df=None) -> xr.Dataset:
+    """Long table -> the engine's (time, series) Dataset on a regular grid (tabular.from_pandas), its exogenous
+    columns as covariates; `X_df` (unique_id, ds and the covariates of the steps to forecast) appended, y missing."""
+    return from_pandas(with_future(df, X_df), name=label)
 
 
 def parse_levels(level) -> list[int | float]:
@@ -86,15 +87,17 @@ def series_cutoffs(data: xr.Dataset) -> dict:
 
 
 def forecast_long(run, df: pd.DataFrame, h=None, level=None, quantiles=None, samples: bool = False,
-                  label: str = "DataFrame", **options) -> pd.DataFrame:
+                  label: str = "DataFrame", X_df=None, **options) -> pd.DataFrame:
     """Forecast every series `h` steps (default: the run's horizon) from its own last observation, as
-    StatsForecast.forecast(df, h, level) does; the other options are forecasting.ForecastConfig's."""
-    data = long_dataset(df, label)
+    StatsForecast.forecast(df, h, level, X_df) does: a run trained with covariates (the training table's extra
+    columns) reads them from `X_df` over each series' next h steps; the other options are
+    forecasting.ForecastConfig's."""
+    data = long_dataset(df, label, X_df)
     cutoffs = series_cutoffs(data)
     lead = run_horizon(run) if h is None else h
     # each series from its own last value: none of its verifying values can have been trained on, even where its
     # cutoff falls before the end of the (longest series') training period
-    options = {**options, "allow_in_sample": True}
+    options = {**options, "allow_in_sample": True, "cutoffs": cutoffs}
     fc = forecast(run, data, init_times=sorted(set(cutoffs.values())), lead=lead, **options)
     return to_long(fc, level, quantiles, samples, cutoffs)
 

@@ -15,6 +15,7 @@ from gendiff.errors import ConfigError, DataError
 
 from .base import ARBase
 from .codec import Codec
+from . import covariates as cov_mod
 from . import frequency
 from .climatology import HourlyClimatology
 from .config import DataConfig, ModelConfig
@@ -63,6 +64,8 @@ class Prepared:
     day_of_year: bool
     why: dict
     model: ModelConfig  # the model options with arch='auto' resolved
+    covariates: cov_mod.Covariates | None = None  # future-known covariates (covariates.py) and their
+    cov_values: np.ndarray | None = None  # values (T, K x N) encoded
 
     def period(self, index: np.ndarray) -> list[str]:
         return [str(pd.Timestamp(self.times[index[0]])), str(pd.Timestamp(self.times[index[-1]]))]
@@ -104,6 +107,10 @@ def steps_of(cfg: DataConfig, model: ModelConfig, ds: xr.Dataset, idx: np.ndarra
 def prepare(data, cfg: DataConfig, model: ModelConfig, batch_size: int) -> Prepared:
     """data -> Prepared: codec, climatology and statistics on the training period, values, split, windows."""
     label = source_label(data)
+    names = cov_mod.names_of(data, cfg.covariates)
+    data, cov_ds = cov_mod.split(data, names, label)  # known covariates: read, never generated
+    if names and cfg.task == "impute":
+        raise ConfigError(f"covariates {', '.join(names)}: they go with task='forecast'")
     ds = open_data(data, cfg.variables, name=label, chunks=cfg.chunks)
     step = time_step(ds)
     idx = period_indices(ds, cfg.train_period, label, "training period")
@@ -139,5 +146,10 @@ def prepare(data, cfg: DataConfig, model: ModelConfig, batch_size: int) -> Prepa
                         f"{ctx + hor} steps, fewer than batch_size={batch_size}")
     # day of year only when the training data span a year: with less it is a key to memorise single days
     day_of_year = bool(pd.Timedelta(times[idx[-1]] - times[idx[0]]) >= pd.Timedelta(days=365))
+    cov = cov_values = None
+    if cov_ds is not None:
+        raw = cov_mod.raw_values(cov_ds, names, codec.template, codec.variables, label)
+        cov = cov_mod.Covariates.fit(names, raw, idx, label)
+        cov_values = cov.encode(raw)
     return Prepared(label, times, step, codec, clim, values, bool(in_memory), idx, idx_net, idx_hold, starts, ctx,
-                    hor, seasons, lags, day_of_year, why, model)
+                    hor, seasons, lags, day_of_year, why, model, cov, cov_values)

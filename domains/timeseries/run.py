@@ -146,7 +146,8 @@ def output_check(run: Run, n: int = 2) -> dict:
     if run.arch == "gridnet":
         c *= int(run.static.shape[0])
         x = torch.randn(n, c, length, generator=g)
-        cond = {"seq": torch.randn(n, 2 * c + 5, length, generator=g), "static": run.static[None].cpu()}
+        seq = 2 * c + 5 + int(run.config["net"].get("covariates", 0)) * int(run.static.shape[0])
+        cond = {"seq": torch.randn(n, seq, length, generator=g), "static": run.static[None].cpu()}
     else:
         x = torch.randn(n, c, length, generator=g)
         cond = torch.randn(n, int(run.config["net"]["cond_channels"]), length, generator=g)

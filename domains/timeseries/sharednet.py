@@ -13,7 +13,8 @@ equivariant to any reordering of the locations, and a trained model runs on a su
 same kind of data.
 
 Inputs: x (B, C, L) with C = K x N (per location K channels, variable-major as data.Codec stacks them) and cond =
-{"seq": (B, 2C + 5, L) as inputs.make_inputs with missing_flag (known values, context flag, calendar, flags),
+{"seq": (B, 2C + 5 [+ Kc x N], L) as inputs.make_inputs with missing_flag (known values, context flag, calendar,
+flags, and with `covariates` = Kc the future-known covariates of each location, covariates.py),
 "static": (B or 1, N, S)}, the first `pos_dims` static channels being positions (a leading 1 = shared by the batch).
 Memory grows linearly with N (neighbours x coarse steps x width per location at the mixing levels).
 """
@@ -120,7 +121,8 @@ class GridNet(TemporalUNet):
 
     def __init__(self, channels: int, static: int = 0, pos_dims: int = 0, width: int = 32, mults=(1, 2, 2),
                  blocks_per_level: int = 1, heads: int = 4, dropout: float = 0.0, neighbours: int = 16,
-                 mix_levels: int = 2, learned_skip: bool = True, checkpoint: bool = True, mix_group: int | None = None):
+                 mix_levels: int = 2, learned_skip: bool = True, checkpoint: bool = True, mix_group: int | None = None,
+                 covariates: int = 0):
         super().__init__()
         if not 0 <= pos_dims <= static:
             raise DataError(f"gridnet: pos_dims={pos_dims} must lie in [0, static={static}]")
@@ -128,10 +130,12 @@ class GridNet(TemporalUNet):
                        "mults": list(mults), "blocks_per_level": blocks_per_level, "heads": heads,
                        "dropout": dropout, "neighbours": neighbours, "mix_levels": mix_levels,
                        "learned_skip": learned_skip, "checkpoint": checkpoint,
-                       **({"mix_group": int(mix_group)} if mix_group is not None else {})}
+                       **({"mix_group": int(mix_group)} if mix_group is not None else {}),
+                       **({"covariates": int(covariates)} if covariates else {})}
+        self.covariates = int(covariates)  # future-known covariates per location, last in cond['seq']
         self.checkpoint, self.mix_group = bool(checkpoint), None if mix_group is None else int(mix_group)
         self.k, self.static, self.pos_dims, self.neighbours = channels, static, pos_dims, neighbours
-        self._build(channels, 2 * channels + 1 + CALENDAR + static, width, mults, blocks_per_level, heads, dropout,
+        self._build(channels, 2 * channels + 1 + CALENDAR + static + self.covariates, width, mults, blocks_per_level, heads, dropout,
                     learned_skip, mix=lambda ch: SpatialMix(ch, heads, pos_dims + 1), mix_levels=mix_levels)
 
     def _is_mix(self, layer) -> bool:
@@ -152,17 +156,21 @@ class GridNet(TemporalUNet):
         seq, static = cond["seq"].to(x.dtype), cond["static"].to(x.dtype)
         b, c, length = x.shape
         n = static.shape[1]
-        if c != self.k * n or static.shape[2] != self.static or seq.shape[1] != 2 * c + 1 + CALENDAR:
+        kc = self.covariates
+        if c != self.k * n or static.shape[2] != self.static or seq.shape[1] != 2 * c + 1 + CALENDAR + kc * n:
             raise DataError(f"gridnet: x has {c} features, static {tuple(static.shape)} and seq {seq.shape[1]} "
                             f"channels; expected {self.k} channels x N locations, {self.static} static channels "
-                            f"and 2C + {1 + CALENDAR} sequence channels")
+                            f"and 2C + {1 + CALENDAR} + {kc} x N sequence channels")
 
         def per(a):  # (B, K*N, L) -> (B, N, K, L)
             return a.reshape(b, self.k, n, length).transpose(1, 2)
 
         shared = seq[:, c:c + 1 + CALENDAR, None].expand(b, -1, n, -1).transpose(1, 2)  # (B, N, 5, L)
         stat = static[..., None].expand(b, -1, -1, length)
-        inp = torch.cat([per(x + seq[:, :c]), per(seq[:, c + 1 + CALENDAR:]), shared, stat], 2)
+        parts = [per(x + seq[:, :c]), per(seq[:, c + 1 + CALENDAR:2 * c + 1 + CALENDAR]), shared, stat]
+        if kc:  # (B, Kc*N, L) -> (B, N, Kc, L): each location its own covariates
+            parts.append(seq[:, 2 * c + 1 + CALENDAR:].reshape(b, kc, n, length).transpose(1, 2))
+        inp = torch.cat(parts, 2)
         inp = F.pad(inp.reshape(b * n, -1, length), (0, (-length) % self.factor))
         if self.pos_dims == 0 and self.mix_group is not None:  # exchangeable series: groups, O(N x group)
             graph = (None, self.mix_group)

@@ -21,7 +21,7 @@ import xarray as xr
 from gendiff.errors import ConfigError, DataError
 from gendiff.io import atomic_path
 
-from .longtable import is_long, to_wide as long_to_wide
+from .longtable import attach_covariates, covariate_frames, is_long, to_wide as long_to_wide
 from .timeaxis import CalendarStep, month_rule, on_month_rule, regular_grid, table_calendar_step
 
 TIME, SERIES, VALUE = "time", "series", "value"
@@ -174,8 +174,9 @@ def from_pandas(table, *, time_column: str | None = None, freq=None, name: str |
         table = read_table(table)
     else:
         label = name or type(table).__name__
-    if is_long(table):  # statsforecast's unique_id, ds, y
-        table, time_column = long_to_wide(table, label), None
+    covariates = None
+    if is_long(table):  # statsforecast's unique_id, ds, y (other columns: covariates, longtable.py)
+        covariates, table, time_column = covariate_frames(table, label), long_to_wide(table, label), None
     if isinstance(table, pd.Series):
         table = table.to_frame(name=VALUE if table.name is None else table.name)
     if not isinstance(table, pd.DataFrame):
@@ -225,7 +226,7 @@ def from_pandas(table, *, time_column: str | None = None, freq=None, name: str |
     ds = xr.Dataset({VALUE: ((TIME, SERIES), data.to_numpy())},
                     coords={TIME: grid.as_unit("ns").values, SERIES: np.asarray(labels, dtype=object).astype(str)})
     ds.attrs["source"] = label
-    return ds
+    return attach_covariates(ds, covariates)
 
 
 def to_dataset(source, *, time_column: str | None = None, freq=None, name: str | None = None):

@@ -49,11 +49,14 @@ def network_config(setup: TrainSetup, prep: Prepared) -> tuple[dict, np.ndarray 
         static_values, locations = static_inputs(codec.template, codec.variables, fields, prep.label)
         net_cfg.update(channels=locations["channels"], static=int(static_values.shape[1]),
                        pos_dims=locations["pos_dims"])
+        if prep.covariates is not None:  # each location its own covariates
+            net_cfg["covariates"] = len(prep.covariates.names)
         patch = model.patch
         locations["patch"] = None if patch is None or int(patch) >= locations["locations"] else int(patch)
     else:
+        n_cov = 0 if prep.cov_values is None else int(prep.cov_values.shape[1])  # every location's covariates
         net_cfg.update(channels=codec.num_features, cond_channels=cond_channels(codec.num_features,
-                                                                                model.missing_flag),
+                                                                                model.missing_flag, n_cov),
                        known_in_cond=True)
     net_cfg["mults"] = list(net_cfg["mults"])
     return net_cfg, static_values, locations
@@ -77,6 +80,7 @@ def run_config(setup: TrainSetup, prep: Prepared, net_cfg: dict, locations: dict
         "net": net_cfg, "codec": prep.codec.to_config(), **({"locations": locations} if locations else {}),
         "sampler": model.sampler, "sample_steps": int(model.sample_steps), "train": tcfg.to_dict(),
         "windows": int(len(prep.starts)), "options": setup.to_dict(), "defaults": prep.why,
+        **({"covariates": prep.covariates.to_config()} if prep.covariates is not None else {}),
     }
 
 
@@ -102,7 +106,8 @@ def window_dataset(setup: TrainSetup, prep: Prepared, ar, static_values, locatio
     """(dataset, loss groups): the training windows of the task and arch; the loss weighs each variable equally."""
     model, calendar, groups = setup.model, calendar_features(prep.times, prep.day_of_year), prep.codec.sizes
     impute = setup.data.task == "impute"
-    common = dict(residual=bool(model.residual), base=ar, times=prep.times, valid=prep.codec.valid)
+    common = dict(residual=bool(model.residual), base=ar, times=prep.times, valid=prep.codec.valid,
+                  covariates=prep.cov_values)
     if model.arch == "gridnet":
         n_loc, n_patch = locations["locations"], locations["patch"]
         grid = {"static": static_values, "locations": n_loc, "pos_dims": locations["pos_dims"], "patch": n_patch,
@@ -228,9 +233,9 @@ def finish(setup: TrainSetup, prep: Prepared, out: Path, run_cfg: dict, trainer,
     """Save the run (EMA weights, config, card) and fit the spread calibration on the held-out inits."""
     (out / calibrate.FILE).unlink(missing_ok=True)
     n_hold, data, locations = len(prep.idx_hold), setup.data, run_cfg.get("locations")
-    n_inits = int(data.calibration_inits)
+    n_inits, members = int(data.calibration_inits), 16
     if locations and locations["locations"] > CALIBRATION_SERIES and len(locations["location_dims"]) == 1:
-        n_inits = min(n_inits, 12)  # many series: 12 inits x 64 series drawn from them (calibrate_fit)
+        n_inits, members = min(n_inits, 8), 8  # many series: 8 inits x 64 series drawn from them x 8 members
     inits = (calibrate.calibration_inits(prep.idx_hold, prep.horizon, int(prep.idx[-1]), n_inits)
              if n_hold else np.empty(0, int))
     card_fields = {"data": prep.label, "split": split_text(prep, inits), **({"defaults": prep.why} if prep.why else {}),
@@ -242,7 +247,8 @@ def finish(setup: TrainSetup, prep: Prepared, out: Path, run_cfg: dict, trainer,
                train_config={k: v for k, v in tcfg.to_dict().items() if k not in ("progress",)})
     runs.save_run(out, "weather", run_cfg, trainer.ema_model, new)
     if len(inits) >= 2:
-        summary["calibration"] = fit_calibration(out, prep.values, prep.times, inits, device=trainer.device)
+        summary["calibration"] = fit_calibration(out, prep.values, prep.times, inits, members,
+                                                   device=trainer.device, covariates=prep.cov_values)
     elif n_hold:
         warnings.warn(f"{prep.label}: the last {data.calibration:.0%} of the training period holds {len(inits)} "
                       "init time(s) with a full horizon; the ensemble spread is left uncalibrated")

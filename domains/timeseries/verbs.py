@@ -46,7 +46,7 @@ def train(data, out="runs/timeseries", time_column: str | None = None, **config)
 
 
 def forecast(run, data, *, time_column: str | None = None, quantiles=None, output: str | None = None,
-             out=None, h=None, level=None, samples: bool = False, **kwargs):
+             out=None, h=None, level=None, samples: bool = False, X_df=None, **kwargs):
     """Ensemble forecast (init_time, member, lead_time, <data dims>); see forecasting.forecast. `output`: 'xarray'
     or 'frame' (tidy, tabular.to_tidy); default 'frame' for a DataFrame / Series or with `quantiles`, else 'xarray'.
     An `out` ending in .csv / .parquet (or a tabular.TableOutput) is written as the tidy table.
@@ -54,11 +54,17 @@ def forecast(run, data, *, time_column: str | None = None, quantiles=None, outpu
     A long table (statsforecast's unique_id, ds, y; a DataFrame or a CSV / Parquet file) gets statsforecast's long
     forecast back (longformat.py): every series `h` steps ahead (default: the run's horizon) from its own last
     value, with the ensemble mean and `level` intervals (default 80 and 95), `quantiles` and `samples` on request;
-    with init_period / init_times, from those inits instead, a `cutoff` each."""
+    with init_period / init_times, from those inits instead, a `cutoff` each. `X_df` (a long table or its CSV /
+    Parquet file: unique_id, ds and the covariate columns over the steps to forecast): the future-known covariates
+    of a run trained with some (the training table's extra columns; covariates.py)."""
     table = read_table(data) if isinstance(data, (str, Path)) and is_table(data) else data  # a file read once
+    if isinstance(X_df, (str, Path)):
+        X_df = read_table(X_df)
     if isinstance(table, pd.DataFrame) and is_long(table):
         return _forecast_long(run, table, str(data) if isinstance(data, (str, Path)) else "DataFrame", out, h,
-                              level, quantiles, samples, kwargs)
+                              level, quantiles, samples, {**kwargs, "X_df": X_df})
+    if X_df is not None:
+        raise ConfigError("X_df= goes with a long table (unique_id, ds, y and covariate columns)")
     if table is not data:  # a wide table file: its frame, under the file's name
         time_column = getattr(data, "time_column", None) if time_column is None else time_column
         table = to_dataset(table, time_column=time_column, name=str(data))
@@ -87,7 +93,8 @@ def _forecast_long(run, table: pd.DataFrame, label: str, out, h, level, quantile
     if options.get("init_period") not in (None, (None, None)) or options.get("init_times") is not None:
         if h is not None:
             options["lead"] = int(h)
-        frame = to_long(_forecast(run, long_dataset(table, label), **options), level, quantiles, samples)
+        future = options.pop("X_df", None)
+        frame = to_long(_forecast(run, long_dataset(table, label, future), **options), level, quantiles, samples)
     else:
         if "lead" in options and h is None:
             h = options.pop("lead")

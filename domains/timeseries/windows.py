@@ -13,11 +13,13 @@ class WindowDataset(torch.utils.data.Dataset):
     """All windows of length context + horizon starting at `starts` over normalised values (T, C): a numpy array
     in memory, or a stream.EncodedValues whose windows are read from disk in __getitem__ (each DataLoader worker
     reading its own). `valid` (C,): the features that are ever valid (default: those with a finite value in
-    `values`, which reads everything; training passes the codec's)."""
+    `values`, which reads everything; training passes the codec's). `covariates` (T, F): future-known covariates,
+    encoded (covariates.py), read over each whole window into the conditioning channels."""
 
     def __init__(self, values, calendar: np.ndarray, starts: np.ndarray, context: int, horizon: int,
                  residual: bool = True, base: ARBase | None = None, times: np.ndarray | None = None,
-                 missing_flag: bool = False, valid: np.ndarray | None = None):
+                 missing_flag: bool = False, valid: np.ndarray | None = None,
+                 covariates: np.ndarray | None = None):
         self.values = torch.from_numpy(values) if isinstance(values, np.ndarray) else values
         # windows read from files: DataLoader workers start fresh ('spawn'; gendiff.training.Trainer) and reopen
         # them (stream.EncodedValues); HDF5's state in a forked copy of this process is not safe to use
@@ -33,6 +35,7 @@ class WindowDataset(torch.utils.data.Dataset):
             self.scale = base.window_scale(self.length, context, np.arange(n_slots))
         self.valid = torch.from_numpy(np.asarray(valid, dtype=bool) if valid is not None
                                       else np.isfinite(np.asarray(values)).any(0))
+        self.covariates = None if covariates is None else torch.from_numpy(np.asarray(covariates, np.float32))
 
     def __len__(self) -> int:
         return len(self.starts)
@@ -43,8 +46,9 @@ class WindowDataset(torch.utils.data.Dataset):
         window = (window if isinstance(window, torch.Tensor) else torch.from_numpy(window))[None]
         base = None if self.base is None else self.base.window_base(window, self.context)
         scale = None if self.scale is None else self.scale[self.slot[i]]
+        cov = None if self.covariates is None else self.covariates[None, s:s + self.length]
         x0, mask, cond = make_inputs(window, self.calendar[None, s:s + self.length], self.context, self.valid,
-                                     self.residual, base, scale, self.missing_flag)
+                                     self.residual, base, scale, self.missing_flag, cov)
         return {"x0": x0[0], "mask": mask[0], "cond": cond[0]}
 
 
@@ -105,9 +109,10 @@ class LocationPatches(WorkerRandom):
         d = ((self.pos - centre) ** 2).sum(1)
         return np.sort(np.argpartition(d, self.patch - 1)[:self.patch])
 
-    def features_of(self, sel: np.ndarray) -> np.ndarray:
-        """The feature indices (K x len(sel), variable-major) of the locations `sel`."""
-        return (np.arange(self.k)[:, None] * self.n + sel[None, :]).ravel()
+    def features_of(self, sel: np.ndarray, k: int | None = None) -> np.ndarray:
+        """The feature indices (K x len(sel), variable-major) of the locations `sel` (`k`: another K, such as the
+        covariates' count)."""
+        return (np.arange(self.k if k is None else k)[:, None] * self.n + sel[None, :]).ravel()
 
 
 class GridWindowDataset(LocationPatches, WindowDataset):
@@ -128,6 +133,9 @@ class GridWindowDataset(LocationPatches, WindowDataset):
         sel = self.locations_of()
         feat = torch.from_numpy(self.features_of(sel))
         c, cond = self.values.shape[1], item["cond"]
-        seq = torch.cat([cond[:c][feat], cond[c:c + 5], cond[c + 5:][feat]])
+        seq = [cond[:c][feat], cond[c:c + 5], cond[c + 5:2 * c + 5][feat]]
+        if self.covariates is not None:  # their K per location, of the patch's locations
+            seq.append(cond[2 * c + 5:][torch.from_numpy(self.features_of(sel, self.covariates.shape[1] // self.n))])
+        seq = torch.cat(seq)
         return {"x0": item["x0"][feat], "mask": item["mask"][feat],
                 "cond": {"seq": seq, "static": self.static[torch.from_numpy(sel)]}}

@@ -93,13 +93,13 @@ def test_cross_validation_has_the_truth_beside(tmp_path):
 
 def test_exogenous_columns_and_duplicates_are_one_line_errors(tmp_path, capsys):
     df = long_daily()
-    with pytest.raises(ConfigError, match="exogenous"):
-        timeseries.train(df.assign(temp=1.0), tmp_path / "a", **TINY)
+    with pytest.raises(DataError, match="column 'temp' 'warm' is not a number"):  # numeric ones are covariates
+        timeseries.train(df.assign(temp="warm"), tmp_path / "a", **TINY)
     dup = pd.concat([df, df.iloc[[5]]], ignore_index=True)
     with pytest.raises(DataError, match="series 's0' has two rows"):
         timeseries.train(dup, tmp_path / "b", **TINY)
     csv = tmp_path / "x.csv"
-    df.assign(temp=1.0).to_csv(csv, index=False)
+    df.assign(temp="warm").to_csv(csv, index=False)
     assert main(["train", "timeseries", "--data", str(csv), "--out", str(tmp_path / "c"), "--steps", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "temp" in err[0] and err[0].startswith("gendiff: error:")

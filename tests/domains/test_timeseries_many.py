@@ -88,7 +88,7 @@ def test_a_table_of_many_series_trains_one_shared_network_and_forecasts_every_se
     assert config["locations"]["pos_kind"] == "none" and config["net"]["mix_group"] == AUTO_PATCH
     assert config["defaults"]["arch"].startswith("gridnet: 70 features")
     calibration = json.loads((out / "calibration.json").read_text())
-    assert len(calibration["inits"]) == 12  # many series: 12 inits x 64 of the series
+    assert len(calibration["inits"]) == 8 and calibration["members"] == 8  # many series: 8 inits x 64 series
     fc = timeseries.forecast(out, df, h=6, members=4, steps=2, progress=False)
     assert fc["unique_id"].nunique() == 70 and len(fc) == 70 * 6
     assert np.isfinite(fc["gendiff"]).all()
