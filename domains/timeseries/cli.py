@@ -49,7 +49,8 @@ def add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="run folder to write")
     p.add_argument("--steps", type=int, default=None,
                    help="optimizer steps (default 500: with the other defaults the README's ERA5 commands train, "
-                        "forecast and score within 20 minutes on 2 CPU cores; benchmarks/RESULTS.md)")
+                        "forecast and score within 20 minutes on 2 CPU cores; benchmarks/RESULTS.md; a table of at "
+                        "most 64 series without --steps or --minutes trains for 30 s)")
     p.add_argument("--minutes", type=float, default=None,
                    help="stop training before a step would overrun this many minutes (core TrainConfig.time_budget)")
     p.add_argument("--batch-size", type=int, default=32)

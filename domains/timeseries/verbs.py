@@ -10,6 +10,7 @@ import pandas as pd
 
 from gendiff.errors import ConfigError
 
+from .config import AUTO_SERIES
 from .data import write_dataset
 from .forecasting import forecast as _forecast
 from .gapfill import impute as _impute, to_tidy as _impute_tidy, to_wide
@@ -24,6 +25,9 @@ from .tabular import (TableOutput, file_format, from_tidy, is_table, parse_quant
 from .training import train as _train
 
 
+TABLE_SECONDS = 30.0  # the default training time of a table of few series (train)
+
+
 def resolve_data(data, time_column: str | None = None):
     """DataFrames, Series and CSV / Parquet files -> the (time, series) Dataset of tabular.from_pandas; anything
     else (a Dataset, DataArray, netCDF / zarr path) passes through to data.open_data."""
@@ -34,15 +38,23 @@ def resolve_data(data, time_column: str | None = None):
 
 def train(data, out="runs/timeseries", time_column: str | None = None, **config) -> dict:
     """Train a forecast (or imputation) model; see training.train for options. A table (DataFrame, Series,
-    CSV or Parquet) is normalised per series unless `normalise="variable"` is passed."""
+    CSV or Parquet) is normalised per series unless `normalise="variable"` is passed, takes arch 'auto' (a network
+    shared by the series above 64 of them), and, with at most 64 series and neither `max_steps` nor `time_budget`
+    given, trains for TABLE_SECONDS (or the 500 default steps, whichever comes first): with the defaults one series
+    trains, calibrates and forecasts in about a minute, as fast as a user tries a statistical model; pass
+    `time_budget` (--minutes) or `max_steps` (--steps) to train longer."""
 
     if is_table(data) and isinstance(data, (str, Path)):
         config["card"] = {"data": str(data), **(config.get("card") or {})}
-    if is_table(data):  # each series on its own scale: a table may mix megawatts and fractions
-        config.setdefault("normalise", "location")
-        if config.get("config") is None:
-            config.setdefault("arch", "auto")  # many series: one network shared by them (config.ModelConfig)
-    return _train(resolve_data(data, time_column=time_column), out, **config)
+    if not is_table(data) or config.get("config") is not None:
+        return _train(resolve_data(data, time_column=time_column), out, **config)
+    config.setdefault("normalise", "location")  # each series on its own scale: a table may mix MW and fractions
+    config.setdefault("arch", "auto")  # many series: one network shared by them (config.ModelConfig)
+    ds = resolve_data(data, time_column=time_column)
+    few = int(ds.sizes.get("series", 1)) <= AUTO_SERIES
+    if few and config.get("max_steps") is None and config.get("time_budget") is None:
+        config["time_budget"] = TABLE_SECONDS
+    return _train(ds, out, **config)
 
 
 def forecast(run, data, *, time_column: str | None = None, quantiles=None, output: str | None = None,

@@ -92,3 +92,16 @@ def test_a_table_of_many_series_trains_one_shared_network_and_forecasts_every_se
     fc = timeseries.forecast(out, df, h=6, members=4, steps=2, progress=False)
     assert fc["unique_id"].nunique() == 70 and len(fc) == 70 * 6
     assert np.isfinite(fc["gendiff"]).all()
+
+
+def test_a_table_of_few_series_trains_for_the_default_time_unless_told(tmp_path, monkeypatch):
+    from gendiff.domains.timeseries import verbs
+    seen = []
+    monkeypatch.setattr(verbs, "_train", lambda ds, out, **config: seen.append(config) or {})
+    df = many_series(n=3)
+    timeseries.train(df, tmp_path / "a")
+    assert seen[-1]["time_budget"] == verbs.TABLE_SECONDS and "max_steps" not in seen[-1]
+    timeseries.train(df, tmp_path / "b", max_steps=7)
+    assert seen[-1].get("time_budget") is None and seen[-1]["max_steps"] == 7
+    timeseries.train(many_series(n=AUTO_SERIES + 1), tmp_path / "c")  # many series: the default steps
+    assert seen[-1].get("time_budget") is None
