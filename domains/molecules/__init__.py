@@ -16,9 +16,10 @@ and sampling take bf16=True (bfloat16 autocast) and compile=True (torch.compile 
 
 The package is this thin surface; each idea has its module: options (TrainOptions, the validated training options),
 training (the recipe end to end), runconfig (what config.json holds), loading (run folders read back), sampling,
-evaluation (metrics, measure, writing), demo; below them model (feature scaling, noise space, loss, sampler glue),
-the networks (egnn, e3nn_net), selfcond and coupling (training switches), data (QM9), io (files), records
-(vocabulary and Data codec), bonds and metrics.
+evaluation (metrics, measure, writing), demo, conditioning (property-conditioned runs: config, training
+context, sampling's `condition`); below them properties (QM9's properties in EDM's units, EDM's halves), model
+(feature scaling, noise space, loss, sampler glue), the networks (egnn, e3nn_net), selfcond and coupling (training
+switches), data (QM9), io (files), records (vocabulary and Data codec), bonds and metrics.
 """
 from __future__ import annotations
 

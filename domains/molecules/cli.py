@@ -68,6 +68,12 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hidden", type=int, default=None, help="EGNN hidden features / e3nn scalar multiplicity")
     p.add_argument("--layers", type=int, default=None, help="number of network layers")
     p.add_argument("--limit", type=int, default=None, help="train on the first LIMIT molecules only")
+    p.add_argument("--condition-on", "--conditioning", dest="conditioning", default=None,
+                   help="QM9 properties to condition on, comma-separated (alpha, gap, homo, lumo, mu, Cv; EDM's "
+                        "protocol: each molecule's normalised value is the network's context)")
+    p.add_argument("--half", default=None, choices=["first", "second"],
+                   help="train on EDM's first or second half of QM9's train split (EDM: the conditional generator "
+                        "on the second, the property classifier on the first)")
     p.add_argument("--max-minutes", "--minutes", dest="max_minutes", type=float, default=None,
                    help="training time budget (the core trainer's: stops before a step would overrun it)")
     p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
@@ -90,7 +96,8 @@ def run_train(args) -> int:
     config = {k: v for k, v in dict(max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr,
                                     warmup_steps=args.warmup_steps, lr_decay=args.lr_decay, lr_final=args.lr_final,
                                     hidden=args.hidden, layers=args.layers, limit=args.limit,
-                                    max_minutes=args.max_minutes, ema_decay=args.ema_decay).items()
+                                    max_minutes=args.max_minutes, ema_decay=args.ema_decay,
+                                    conditioning=args.conditioning, half=args.half).items()
               if v is not None}
     if args.bf16:
         config["bf16"] = True
@@ -109,6 +116,9 @@ def add_sample_arguments(p: argparse.ArgumentParser) -> None:
     _sampler_arguments(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=256, help="molecules denoised together")
+    p.add_argument("--condition", action="append", default=None, metavar="PROPERTY=VALUE",
+                   help="a property-conditioned run's target, e.g. alpha=80 (repeat or comma-separate for several), "
+                        "or 'dataset': (property, atom count) pairs drawn from the molecules it was conditioned on")
     _precision_arguments(p, "sample")
     add_device_argument(p)
     p.add_argument("--out", required=True, help="output .sdf or .xyz (a PNG grid is written next to it)")
@@ -118,10 +128,11 @@ def run_sample(args) -> int:
     from pathlib import Path
 
     from . import sample, write_molecules
+    from .conditioning import parse_condition
 
     mols = sample(run=args.run, n=args.n, sampler=args.sampler, steps=args.steps, spacing=args.spacing,
                   seed=args.seed, batch_size=args.batch_size, device=args.device, bf16=args.bf16,
-                  compile=args.compile)
+                  compile=args.compile, condition=parse_condition(args.condition))
     png = write_molecules(args.out, mols)
     print(f"wrote {len(mols)} molecules to {args.out} and {png or Path(args.out).with_suffix('.png')}")
     return 0

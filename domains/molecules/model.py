@@ -197,12 +197,13 @@ def composition_context(counts: torch.Tensor) -> torch.Tensor:
 
 
 def make_step_fn(schedule, space=None, weighting=None, norm_values=NORM_VALUES, composition: str = "size",
-                 pairing: str | None = None, time_sampling: str = "uniform"):
+                 pairing: str | None = None, time_sampling: str = "uniform", conditioned: bool = False):
     """Trainer step: encode the batch (scaled by `norm_values`), per-graph times, the Denoiser's loss (times
     `weighting`, a gendiff.losses Weighting) reduced per molecule by the space, mean over graphs.
     composition='formula' feeds each graph's formula (composition_context) to the network as its context;
     `time_sampling` and `pairing` ('ot') are coupling.py's; a self-conditioned network (selfcond.py) gets its own
-    detached estimate on half the steps."""
+    detached estimate on half the steps; `conditioned`: each molecule's normalised properties (batch.context,
+    conditioning.py) follow as more context channels."""
 
     if composition not in COMPOSITIONS:
         raise ConfigError(f"composition {composition!r}: expected one of {', '.join(COMPOSITIONS)}")
@@ -215,6 +216,9 @@ def make_step_fn(schedule, space=None, weighting=None, norm_values=NORM_VALUES, 
         cond = None
         if composition == "formula":
             cond = composition_context(formula_counts(batch.x.to(device), vec, num_graphs))
+        if conditioned:
+            props = batch.context.to(device).float().reshape(num_graphs, -1)
+            cond = props if cond is None else torch.cat([cond, props], dim=1)
         t = coupling.sample_times(schedule, num_graphs, time_sampling, generator=generator, device=device)
         noise = None
         if pairing == "ot" or selfcond.wrapped(model) is not None:  # drawn as diffusion_loss would draw it

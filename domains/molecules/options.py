@@ -11,6 +11,7 @@ from gendiff.errors import ConfigError
 
 from .defaults import DEFAULT_PREDICTION, EMA_DEFAULT, TRAIN_KEYS
 from .model import E3NN_DEFAULTS, EGNN_DEFAULTS, MODELS, NORM_VALUES, NUM_TYPES, UNSCALED, parse_weighting
+from .properties import HALVES, check_properties
 from .runconfig import auto_weighting, features_config, recipe_config, recipe_switches
 
 
@@ -33,6 +34,8 @@ class TrainOptions:
     time_sampling: str = "uniform"
     seed: int = 0
     limit: int | None = None
+    conditioning: list | None = None
+    half: str | None = None
     net: dict = field(default_factory=dict)
     trainer: dict = field(default_factory=dict)
 
@@ -46,6 +49,10 @@ class TrainOptions:
         minutes = self.trainer.get("max_minutes")
         if minutes is not None and float(minutes) <= 0:
             raise ConfigError(f"max_minutes={minutes} must be > 0")
+        if self.conditioning is not None:  # a list, or 'alpha,gap': stored as the list of names
+            object.__setattr__(self, "conditioning", check_properties(self.conditioning))
+        if self.half is not None and self.half not in HALVES:
+            raise ConfigError(f"half {self.half!r}: expected one of {', '.join(HALVES)} (EDM's halves of QM9 train)")
         unknown = set(self.trainer) - set(TRAIN_KEYS)
         if unknown:
             raise ConfigError(f"unknown molecules training option(s): {', '.join(sorted(unknown))}")
@@ -92,10 +99,11 @@ class TrainOptions:
         return NORM_VALUES if self.feature_scaling else UNSCALED
 
     def net_config(self) -> dict:
-        """The network's options as built: formula context and self-conditioning added when switched on."""
+        """The network's options as built: formula and property context and self-conditioning when switched on."""
         net = dict(self.net)
-        if self.composition == "formula":
-            net["context_nf"] = NUM_TYPES
+        context = (NUM_TYPES if self.composition == "formula" else 0) + len(self.conditioning or ())
+        if context:  # the formula's channels, then one per conditioning property (conditioning.py)
+            net["context_nf"] = context
         if self.self_cond:
             net["self_cond"] = True
         return net

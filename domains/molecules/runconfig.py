@@ -86,10 +86,12 @@ def recipe(config: dict) -> dict:
             "weighting": parse_weighting(rec.get("weighting"))}
 
 
-def split_text(data, limit, n: int) -> str:
-    """The card's description of the training split."""
+def split_text(data, limit, n: int, half: str | None = None) -> str:
+    """The card's description of the training split (`half`: EDM's first or second half of QM9's train split)."""
     if isinstance(data, str) and data.lower() == "qm9":
         head = f"the first {n} molecules of " if limit else ""
+        if half:
+            head += f"EDM's {half} half (numpy seed 42) of "
         return (f"{head}QM9's train split (EDM/Cormorant split, 100,000 of 130,831 molecules; valid and test "
                 f"held out), {n} molecules")
     return f"{n} molecules from {data}"

@@ -15,32 +15,43 @@ from gendiff.io import write_json_atomic
 from gendiff.schedules import get_schedule, schedule_config
 from gendiff.training import TrainConfig, Trainer
 
-from .data import QM9Dataset, formula_counts, load_molecules, load_qm9
+from .conditioning import conditioned_training_data
+from .data import QM9Dataset, formula_counts, load_molecules
 from .defaults import CHECKPOINT, DOMAIN, RUN_CONFIG, TRAINER_DEFAULTS
 from .loading import read_run
 from .model import AtomCountDistribution, FormulaDistribution, build_denoiser, build_weighting, make_step_fn
 from .options import TrainOptions
+from .properties import qm9_half
 from .runconfig import SAME_FOR_INIT, full_net_config, recipe_switches, run_config, split_text
 
 
-def load_training_data(data, limit):
-    """'qm9' (train split), a path to .xyz/.sdf, or a sequence of Data -> (dataset, collate_fn, atom-count
-    distribution, formula distribution), the two histograms over the molecules trained on."""
+def load_training_data(data, limit, half: str | None = None, conditioning=None):
+    """'qm9' (train split, or EDM's `half` of it), a path to .xyz/.sdf, or a sequence of Data -> (dataset,
+    collate_fn, atom-count distribution, formula distribution, config.json's 'conditioning' or None), the two
+    histograms over the molecules trained on; with `conditioning` (QM9 only) each molecule carries its normalised
+    properties (conditioning.py)."""
     if isinstance(data, str) and data.lower() == "qm9":
-        ds = load_qm9(split="train")
+        ds = qm9_half(half)
         n = min(int(limit), len(ds)) if limit else len(ds)
         formulas = FormulaDistribution.from_counts(formula_counts(ds)[:n])
         sizes = AtomCountDistribution.from_sizes(ds.num_atoms[:n])
+        if conditioning:
+            cond_ds, cond_cfg = conditioned_training_data(ds, conditioning, half, limit)
+            return cond_ds, QM9Dataset.collate_fn, sizes, formulas, cond_cfg
         if limit:
-            return torch.utils.data.Subset(ds, range(n)), QM9Dataset.collate_fn, sizes, formulas
-        return ds, QM9Dataset.collate_fn, sizes, formulas
+            return torch.utils.data.Subset(ds, range(n)), QM9Dataset.collate_fn, sizes, formulas, None
+        return ds, QM9Dataset.collate_fn, sizes, formulas, None
+    if conditioning or half:
+        what = "conditioning" if conditioning else "half"
+        where = repr(str(data)) if isinstance(data, (str, os.PathLike)) else "a list of molecules"
+        raise ConfigError(f"{what} needs data='qm9' (QM9's properties and EDM's halves), not {where}")
     mols = load_molecules(data) if isinstance(data, (str, os.PathLike)) else list(data)
     if limit:
         mols = mols[: int(limit)]
     if not mols:
         raise DataError(f"training data {data!r} holds no molecules")
     return (mols, QM9Dataset.collate_fn, AtomCountDistribution.from_molecules(mols),
-            FormulaDistribution.from_molecules(mols))
+            FormulaDistribution.from_molecules(mols), None)
 
 
 def train(data="qm9", model: str | None = None, out="runs/molecules", *, config=None, progress: bool = True,
@@ -61,7 +72,10 @@ def train(data="qm9", model: str | None = None, out="runs/molecules", *, config=
     detached x0 estimate, sampling feeds the previous step's; selfcond.py), `pairing` ('ot': noise assigned to the
     molecules of a batch by optimal transport per atom count; coupling.py), `time_sampling` ('low_noise': t drawn
     with density 2 (1 - t)) and `ema_decay` (a TrainConfig field); `seed`, `limit` (train on the first LIMIT
-    molecules), the network's options (`hidden`, `layers` or its own names) and the Trainer's (TrainConfig).
+    molecules), `conditioning` (QM9 properties, e.g. ['alpha'] or 'alpha,gap': each molecule's (value - mean) / MAD
+    is the network's context; config.json's 'conditioning' keeps mean and MAD; conditioning.py), `half` ('first' or
+    'second': EDM's halves of QM9's train split, properties.edm_halves; EDM trains the conditional generator on the
+    second), the network's options (`hidden`, `layers` or its own names) and the Trainer's (TrainConfig).
 
     `init` (a run folder or `pretrained:NAME` of the same network and recipe) starts from that run's EMA weights
     with a fresh optimizer: how training continues across sittings from weights committed as safetensors (the
@@ -78,13 +92,16 @@ def train(data="qm9", model: str | None = None, out="runs/molecules", *, config=
     out = Path(out)
     sched = get_schedule(opts.schedule)
     previous = _check_resume(out, opts, sched, resume)
-    dataset, collate_fn, sizes, formulas = load_training_data(data, opts.limit)
+    dataset, collate_fn, sizes, formulas, cond_cfg = load_training_data(data, opts.limit, opts.half,
+                                                                        opts.conditioning)
     torch.manual_seed(opts.seed)
     denoiser = build_denoiser(opts.model, sched, opts.prediction, opts.net_config(), compile=compile,
                               options=opts.denoiser_options())
     data_text = str(data) if isinstance(data, (str, os.PathLike)) else f"<{len(dataset)} molecules>"
     cfg = run_config(opts.model, opts.net_config(), sched, denoiser, sizes, data_text,
                      feature_scaling=opts.feature_scaling, recipe=opts.recipe(formulas))
+    if cond_cfg is not None:  # only conditional runs have the key: unconditional configs stay as they were
+        cfg["conditioning"] = cond_cfg
     init_steps = 0
     if init is not None:
         if (out / CHECKPOINT).exists():
@@ -93,12 +110,13 @@ def train(data="qm9", model: str | None = None, out="runs/molecules", *, config=
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / RUN_CONFIG, {"format": runs.FORMAT, "domain": DOMAIN, **cfg})
     step_fn = make_step_fn(sched, weighting=build_weighting(opts.weighting_config), norm_values=opts.norm_values,
-                           composition=opts.composition, pairing=opts.pairing, time_sampling=opts.time_sampling)
+                           composition=opts.composition, pairing=opts.pairing, time_sampling=opts.time_sampling,
+                           conditioned=cond_cfg is not None)
     trainer_cfg = {**opts.trainer, "device": str(device)}  # resolved again by the Trainer, per process (torchrun)
     summary, trainer = _fit(denoiser, step_fn, dataset, collate_fn, trainer_cfg, opts.seed, out, progress, resume)
     if trainer.ctx.is_main:
         card = runs.new_card(name or out.name, DOMAIN, data=data_text,
-                             split=split_text(data, opts.limit, len(dataset)), summary=summary, seed=opts.seed,
+                             split=split_text(data, opts.limit, len(dataset), opts.half), summary=summary, seed=opts.seed,
                              device=trainer.device, command=command, previous=previous, model=opts.model,
                              parameters=sum(p.numel() for p in denoiser.parameters()),
                              train_config=trainer.config.to_dict())
@@ -127,6 +145,10 @@ def _check_resume(out: Path, opts: TrainOptions, sched, resume: bool) -> dict | 
     if (old.get("model"), old.get("net")) != (opts.model, full_net_config(opts.model, net_cfg)):
         raise ConfigError(f"{out / RUN_CONFIG}: cannot resume model {old.get('model')!r} {old.get('net')} "
                           f"as {opts.model!r} {net_cfg}")
+    was_cond = (old.get("conditioning") or {}).get("properties")
+    if was_cond != opts.conditioning:
+        raise ConfigError(f"{out / RUN_CONFIG}: cannot resume a run conditioned on {was_cond} as conditioned on "
+                          f"{opts.conditioning}")
     old_den = old.get("denoiser") or {}
     was = (old.get("schedule"), old_den.get("prediction"), old_den.get("precondition"),
            (old.get("features") or {}).get("norm_values"), recipe_switches(old.get("recipe")))
@@ -150,6 +172,10 @@ def _warm_start(init, denoiser, cfg: dict) -> tuple[dict, int]:
         if old.get(key) != cfg.get(key):
             raise ConfigError(f"{info.path / RUN_CONFIG}: init run has {key} {old.get(key)!r}, this training "
                               f"{cfg.get(key)!r}; train with the init run's settings")
+    was_cond, now_cond = ((c.get("conditioning") or {}).get("properties") for c in (old, cfg))
+    if was_cond != now_cond:
+        raise ConfigError(f"{info.path / RUN_CONFIG}: init run is conditioned on {was_cond}, this training on "
+                          f"{now_cond}")
     was, now = recipe_switches(old.get("recipe")), recipe_switches(cfg.get("recipe"))
     if was != now:
         raise ConfigError(f"{info.path / RUN_CONFIG}: init run has recipe {was}, this training {now}; train with "
