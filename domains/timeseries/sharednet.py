@@ -36,6 +36,10 @@ from .insolation import LAT_NAMES, LON_NAMES
 from .unet1d import TemporalUNet, _norm
 
 
+CHUNK_SEQUENCES = 1024  # series in groups: at most this many (window, series) sequences through the U-Net at once
+# (on a CPU 10,000 at once cost 0.83 ms each, 1,024 at once 0.32 ms: the activations stay in cache)
+
+
 def neighbour_graph(pos: torch.Tensor, k: int, chunk: int = 2048):
     """pos (G, N, P) -> (idx (G, N, k) of each location's k nearest locations, itself first; rel (G, N, k, P + 1):
     the offsets pos_j - pos_i and their length, in units of the median nearest-neighbour distance). Without
@@ -176,10 +180,18 @@ class GridNet(TemporalUNet):
             graph = (None, self.mix_group)
         else:
             graph = neighbour_graph(static[..., :self.pos_dims].float(), self.neighbours)
-        temb_n = self.temb(t).repeat_interleave(n, 0)
-        out = self._unet(inp, temb_n, x.reshape(b, self.k, n, length).transpose(1, 2).reshape(b * n, self.k, length),
-                         length, ctx=(graph, b))
-        return out.reshape(b, n, self.k, length).transpose(1, 2).reshape(b, c, length)
+        temb, xs = self.temb(t), x.reshape(b, self.k, n, length).transpose(1, 2)  # xs (B, N, K, L)
+        step = n
+        if graph[0] is None and b * n > CHUNK_SEQUENCES:  # groups are independent: whole groups per call
+            step = max(self.mix_group, CHUNK_SEQUENCES // b // self.mix_group * self.mix_group)
+        inp = inp.reshape(b, n, *inp.shape[1:])
+        outs = []
+        for s in range(0, n, step):
+            m = min(n, s + step) - s
+            out = self._unet(inp[:, s:s + m].reshape(b * m, *inp.shape[2:]), temb.repeat_interleave(m, 0),
+                             xs[:, s:s + m].reshape(b * m, self.k, length), length, ctx=(graph, b))
+            outs.append(out.reshape(b, m, self.k, length))
+        return torch.cat(outs, 1).transpose(1, 2).reshape(b, c, length)
 
 
 def location_layout(template, variables) -> tuple[tuple, int, int]:

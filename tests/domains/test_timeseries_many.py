@@ -105,3 +105,14 @@ def test_a_table_of_few_series_trains_for_the_default_time_unless_told(tmp_path,
     assert seen[-1].get("time_budget") is None and seen[-1]["max_steps"] == 7
     timeseries.train(many_series(n=AUTO_SERIES + 1), tmp_path / "c")  # many series: the default steps
     assert seen[-1].get("time_budget") is None
+
+
+def test_series_in_groups_go_through_the_network_in_chunks_with_the_same_result(monkeypatch):
+    from gendiff.domains.timeseries import sharednet
+    net = _net(4)
+    x, t, cond = _inputs(22, batch=3)
+    with torch.no_grad():
+        whole = net(x, t, cond=cond)
+        monkeypatch.setattr(sharednet, "CHUNK_SEQUENCES", 24)  # 3 windows x 8 series (two groups) per call
+        chunked = net(x, t, cond=cond)
+    assert torch.allclose(whole, chunked, atol=1e-5)
