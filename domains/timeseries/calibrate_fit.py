@@ -12,6 +12,7 @@ from .calibrate import FILE, LIMITS, fit_variance
 from .forecasting import base_trajectory, rollout
 from .regions import restrict
 from .run import Run, load_run
+from .sharednet import location_features
 
 CALIBRATION_SERIES = 64  # a run shared by more series fits the calibration on this many of them, drawn at random
 
@@ -20,17 +21,22 @@ def calibration_series(run: Run, values: np.ndarray, seed: int, covariates: np.n
     """(run, values) cut to CALIBRATION_SERIES series drawn at random (seeded) for a gridnet run on more: the
     calibration is one per variable and lead, and forecasting every series of a 10,000-series table 48 times would
     cost more than training; others as they are. Returns (run, values, covariates: theirs of the same series)."""
-    layout = run.config.get("locations", {}) if run.arch == "gridnet" else {}
-    n = int(layout.get("locations", 0))
-    if n <= CALIBRATION_SERIES or len(layout.get("location_dims", ())) != 1:  # grids keep every cell
+    layout = run.config.get("locations") if run.arch == "gridnet" else None
+    if not samples_series(layout):
         return run, values, covariates
+    n = int(layout["locations"])
     cells = np.sort(np.random.default_rng(seed).choice(n, CALIBRATION_SERIES, replace=False))
-    sub = restrict(run, cells)
-    feat = np.concatenate([start + (np.arange(size // n)[:, None] * n + cells[None, :]).ravel()
-                           for start, size in zip(np.cumsum([0, *run.codec.sizes[:-1]]), run.codec.sizes)])
+    feat = location_features(sum(run.codec.sizes) // n, n, cells)
     if covariates is not None:  # K per series, variable-major
-        covariates = covariates[:, (np.arange(covariates.shape[1] // n)[:, None] * n + cells[None, :]).ravel()]
-    return sub, values[:, feat], covariates
+        covariates = covariates[:, location_features(covariates.shape[1] // n, n, cells)]
+    return restrict(run, cells), values[:, feat], covariates
+
+
+def samples_series(locations: dict | None) -> bool:
+    """Whether a run's calibration is fitted on CALIBRATION_SERIES of its series: a gridnet run (its `locations`
+    layout) over more series on one location dim (a table's); a grid keeps every cell."""
+    return bool(locations) and int(locations["locations"]) > CALIBRATION_SERIES \
+        and len(locations["location_dims"]) == 1
 
 
 def fit_calibration(run_dir, values: np.ndarray, times: np.ndarray, init_idx: np.ndarray, members: int = 16,

@@ -272,7 +272,7 @@ def forecast(run, data, *, config: ForecastConfig | None = None, out=None, **opt
     run = subregion(run, ds, label)  # a gridnet run on a part of its grid
     step = check_time_step(ds, run, label)
     n_lead = parse_duration(_or_horizon(cfg.lead, step, run), step, "lead")
-    idx = _init_indices(ds, cfg, run, label)
+    idx = _init_indices(ds, cfg, run, step, label)
     times = ds["time"].values
     in_sample = check_held_out(times[idx], run.config["train_period"], label, "the run's training period",
                                cfg.allow_in_sample)
@@ -325,11 +325,11 @@ def _or_horizon(duration, step, run: Run):
     return run.horizon if isinstance(duration, HoursDefault) and isinstance(step, CalendarStep) else duration
 
 
-def _init_indices(ds: xr.Dataset, cfg: ForecastConfig, run: Run, label: str) -> np.ndarray:
+def _init_indices(ds: xr.Dataset, cfg: ForecastConfig, run: Run, step, label: str) -> np.ndarray:
     """Indices of the init times: cfg.init_times (each in the data, with a full context before it), else every
     cfg.init_every in cfg.init_period."""
     if cfg.init_times is None:
-        every = run.horizon if cfg.init_every is None else _or_horizon(cfg.init_every, time_step(ds), run)
+        every = run.horizon if cfg.init_every is None else _or_horizon(cfg.init_every, step, run)
         return init_indices(ds, cfg.init_period, every, run.context, label)
     t = pd.DatetimeIndex(ds["time"].values)
     want = pd.DatetimeIndex(np.atleast_1d(np.asarray(cfg.init_times, dtype="datetime64[ns]")))

@@ -11,7 +11,7 @@ from gendiff.errors import DataError
 from .base import ARBase
 from .data import Codec, _close, open_static, time_step
 from .run import Run
-from .sharednet import static_inputs
+from .sharednet import location_features, static_inputs
 from .stream import EncodedValues, fit_statistics
 from .timeaxis import check_run_step
 from .windows import window_starts
@@ -60,13 +60,9 @@ def restrict(run: Run, cells: np.ndarray, template=None) -> Run:
             raise DataError(f"restrict: a run with location dims {loc} needs the cut template")
         template = tmpl.isel({loc[0]: np.asarray(cells)})
     n_cells = int(np.prod([tmpl.sizes[d] for d in loc]))
-    feats, local, start = [], {}, 0  # per variable its kept features, within the variable and overall
-    for v, size in zip(run.codec.variables, run.codec.sizes):
-        k = size // n_cells
-        local[v] = (np.arange(k)[:, None] * n_cells + np.asarray(cells)[None, :]).ravel()
-        feats.append(start + local[v])
-        start += size
-    feat = np.concatenate(feats)
+    local = {v: location_features(size // n_cells, n_cells, cells)  # per variable its kept features
+             for v, size in zip(run.codec.variables, run.codec.sizes)}
+    feat = location_features(sum(run.codec.sizes) // n_cells, n_cells, cells)  # and overall
     codec = run.codec.select(template, local)
     clim = run.climatology.select(feat)
     ar = None

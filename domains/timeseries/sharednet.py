@@ -194,6 +194,12 @@ class GridNet(TemporalUNet):
         return torch.cat(outs, 1).transpose(1, 2).reshape(b, c, length)
 
 
+def location_features(channels: int, n: int, cells) -> np.ndarray:
+    """The feature indices of the locations `cells` (of n) for `channels` channels per location, variable-major as
+    data.Codec stacks them (feature k * n + j is channel k of location j): (channels x len(cells),)."""
+    return (np.arange(int(channels))[:, None] * int(n) + np.asarray(cells)[None, :]).ravel()
+
+
 def location_layout(template, variables) -> tuple[tuple, int, int]:
     """(location dims, N locations, K channels per location) of a codec template: the location dims are the
     trailing dims of the first variable that every variable ends with; leading dims (levels) become channels."""

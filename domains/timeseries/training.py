@@ -24,7 +24,7 @@ from gendiff.training import Trainer
 
 from . import calibrate
 from .base import ARBase
-from .calibrate_fit import CALIBRATION_SERIES, fit_calibration
+from .calibrate_fit import fit_calibration, samples_series
 from .config import TrainSetup, split_options
 from .data import open_static
 from .imputation import GridImputeWindowDataset, ImputeWindowDataset
@@ -234,7 +234,7 @@ def finish(setup: TrainSetup, prep: Prepared, out: Path, run_cfg: dict, trainer,
     (out / calibrate.FILE).unlink(missing_ok=True)
     n_hold, data, locations = len(prep.idx_hold), setup.data, run_cfg.get("locations")
     n_inits, members = int(data.calibration_inits), 16
-    if locations and locations["locations"] > CALIBRATION_SERIES and len(locations["location_dims"]) == 1:
+    if samples_series(locations):
         n_inits, members = min(n_inits, 8), 8  # many series: 8 inits x 64 series drawn from them x 8 members
     inits = (calibrate.calibration_inits(prep.idx_hold, prep.horizon, int(prep.idx[-1]), n_inits)
              if n_hold else np.empty(0, int))

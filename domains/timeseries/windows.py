@@ -7,6 +7,7 @@ import torch
 
 from .base import ARBase
 from .inputs import make_inputs
+from .sharednet import location_features
 
 
 class WindowDataset(torch.utils.data.Dataset):
@@ -112,7 +113,7 @@ class LocationPatches(WorkerRandom):
     def features_of(self, sel: np.ndarray, k: int | None = None) -> np.ndarray:
         """The feature indices (K x len(sel), variable-major) of the locations `sel` (`k`: another K, such as the
         covariates' count)."""
-        return (np.arange(self.k if k is None else k)[:, None] * self.n + sel[None, :]).ravel()
+        return location_features(self.k if k is None else k, self.n, sel)
 
 
 class GridWindowDataset(LocationPatches, WindowDataset):
