@@ -11,6 +11,7 @@ Needs statsforecast (pip install 'gendiff[peers]'). Writes benchmarks/results/ti
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 import time
@@ -37,24 +38,26 @@ WINE = dict(context=None, horizon=None, lead=12, init_every=1, train_period=("19
             init_period=("1991-01-01", "1993-08-01"), leads=(1, 3, 6, 12), unit="month", seasons="auto")
 
 
-def run(name: str, out: Path, minutes: float, members: int, arima: bool, seed: int) -> dict:
+def run(name: str, out: Path, minutes: float, members: int, arima: bool, seed: int, base: str = "linear") -> dict:
     cfg = WINE if name == "wine" else CONFIGS[name]
     df = real_series.load(name)
-    run_dir = out / name / "run"
+    run_dir = out / name / ("run" if base == "linear" else f"run-{base}")
     t0 = time.perf_counter()
     summary = timeseries.train(df, run_dir, context=cfg["context"], horizon=cfg["horizon"],
                                train_period=cfg["train_period"], seasons=cfg["seasons"] or "none",
                                max_steps=100_000, time_budget=60.0 * minutes, net={"width": 32}, batch_size=32,
-                               sample_steps=20, progress=False, seed=seed, resume="auto")
+                               sample_steps=20, progress=False, seed=seed, resume="auto", base=base)
     fc = timeseries.forecast(run_dir, df, output="xarray", init_period=cfg["init_period"],
                              init_every=cfg["init_every"], members=members, lead=cfg["lead"], progress=False,
                              seed=seed)
     peers = list(PEERS) + (["auto_arima"] if arima else [])
     t1 = time.perf_counter()
-    records = timeseries.evaluate(fc, df, train_period=cfg["train_period"], systems=["model", *peers],
+    own = ["ar_base", "ar_calibrated"]  # the run's own base alone, and it with calibrated Gaussian departures
+    records = timeseries.evaluate(fc, df, train_period=cfg["train_period"], systems=["model", *peers, *own],
                                   season_length=SEASONS[name], seed=seed, plots=False)
     truth = timeseries.resolve_data(df)
-    return {"dataset": name, "config": cfg, "train_steps": int(summary["step"]),
+    peer_base = json.loads((run_dir / "config.json").read_text()).get("peer_base")
+    return {"dataset": name, "config": cfg, "train_steps": int(summary["step"]), "base": base, "peer_base": peer_base,
             "train_seconds": round(summary.get("seconds", 0.0), 1), "evaluate_seconds": round(time.perf_counter() - t1, 1),
             "inits": int(fc.sizes["init_time"]), "members": members, "records": records, "peers": peers,
             "step_hours": float((truth["time"].values[1] - truth["time"].values[0]) / np.timedelta64(1, "h")),
@@ -66,7 +69,8 @@ def best_peer_rows(r: dict) -> list[str]:
     cfg, h = r["config"], r["step_hours"]
     by = {(x["system"], round(x["lead_time_hours"] / h)): x for x in r["records"]}
     lines = [f"| lead ({cfg['unit']}s) | gendiff | " + " | ".join(r["peers"]) + " | best peer | gendiff - best "
-             "[95% interval] | gendiff wins | verdict |", "|---|---|" + "---|" * len(r["peers"]) + "---|---|---|---|"]
+             "[95% interval] | gendiff wins | verdict | own base | base + Gaussian | gendiff - (base + Gaussian) "
+             "[95% interval] |", "|---|---|" + "---|" * len(r["peers"]) + "---|---|---|---|---|---|---|"]
     for lead in cfg["leads"]:
         m = by[("model", lead)]
         peers = {p: by[(p, lead)] for p in r["peers"] if (p, lead) in by}
@@ -78,9 +82,16 @@ def best_peer_rows(r: dict) -> list[str]:
             cell = f"{vs['diff']:+.4g} [{vs['lo']:+.4g}, {vs['hi']:+.4g}]"
             wins = f"{100 * vs['win_rate']:.0f}%"
             verdict = "win" if vs["hi"] < 0 else "loss" if vs["lo"] > 0 else "tie"
+        own, gauss = by.get(("ar_base", lead)), by.get(("ar_calibrated", lead))
+        gain = gauss.get("vs_model") if gauss else None
+        gain_cell = "n/a" if gain is None else f"{gain['diff']:+.4g} [{gain['lo']:+.4g}, {gain['hi']:+.4g}]"
         lines.append(f"| {lead} | {m['crps']:.4g} | " + " | ".join(f"{peers[p]['crps']:.4g}" for p in r["peers"])
-                     + f" | {best} | {cell} | {wins} | {verdict} |")
+                     + f" | {best} | {cell} | {wins} | {verdict} | {_crps(own)} | {_crps(gauss)} | {gain_cell} |")
     return lines
+
+
+def _crps(rec) -> str:
+    return "n/a" if rec is None or rec.get("crps") is None else f"{rec['crps']:.4g}"
 
 
 def write(results: list[dict], command: str) -> None:
@@ -98,9 +109,15 @@ def write(results: list[dict], command: str) -> None:
                   f"{cfg['train_period'][0]} to {cfg['train_period'][1]}; {r['inits']} inits from "
                   f"{cfg['init_period'][0]} to {cfg['init_period'][1]} x {r['members']} members; peers and scores "
                   f"in {r['evaluate_seconds']} s.", ""]
+        if r.get("peer_base"):
+            pb = r["peer_base"]
+            lines += [f"Base: {r['base']} -> {', '.join(pb['systems'])} (validation MAE in anomalies: "
+                      f"{pb.get('validation_mae') or 'fixed'}).", ""]
         lines += best_peer_rows(r) + [""]
     names = [r["dataset"] for r in results]
     block = "latest" if names == ["co2", "solar", "taylor"] else "latest-" + "-".join(names)
+    if results and results[0].get("base", "linear") != "linear":
+        block += f"-base-{results[0]['base']}"
     write_block(RESULTS, "\n".join(lines), block=block, title="# gendiff against statsforecast on real series "
                                                               "(benchmarks/timeseries_peers.py)")
 
@@ -114,13 +131,15 @@ def main(argv=None) -> int:
     p.add_argument("--arima", action="store_true", help="AutoARIMA too (slow with long seasons)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--base", default="linear", help="the base the network departs from: linear (AR), "
+                   "statsforecast (chosen per series on validation) or one statsforecast model (mstl, auto_ets, ...)")
     p.add_argument("--no-write", action="store_true")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     command = shlex.join(["python", "benchmarks/timeseries_peers.py", *(argv or sys.argv[1:])])
     results = []
     for name in [n for n in args.datasets.split(",") if n]:
-        r = run(name, Path(args.out), args.minutes, args.members, args.arima, args.seed)
+        r = run(name, Path(args.out), args.minutes, args.members, args.arima, args.seed, args.base)
         results.append(r)
         print(f"{name}: {r['wall_seconds']} s", file=sys.stderr)
         print("\n".join(best_peer_rows(r)), file=sys.stderr)

@@ -9,7 +9,7 @@ from gendiff.errors import DataError
 
 from . import calibrate
 from .calibrate_fit import fit_parameters
-from .forecasting import base_trajectory, initial_history
+from .forecasting import base_trajectory, initial_history, peer_trajectory
 from .timeaxis import add_steps, time_step
 
 
@@ -45,7 +45,7 @@ def ar_calibrated(run, values: np.ndarray, times, init_idx: np.ndarray, n_lead: 
         ens = _gaussian_rollout(run, values, times, held, run.horizon, members, seed + 1, chain_base)
         calib = fit_parameters(run, ens, values, times, held)
     arr = _gaussian_rollout(run, values, times, init_idx, n_lead, members, seed, chain_base)
-    arr = calibrate.apply(arr, calib, run.codec, base_trajectory(run, values, init_idx, n_lead))
+    arr = calibrate.apply(arr, calib, run.codec, base_trajectory(run, values, init_idx, n_lead, times))
     valid_t = add_steps(times[init_idx][:, None], np.arange(1, n_lead + 1)[None, :], time_step(times))
     return run.climatology.restore(arr, valid_t, axis=1).astype(np.float32)
 
@@ -83,4 +83,6 @@ def _gaussian_rollout(run, values, times, init_idx, n_lead: int, members: int, s
             filled = base + scale * z
             filled[:, :, ~valid] = float("nan")
             hist[:, c * hor + ctx:c * hor + ctx + hor] = filled[:, ctx:]
-    return hist[:, ctx:ctx + n_lead].reshape(len(init_idx), members, n_lead, values.shape[1]).cpu().numpy()
+    out = hist[:, ctx:ctx + n_lead].reshape(len(init_idx), members, n_lead, values.shape[1]).cpu().numpy()
+    peer = peer_trajectory(run, values, times, init_idx, n_lead)  # a statsforecast base's forecast
+    return out if peer is None else out + peer[:, None]

@@ -63,7 +63,7 @@ def fit_parameters(run, ens: np.ndarray, values: np.ndarray, times: np.ndarray, 
     ens = np.asarray(ens, dtype=np.float64)
     members, n_lead = ens.shape[1], ens.shape[2]
     truth = np.stack([values[i + 1:i + 1 + n_lead] for i in init_idx]).astype(np.float64)
-    base = base_trajectory(run, values, init_idx, n_lead)
+    base = base_trajectory(run, values, init_idx, n_lead, times)
     mean = ens.mean(1)
     base = mean if base is None else base.astype(np.float64)
     shrink, factors, raw_ssr, var_const, var_slope = {}, {}, {}, {}, {}

@@ -16,6 +16,7 @@ from gendiff.device import add_device_argument
 
 from . import demo_co2, verbs
 from .impute_cli import add_impute, run_impute
+from .peerbase import BASES
 from .scoring import SYSTEMS, _open_forecast, card_metrics, format_table
 from .tabular_cli import extend_verbs
 
@@ -60,6 +61,10 @@ def add_train(p: argparse.ArgumentParser) -> None:
                    help="network: unet1d (every cell a channel), gridnet (one U-Net shared by every location or "
                         "series, any grid or station set) or auto (tables' default: unet1d up to 64 series, gridnet "
                         "on patches of 16 above); default unet1d for gridded data")
+    p.add_argument("--base", default=None, choices=("linear", *BASES),
+                   help="the forecast the network generates departures from: linear (the damped seasonal AR, the "
+                        "default), statsforecast (per series the one of MSTL, AutoETS, AutoARIMA, SeasonalNaive "
+                        "best on the validation inits; needs statsforecast) or one of those models")
     p.add_argument("--static", default=None,
                    help="gridnet: file of time-free fields on the locations (land-sea mask, orography)")
     p.add_argument("--patch", type=int, default=None,
@@ -101,6 +106,7 @@ def run_train(args) -> int:
                     insolation=args.insolation == "auto",
                     lr=args.lr, schedule=args.schedule, sampler=args.sampler, static=args.static,
                     patch=args.patch, **({} if args.arch is None else {"arch": args.arch}),
+                    **({} if args.base is None else {"base": args.base}),
                     net=None if args.width is None else {"width": args.width},
                     sample_steps=args.sample_steps, calibration=args.calibration,
                     calibration_inits=args.calibration_inits, seed=args.seed, resume=args.resume,

@@ -14,6 +14,7 @@ from gendiff.errors import ConfigError
 from gendiff.training import TrainConfig
 
 from .climatology import check_hourly_std
+from .peerbase import check_base
 
 TASKS = ("forecast", "impute")
 ARCHS = ("unet1d", "gridnet", "auto")
@@ -80,7 +81,7 @@ class ModelConfig:
     or location, sharednet.py, with `static` inputs and training `patch`es; 'auto', the tables' default: unet1d up
     to AUTO_SERIES features, gridnet on patches of AUTO_PATCH series above, resolve_arch), `net` options over the arch's
     defaults, the diffusion `schedule` / `prediction` / `precondition`, the `base` the network departs from
-    ('linear': the AR base of order `ar_order`; None), `residual`, `missing_flag`, `context_noise`, and the
+    ('linear': the AR base of order `ar_order`; 'statsforecast' or one of its models: peerbase.py; None), `residual`, `missing_flag`, `context_noise`, and the
     run's default `sampler` / `sample_steps`."""
 
     arch: str = "unet1d"
@@ -103,8 +104,7 @@ class ModelConfig:
             raise ConfigError(f"arch={self.arch!r}: expected 'unet1d', 'gridnet' or 'auto'")
         if not self.context_noise >= 0:
             raise ConfigError(f"context_noise={self.context_noise!r} must be >= 0")
-        if self.base not in (None, "linear"):
-            raise ConfigError(f"base={self.base!r}: expected 'linear' or None")
+        check_base(self.base)
         if self.arch == "auto":  # checked again once resolved (resolve_arch)
             unknown = sorted(set(self.net or {}) - set(GRID_DEFAULTS) - set(NET_DEFAULTS))
             if unknown:

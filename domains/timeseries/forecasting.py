@@ -115,10 +115,26 @@ def sample_windows(run: Run, window: torch.Tensor, calendar: torch.Tensor, *, sa
     return out
 
 
-def base_trajectory(run: Run, values: np.ndarray, init_idx: np.ndarray, n_lead: int) -> np.ndarray | None:
-    """(I, n_lead, C): the AR base forecast from each init's context (None for runs without an AR base)."""
+def peer_trajectory(run: Run, values: np.ndarray, times, init_idx: np.ndarray, n_lead: int) -> np.ndarray | None:
+    """(I, n_lead, C): a statsforecast base's forecast from each init, in anomalies (None for other runs)."""
+    if run.peer is None:
+        return None
+    if n_lead > run.horizon:
+        raise ConfigError(f"{run.spec or run.path}: a run with a statsforecast base ({run.config.get('base')}) "
+                          f"forecasts up to its horizon of {run.horizon} steps, not {n_lead}")
+    if times is None:
+        raise ConfigError("base_trajectory: a run with a statsforecast base needs the data's times")
+    return run.peer.forecasts(values, np.asarray(times), run.climatology, init_idx, n_lead, label=str(run.spec))
+
+
+def base_trajectory(run: Run, values: np.ndarray, init_idx: np.ndarray, n_lead: int,
+                    times=None) -> np.ndarray | None:
+    """(I, n_lead, C): the base forecast from each init's context (None for runs without a base): the AR base's,
+    or a statsforecast base's (peer_trajectory; `times`: the data's, which it needs)."""
     if run.ar is None:
         return None
+    if run.peer is not None:
+        return peer_trajectory(run, values, times, init_idx, n_lead)
     ctx = run.context
     w = np.full((len(init_idx), ctx + n_lead, values.shape[1]), np.nan, dtype=np.float32)
     w[:, :ctx] = np.stack([values[i - ctx + 1:i + 1] for i in init_idx])
@@ -151,6 +167,7 @@ def rollout_tensor(run: Run, values: np.ndarray, times: np.ndarray, init_idx: np
     ctx, hor = run.context, run.horizon
     step = time_step(times)
     batch_size = sequence_batch(run, batch_size)
+    peer = peer_trajectory(run, values, times, init_idx, n_lead)
     hist, t0, chunks = initial_history(values, times, init_idx, ctx, hor, n_lead, members, device)
     n_traj = hist.shape[0]
     offsets = np.arange(-ctx + 1, chunks * hor + 1)
@@ -175,7 +192,10 @@ def rollout_tensor(run: Run, values: np.ndarray, times: np.ndarray, init_idx: np
                 hist[b:b + batch_size, c * hor + ctx:c * hor + ctx + hor] = filled[:, ctx:]
                 bar.update(1)
     bar.close()
-    return hist[:, ctx:ctx + n_lead].reshape(len(init_idx), members, n_lead, values.shape[1])
+    out = hist[:, ctx:ctx + n_lead].reshape(len(init_idx), members, n_lead, values.shape[1])
+    if peer is not None:  # the network generated departures from the statsforecast base
+        out = out + torch.from_numpy(peer).to(out)[:, None]
+    return out
 
 
 def rollout(run: Run, values: np.ndarray, times: np.ndarray, init_idx: np.ndarray, n_lead: int, members: int, *,
@@ -289,7 +309,7 @@ def forecast(run, data, *, config: ForecastConfig | None = None, out=None, **opt
     seconds = time.perf_counter() - t0
     calib = calibrate.load(run.path) if cfg.calibrated else None
     if calib is not None:
-        arr = calibrate.apply(arr, calib, run.codec, base_trajectory(run, values, idx, n_lead))
+        arr = calibrate.apply(arr, calib, run.codec, base_trajectory(run, values, idx, n_lead, times))
     valid = add_steps(times[idx][:, None], np.arange(1, n_lead + 1)[None, :], step)
     arr = run.climatology.restore(arr, valid, axis=1)
     attrs = {"gendiff_run": str(run.spec or run.path), "gendiff_model_source": run.config["source"],

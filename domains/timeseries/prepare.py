@@ -14,6 +14,7 @@ import xarray as xr
 from gendiff.errors import ConfigError, DataError
 
 from .base import ARBase
+from .peerbase import is_peer
 from .codec import Codec
 from . import covariates as cov_mod
 from . import frequency
@@ -87,8 +88,10 @@ def steps_of(cfg: DataConfig, model: ModelConfig, ds: xr.Dataset, idx: np.ndarra
         seasons = [s for s in seasons if s + 1 <= reach]
         if longer:
             why["seasons"]["beyond_context"] = longer
-    if seasons and (impute or model.base != "linear"):
-        raise ConfigError("seasons= are lags of the AR base: they need base='linear' and task='forecast'")
+    peer = is_peer(model.base)
+    if seasons and (impute or not (model.base == "linear" or peer)):
+        raise ConfigError("seasons= are lags of the AR base or the statsforecast base's seasons: they need "
+                          "base='linear' or a statsforecast base, and task='forecast'")
     if impute:
         ctx = 0
     elif cfg.context is None:
@@ -96,8 +99,8 @@ def steps_of(cfg: DataConfig, model: ModelConfig, ds: xr.Dataset, idx: np.ndarra
         why["context"] = f"{ctx} steps: twice the horizon, and the longest season + 2"
     else:
         ctx = parse_duration(cfg.context, step, "context")
-    lags = ARBase.lags_for(int(model.ar_order), seasons)
-    if seasons and ctx < lags[-1]:
+    lags = (1,) if peer else ARBase.lags_for(int(model.ar_order), seasons)  # peer: a zero AR holding the scale
+    if seasons and not peer and ctx < lags[-1]:
         raise ConfigError(f"seasons={cfg.seasons!r}: the AR base reads {lags[-1]} steps back (season "
                           f"{max(seasons)} + 1); the context is {ctx} steps: pass a context of at least {lags[-1]} "
                           "steps")

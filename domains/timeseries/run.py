@@ -17,6 +17,7 @@ from gendiff.forward import Denoiser
 from gendiff.spaces import MaskedSpace
 
 from .base import ARBase
+from .peerbase import PeerBase, is_peer
 from .climatology import HourlyClimatology
 from .data import Codec
 from .network import build_denoiser
@@ -36,6 +37,7 @@ class Run:
     spec: str | None = None  # as given: a folder or pretrained:NAME
     card: dict | None = None
     static: torch.Tensor | None = None  # gridnet: (N, S) static inputs of the locations
+    peer: PeerBase | None = None  # a statsforecast base (peerbase.py); `ar` then holds its error scale only
 
     @property
     def arch(self) -> str:
@@ -121,7 +123,8 @@ def load_run(path, device="cpu") -> Run:
     try:
         clim = HourlyClimatology.from_state({k: v.double() if k == "hours" else v.float() if k in ("mean", "std")
                                              else v for k, v in state["climatology"].items()})
-        ar = ARBase.from_state(state["ar"]) if config.get("base") == "linear" else None
+        has_ar = config.get("base") == "linear" or is_peer(config.get("base"))
+        ar = ARBase.from_state(state["ar"]) if has_ar else None
     except KeyError as exc:
         raise DataError(f"{state_path}: entry {exc} missing (the file does not match {cfg_path})") from None
     static = None
@@ -133,8 +136,9 @@ def load_run(path, device="cpu") -> Run:
         expect *= int(static.shape[0])
     if codec.num_features != expect or (ar is not None and ar.phi.shape[0] != codec.num_features):
         raise DataError(f"{state_path}: holds {codec.num_features} features, {cfg_path} describes {expect}")
+    peer = PeerBase.from_config(config.get("peer_base", {})) if is_peer(config.get("base")) else None
     return Run(info.path, config, codec, denoiser, MaskedSpace(), clim, ar, spec=str(path),
-               card=info.card, static=static).to(device)
+               card=info.card, static=static, peer=peer).to(device)
 
 
 def output_check(run: Run, n: int = 2) -> dict:

@@ -23,7 +23,7 @@ from .heldout import check_held_out
 from .layout import (ENSEMBLE_DIMS, _lead_steps, _open_forecast, calendar_valid_time, to_gendiff_layout,  # noqa: F401
                      truth_at_valid_time)
 from .peers import PEERS
-from .plots import plot_maps, plot_rank_histograms, plot_skill
+from .plots import plot_maps, plot_rank_histograms, plot_rank_histograms_by_lead, plot_skill
 from .run import Run, load_run
 from .scores import score
 from .stream import EncodedValues, fit_codec
@@ -99,7 +99,7 @@ def ar_base_forecast(run, truth: xr.Dataset, fc: xr.Dataset, label: str = "truth
                         "of context before it")
     values = EncodedValues(truth, run.codec, run.climatology, label)
     n_lead = int(lead_steps[-1])
-    arr = base_trajectory(run, values, init_idx, n_lead)[:, None]  # (I, 1, L, C)
+    arr = base_trajectory(run, values, init_idx, n_lead, times)[:, None]  # (I, 1, L, C)
     valid = add_steps(times[init_idx][:, None], np.arange(1, n_lead + 1)[None, :], step)
     arr = run.climatology.restore(arr, valid, axis=1)
     return forecast_dataset(run.codec, arr, init.values, step).isel(lead_time=lead_steps - 1)
@@ -208,7 +208,9 @@ def evaluate(forecast, truth, *, train_period=None, systems=DEFAULT_SYSTEMS, mem
         write_dataset(ranks, out / "rank_histograms.nc")
         if plots:
             plot_skill(records, out / "skill.png")
-            plot_rank_histograms({k: s["rank_histogram"] for k, s in scores.items()}, out / "rank_histogram.png")
+            hists = {k: s["rank_histogram"] for k, s in scores.items()}
+            plot_rank_histograms(hists, out / "rank_histogram.png")
+            plot_rank_histograms_by_lead(hists, out / "rank_histogram_by_lead.png")
             for v in variables:
                 y = truth_at_valid_time(truth_ds[v], fc["valid_time"])
                 plot_maps(fc[v], y, out / f"maps_{v}.png")

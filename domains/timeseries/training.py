@@ -23,6 +23,7 @@ from gendiff.schedules import get_schedule, schedule_config
 from gendiff.training import Trainer
 
 from . import calibrate
+from . import peerbase
 from .base import ARBase
 from .calibrate_fit import fit_calibration, samples_series
 from .config import TrainSetup, split_options
@@ -102,12 +103,13 @@ def check_out(out: Path, resume, run_cfg: dict) -> dict | None:
     return None
 
 
-def window_dataset(setup: TrainSetup, prep: Prepared, ar, static_values, locations, seed: int):
-    """(dataset, loss groups): the training windows of the task and arch; the loss weighs each variable equally."""
+def window_dataset(setup: TrainSetup, prep: Prepared, ar, static_values, locations, seed: int, offsets=None):
+    """(dataset, loss groups): the training windows of the task and arch; the loss weighs each variable equally.
+    `offsets` (n, H, C): a statsforecast base's forecasts of the windows (peerbase.fit)."""
     model, calendar, groups = setup.model, calendar_features(prep.times, prep.day_of_year), prep.codec.sizes
     impute = setup.data.task == "impute"
     common = dict(residual=bool(model.residual), base=ar, times=prep.times, valid=prep.codec.valid,
-                  covariates=prep.cov_values)
+                  covariates=prep.cov_values, offsets=offsets)
     if model.arch == "gridnet":
         n_loc, n_patch = locations["locations"], locations["patch"]
         grid = {"static": static_values, "locations": n_loc, "pos_dims": locations["pos_dims"], "patch": n_patch,
@@ -208,13 +210,16 @@ def train(data, out, *, config: TrainSetup | None = None, **options) -> dict:
         (out / stale).unlink(missing_ok=True)
     torch.manual_seed(tcfg.seed)
     denoiser = build_denoiser(run_cfg)
-    ar = None
+    ar = offsets = None
     if setup.model.base == "linear":
         ar = ARBase.fit(prep.values, prep.idx, prep.lags, prep.starts, prep.context, prep.horizon, prep.times,
                         prep.codec.sizes)
+    elif peerbase.is_peer(setup.model.base):
+        ar, peer, offsets, validation = peerbase.fit(setup.model.base, prep)
+        run_cfg["peer_base"] = {**peer.to_config(), "validation_mae": validation}
     run_cfg["codec_template"] = save_state(out, prep.codec, prep.climatology, ar, static_values)
     write_json_atomic(out / runs.CONFIG, {"format": runs.FORMAT, "domain": "weather", **run_cfg})
-    dataset, groups = window_dataset(setup, prep, ar, static_values, locations, int(tcfg.seed))
+    dataset, groups = window_dataset(setup, prep, ar, static_values, locations, int(tcfg.seed), offsets)
     weighting = constant_weight() if setup.model.precondition else None
     step_fn = make_step_fn(get_schedule(setup.model.schedule), VariableBalancedSpace(groups),
                            float(setup.model.context_noise), weighting)

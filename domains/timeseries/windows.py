@@ -15,12 +15,13 @@ class WindowDataset(torch.utils.data.Dataset):
     in memory, or a stream.EncodedValues whose windows are read from disk in __getitem__ (each DataLoader worker
     reading its own). `valid` (C,): the features that are ever valid (default: those with a finite value in
     `values`, which reads everything; training passes the codec's). `covariates` (T, F): future-known covariates,
-    encoded (covariates.py), read over each whole window into the conditioning channels."""
+    encoded (covariates.py), read over each whole window into the conditioning channels. `offsets` (n, H, C): the
+    base forecast of each window's horizon from a statsforecast base (peerbase.py), subtracted from it."""
 
     def __init__(self, values, calendar: np.ndarray, starts: np.ndarray, context: int, horizon: int,
                  residual: bool = True, base: ARBase | None = None, times: np.ndarray | None = None,
                  missing_flag: bool = False, valid: np.ndarray | None = None,
-                 covariates: np.ndarray | None = None):
+                 covariates: np.ndarray | None = None, offsets: np.ndarray | None = None):
         self.values = torch.from_numpy(values) if isinstance(values, np.ndarray) else values
         # windows read from files: DataLoader workers start fresh ('spawn'; gendiff.training.Trainer) and reopen
         # them (stream.EncodedValues); HDF5's state in a forked copy of this process is not safe to use
@@ -37,6 +38,7 @@ class WindowDataset(torch.utils.data.Dataset):
         self.valid = torch.from_numpy(np.asarray(valid, dtype=bool) if valid is not None
                                       else np.isfinite(np.asarray(values)).any(0))
         self.covariates = None if covariates is None else torch.from_numpy(np.asarray(covariates, np.float32))
+        self.offsets = None if offsets is None else torch.from_numpy(np.asarray(offsets, np.float32))
 
     def __len__(self) -> int:
         return len(self.starts)
@@ -45,6 +47,9 @@ class WindowDataset(torch.utils.data.Dataset):
         s = int(self.starts[i])
         window = self.values[s:s + self.length]
         window = (window if isinstance(window, torch.Tensor) else torch.from_numpy(window))[None]
+        if self.offsets is not None:  # a statsforecast base: the horizon as departures from its forecast
+            window = window.clone()
+            window[0, self.context:] -= self.offsets[i]
         base = None if self.base is None else self.base.window_base(window, self.context)
         scale = None if self.scale is None else self.scale[self.slot[i]]
         cov = None if self.covariates is None else self.covariates[None, s:s + self.length]

@@ -1,0 +1,179 @@
+"""A statsforecast model as the base the network departs from, in place of the AR base (base.ARBase).
+
+With `base="statsforecast"` each series' base is the one of MSTL, AutoETS, AutoARIMA and SeasonalNaive whose
+mean forecast has the lowest mean absolute error on the validation inits (the calibration part at the end of the
+training period; the model fitted on what lies before them); `base="mstl"` (or another of peers.PEERS) fixes it.
+The network then generates the departures of the future from that forecast, divided by the base's RMS error per
+lead and series over the training windows (what ARBase.scale is for the AR base), so that its capacity goes to the
+error distribution, its spread and its dependence across leads and series, not to the level and the seasons.
+
+The statsforecast models run on the normalised values with the hourly climatology put back (the series as the
+codec scales it, daily cycle included), and their forecasts are taken back to the anomalies the network sees. They
+are fitted once (on the network's part of the training period for training; at forecast time on all the data
+before the first init) and applied from each init with the whole history before it (statsforecast's `forward`,
+peers.forecast_series); nothing of them is stored but the choice per series: a run reloads and refits them, which
+for a table of a few series takes seconds.
+
+The base forecasts a single horizon: a run with a statsforecast base forecasts at most its horizon (no rollout)."""
+from __future__ import annotations
+
+import numpy as np
+
+from gendiff.errors import ConfigError, DataError
+
+from . import peers
+from .base import ARBase
+from .timeaxis import add_steps, time_step
+
+CHOOSE = "statsforecast"  # the base value that picks a model per series on the validation inits
+SYSTEMS = ("mstl", "auto_ets", "auto_arima", "seasonal_naive")
+NO_SEASON = ("auto_ets", "auto_arima", "naive")  # the candidates of a series without a season
+BASES = (CHOOSE, *SYSTEMS, "naive")
+VALIDATION_INITS = 48
+# AutoARIMA's seasonal search grows with the season: above 12 steps (weekly CO2's 52) one fit took over ten minutes
+# on this machine, so CHOOSE leaves it out there (base='auto_arima' still asks for it)
+ARIMA_MAX_SEASON = 12
+
+
+def is_peer(base) -> bool:
+    """Whether a run's `base` names a statsforecast base (CHOOSE or one model)."""
+    return isinstance(base, str) and base in BASES
+
+
+def check_base(base) -> None:
+    if base not in (None, "linear") and not is_peer(base):
+        raise ConfigError(f"base={base!r}: expected 'linear', None, {CHOOSE!r} (a statsforecast model chosen per "
+                          f"series on the validation period) or one of {', '.join(BASES[1:])}")
+
+
+def candidates(base: str, seasons) -> tuple[str, ...]:
+    """The models `base` chooses among, for seasons (in steps): MSTL and the seasonal naive need a season;
+    AutoARIMA only up to seasons of ARIMA_MAX_SEASON steps."""
+    seasonal = any(int(s) > 1 for s in seasons or ())
+    if base != CHOOSE:
+        if base in ("mstl", "seasonal_naive") and not seasonal:
+            raise ConfigError(f"base={base!r} needs a season (seasons=...); the data gave none")
+        return (base,)
+    if not seasonal:
+        return NO_SEASON
+    if max(int(s) for s in seasons) > ARIMA_MAX_SEASON:
+        return tuple(s for s in SYSTEMS if s != "auto_arima")
+    return SYSTEMS
+
+
+class PeerBase:
+    """The statsforecast model of each feature (`systems`, one name per feature) and the season lengths in steps."""
+
+    def __init__(self, systems, seasons):
+        self.systems = [str(s) for s in systems]
+        self.seasons = [int(s) for s in seasons or ()] or [1]
+        self._cache: dict = {}
+
+    def to_config(self) -> dict:
+        return {"systems": self.systems, "seasons": self.seasons}
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> "PeerBase":
+        try:
+            return cls(cfg["systems"], cfg["seasons"])
+        except (KeyError, TypeError) as exc:
+            raise DataError(f"config.json: peer_base entry {exc} missing; retrain the run") from None
+
+    def model(self, system: str):
+        seasons = [s for s in self.seasons if s > 1] or [1]
+        return peers.make_model(system, seasons)
+
+    def forecasts(self, values, times, climatology, init_idx, horizon: int, fit_idx=None, systems=None,
+                  label: str = "data") -> np.ndarray:
+        """(I, horizon, C) base forecasts in anomalies (what the network sees) from each init index, each model
+        fitted on `fit_idx` (default: every step before the first init) and applied from each init with the whole
+        history before it. `systems`: models per feature in place of the chosen ones (validation)."""
+        init_idx = np.asarray(init_idx, dtype=np.int64)
+        systems = self.systems if systems is None else list(systems)
+        if fit_idx is None:
+            fit_idx = np.arange(0, int(init_idx.min()) + 1)
+        end = int(max(init_idx.max(), np.max(fit_idx))) + 1
+        key = (id(values), len(values), end, init_idx.tobytes(), int(horizon), np.asarray(fit_idx).tobytes(),
+               tuple(systems))
+        if key in self._cache:
+            return self._cache[key]
+        z = np.asarray(values[0:end], dtype=np.float32)
+        u = climatology.restore(z, times[:end]).astype(np.float64)  # normalised, daily cycle back in
+        out = np.full((len(init_idx), int(horizon), z.shape[1]), np.nan, dtype=np.float64)
+        for c, system in enumerate(systems):
+            if not np.isfinite(u[fit_idx, c]).any():
+                continue
+            out[:, :, c], _ = peers.forecast_series(self.model(system), u[:, c], np.asarray(fit_idx), init_idx,
+                                                    int(horizon), label=f"{label}, feature {c}")
+        step_times = _valid_times(times, init_idx, int(horizon))
+        anomalies = climatology.remove(out.astype(np.float32), step_times)
+        self._cache = {key: anomalies}  # the latest only: forecast, calibration and scoring ask for it in turn
+        return anomalies
+
+    def error_scale(self, values, times, climatology, starts, context: int, horizon: int, fit_idx) -> np.ndarray:
+        """(H, C) RMS error of the base per lead and feature over the training windows (`starts`), in anomalies;
+        with the windows' base forecasts (n, H, C)."""
+        inits = np.asarray(starts) + context - 1
+        base = self.forecasts(values, times, climatology, inits, horizon, fit_idx=fit_idx, label="training windows")
+        truth = np.stack([np.asarray(values[i + 1:i + 1 + horizon], dtype=np.float32) for i in inits])
+        err = truth - base
+        n = np.isfinite(err).sum(0)
+        rms = np.sqrt(np.nansum(err ** 2, 0) / np.maximum(n, 1))
+        fallback = np.nanmedian(np.where(n > 0, rms, np.nan)) if (n > 0).any() else 1.0
+        rms = np.where((n > 0) & (rms > 0), rms, fallback if np.isfinite(fallback) and fallback > 0 else 1.0)
+        return rms.astype(np.float32), base.astype(np.float32)
+
+
+def _valid_times(times, init_idx, horizon: int) -> np.ndarray:
+    """(I, horizon) times of the steps after each init, continued past the data's end by its step."""
+    step = time_step(times)
+    return add_steps(np.asarray(times)[init_idx][:, None], np.arange(1, horizon + 1)[None, :], step)
+
+
+def validation_inits(idx: np.ndarray, idx_hold: np.ndarray, horizon: int, n: int = VALIDATION_INITS) -> np.ndarray:
+    """Up to `n` evenly spaced inits whose horizon lies in the validation part: the last third of the training
+    period, or the calibration hold-out where that is longer (a short hold-out, a dozen inits of monthly data,
+    picked the seasonal naive over MSTL on wine sales by chance)."""
+    part = idx[len(idx) - max(horizon + 1, len(idx) // 3, len(idx_hold)):]
+    first, last = int(part[0]), int(part[-1]) - horizon
+    if last < first:
+        raise DataError(f"the validation part of the training period ({len(part)} steps) is shorter than the "
+                        f"{horizon}-step horizon the statsforecast base is chosen on")
+    return np.unique(np.linspace(first, last, min(n, last - first + 1)).round().astype(np.int64))
+
+
+def choose(base: str, values, times, climatology, idx: np.ndarray, idx_hold: np.ndarray, seasons, horizon: int,
+           label: str = "data") -> tuple[PeerBase, dict]:
+    """The PeerBase of `base` (CHOOSE: per feature the candidate of lowest validation MAE) and the validation MAE
+    of each candidate per feature ({system: [C floats]}), in anomalies."""
+    options = candidates(base, seasons)
+    n_feat = values.shape[1]
+    if len(options) == 1:
+        return PeerBase([options[0]] * n_feat, seasons), {}
+    inits = validation_inits(idx, idx_hold, horizon)
+    fit_idx = np.arange(int(idx[0]), int(inits[0]) + 1)
+    probe = PeerBase([options[0]] * n_feat, seasons)
+    truth = np.stack([np.asarray(values[i + 1:i + 1 + horizon], dtype=np.float32) for i in inits])
+    mae = {}
+    for system in options:
+        fc = probe.forecasts(values, times, climatology, inits, horizon, fit_idx=fit_idx, systems=[system] * n_feat,
+                             label=f"{label} (validation of {system})")
+        err = np.abs(truth - fc)
+        mae[system] = np.where(np.isfinite(err).any((0, 1)), np.nanmean(np.where(np.isfinite(err), err, np.nan),
+                                                                        (0, 1)), np.inf)
+    table = np.stack([mae[s] for s in options])  # (S, C)
+    pick = [options[int(k)] for k in np.argmin(table, 0)]
+    return PeerBase(pick, seasons), {s: np.round(mae[s], 5).tolist() for s in options}
+
+
+def fit(base: str, prep) -> tuple:
+    """(zero AR holding the scale, PeerBase, the training windows' base forecasts (n, H, C), validation MAE) for a
+    prepare.Prepared: the models chosen on the validation inits, then fitted on the network's part of the training
+    period and applied from every training window's init. The AR base of the run has no lags that count (phi 0):
+    it carries the base's error scale per lead into the machinery the AR base uses (window_scale, level)."""
+    peer, validation = choose(base, prep.values, prep.times, prep.climatology, prep.idx, prep.idx_hold,
+                              prep.seasons, prep.horizon, prep.label)
+    scale, offsets = peer.error_scale(prep.values, prep.times, prep.climatology, prep.starts, prep.context,
+                                      prep.horizon, prep.idx_net)
+    zero = ARBase(np.zeros((prep.values.shape[1], 1), np.float32), scale)
+    return zero, peer, offsets, validation
