@@ -62,6 +62,32 @@ def plot_rank_histograms(hists: dict, path) -> Path:
     return _save(fig, path)
 
 
+MAX_LEAD_PANELS = 8
+
+
+def plot_rank_histograms_by_lead(hists: dict, path) -> Path:
+    """Rank histograms per lead time: a row per (system, variable), a column per lead (at most MAX_LEAD_PANELS,
+    evenly spread over the leads); flat = calibrated at that lead, U = too narrow, dome = too wide."""
+    plt = _plt()
+    first = next(iter(hists.values()))
+    leads = first["lead_time"].values if "lead_time" in first.dims else np.array([None])
+    pick = np.unique(np.linspace(0, len(leads) - 1, min(len(leads), MAX_LEAD_PANELS)).round().astype(int))
+    fig, axes = plt.subplots(len(hists), len(pick), figsize=(2.2 * len(pick), 2.3 * len(hists)), squeeze=False,
+                             sharey="row")
+    fig.subplots_adjust(hspace=0.7)
+    for row, ((system, v), h) in enumerate(hists.items()):
+        for col, k in enumerate(pick):
+            sel = h.isel(lead_time=k) if "lead_time" in h.dims else h
+            counts = sel.sum([d for d in sel.dims if d != "rank"]).values.astype(float)
+            ax = axes[row, col]
+            ax.bar(np.arange(len(counts)), counts / max(counts.sum(), 1), color=COLORS.get(system, "C7"))
+            ax.axhline(1.0 / len(counts), color="k", lw=0.8, ls="--")
+            hours = None if leads[k] is None else leads[k] / np.timedelta64(1, "h")
+            ax.set_title(f"{system} ({v})" + ("" if hours is None else f", {hours:g} h"), fontsize=8)
+            ax.tick_params(labelsize=7)
+    return _save(fig, path)
+
+
 def plot_maps(forecast: xr.DataArray, truth: xr.DataArray, path, init_index: int = 0, lead_index: int = -1) -> Path:
     """Ensemble mean, spread and truth for one case; 2-D fields as maps, 1-D as lines, more dims: first slices."""
     plt = _plt()

@@ -226,7 +226,7 @@ def test_tiny_end_to_end(tmp_path):
     assert all(c >= 0 for c in calib["var_const"]["t2m"] + calib["var_slope"]["t2m"])
     assert any(c + g > 0 for c, g in zip(calib["var_const"]["t2m"], calib["var_slope"]["t2m"]))
     assert len(calib["shrink"]["t2m"]) == 6 and all(0.0 <= a <= 1.0 for a in calib["shrink"]["t2m"])
-    for name in ("skill.png", "rank_histogram.png", "maps_t2m.png", "scores.json"):
+    for name in ("skill.png", "rank_histogram.png", "rank_histogram_by_lead.png", "maps_t2m.png", "scores.json"):
         assert (tmp_path / "scores" / name).stat().st_size > 0
     with pytest.raises(DataError, match="outside the data"):
         weather.forecast(tmp_path / "run", ds, init_period="2021-06-01:2021-06-01T03:00", progress=False)
