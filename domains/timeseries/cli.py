@@ -16,6 +16,7 @@ from gendiff.device import add_device_argument
 
 from . import demo_co2, verbs
 from .impute_cli import add_impute, run_impute
+from .joint import JOINT, format_joint
 from .peerbase import BASES
 from .scoring import SYSTEMS, _open_forecast, card_metrics, format_table
 from .tabular_cli import extend_verbs
@@ -231,6 +232,10 @@ def add_evaluate(p: argparse.ArgumentParser) -> None:
                         "the records are marked in_sample")
     p.add_argument("--per-series", action="store_true",
                    help="also score each series of a (time, series) table on its own (records with `series`)")
+    p.add_argument("--joint", action="store_true",
+                   help="also the joint scores over every series, cell and variable per lead: energy score and "
+                        "CRPS-sum (one variable), with the model's paired interval against each system "
+                        "(joint_scores.json under --out)")
     common(p)
 
 
@@ -257,8 +262,11 @@ def run_evaluate(args) -> int:
         raise ConfigError(f"--systems: unknown system(s) {', '.join(bad)} (choose from {', '.join(SYSTEMS)})")
     records = args._api.evaluate(args.forecast, args.truth, train_period=period(args.train_period), systems=systems,
                        out=args.out, run=args.run, allow_in_sample=args.allow_in_sample,
-                       per_series=args.per_series)
-    print(json.dumps(records, indent=1) if args.json else format_table(records))
+                       per_series=args.per_series, joint=args.joint)
+    joint = [r for r in records if r["variable"] == JOINT]
+    records = [r for r in records if r["variable"] != JOINT]
+    print(json.dumps(records + joint, indent=1) if args.json else format_table(records)
+          + ("\n\n" + format_joint(joint) if joint else ""))
     if args.record:
         record(args, records)
     return 0

@@ -20,6 +20,7 @@ from .data import _jsonable, open_data, period_indices, write_dataset
 from .forecasting import base_trajectory, forecast_dataset
 from .comparison import attach_intervals, format_comparisons, emos_system, peer_systems, per_init_crps
 from .heldout import check_held_out
+from .joint import joint_records
 from .layout import (ENSEMBLE_DIMS, _lead_steps, _open_forecast, calendar_valid_time, to_gendiff_layout,  # noqa: F401
                      truth_at_valid_time)
 from .peers import PEERS
@@ -130,7 +131,7 @@ def _run_competitors(fc: xr.Dataset, truth: xr.Dataset, systems, run, name: str,
 def evaluate(forecast, truth, *, train_period=None, systems=DEFAULT_SYSTEMS, members_linear: int | None = None,
              out=None, plots: bool = True, seed: int = 0, run=None, weights=None,
              allow_in_sample: bool = False, season_length=None, intervals: bool = True,
-             per_series: bool = False) -> list[dict]:
+             per_series: bool = False, joint: bool = False) -> list[dict]:
     """Records {variable, lead_time_hours, system, crps, crps_standard, crps_fair, rmse, spread, ssr} per lead
     time; optional files. `crps` is the fair CRPS (1/(M(M-1)) spread term, as WeatherBench2; `crps_fair` the same
     number under its explicit name), `crps_standard` the 1/M^2 one; `ssr` = spread / RMSE.
@@ -147,7 +148,9 @@ def evaluate(forecast, truth, *, train_period=None, systems=DEFAULT_SYSTEMS, mem
     over two halves of the inits (comparison.emos_system). With `intervals`, each competitor's record carries
     `vs_model`: the model's CRPS minus its with a 95% paired block-bootstrap interval over the inits and the model's
     win rate (comparison.attach_intervals). `per_series`: also one record per series (its name in `series`) of the
-    (time, series) tables, after the pooled ones."""
+    (time, series) tables, after the pooled ones. `joint`: also the joint scores over every series, cell and
+    variable (joint.py: energy score, CRPS-sum) per lead and system, as records of variable "joint" after the
+    others (their univariate fields None), with `vs_model_energy` intervals; written to joint_scores.json too."""
     fc = _open_forecast(forecast)
     label = str(truth) if isinstance(truth, (str, Path)) else "truth"
     variables = [str(v) for v in fc.data_vars if {"init_time", "lead_time"} <= set(fc[v].dims)]
@@ -199,10 +202,14 @@ def evaluate(forecast, truth, *, train_period=None, systems=DEFAULT_SYSTEMS, mem
                     records += _records(by.sel({SERIES: name}), v, system, in_sample, series=str(name))
     if intervals:
         attach_intervals(records, per_init, seed)
+    joint_recs = joint_records({s: forecasts[s] for s in systems}, truth_ds, variables, intervals, seed) \
+        if joint else []
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out / "scores.json", records)
+        if joint:
+            write_json_atomic(out / "joint_scores.json", joint_recs)
         ranks = xr.Dataset({f"{v}_{system}": s["rank_histogram"].rename(rank=f"rank_{system}")
                             for (system, v), s in scores.items()})
         write_dataset(ranks, out / "rank_histograms.nc")
@@ -214,7 +221,7 @@ def evaluate(forecast, truth, *, train_period=None, systems=DEFAULT_SYSTEMS, mem
             for v in variables:
                 y = truth_at_valid_time(truth_ds[v], fc["valid_time"])
                 plot_maps(fc[v], y, out / f"maps_{v}.png")
-    return records
+    return records + joint_recs
 
 
 def _records(s: xr.Dataset, variable: str, system: str, in_sample: bool, series: str | None = None) -> list[dict]:

@@ -117,8 +117,11 @@ def test_run_keeps_its_choice_forecasts_around_its_base_and_scores_it(peer_run):
     want = np.stack([truth[i + 1:i + 13] for i in idx])
     np.testing.assert_allclose(got, want, atol=1e-3)  # the exact cycle: the base is exact on it
     records = timeseries.evaluate(fc, df, train_period=("2000-01-01", "2009-12-01"), systems=["model", "ar_base"],
-                                  plots=False)
+                                  plots=False, joint=True)
     assert {r["system"] for r in records} == {"model", "ar_base"}
+    joint = [r for r in records if r["variable"] == "joint"]  # both series at once: energy score, CRPS-sum
+    assert len(joint) == 2 * 12 and all(r["energy_score"] > 0 and r["features"] == 2 for r in joint)
+    assert all("vs_model_energy" in r for r in joint if r["system"] == "ar_base")
     with pytest.raises(ConfigError, match="up to its horizon"):
         timeseries.forecast(run, df, output="xarray", init_period=("2010-03-01", "2010-04-01"), lead=13,
                             members=2, steps=2, progress=False)
