@@ -23,6 +23,7 @@ from gendiff.errors import ConfigError, DataError
 
 from . import peers
 from .base import ARBase
+from .frequency import candidate_seasons
 from .timeaxis import add_steps, time_step
 
 CHOOSE = "statsforecast"  # the base value that picks a model per series on the validation inits
@@ -166,13 +167,24 @@ def choose(base: str, values, times, climatology, idx: np.ndarray, idx_hold: np.
     return PeerBase(pick, seasons), {s: np.round(mae[s], 5).tolist() for s in options}
 
 
+def peer_seasons(seasons, step, n_fit: int) -> list[int]:
+    """The statsforecast models' seasons: the AR base's (the ACF rule's), and the frequency's day, week and year
+    (frequency.candidate_seasons) that the fitting period holds at least twice. The AR leaves the daily cycle to the
+    hourly climatology; the models run on the series with that cycle put back, so they need it as a season (on
+    half-hourly solar power, no season made the choice AutoARIMA, which lost to MSTL(48) past an hour)."""
+    out = [int(s) for s in seasons or ()]
+    out += [s for s in candidate_seasons(step) if 2 * s <= n_fit and s not in out]
+    return sorted(out)
+
+
 def fit(base: str, prep) -> tuple:
     """(zero AR holding the scale, PeerBase, the training windows' base forecasts (n, H, C), validation MAE) for a
     prepare.Prepared: the models chosen on the validation inits, then fitted on the network's part of the training
     period and applied from every training window's init. The AR base of the run has no lags that count (phi 0):
     it carries the base's error scale per lead into the machinery the AR base uses (window_scale, level)."""
+    seasons = peer_seasons(prep.seasons, prep.step, len(prep.idx_net))
     peer, validation = choose(base, prep.values, prep.times, prep.climatology, prep.idx, prep.idx_hold,
-                              prep.seasons, prep.horizon, prep.label)
+                              seasons, prep.horizon, prep.label)
     scale, offsets = peer.error_scale(prep.values, prep.times, prep.climatology, prep.starts, prep.context,
                                       prep.horizon, prep.idx_net)
     zero = ARBase(np.zeros((prep.values.shape[1], 1), np.float32), scale)

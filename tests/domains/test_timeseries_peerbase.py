@@ -68,6 +68,10 @@ def test_base_names_and_seasons_are_checked():
     with pytest.raises(ConfigError, match="needs a season"):
         peerbase.candidates("mstl", [])
     assert peerbase.candidates(peerbase.CHOOSE, []) == peerbase.NO_SEASON
+    assert "auto_arima" not in peerbase.candidates(peerbase.CHOOSE, [48])  # its seasonal search: too slow there
+    # the daily cycle the AR leaves to the climatology is a season of the models; a week only with two of them
+    assert peerbase.peer_seasons([], pd.Timedelta("30min"), 200) == [48]
+    assert peerbase.peer_seasons([], pd.Timedelta("30min"), 700) == [48, 336]
 
 
 def test_training_windows_are_departures_from_the_base_over_the_horizon():
