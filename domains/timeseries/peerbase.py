@@ -34,6 +34,10 @@ VALIDATION_INITS = 48
 # AutoARIMA's seasonal search grows with the season: above 12 steps (weekly CO2's 52) one fit took over ten minutes
 # on this machine, so CHOOSE leaves it out there (base='auto_arima' still asks for it)
 ARIMA_MAX_SEASON = 12
+# the base's forecast from every training window's init is one statsforecast `forward` each: MSTL(48, 336) took
+# 0.6 s a window on half-hourly demand (2,800 windows: half an hour), so the network trains on at most this many
+# windows, evenly spaced (neighbouring windows share all but one step)
+MAX_WINDOWS = 1024
 
 
 def is_peer(base) -> bool:
@@ -178,14 +182,24 @@ def peer_seasons(seasons, step, n_fit: int) -> list[int]:
 
 
 def fit(base: str, prep) -> tuple:
-    """(zero AR holding the scale, PeerBase, the training windows' base forecasts (n, H, C), validation MAE) for a
+    """(zero AR holding the scale, PeerBase, the training windows' base forecasts (n, H, C), validation MAE, the
+    training windows' starts: at most MAX_WINDOWS of prep.starts, evenly spaced) for a
     prepare.Prepared: the models chosen on the validation inits, then fitted on the network's part of the training
     period and applied from every training window's init. The AR base of the run has no lags that count (phi 0):
     it carries the base's error scale per lead into the machinery the AR base uses (window_scale, level)."""
     seasons = peer_seasons(prep.seasons, prep.step, len(prep.idx_net))
     peer, validation = choose(base, prep.values, prep.times, prep.climatology, prep.idx, prep.idx_hold,
                               seasons, prep.horizon, prep.label)
-    scale, offsets = peer.error_scale(prep.values, prep.times, prep.climatology, prep.starts, prep.context,
+    starts = training_starts(prep.starts)
+    scale, offsets = peer.error_scale(prep.values, prep.times, prep.climatology, starts, prep.context,
                                       prep.horizon, prep.idx_net)
     zero = ARBase(np.zeros((prep.values.shape[1], 1), np.float32), scale)
-    return zero, peer, offsets, validation
+    return zero, peer, offsets, validation, starts
+
+
+def training_starts(starts: np.ndarray, limit: int = MAX_WINDOWS) -> np.ndarray:
+    """At most `limit` of the training windows, evenly spaced (all of them below it)."""
+    starts = np.asarray(starts)
+    if len(starts) <= limit:
+        return starts
+    return starts[np.unique(np.linspace(0, len(starts) - 1, limit).round().astype(np.int64))]

@@ -215,8 +215,9 @@ def train(data, out, *, config: TrainSetup | None = None, **options) -> dict:
         ar = ARBase.fit(prep.values, prep.idx, prep.lags, prep.starts, prep.context, prep.horizon, prep.times,
                         prep.codec.sizes)
     elif peerbase.is_peer(setup.model.base):
-        ar, peer, offsets, validation = peerbase.fit(setup.model.base, prep)
-        run_cfg["peer_base"] = {**peer.to_config(), "validation_mae": validation}
+        ar, peer, offsets, validation, starts = peerbase.fit(setup.model.base, prep)
+        run_cfg["peer_base"] = {**peer.to_config(), "validation_mae": validation, "windows": int(len(starts))}
+        prep = dataclasses.replace(prep, starts=starts)
     run_cfg["codec_template"] = save_state(out, prep.codec, prep.climatology, ar, static_values)
     write_json_atomic(out / runs.CONFIG, {"format": runs.FORMAT, "domain": "weather", **run_cfg})
     dataset, groups = window_dataset(setup, prep, ar, static_values, locations, int(tcfg.seed), offsets)

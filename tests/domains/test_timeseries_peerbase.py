@@ -74,6 +74,13 @@ def test_base_names_and_seasons_are_checked():
     assert peerbase.peer_seasons([], pd.Timedelta("30min"), 700) == [48, 336]
 
 
+def test_training_windows_are_capped_evenly():
+    starts = np.arange(5, 5000)
+    few = peerbase.training_starts(starts, 100)
+    assert len(few) == 100 and few[0] == 5 and few[-1] == 4999 and np.all(np.diff(few) > 0)
+    np.testing.assert_array_equal(peerbase.training_starts(starts[:50], 100), starts[:50])
+
+
 def test_training_windows_are_departures_from_the_base_over_the_horizon():
     values, times = monthly()
     calendar = np.zeros((len(values), 4), np.float32)
