@@ -107,6 +107,8 @@ def inside_interval(forecast: xr.DataArray, truth: xr.DataArray, level: float,
     """1 where the truth lies in the members' central `level` interval (linear quantiles, ends included), 0
     outside, NaN where the truth is missing; with M members the expected coverage of a calibrated ensemble is a
     little below `level` ((M - 1) level / (M + 1) for the order-statistic interval)."""
-    lo = forecast.quantile((1 - level) / 2, dim=ensemble_dim).drop_vars("quantile")
-    hi = forecast.quantile(1 - (1 - level) / 2, dim=ensemble_dim).drop_vars("quantile")
-    return ((truth >= lo) & (truth <= hi)).astype(np.float64).where(truth.notnull())
+    # skipna=False: numpy's nanquantile goes cell by cell in Python (apply_along_axis), 20 minutes for 180 inits of
+    # a 25 x 53 grid; a case with a missing member takes no part (NaN), as in the CRPS
+    lo = forecast.quantile((1 - level) / 2, dim=ensemble_dim, skipna=False).drop_vars("quantile")
+    hi = forecast.quantile(1 - (1 - level) / 2, dim=ensemble_dim, skipna=False).drop_vars("quantile")
+    return ((truth >= lo) & (truth <= hi)).astype(np.float64).where(truth.notnull() & lo.notnull() & hi.notnull())
