@@ -98,6 +98,7 @@ def lorenz96(out: Path, steps: int, members: int, sigmas=(0.1,)) -> dict:
             "inits": int(fc.sizes["init_time"]), "members": members}
 
 
+NCEP = ROOT / "../shared/data/ncep_air_na_2013-2014.nc"
 PRETRAINED_METRICS = {
     # the commands that measured each shipped card's metrics (they write onto the card with --record)
     "lorenz96": ["gendiff forecast weather --run pretrained:lorenz96 --data lorenz96 --init-period "
@@ -110,6 +111,12 @@ PRETRAINED_METRICS = {
                     "--seed 0 --threads 1",
                     f"gendiff evaluate weather --forecast runs/card-era5-uk-t2m-6h.nc --truth {ERA5.resolve()} "
                     "--systems model,persistence,climatology,linear,ar_calibrated --record"],
+    # the test period of benchmarks/weather_heldout.py: Jul-Dec 2014 inits, never looked at while designing
+    "ncep-air": [f"gendiff forecast weather --run pretrained:ncep-air --data {NCEP.resolve()} --init-period "
+                 "2014-07-01:2014-12-29 --init-every 24h --members 16 --lead 48h --out runs/card-ncep-air.nc "
+                 "--seed 0 --threads 1",
+                 f"gendiff evaluate weather --forecast runs/card-ncep-air.nc --truth {NCEP.resolve()} "
+                 "--systems model,persistence,climatology,linear,ar_calibrated,ar_base,emos_ar --record"],
 }
 
 

@@ -10,7 +10,7 @@ Public verbs (the engine's, with the gridded defaults):
     evaluate_imputation(run, data, fraction=0.1)       -> hide, impute and score against the baselines
     demo(out, device="auto", from_scratch=False)       -> pretrained:lorenz96 forecast / evaluate / plots in seconds
 `run` is a run folder or `pretrained:NAME` (shipped in gendiff/domains/weather/pretrained/: lorenz96,
-era5-uk-t2m; `gendiff list`). `data` is a path (netCDF, zarr, GRIB with cfgrib, a quoted glob), an xarray Dataset
+era5-uk-t2m, ncep-air; `gendiff list`). `data` is a path (netCDF, zarr, GRIB with cfgrib, a quoted glob), an xarray Dataset
 or DataArray, "lorenz96" (the default: the embedded Lorenz-96 system), or a table as the engine takes it.
 """
 from __future__ import annotations
