@@ -31,15 +31,26 @@ from gendiff.domains.timeseries import real_series
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "timeseries_peers.md"
 PEERS = ("auto_ets", "mstl", "seasonal_naive", "naive")
-SEASONS = {"co2": [52], "solar": [48], "taylor": [48, 336], "wine": [12]}
+SEASONS = {"co2": [52], "solar": [48], "taylor": [48, 336], "wine": [12], "sunspots": [11], "elnino": [12]}
 # monthly wine sales (pmdarima's wineind), with gendiff's defaults (horizon 12, season 12 when the data show it):
 # trained on 1980-01 to 1990-12, scored from every month of 1991-01 to 1993-08 (a test period never looked at)
 WINE = dict(context=None, horizon=None, lead=12, init_every=1, train_period=("1980-01-01", "1990-12-01"),
             init_period=("1991-01-01", "1993-08-01"), leads=(1, 3, 6, 12), unit="month", seasons="auto")
 
 
+# yearly sunspots (statsmodels), gendiff's defaults (horizon 8 years): trained on 1700-1950, scored from every year
+# of 1951-2000; the peers take the solar cycle (11 years) as their season
+SUNSPOTS = dict(context=None, horizon=None, lead=8, init_every=1, train_period=("1700-01-01", "1950-01-01"),
+                init_period=("1951-01-01", "2000-01-01"), leads=(1, 2, 4, 8), unit="year", seasons="auto")
+# monthly El Nino sea surface temperature (statsmodels), defaults (horizon 12): trained on 1950-1995, scored from
+# every month of 1996-2009
+ELNINO = dict(context=None, horizon=None, lead=12, init_every=1, train_period=("1950-01-01", "1995-12-01"),
+              init_period=("1996-01-01", "2009-12-01"), leads=(1, 3, 6, 12), unit="month", seasons="auto")
+EXTRA = {"wine": WINE, "sunspots": SUNSPOTS, "elnino": ELNINO}
+
+
 def run(name: str, out: Path, minutes: float, members: int, arima: bool, seed: int, base: str = "linear") -> dict:
-    cfg = WINE if name == "wine" else CONFIGS[name]
+    cfg = EXTRA.get(name) or CONFIGS[name]
     df = real_series.load(name)
     run_dir = out / name / ("run" if base == "linear" else f"run-{base}")
     t0 = time.perf_counter()

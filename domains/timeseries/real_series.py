@@ -7,6 +7,10 @@
             smoothing"; the package stores the values only, the dates are the paper's)
     wine    pmdarima: monthly Australian wine sales (bottles <= 1 litre), January 1980 to August 1994, 176 month
             starts (a calendar step: timeaxis.CalendarStep)
+    sunspots statsmodels: yearly mean sunspot number, 1700 to 2008, 309 year starts (the solar cycle, about 11
+            years, is no calendar season: its reference season is 11 steps)
+    elnino  statsmodels: monthly sea surface temperature of the El Nino region (deg C), January 1950 to December
+            2010, 732 month starts (the package stores a year x month table)
 
 Each loader returns a DataFrame with a DatetimeIndex named `time` and one column per series; `SEASON` gives the
 season length in steps used by the seasonal-naive reference (a year of weeks, a day of half hours, a week, a year
@@ -25,8 +29,9 @@ from gendiff.errors import ConfigError, DataError
 
 from .timeaxis import add_steps, nominal, time_step
 
-SEASON = {"co2": 52, "solar": 48, "taylor": 336, "wine": 12}
-PACKAGES = {"co2": "statsmodels", "solar": "sktime", "taylor": "pmdarima", "wine": "pmdarima"}
+SEASON = {"co2": 52, "solar": 48, "taylor": 336, "wine": 12, "sunspots": 11, "elnino": 12}
+PACKAGES = {"co2": "statsmodels", "solar": "sktime", "taylor": "pmdarima", "wine": "pmdarima",
+            "sunspots": "statsmodels", "elnino": "statsmodels"}
 
 
 def _need(name: str):
@@ -82,7 +87,30 @@ def wine_monthly() -> pd.DataFrame:
     return pd.DataFrame({"wine": y}, index=idx)
 
 
-LOADERS = {"co2": co2_weekly, "solar": gb_solar, "taylor": taylor_demand, "wine": wine_monthly}
+def sunspots_yearly() -> pd.DataFrame:
+    """statsmodels.datasets.sunspots: the yearly sunspot number on year starts from 1700."""
+    _need("sunspots")
+    from statsmodels.datasets import sunspots
+
+    d = sunspots.load_pandas().data
+    idx = pd.DatetimeIndex([pd.Timestamp(int(y), 1, 1) for y in d["YEAR"]], name="time").as_unit("ns")
+    return pd.DataFrame({"sunspots": d["SUNACTIVITY"].to_numpy(dtype=np.float64)}, index=idx)
+
+
+def elnino_monthly() -> pd.DataFrame:
+    """statsmodels.datasets.elnino: its year x month table of sea surface temperature as one monthly series on
+    month starts."""
+    _need("elnino")
+    from statsmodels.datasets import elnino
+
+    d = elnino.load_pandas().data
+    values = d.drop(columns="YEAR").to_numpy(dtype=np.float64).ravel()  # row by row: January to December
+    idx = pd.date_range(f"{int(d['YEAR'].iloc[0])}-01-01", periods=len(values), freq="MS", name="time").as_unit("ns")
+    return pd.DataFrame({"sst": values}, index=idx)
+
+
+LOADERS = {"co2": co2_weekly, "solar": gb_solar, "taylor": taylor_demand, "wine": wine_monthly,
+           "sunspots": sunspots_yearly, "elnino": elnino_monthly}
 
 
 def load(name: str) -> pd.DataFrame:

@@ -35,6 +35,17 @@ def test_taylor_demand_dates():
         real_series.load("airline")
 
 
+def test_sunspots_and_elnino_as_shipped():
+    pytest.importorskip("statsmodels")
+    spots = real_series.load("sunspots")
+    assert spots.shape == (309, 1) and spots.index[0] == pd.Timestamp("1700-01-01")
+    assert spots.index[-1] == pd.Timestamp("2008-01-01") and spots["sunspots"].iloc[0] == 5.0
+    sst = real_series.load("elnino")
+    assert sst.shape == (732, 1) and sst.index[0] == pd.Timestamp("1950-01-01")
+    assert sst.index[-1] == pd.Timestamp("2010-12-01")
+    assert sst["sst"].iloc[1] == 24.20 and sst["sst"].iloc[-1] == 22.07  # Feb 1950, Dec 2010 of the table
+
+
 def test_seasonal_naive_reaches_back_whole_seasons():
     idx = pd.date_range("2024-01-01", periods=40, freq="h")
     ds = tabular.from_pandas(pd.DataFrame({"a": np.arange(40.0), "b": 100 + np.arange(40.0)}, index=idx))
