@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from _machine import machine  # noqa: E402  (python puts the script's folder, benchmarks/, on sys.path)
 from _results import write_block  # noqa: E402
 
@@ -73,8 +72,10 @@ def run(name: str, out: Path, minutes: float, members: int, seed: int, sample_st
     records = weather.evaluate(fc_path, path, out=out / name / "test-scores", systems=list(SYSTEMS), seed=seed,
                                joint=True)
     train_seconds = summary.get("seconds") if reuse and card.is_file() else t1 - t0
-    return {"dataset": name, "config": cfg, "train_steps": int(summary["step"]), "train_seconds": round(train_seconds, 1),
-            "forecast_seconds": round(float(fc.attrs.get("forecast_seconds", t2 - t1)), 1), "evaluate_seconds": round(time.perf_counter() - t2, 1),
+    return {"dataset": name, "config": cfg, "train_steps": int(summary["step"]),
+            "train_seconds": round(train_seconds, 1),
+            "forecast_seconds": round(float(fc.attrs.get("forecast_seconds", t2 - t1)), 1),
+            "evaluate_seconds": round(time.perf_counter() - t2, 1),
             "inits": int(fc.sizes["init_time"]), "members": members, "records": records}
 
 
@@ -136,11 +137,12 @@ def _f(x, digits: int = 4) -> str:
 def write(results: list[dict], command: str) -> None:
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [f"### Gridded test periods ({stamp})", "", f"Command: `{command}`", "", f"Machine: {machine()}", "",
-             "Fair CRPS in data units on the test inits; emos_ar: EMOS of the AR base (Gaussian N(a + b m, c) per lead "
-             "and cell, minimum CRPS; comparison.emos_system) cross-fitted over two halves of the test inits (each half's forecasts from "
-             "the other's fit: a competitor that saw test-period data); ar_base: the run's AR mean forecast alone (a "
-             "point forecast: CRPS = MAE); ar_calibrated: the AR base plus Gaussian departures with the run's "
-             "held-out calibration. The model is the run with its spread calibration.", ""]
+             "Fair CRPS in data units on the test inits; emos_ar: EMOS of the AR base (Gaussian N(a + b m, c) per "
+             "lead and cell, minimum CRPS; comparison.emos_system) cross-fitted over two halves of the test inits "
+             "(each half's forecasts from the other's fit: a competitor that saw test-period data); ar_base: the "
+             "run's AR mean forecast alone (a point forecast: CRPS = MAE); ar_calibrated: the AR base plus "
+             "Gaussian departures with the run's held-out calibration. The model is the run with its spread "
+             "calibration.", ""]
     for r in results:
         cfg = r["config"]
         lines += [f"**{r['dataset']}** ({cfg['file']}): training period {cfg['train_period']} (its last "
