@@ -181,12 +181,14 @@ class HourlyClimatology:
 
     def restore(self, z: np.ndarray, times, axis: int | None = None) -> np.ndarray:
         """The inverse of remove(): normalised values from anomalies z. `axis`: a dim of z that `times` lacks
-        (the ensemble member: z (I, M, L, C) against times (I, L))."""
+        (the ensemble member: z (I, M, L, C) against times (I, L)). Daylight features (`solar`) are their
+        physical 0 where the sun is down (insolation.SolarScale.night)."""
         mean, scale = self._tables(times)
         if axis is not None:
             mean = np.expand_dims(mean, axis)
             scale = None if scale is None else np.expand_dims(scale, axis)
-        return z + mean if scale is None else z * scale + mean
+        out = z + mean if scale is None else z * scale + mean
+        return out if self.solar is None else self.solar.night(out, times, axis)  # daylight features: 0 at night
 
     @classmethod
     def fit(cls, values, times: np.ndarray, index: np.ndarray) -> "HourlyClimatology":

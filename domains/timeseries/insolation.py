@@ -135,6 +135,26 @@ class SolarScale:
             std[..., self.cols] *= np.maximum(f, np.float32(STD_FACTOR_MIN))
         return mean, std
 
+    def night(self, x: np.ndarray, times, axis: int | None = None) -> np.ndarray:
+        """x (normalised values at `times`, (*times.shape, C); with `axis` a dim times lacks, such as the member)
+        with the features `cols` set to their physical 0 where the sun is below the horizon at the time and one
+        step before it: dark for an instant and for the step's accumulation ending there (ERA5's hourly
+        radiation). The scale of the deviation is floored (STD_FACTOR_MIN) so that anomalies can be divided by
+        it; without this, generated anomalies came back as radiation at night (ERA5 Berlin in November: up to
+        90,000 J/m^2 at 06 UTC, where the truth is 0)."""
+        t = pd.DatetimeIndex(np.asarray(times).ravel())
+        gaps = np.diff(np.unique(t.values))
+        gaps = np.sort(gaps[gaps > np.timedelta64(0)])
+        step = pd.Timedelta(gaps[len(gaps) // 2]) if len(gaps) else pd.Timedelta(hours=1)  # one time: an hour
+        before = t - step
+        dark = (cos_zenith(t, self.lat, self.lon) <= 0) & (cos_zenith(before, self.lat, self.lon) <= 0)
+        dark = dark.reshape(*np.shape(times), self.cols.size)
+        if axis is not None:
+            dark = np.expand_dims(dark, axis)
+        out = np.array(x, copy=True)
+        out[..., self.cols] = np.where(dark, self.zero.astype(out.dtype), out[..., self.cols])
+        return out
+
     def select(self, features, n_features: int) -> "SolarScale | None":
         """The scale of a part of the features (indices into the n_features); None when none of them is scaled."""
         lookup = np.full(n_features, -1, dtype=np.int64)

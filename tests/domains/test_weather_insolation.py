@@ -10,6 +10,7 @@ import xarray as xr
 
 from gendiff import cli
 from gendiff.domains.weather import forecast, train
+from gendiff.domains.timeseries.climatology import HourlyClimatology
 from gendiff.domains.timeseries.insolation import SolarScale, cos_zenith, feature_coordinates
 from gendiff.domains.timeseries.run import load_run
 from gendiff.domains.timeseries.stream import fit_statistics
@@ -109,6 +110,23 @@ def test_anomalies_stay_bounded_when_the_data_keep_another_time_convention(shift
         z = clim.remove(stats.codec.encode(ds), ds.time.values)[:, 1:n]
         # dawn: the geometry's sun still down (factor 0) while the data's is up; the deviation is not shrunk to 0
         assert np.nanmax(np.abs(z)) < 8, (insolation, np.nanmax(np.abs(z)))
+
+
+def test_restored_radiation_is_zero_where_the_sun_was_down_over_the_step():
+    """Berlin, 1 November 2017, hourly: sunrise about 06:10 UTC, sunset about 15:40 UTC. Members far from the
+    hour's mean come back as the physical 0 at 06 UTC (dark at 05 and 06: the hour ending there is dark) and at
+    night, but not at 07 (the sun up) nor at 16 (the sun set within the hour ending there)."""
+    scale = SolarScale([1], [52.5], [13.4], np.full((24, 1), 0.5), [-1.5])
+    clim = HourlyClimatology(np.arange(24.0), np.zeros((24, 2), np.float32), np.ones((24, 2), np.float32), scale)
+    times = pd.date_range("2017-11-01T00:00", periods=24, freq="h").values
+    z = np.full((3, 24, 2), 2.0, np.float32)  # three members, an anomaly of 2 everywhere
+    out = clim.restore(z, np.broadcast_to(times, (3, 24)))
+    hours = pd.DatetimeIndex(times).hour
+    zero = out[0, :, 1] == np.float32(-1.5)
+    assert zero[hours.isin([0, 3, 5, 6, 17, 22])].all() and not zero[hours.isin([7, 12, 15, 16])].any()
+    np.testing.assert_array_equal(out[..., 0], 2.0)  # a feature without a solar scale: untouched
+    per_member = clim.restore(z[:, None], times[None, None].repeat(3, 0)[:, 0], axis=1)  # the member axis
+    np.testing.assert_array_equal(per_member[:, 0], out)
 
 
 def test_solar_scale_checks_its_shapes():
