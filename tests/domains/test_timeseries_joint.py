@@ -67,3 +67,29 @@ def test_energy_score_prefers_the_truths_dependence_over_independent_marginals()
     c_dep = P.crps_sum(dependent.transpose(0, 2, 1, 3)[..., :1], y[..., :1])
     c_ind = P.crps_sum(independent.transpose(0, 2, 1, 3)[..., :1], y[..., :1])
     assert abs(c_dep - c_ind) / c_ind < 0.15
+
+
+def test_evaluate_and_the_cli_report_joint_scores(tmp_path, capsys):
+    from gendiff.cli import main
+    from gendiff.domains import timeseries
+
+    rng = np.random.default_rng(2)
+    t = pd.date_range("2020-01-01", periods=600, freq="h")
+    common = np.cumsum(rng.normal(size=600))
+    df = pd.DataFrame({f"s{k}": common + rng.normal(0, 0.3, 600) for k in range(3)}, index=t.rename("time"))
+    run = tmp_path / "run"
+    timeseries.train(df, run, context=24, horizon=6, train_period=("2020-01-01", "2020-01-20"), max_steps=2,
+                     batch_size=4, net={"width": 8, "mults": [1]}, sample_steps=2, progress=False, calibration=0.0)
+    fc = timeseries.forecast(run, df, output="xarray", init_period=("2020-01-22", "2020-01-24"), init_every="12h",
+                             members=4, steps=2, lead=6, progress=False)
+    fc.to_netcdf(tmp_path / "fc.nc")
+    records = timeseries.evaluate(fc, df, systems=["model", "persistence"], plots=False, joint=True,
+                                  out=tmp_path / "scores")
+    joint = [r for r in records if r["variable"] == JOINT]
+    assert {r["system"] for r in joint} == {"model", "persistence"} and len(joint) == 2 * 6
+    assert all(r["features"] == 3 and r["energy_score"] > 0 and r["crps_sum"] > 0 for r in joint)
+    assert (tmp_path / "scores" / "joint_scores.json").is_file()
+    df.to_csv(tmp_path / "truth.csv")
+    assert main(["evaluate", "timeseries", "--forecast", str(tmp_path / "fc.nc"), "--truth",
+                 str(tmp_path / "truth.csv"), "--systems", "model,persistence", "--joint"]) == 0
+    assert "joint scores over all features" in capsys.readouterr().out

@@ -11,17 +11,13 @@ import pandas as pd
 import pytest
 import torch
 
-pytest.importorskip("statsforecast")
-
-from statsforecast.models import AutoETS, SeasonalNaive  # noqa: E402
-
-from gendiff.domains import timeseries  # noqa: E402
-from gendiff.domains.timeseries import peerbase  # noqa: E402
-from gendiff.domains.timeseries.climatology import HourlyClimatology  # noqa: E402
-from gendiff.domains.timeseries.config import ModelConfig  # noqa: E402
-from gendiff.domains.timeseries.scoring import ar_base_forecast  # noqa: E402
-from gendiff.domains.timeseries.windows import WindowDataset  # noqa: E402
-from gendiff.errors import ConfigError  # noqa: E402
+from gendiff.domains import timeseries
+from gendiff.domains.timeseries import peerbase
+from gendiff.domains.timeseries.climatology import HourlyClimatology
+from gendiff.domains.timeseries.config import ModelConfig
+from gendiff.domains.timeseries.scoring import ar_base_forecast
+from gendiff.domains.timeseries.windows import WindowDataset
+from gendiff.errors import ConfigError
 
 torch.set_num_threads(1)
 FLAT = HourlyClimatology(np.zeros(1), np.zeros((1, 2), np.float32))  # no daily cycle: anomalies = values
@@ -37,6 +33,8 @@ def monthly(n: int = 120, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_base_forecasts_equal_statsforecast_fitted_and_applied_from_each_init():
+    models = pytest.importorskip("statsforecast.models")  # the peers extra (CI keeps pandas 3 without it)
+    AutoETS, SeasonalNaive = models.AutoETS, models.SeasonalNaive
     values, times = monthly()
     base = peerbase.PeerBase(["auto_ets", "seasonal_naive"], [12])
     inits = np.array([80, 95, 110])
@@ -51,6 +49,7 @@ def test_base_forecasts_equal_statsforecast_fitted_and_applied_from_each_init():
 
 
 def test_choice_per_series_is_the_lowest_validation_error():
+    pytest.importorskip("statsforecast")
     values, times = monthly(144)
     idx = np.arange(144)
     base, mae = peerbase.choose(peerbase.CHOOSE, values, times, FLAT, idx, np.empty(0, int), [12], 6)
@@ -97,6 +96,7 @@ def test_training_windows_are_departures_from_the_base_over_the_horizon():
 
 @pytest.fixture(scope="module")
 def peer_run(tmp_path_factory):
+    pytest.importorskip("statsforecast")
     values, times = monthly(150)
     df = pd.DataFrame(values + 10, index=pd.DatetimeIndex(times, name="time"), columns=["walk", "cycle"])
     out = tmp_path_factory.mktemp("peer") / "run"
