@@ -63,12 +63,17 @@ def plot_rank_histograms(hists: dict, path) -> Path:
 
 
 MAX_LEAD_PANELS = 8
+MAX_LEAD_ROWS = 12  # (system, variable) rows of the per-lead figure: the model's first (Berlin's 9 variables x 6
+# systems drew 432 panels, minutes of matplotlib)
 
 
 def plot_rank_histograms_by_lead(hists: dict, path) -> Path:
-    """Rank histograms per lead time: a row per (system, variable), a column per lead (at most MAX_LEAD_PANELS,
-    evenly spread over the leads); flat = calibrated at that lead, U = too narrow, dome = too wide."""
+    """Rank histograms per lead time: a row per (system, variable) (at most MAX_LEAD_ROWS, the model's first), a
+    column per lead (at most MAX_LEAD_PANELS, evenly spread over the leads); flat = calibrated at that lead, U = too
+    narrow, dome = too wide. All counts per lead are in rank_histograms.nc."""
     plt = _plt()
+    keys = sorted(hists, key=lambda k: (k[0] != "model", list(hists).index(k)))[:MAX_LEAD_ROWS]
+    hists = {k: hists[k] for k in keys}
     first = next(iter(hists.values()))
     leads = first["lead_time"].values if "lead_time" in first.dims else np.array([None])
     pick = np.unique(np.linspace(0, len(leads) - 1, min(len(leads), MAX_LEAD_PANELS)).round().astype(int))
