@@ -10,7 +10,7 @@ from gendiff.errors import DataError
 from . import calibrate
 from .calibrate_fit import fit_parameters
 from .forecasting import base_trajectory, initial_history, peer_trajectory
-from .timeaxis import add_steps, time_step
+from .timeaxis import add_steps, lead_times, time_step
 
 
 def ar_calibrated(run, values: np.ndarray, times, init_idx: np.ndarray, n_lead: int, members: int, seed: int = 0,
@@ -46,7 +46,7 @@ def ar_calibrated(run, values: np.ndarray, times, init_idx: np.ndarray, n_lead: 
         calib = fit_parameters(run, ens, values, times, held)
     arr = _gaussian_rollout(run, values, times, init_idx, n_lead, members, seed, chain_base)
     arr = calibrate.apply(arr, calib, run.codec, base_trajectory(run, values, init_idx, n_lead, times))
-    valid_t = add_steps(times[init_idx][:, None], np.arange(1, n_lead + 1)[None, :], time_step(times))
+    valid_t = lead_times(times[init_idx], n_lead, time_step(times))
     return run.climatology.restore(arr, valid_t, axis=1).astype(np.float32)
 
 

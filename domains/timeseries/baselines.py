@@ -12,7 +12,7 @@ import numpy as np
 from gendiff.errors import DataError
 
 from .data import hour_of_day
-from .timeaxis import add_steps, time_step
+from .timeaxis import lead_times, time_step
 
 
 def persistence(values: np.ndarray, init_idx: np.ndarray, n_lead: int) -> np.ndarray:
@@ -121,7 +121,7 @@ class LinearAR:
         hist_idx = init_idx[:, None] - np.arange(p)[None, :]  # (I, p): t0, t0-1, ...
         a = values[hist_idx].astype(np.float64) - self.anomaly_mean(times[hist_idx])  # (I, p, C)
         a = np.repeat(a[:, None], members, axis=1)  # (I, M, p, C)
-        valid = add_steps(times[init_idx][:, None], np.arange(1, n_lead + 1)[None, :], step)
+        valid = lead_times(times[init_idx], n_lead, step)
         clim = self.anomaly_mean(valid)  # (I, L, C)
         out = np.empty((len(init_idx), members, n_lead, values.shape[1]))
         for j in range(n_lead):

@@ -26,7 +26,7 @@ from .heldout import check_held_out
 from .regions import regrid, subregion
 from .run import Run, load_run
 from .stream import EncodedValues
-from .timeaxis import CalendarStep, add_steps, check_run_step, nominal
+from .timeaxis import CalendarStep, add_steps, check_run_step, lead_times, nominal
 
 
 GRID_SEQUENCES = 8192  # gridnet runs: at most this many (window, location) sequences per network call
@@ -65,7 +65,7 @@ def forecast_dataset(codec: Codec, values: np.ndarray, init_times, step, attrs: 
     init = np.asarray(init_times, dtype="datetime64[ns]")
     out = codec.decode(values, ("init_time", "member", "lead_time"),
                        {"init_time": init, "member": np.arange(members), "lead_time": lead})
-    valid = add_steps(init[:, None], np.arange(1, n_lead + 1)[None, :], step)
+    valid = lead_times(init, n_lead, step)
     out = out.assign_coords(valid_time=(("init_time", "lead_time"), valid))
     out["lead_time"].attrs["long_name"] = "forecast lead time"
     out.attrs.update(attrs or {})
@@ -310,7 +310,7 @@ def forecast(run, data, *, config: ForecastConfig | None = None, out=None, **opt
     calib = calibrate.load(run.path) if cfg.calibrated else None
     if calib is not None:
         arr = calibrate.apply(arr, calib, run.codec, base_trajectory(run, values, idx, n_lead, times))
-    valid = add_steps(times[idx][:, None], np.arange(1, n_lead + 1)[None, :], step)
+    valid = lead_times(times[idx], n_lead, step)
     arr = run.climatology.restore(arr, valid, axis=1)
     attrs = {"gendiff_run": str(run.spec or run.path), "gendiff_model_source": run.config["source"],
              "train_period": " to ".join(run.config["train_period"]), "sampler": sampler, "sampler_steps": steps,

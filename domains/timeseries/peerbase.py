@@ -24,7 +24,7 @@ from gendiff.errors import ConfigError, DataError
 from . import peers
 from .base import ARBase
 from .frequency import candidate_seasons
-from .timeaxis import add_steps, time_step
+from .timeaxis import lead_times, time_step
 
 CHOOSE = "statsforecast"  # the base value that picks a model per series on the validation inits
 SYSTEMS = ("mstl", "auto_ets", "auto_arima", "seasonal_naive")
@@ -110,7 +110,7 @@ class PeerBase:
                 continue
             out[:, :, c], _ = peers.forecast_series(self.model(system), u[:, c], np.asarray(fit_idx), init_idx,
                                                     int(horizon), label=f"{label}, feature {c}")
-        step_times = _valid_times(times, init_idx, int(horizon))
+        step_times = lead_times(np.asarray(times)[init_idx], int(horizon), time_step(times))
         anomalies = climatology.remove(out.astype(np.float32), step_times)
         self._cache = {key: anomalies}  # the latest only: forecast, calibration and scoring ask for it in turn
         return anomalies
@@ -127,12 +127,6 @@ class PeerBase:
         fallback = np.nanmedian(np.where(n > 0, rms, np.nan)) if (n > 0).any() else 1.0
         rms = np.where((n > 0) & (rms > 0), rms, fallback if np.isfinite(fallback) and fallback > 0 else 1.0)
         return rms.astype(np.float32), base.astype(np.float32)
-
-
-def _valid_times(times, init_idx, horizon: int) -> np.ndarray:
-    """(I, horizon) times of the steps after each init, continued past the data's end by its step."""
-    step = time_step(times)
-    return add_steps(np.asarray(times)[init_idx][:, None], np.arange(1, horizon + 1)[None, :], step)
 
 
 def validation_inits(idx: np.ndarray, idx_hold: np.ndarray, horizon: int, n: int = VALIDATION_INITS) -> np.ndarray:

@@ -29,7 +29,7 @@ from .run import Run, load_run
 from .scores import score
 from .stream import EncodedValues, fit_codec
 from .tabular import SERIES
-from .timeaxis import add_steps, run_step
+from .timeaxis import lead_times, run_step
 
 SYSTEMS = ("model", "persistence", "climatology", "linear", "ar_calibrated", "ar_base", *PEERS, "emos", "emos_ar")
 # ar_calibrated needs the run, the peers statsforecast (pip install 'gendiff[peers]'), emos 4 inits: ask for them
@@ -50,7 +50,7 @@ def baseline_forecasts(truth: xr.Dataset, fc: xr.Dataset, train_period, members:
     init_idx = tindex.get_indexer(init)
     if (init_idx < 0).any():
         raise DataError(f"{label}: init time {init[init_idx < 0][0]} of the forecast is not in the truth data")
-    valid = add_steps(init.values[:, None], np.arange(1, n_lead + 1)[None, :], step)
+    valid = lead_times(init.values, n_lead, step)
     make = {
         "persistence": lambda: baselines.persistence(values, init_idx, n_lead),
         "climatology": lambda: baselines.hourly_climatology(values, times, train_idx, valid),
@@ -101,7 +101,7 @@ def ar_base_forecast(run, truth: xr.Dataset, fc: xr.Dataset, label: str = "truth
     values = EncodedValues(truth, run.codec, run.climatology, label)
     n_lead = int(lead_steps[-1])
     arr = base_trajectory(run, values, init_idx, n_lead, times)[:, None]  # (I, 1, L, C)
-    valid = add_steps(times[init_idx][:, None], np.arange(1, n_lead + 1)[None, :], step)
+    valid = lead_times(times[init_idx], n_lead, step)
     arr = run.climatology.restore(arr, valid, axis=1)
     return forecast_dataset(run.codec, arr, init.values, step).isel(lead_time=lead_steps - 1)
 

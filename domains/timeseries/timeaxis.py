@@ -107,6 +107,11 @@ def add_steps(times, k, step) -> np.ndarray:
     return (moved.astype("datetime64[ns]") + (t - month.astype("datetime64[ns]"))).astype("datetime64[ns]")
 
 
+def lead_times(init_times, n_lead: int, step) -> np.ndarray:
+    """(I, n_lead) valid times of leads 1..n_lead from each init time (add_steps: calendar steps count months)."""
+    return add_steps(np.asarray(init_times)[:, None], np.arange(1, int(n_lead) + 1)[None, :], step)
+
+
 def table_calendar_step(times, label: str, step: CalendarStep | None = None, end: bool | None = None) -> CalendarStep:
     """The calendar step of a table's sorted times (`step`: the one asked for, freq='MS' ...; `end`: the month rule
     the rows should follow, default the one they do): the most common number of months between rows (the smallest
