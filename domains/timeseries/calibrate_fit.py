@@ -13,6 +13,7 @@ from .forecasting import base_trajectory, rollout
 from .regions import restrict
 from .run import Run, load_run
 from .sharednet import location_features
+from .windows import horizon_values
 
 CALIBRATION_SERIES = 64  # a run shared by more series fits the calibration on this many of them, drawn at random
 
@@ -62,7 +63,7 @@ def fit_parameters(run, ens: np.ndarray, values: np.ndarray, times: np.ndarray, 
     fit_calibration writes them (also what the ar_calibrated baseline fits on its own Gaussian ensemble)."""
     ens = np.asarray(ens, dtype=np.float64)
     members, n_lead = ens.shape[1], ens.shape[2]
-    truth = np.stack([values[i + 1:i + 1 + n_lead] for i in init_idx]).astype(np.float64)
+    truth = horizon_values(values, init_idx, n_lead).astype(np.float64)
     base = base_trajectory(run, values, init_idx, n_lead, times)
     mean = ens.mean(1)
     base = mean if base is None else base.astype(np.float64)

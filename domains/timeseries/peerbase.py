@@ -25,6 +25,7 @@ from . import peers
 from .base import ARBase
 from .frequency import candidate_seasons
 from .timeaxis import lead_times, time_step
+from .windows import horizon_values
 
 CHOOSE = "statsforecast"  # the base value that picks a model per series on the validation inits
 SYSTEMS = ("mstl", "auto_ets", "auto_arima", "seasonal_naive")
@@ -120,8 +121,7 @@ class PeerBase:
         with the windows' base forecasts (n, H, C)."""
         inits = np.asarray(starts) + context - 1
         base = self.forecasts(values, times, climatology, inits, horizon, fit_idx=fit_idx, label="training windows")
-        truth = np.stack([np.asarray(values[i + 1:i + 1 + horizon], dtype=np.float32) for i in inits])
-        err = truth - base
+        err = horizon_values(values, inits, horizon).astype(np.float32) - base
         n = np.isfinite(err).sum(0)
         rms = np.sqrt(np.nansum(err ** 2, 0) / np.maximum(n, 1))
         fallback = np.nanmedian(np.where(n > 0, rms, np.nan)) if (n > 0).any() else 1.0
@@ -152,7 +152,7 @@ def choose(base: str, values, times, climatology, idx: np.ndarray, idx_hold: np.
     inits = validation_inits(idx, idx_hold, horizon)
     fit_idx = np.arange(int(idx[0]), int(inits[0]) + 1)
     probe = PeerBase([options[0]] * n_feat, seasons)
-    truth = np.stack([np.asarray(values[i + 1:i + 1 + horizon], dtype=np.float32) for i in inits])
+    truth = horizon_values(values, inits, horizon).astype(np.float32)
     mae = {}
     for system in options:
         fc = probe.forecasts(values, times, climatology, inits, horizon, fit_idx=fit_idx, systems=[system] * n_feat,

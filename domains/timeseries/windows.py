@@ -58,6 +58,12 @@ class WindowDataset(torch.utils.data.Dataset):
         return {"x0": x0[0], "mask": mask[0], "cond": cond[0]}
 
 
+def horizon_values(values, init_idx, n: int) -> np.ndarray:
+    """(I, n, C): the n steps of `values` (an array or stream.EncodedValues) after each init index, the truth a
+    forecast from it is scored against."""
+    return np.stack([np.asarray(values[i + 1:i + 1 + n]) for i in np.asarray(init_idx)])
+
+
 def window_starts(n_times: int, index: np.ndarray, length: int, values, context: int,
                   has_data: np.ndarray | None = None) -> np.ndarray:
     """Window starts whose whole window lies inside the (contiguous) index and whose horizon has data.
