@@ -72,7 +72,7 @@ def plot_rank_histograms_by_lead(hists: dict, path) -> Path:
     column per lead (at most MAX_LEAD_PANELS, evenly spread over the leads); flat = calibrated at that lead, U = too
     narrow, dome = too wide. All counts per lead are in rank_histograms.nc."""
     plt = _plt()
-    keys = sorted(hists, key=lambda k: (k[0] != "model", list(hists).index(k)))[:MAX_LEAD_ROWS]
+    keys = sorted(hists, key=lambda k: k[0] != "model")[:MAX_LEAD_ROWS]  # stable: the rest keep their order
     hists = {k: hists[k] for k in keys}
     first = next(iter(hists.values()))
     leads = first["lead_time"].values if "lead_time" in first.dims else np.array([None])
