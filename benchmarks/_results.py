@@ -7,6 +7,7 @@ benchmarks/ on sys.path itself.
 """
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from pathlib import Path
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -33,3 +34,11 @@ def write_block(path: str | Path, body: str, block: str = "latest", title: str |
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, text)
     return path
+
+
+def heading(title: str, command: str) -> list[str]:
+    """The first lines of a result block: `### title (date UTC)`, the command and the machine, each a paragraph."""
+    from _machine import machine  # a sibling module, as this one
+
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return [f"### {title} ({stamp})", "", f"Command: `{command}`", "", f"Machine: {machine()}", ""]

@@ -23,7 +23,6 @@ import json
 import shlex
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -34,8 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "timeseries.md"
 REFERENCES = ("persistence", "seasonal_naive", "climatology", "linear")
 
-from _machine import machine  # noqa: E402  (python puts the script's folder, benchmarks/, on sys.path)
-from _results import write_block  # noqa: E402
+from _results import heading, write_block  # noqa: E402  (python puts benchmarks/ on sys.path)
 
 # context / horizon / lead / init spacing in data steps; periods inclusive; `leads`: the steps reported
 CONFIGS = {
@@ -134,8 +132,7 @@ def beats_all(result: dict) -> bool:
 
 
 def write_results(results: list[dict], command: str) -> None:
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    lines = [f"### Time series benchmark ({stamp})", "", f"Command: `{command}`", "", f"Machine: {machine()}", ""]
+    lines = heading("Time series benchmark", command)
     for r in results:
         cfg = r["config"]
         lines += [f"**{r['dataset']}** ({r['rows']} steps, {r['missing']} missing; trained on {cfg['train_period'][0]}"

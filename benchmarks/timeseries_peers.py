@@ -15,14 +15,12 @@ import json
 import shlex
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from _machine import machine  # noqa: E402  (python puts the script's folder, benchmarks/, on sys.path)
-from _results import write_block  # noqa: E402
+from _results import heading, write_block  # noqa: E402  (python puts benchmarks/ on sys.path)
 from timeseries import CONFIGS  # noqa: E402  the same series, periods and recipes as benchmarks/timeseries.py
 
 from gendiff.domains import timeseries
@@ -106,9 +104,7 @@ def _crps(rec) -> str:
 
 
 def write(results: list[dict], command: str) -> None:
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    lines = [f"### gendiff against statsforecast, held out ({stamp})", "", f"Command: `{command}`", "",
-             f"Machine: {machine()}", "",
+    lines = heading("gendiff against statsforecast, held out", command) + [
              "Fair CRPS in data units on the held-out inits of each series (periods as benchmarks/timeseries.py); "
              "the peers fitted once on the same training period and forecast from each init (gendiff.domains."
              "timeseries.peers), members drawn from their Gaussian predictive; intervals: 95% paired moving-block "

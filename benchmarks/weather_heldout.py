@@ -21,13 +21,11 @@ import json
 import shlex
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import torch
-from _machine import machine  # noqa: E402  (python puts the script's folder, benchmarks/, on sys.path)
-from _results import write_block  # noqa: E402
+from _results import heading, write_block  # noqa: E402  (python puts benchmarks/ on sys.path)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT / ".." / "shared" / "data"
@@ -135,8 +133,7 @@ def _f(x, digits: int = 4) -> str:
 
 
 def write(results: list[dict], command: str) -> None:
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    lines = [f"### Gridded test periods ({stamp})", "", f"Command: `{command}`", "", f"Machine: {machine()}", "",
+    lines = heading("Gridded test periods", command) + [
              "Fair CRPS in data units on the test inits; emos_ar: EMOS of the AR base (Gaussian N(a + b m, c) per "
              "lead and cell, minimum CRPS; comparison.emos_system) cross-fitted over two halves of the test inits "
              "(each half's forecasts from the other's fit: a competitor that saw test-period data); ar_base: the "
