@@ -3,7 +3,9 @@ step (hourly: a day ahead, seasons of a day and a week; daily: two weeks ahead, 
 quarter ahead, a year; monthly: a year ahead, a year of 12 months; quarterly: 8 quarters ahead, a year of 4;
 yearly: 8 years ahead, no season; ...), and a candidate season is kept only when the training data show it: the
 autocorrelation at that lag of the once-differenced series (the trend removed), averaged over the series, is at
-least KEEP_ACF, and the training period holds at least MIN_CYCLES of it. The choice and its reasons go on the run's
+least KEEP_ACF, and the training period holds at least MIN_CYCLES of it. A step with no calendar season (yearly
+data) takes the lag where that autocorrelation peaks, when the peak reaches KEEP_ACF (natural_season: the
+sunspots' 11-year cycle). The choice and its reasons go on the run's
 config.json and card (`defaults`). Calendar steps (whole months on month starts or ends: timeaxis.CalendarStep)
 count their seasons and horizons in months."""
 from __future__ import annotations
@@ -73,6 +75,26 @@ def season_strength(values: np.ndarray, season: int) -> float:
     return float(np.mean(num[good] / den[good])) if good.any() else float("nan")
 
 
+def natural_season(values: np.ndarray) -> tuple[int | None, dict]:
+    """(season, why) for a step with no calendar season (yearly data): the lag, from 2 steps up to a third of the
+    training period (MIN_CYCLES cycles) and MAX_SEASON, where the autocorrelation of the differences peaks, when the
+    peak is at least KEEP_ACF and 4 / sqrt(T) (four standard errors of a white-noise autocorrelation over T steps:
+    the best of many lags of a short random walk is not a season). The 11-year cycle of yearly sunspot numbers: lag
+    11, 0.47 over 1700-1950. None when no lag reaches it."""
+    top = min(MAX_SEASON, values.shape[0] // MIN_CYCLES)
+    lags = np.arange(2, top + 1)
+    acf = np.array([season_strength(values, int(s)) for s in lags])
+    if not np.isfinite(acf).any():
+        return None, {"rule": "no lag to judge"}
+    best = int(np.nanargmax(acf))
+    floor = max(KEEP_ACF, 4.0 / np.sqrt(values.shape[0]))
+    keep = bool(acf[best] >= floor)
+    return (int(lags[best]) if keep else None), {
+        "lag": int(lags[best]), "acf": round(float(acf[best]), 3), "kept": keep,
+        "rule": f"the peak of the lag autocorrelation of the differences over lags 2..{top}, kept when >= "
+                f"{floor:.3g}"}
+
+
 def training_sample(ds: xr.Dataset, idx: np.ndarray) -> np.ndarray:
     """(T, N) float64 values of up to MAX_FEATURES series of the training period, evenly spread over every
     variable's features."""
@@ -107,6 +129,10 @@ def choose(ds: xr.Dataset, idx: np.ndarray, step: pd.Timedelta | CalendarStep, h
             kept += [s] if keep else []
         why["seasons"] = {"candidates": judged, "rule": f"kept when the lag autocorrelation of the differences is "
                                                         f">= {KEEP_ACF} over >= {MIN_CYCLES} cycles"}
+        if not candidate_seasons(step):  # no calendar cycle at this step (yearly data): the data's own, if any
+            found, how = natural_season(values)
+            why["seasons"]["natural"] = how
+            kept += [found] if found is not None else []
         seasons = kept
     elif isinstance(seasons, str) and seasons.strip().lower() == "none":
         seasons = None

@@ -26,6 +26,7 @@ from gendiff.errors import ConfigError, DataError
 from gendiff.samplers import prior_sample, sample
 
 from .data import Codec, calendar_features, open_data, source_label
+from .ensquantile import ensemble_quantile
 from .forecasting import check_time_step, sequence_batch, use_run
 from .imputation import make_impute_inputs
 from .inputs import grid_cond
@@ -216,9 +217,7 @@ def to_tidy(imputed: xr.Dataset, data: xr.Dataset, quantiles=None) -> pd.DataFra
     for lab, vals in _series_arrays(imputed):
         vals = np.asarray(vals, dtype=np.float64)  # (M, T)
         if qs is not None:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # leading / trailing NaN: all-NaN members
-                vals = np.nanquantile(vals, qs, axis=0)  # (Q, T)
+            vals = ensemble_quantile(vals, qs, axis=0)  # (Q, T); leading / trailing NaN: all-NaN members
             inner, name = np.asarray(qs, dtype=np.float64), "quantile"
         else:
             inner, name = np.asarray(imputed["member"].values, dtype=np.int64), "member"

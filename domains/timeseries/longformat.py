@@ -14,6 +14,7 @@ import xarray as xr
 from gendiff import runs
 from gendiff.errors import ConfigError, DataError
 
+from .ensquantile import ensemble_quantile
 from .forecasting import forecast
 from .longtable import DS, ID, Y, with_future
 from .tabular import SERIES, VALUE, from_pandas
@@ -55,10 +56,10 @@ def to_long(fc: xr.Dataset, level=None, quantiles=None, samples: bool = False,
     columns = {MODEL: np.nanmean(vals, axis=1)}
     for lv in parse_levels(level):
         lo, hi = (100 - float(lv)) / 200, 1 - (100 - float(lv)) / 200
-        q = np.nanquantile(vals, [lo, hi], axis=1)
+        q = ensemble_quantile(vals, [lo, hi], axis=1)
         columns[f"{MODEL}-lo-{lv:g}"], columns[f"{MODEL}-hi-{lv:g}"] = q[0], q[1]
     for q in quantiles or ():
-        columns[f"{MODEL}-q-{float(q):g}"] = np.nanquantile(vals, float(q), axis=1)
+        columns[f"{MODEL}-q-{float(q):g}"] = ensemble_quantile(vals, float(q), axis=1)
     rows = []
     for i, t0 in enumerate(init):
         for j, name in enumerate(series):

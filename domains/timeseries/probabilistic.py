@@ -14,6 +14,7 @@ import xarray as xr
 
 from gendiff.errors import ConfigError, DataError
 
+from .ensquantile import ensemble_quantile
 from .scores import _crps_numpy
 
 GLUONTS_QUANTILES = tuple(np.round(np.arange(1, 20) / 20.0, 2))  # 0.05, 0.10, ..., 0.95 (MultivariateEvaluator)
@@ -163,9 +164,9 @@ def interval_coverage(forecast, obs, level: float = 0.9, *, quantiles=None, memb
     """Fraction of the observations inside the central `level` interval [Q_{(1-level)/2}, Q_{(1+level)/2}], bounds
     included (Gneiting & Raftery 2007 sec. 6.2's central prediction interval); a calibrated forecast covers `level`.
 
-    forecast along member_axis: ensemble members (bounds by numpy's linear-interpolation quantile) or, with
+    forecast along member_axis: ensemble members (bounds by `ensquantile.ensemble_quantile`: rank q (M + 1), a
+    normal tail beyond the members, so a calibrated ensemble of any size covers about `level`) or, with
     `quantiles` (the levels, one per entry on that axis), quantile predictions that must include both bounds' levels.
-    Member bounds cover (M - 1) level / (M + 1) of obs exchangeable with the members (slightly under `level`).
     Cases with a NaN observation or bound are left out; NaN when none is left."""
     if not 0.0 < level < 1.0:
         raise ConfigError(f"interval_coverage: level must lie in (0, 1), got {level}")
@@ -174,9 +175,7 @@ def interval_coverage(forecast, obs, level: float = 0.9, *, quantiles=None, memb
     if quantiles is None:
         if x.shape[-1] == 0:
             raise DataError("interval_coverage: the ensemble has no members")
-        with np.errstate(invalid="ignore"):
-            lo, hi = np.quantile(x, alpha, axis=-1)
-        lo, hi = np.where(np.isfinite(x).all(-1), lo, np.nan), np.where(np.isfinite(x).all(-1), hi, np.nan)
+        lo, hi = ensemble_quantile(x, alpha, skipna=False)
     else:
         levels = _levels("interval_coverage", quantiles).reshape(-1)
         if levels.size != x.shape[-1]:

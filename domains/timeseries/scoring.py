@@ -266,7 +266,8 @@ def card_metrics(records: list[dict], fc: xr.Dataset, headline_hours=None) -> di
                 if rec is not None and rec["crps"] is not None:
                     block[f"crps{tag}_{h:g}h" + ("" if s == "model" else f"_{s}")] = round(rec["crps"], 4)
     block["per_lead"] = {v: {s: {k: [by[(v, s, h)].get(k) for h in hours]
-                                 for k in ("crps", "crps_standard", "rmse", "ssr")} for s in systems}
+                                 for k in ("crps", "crps_standard", "rmse", "ssr", "coverage_80", "coverage_95")}
+                             for s in systems}
                          for v in variables}
     block["lead_hours"] = hours
     block["scores"] = ("crps: fair CRPS (spread term over M(M-1) member pairs), crps_standard: over M^2; "

@@ -21,6 +21,7 @@ import xarray as xr
 from gendiff.errors import ConfigError, DataError
 from gendiff.io import atomic_path
 
+from .ensquantile import ensemble_quantile
 from .longtable import attach_covariates, covariate_frames, is_long, to_wide as long_to_wide
 from .timeaxis import CalendarStep, month_rule, on_month_rule, regular_grid, table_calendar_step
 
@@ -298,9 +299,7 @@ def to_tidy(fc: xr.Dataset, quantiles=None) -> pd.DataFrame:
     for lab, da in _series_blocks(fc):
         vals = np.asarray(da.values, dtype=np.float64)  # (I, L, M)
         if qs is not None:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # never-valid series: all-NaN members
-                vals = np.moveaxis(np.nanquantile(vals, qs, axis=-1), 0, -1)  # (I, L, Q)
+            vals = np.moveaxis(ensemble_quantile(vals, qs, axis=-1), 0, -1)  # (I, L, Q); all-NaN members: NaN
             inner, inner_name = np.asarray(qs, dtype=np.float64), "quantile"
         else:
             inner, inner_name = np.asarray(fc["member"].values, dtype=np.int64), "member"

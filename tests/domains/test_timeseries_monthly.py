@@ -204,3 +204,19 @@ def test_calendar_steps_count_months():
         coords={"time": pd.to_datetime(["2021-01-01", "2022-01-01", "2023-01-01", "2024-01-01"])},
     )
     assert time_step(years) == CalendarStep(12)  # 365-day gaps, but years: the next is 2025-01-01
+
+
+def test_yearly_data_take_their_own_cycle_from_the_acf():
+    """No calendar season at a yearly step: the sunspots' 11-year cycle is found in the training years, and the best
+    of many lags of a random walk is not taken for a season."""
+    from gendiff.domains.timeseries.real_series import sunspots_yearly
+
+    values = sunspots_yearly().loc[:"1950"].to_numpy(np.float64)
+    season, why = frequency.natural_season(values)
+    assert season == 11 and why["acf"] > 0.4
+    walks = [frequency.natural_season(np.random.default_rng(s).normal(size=(120, 1)).cumsum(0))[0] for s in range(40)]
+    assert walks.count(None) >= 38
+    ds = xr.Dataset({"value": (("time", "series"), values)},
+                    coords={"time": pd.date_range("1700-01-01", periods=len(values), freq="YS"), "series": ["s"]})
+    _, seasons, why = frequency.choose(ds, np.arange(len(values)), CalendarStep(12), None, "auto")
+    assert seasons == [11] and why["seasons"]["natural"]["kept"]

@@ -94,4 +94,4 @@ def test_interval_coverage_is_reported_per_lead(held_out):
     members = xr.DataArray(np.tile(np.arange(11.0), (4, 1)), dims=("case", "member"))
     truth = xr.DataArray([0.5, 5.0, 9.9, 10.5], dims="case")
     got = inside_interval(members, truth, 0.8)
-    assert got.values.tolist() == [0.0, 1.0, 0.0, 0.0]  # the 80% interval of 0..10 is [1, 9]
+    assert got.values.tolist() == [1.0, 1.0, 0.0, 0.0]  # the 80% interval of 0..10: ranks 1.2 and 10.8 of 11
