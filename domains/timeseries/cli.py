@@ -64,8 +64,8 @@ def add_train(p: argparse.ArgumentParser) -> None:
                         "on patches of 16 above); default unet1d for gridded data")
     p.add_argument("--base", default=None, choices=("linear", *BASES),
                    help="the forecast the network generates departures from: linear (the damped seasonal AR, the "
-                        "default), statsforecast (per series the one of MSTL, AutoETS, AutoARIMA, SeasonalNaive "
-                        "best on the validation inits; needs statsforecast) or one of those models")
+                        "default), statsforecast (per series and lead MSTL, AutoETS, AutoARIMA and SeasonalNaive "
+                        "weighted by inverse validation MSE; needs statsforecast) or one of those models")
     p.add_argument("--static", default=None,
                    help="gridnet: file of time-free fields on the locations (land-sea mask, orography)")
     p.add_argument("--patch", type=int, default=None,

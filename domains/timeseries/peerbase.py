@@ -1,8 +1,12 @@
 """A statsforecast model as the base the network departs from, in place of the AR base (base.ARBase).
 
-With `base="statsforecast"` each series' base is the one of MSTL, AutoETS, AutoARIMA and SeasonalNaive whose
-mean forecast has the lowest mean absolute error on the validation inits (the calibration part at the end of the
-training period; the model fitted on what lies before them); `base="mstl"` (or another of peers.PEERS) fixes it.
+With `base="statsforecast"` each series' base combines MSTL, AutoETS, AutoARIMA and SeasonalNaive lead by lead,
+with weights inversely proportional to each model's mean squared error at that lead on the validation inits (the
+last third of the training period; the models fitted on what lies before them): Bates & Granger's (1969)
+inverse-MSE combination. A model with under MIN_WEIGHT at every lead is dropped (and not run). One pick per series
+was brittle where the validation period holds few inits: the seasonal naive won solar power's validation over all
+leads and lost its first hour to MSTL, and won wine sales' validation and lost its test year. `base="mstl"` (or
+another of peers.PEERS) fixes one model.
 The network then generates the departures of the future from that forecast, divided by the base's RMS error per
 lead and series over the training windows (what ARBase.scale is for the AR base), so that its capacity goes to the
 error distribution, its spread and its dependence across leads and series, not to the level and the seasons.
@@ -11,8 +15,8 @@ The statsforecast models run on the normalised values with the hourly climatolog
 codec scales it, daily cycle included), and their forecasts are taken back to the anomalies the network sees. They
 are fitted once (on the network's part of the training period for training; at forecast time on all the data
 before the first init) and applied from each init with the whole history before it (statsforecast's `forward`,
-peers.forecast_series); nothing of them is stored but the choice per series: a run reloads and refits them, which
-for a table of a few series takes seconds.
+peers.forecast_series); nothing of them is stored but the models and weights per series: a run reloads and
+refits them, which for a table of a few series takes seconds.
 
 The base forecasts a single horizon: a run with a statsforecast base forecasts at most its horizon (no rollout)."""
 from __future__ import annotations
@@ -39,6 +43,7 @@ ARIMA_MAX_SEASON = 12
 # 0.6 s a window on half-hourly demand (2,800 windows: half an hour), so the network trains on at most this many
 # windows, evenly spaced (neighbouring windows share all but one step)
 MAX_WINDOWS = 1024
+MIN_WEIGHT = 0.05  # a model under this combination weight at every lead of a series is not run for it
 
 
 def is_peer(base) -> bool:
@@ -68,21 +73,49 @@ def candidates(base: str, seasons) -> tuple[str, ...]:
 
 
 class PeerBase:
-    """The statsforecast model of each feature (`systems`, one name per feature) and the season lengths in steps."""
+    """The statsforecast models of each feature and their weights per lead: `weights` (S, H, C) over the model names
+    `names` (each lead's weights of a feature sum to 1), and the season lengths in steps. PeerBase(systems, seasons)
+    gives each feature the one model of `systems` (one name per feature)."""
 
-    def __init__(self, systems, seasons):
-        self.systems = [str(s) for s in systems]
+    def __init__(self, systems, seasons, weights=None, names=None):
         self.seasons = [int(s) for s in seasons or ()] or [1]
+        if weights is None:
+            systems = [str(s) for s in systems]
+            self.names = list(dict.fromkeys(systems))
+            self.weights = np.array([[[float(s == n) for s in systems]] for n in self.names])  # (S, 1, C)
+        else:
+            self.names = [str(s) for s in names]
+            self.weights = np.asarray(weights, dtype=np.float64)
+            if self.weights.ndim != 3 or self.weights.shape[0] != len(self.names):
+                raise DataError(f"peer_base weights of shape {self.weights.shape} for models {self.names}: expected "
+                                f"(models, leads, series)")
         self._cache: dict = {}
 
+    @property
+    def systems(self) -> list[str]:
+        """Per feature the model of largest mean weight (the one model of a fixed base)."""
+        return [self.names[int(k)] for k in self.weights.mean(1).argmax(0)]
+
+    def lead_weights(self, horizon: int) -> np.ndarray:
+        """(S, horizon, C) weights; leads past the last weighted one take its weights."""
+        w = self.weights
+        idx = np.minimum(np.arange(int(horizon)), w.shape[1] - 1)
+        return w[:, idx]
+
     def to_config(self) -> dict:
-        return {"systems": self.systems, "seasons": self.seasons}
+        cfg = {"systems": self.systems, "seasons": self.seasons}
+        if self.weights.shape[1] > 1 or not np.isin(self.weights, (0.0, 1.0)).all():
+            cfg["combination"] = {"models": self.names, "weights": np.round(self.weights, 5).tolist()}
+        return cfg
 
     @classmethod
-    def from_config(cls, cfg: dict) -> "PeerBase":
+    def from_config(cls, cfg: dict) -> PeerBase:
         try:
+            combo = cfg.get("combination")
+            if combo is not None:
+                return cls(None, cfg["seasons"], combo["weights"], combo["models"])
             return cls(cfg["systems"], cfg["seasons"])
-        except (KeyError, TypeError) as exc:
+        except (KeyError, TypeError, AttributeError) as exc:
             raise DataError(f"config.json: peer_base entry {exc} missing; retrain the run") from None
 
     def model(self, system: str):
@@ -95,22 +128,31 @@ class PeerBase:
         fitted on `fit_idx` (default: every step before the first init) and applied from each init with the whole
         history before it. `systems`: models per feature in place of the chosen ones (validation)."""
         init_idx = np.asarray(init_idx, dtype=np.int64)
-        systems = self.systems if systems is None else list(systems)
+        if systems is None:
+            names, weights = self.names, self.lead_weights(horizon)
+        else:
+            names = list(dict.fromkeys(systems))
+            weights = np.array([[[float(s == n) for s in systems]] * int(horizon) for n in names])
         if fit_idx is None:
             fit_idx = np.arange(0, int(init_idx.min()) + 1)
         end = int(max(init_idx.max(), np.max(fit_idx))) + 1
         key = (id(values), len(values), end, init_idx.tobytes(), int(horizon), np.asarray(fit_idx).tobytes(),
-               tuple(systems))
+               tuple(names), weights.tobytes())
         if key in self._cache:
             return self._cache[key]
         z = np.asarray(values[0:end], dtype=np.float32)
         u = climatology.restore(z, times[:end]).astype(np.float64)  # normalised, daily cycle back in
         out = np.full((len(init_idx), int(horizon), z.shape[1]), np.nan, dtype=np.float64)
-        for c, system in enumerate(systems):
+        for c in range(z.shape[1]):
             if not np.isfinite(u[fit_idx, c]).any():
                 continue
-            out[:, :, c], _ = peers.forecast_series(self.model(system), u[:, c], np.asarray(fit_idx), init_idx,
-                                                    int(horizon), label=f"{label}, feature {c}")
+            total = np.zeros((len(init_idx), int(horizon)))
+            for s, system in enumerate(names):
+                if weights[s, :, c].max() > 0:
+                    fc, _ = peers.forecast_series(self.model(system), u[:, c], np.asarray(fit_idx), init_idx,
+                                                  int(horizon), label=f"{label}, feature {c}")
+                    total += weights[s, :, c] * fc
+            out[:, :, c] = total
         step_times = lead_times(np.asarray(times)[init_idx], int(horizon), time_step(times))
         anomalies = climatology.remove(out.astype(np.float32), step_times)
         self._cache = {key: anomalies}  # the latest only: forecast, calibration and scoring ask for it in turn
@@ -143,8 +185,9 @@ def validation_inits(idx: np.ndarray, idx_hold: np.ndarray, horizon: int, n: int
 
 def choose(base: str, values, times, climatology, idx: np.ndarray, idx_hold: np.ndarray, seasons, horizon: int,
            label: str = "data") -> tuple[PeerBase, dict]:
-    """The PeerBase of `base` (CHOOSE: per feature the candidate of lowest validation MAE) and the validation MAE
-    of each candidate per feature ({system: [C floats]}), in anomalies."""
+    """The PeerBase of `base` (CHOOSE: per feature and lead the inverse-MSE combination of the candidates, see
+    combine) and the validation MAE of each candidate and of the combination per feature ({system: [C floats]}),
+    in anomalies."""
     options = candidates(base, seasons)
     n_feat = values.shape[1]
     if len(options) == 1:
@@ -153,16 +196,38 @@ def choose(base: str, values, times, climatology, idx: np.ndarray, idx_hold: np.
     fit_idx = np.arange(int(idx[0]), int(inits[0]) + 1)
     probe = PeerBase([options[0]] * n_feat, seasons)
     truth = horizon_values(values, inits, horizon).astype(np.float32)
-    mae = {}
-    for system in options:
-        fc = probe.forecasts(values, times, climatology, inits, horizon, fit_idx=fit_idx, systems=[system] * n_feat,
-                             label=f"{label} (validation of {system})")
-        err = np.abs(truth - fc)
-        mae[system] = np.where(np.isfinite(err).any((0, 1)), np.nanmean(np.where(np.isfinite(err), err, np.nan),
-                                                                        (0, 1)), np.inf)
-    table = np.stack([mae[s] for s in options])  # (S, C)
-    pick = [options[int(k)] for k in np.argmin(table, 0)]
-    return PeerBase(pick, seasons), {s: np.round(mae[s], 5).tolist() for s in options}
+    errors = np.stack([truth - probe.forecasts(values, times, climatology, inits, horizon, fit_idx=fit_idx,
+                                               systems=[system] * n_feat, label=f"{label} (validation of {system})")
+                       for system in options])  # (S, I, H, C)
+    weights = combine(errors)
+    mae = {s: _mae(errors[k]) for k, s in enumerate(options)}
+    mae["combination"] = _mae(np.einsum("sihc,shc->ihc", errors, weights))  # in-sample of its weights
+    keep = weights.max((1, 2)) > 0
+    chosen = PeerBase(None, seasons, weights[keep], [s for s, k in zip(options, keep, strict=True) if k])
+    return chosen, {s: np.round(v, 5).tolist() for s, v in mae.items()}
+
+
+def combine(errors: np.ndarray, min_weight: float = MIN_WEIGHT) -> np.ndarray:
+    """(S, H, C) weights from (S, I, H, C) validation errors: per lead and feature inversely proportional to each
+    model's mean squared error (a model with no finite error: weight 0); a model under `min_weight` at every lead of
+    a feature is dropped there and the rest renormalised."""
+    err = np.asarray(errors, dtype=np.float64)
+    n = np.isfinite(err).sum(1)
+    mse = np.where(n > 0, np.nansum(np.where(np.isfinite(err), err ** 2, 0.0), 1) / np.maximum(n, 1), np.inf)
+    scale = np.nanmax(np.where(np.isfinite(mse), mse, np.nan))
+    floor = 1e-12 * (scale if np.isfinite(scale) and scale > 0 else 1.0)  # an exact model takes it all
+    inv = np.where(np.isfinite(mse), 1.0 / np.maximum(mse, floor), 0.0)
+    w = inv / np.maximum(inv.sum(0, keepdims=True), 1e-300)
+    w = np.where((w.max(1, keepdims=True) >= min_weight), w, 0.0)
+    total = w.sum(0, keepdims=True)
+    even = np.full_like(w, 1.0 / w.shape[0])
+    return np.where(total > 0, w / np.where(total > 0, total, 1.0), even)
+
+
+def _mae(err: np.ndarray) -> np.ndarray:
+    """(C,) mean absolute error over inits and leads per feature; inf where none is finite."""
+    finite = np.isfinite(err)
+    return np.where(finite.any((0, 1)), np.nanmean(np.where(finite, np.abs(err), np.nan), (0, 1)), np.inf)
 
 
 def peer_seasons(seasons, step, n_fit: int) -> list[int]:

@@ -48,17 +48,36 @@ def test_base_forecasts_equal_statsforecast_fitted_and_applied_from_each_init():
         np.testing.assert_allclose(got[k, :, 1], sn, rtol=1e-5, atol=1e-5)
 
 
-def test_choice_per_series_is_the_lowest_validation_error():
+def test_combination_weights_each_lead_by_inverse_validation_error():
     pytest.importorskip("statsforecast")
     values, times = monthly(144)
     idx = np.arange(144)
     base, mae = peerbase.choose(peerbase.CHOOSE, values, times, FLAT, idx, np.empty(0, int), [12], 6)
-    assert set(mae) == set(peerbase.SYSTEMS)
-    table = np.array([mae[s] for s in peerbase.SYSTEMS])
-    assert [peerbase.SYSTEMS[k] for k in table.argmin(0)] == base.systems
-    assert mae["seasonal_naive"][1] < 1e-6  # the exact cycle: the seasonal naive is exact on it
-    assert base.systems[1] in ("seasonal_naive", "mstl")
+    assert set(mae) == {*peerbase.SYSTEMS, "combination"}
+    assert mae["seasonal_naive"][1] < 1e-6 and mae["combination"][1] < 1e-5  # the exact cycle: exact models
+    w = base.lead_weights(6)
+    assert w.shape == (len(base.names), 6, 2)
+    np.testing.assert_allclose(w.sum(0), 1.0, atol=1e-9)
     assert mae["seasonal_naive"][0] > min(mae["auto_ets"][0], mae["auto_arima"][0])  # the walk: no season in it
+    # the walk's combination is no worse than its average model (in sample of its own weights)
+    assert mae["combination"][0] <= np.mean([mae[s][0] for s in peerbase.SYSTEMS])
+    again = peerbase.PeerBase.from_config(json.loads(json.dumps(base.to_config())))
+    np.testing.assert_allclose(again.lead_weights(6), w, atol=1e-5)
+    assert again.names == base.names
+
+
+def test_combine_is_inverse_mse_per_lead_and_drops_the_negligible():
+    rng = np.random.default_rng(0)
+    errors = np.stack([rng.normal(0, 1, (400, 2, 1)), rng.normal(0, 2, (400, 2, 1)),
+                       rng.normal(0, 30, (400, 2, 1))])  # (S=3, I, H=2, C=1): MSE 1, 4, 900
+    errors[1, :, 1] *= 0.25  # the second model is the better one at the second lead (MSE 0.25)
+    w = peerbase.combine(errors)
+    np.testing.assert_allclose(w[:, 0, 0], [0.8, 0.2, 0.0], atol=0.05)  # 1/1 : 1/4; 1/900 is under MIN_WEIGHT
+    np.testing.assert_allclose(w[:, 1, 0], [0.2, 0.8, 0.0], atol=0.05)
+    np.testing.assert_allclose(w.sum(0), 1.0)
+    nan = errors.copy()
+    nan[2] = np.nan  # a model that failed to forecast: weight 0
+    assert peerbase.combine(nan)[2].max() == 0.0
 
 
 def test_base_names_and_seasons_are_checked():
@@ -110,7 +129,7 @@ def test_run_keeps_its_choice_forecasts_around_its_base_and_scores_it(peer_run):
     df, run = peer_run
     config = json.loads((run / "config.json").read_text())
     assert config["base"] == "statsforecast" and config["peer_base"]["seasons"] == [12]
-    assert config["peer_base"]["systems"][1] in ("seasonal_naive", "mstl")
+    assert set(config["peer_base"]["combination"]["models"]) <= set(peerbase.SYSTEMS)
     fc = timeseries.forecast(run, df, output="xarray", init_period=("2010-03-01", "2011-06-01"), members=4,
                              steps=2, progress=False, seed=0)
     cycle = fc["value"].sel(series="cycle").values  # (init, member, lead)
