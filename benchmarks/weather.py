@@ -110,7 +110,7 @@ PRETRAINED_METRICS = {
                     "2019-03-25:2019-03-30 --init-every 6h --members 16 --lead 24h --out runs/card-era5-uk-t2m-6h.nc "
                     "--seed 0 --threads 1",
                     f"gendiff evaluate weather --forecast runs/card-era5-uk-t2m-6h.nc --truth {ERA5.resolve()} "
-                    "--systems model,persistence,climatology,linear,ar_calibrated --record"],
+                    "--systems model,persistence,climatology,linear,ar_calibrated,ar_base,emos_ar --record"],
     # the test period of benchmarks/weather_heldout.py: Jul-Dec 2014 inits, never looked at while designing
     "ncep-air": [f"gendiff forecast weather --run pretrained:ncep-air --data {NCEP.resolve()} --init-period "
                  "2014-07-01:2014-12-29 --init-every 24h --members 16 --lead 48h --out runs/card-ncep-air.nc "
