@@ -37,6 +37,9 @@ class TrainConfig:
     device: str = "auto"
     progress: bool = True
     time_budget: float | None = None  # seconds of wall-clock training per fit(); stops before a step would overrun
+    validate_every: int = 0  # with a Trainer val_dataset: the EMA network's loss on it every this many steps (0: never)
+    patience: int = 0  # stop after this many validations in a row without a new best (0: train to the end)
+    keep_best: bool = True  # save the EMA weights of the best validation as the run's (gendiff.validation)
 
     def __post_init__(self):
         self.betas = tuple(float(b) for b in self.betas)
@@ -57,6 +60,8 @@ class TrainConfig:
             "time_budget": self.time_budget is None or self.time_budget > 0,
             "lr_decay": self.lr_decay in LR_DECAYS,
             "lr_final": 0.0 <= self.lr_final <= 1.0,
+            "validate_every": self.validate_every >= 0,
+            "patience": self.patience >= 0,
         }
         for name, ok in checks.items():
             if not ok:

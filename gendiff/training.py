@@ -31,6 +31,7 @@ from .ema import ema_decay_at, ema_update
 from .errors import ConfigError, TrainingError
 from .io import write_text_atomic
 from .train_config import LR_DECAYS, TrainConfig, warmup_lr
+from .validation import BestTracker, validation_loss
 
 __all__ = [
     "Trainer",
@@ -72,10 +73,13 @@ class Trainer:
         out_dir,
         collate_fn: Callable | None = None,
         resume: bool | str = False,
+        val_dataset=None,
     ):
         if resume not in (False, True, "auto"):
             raise ConfigError(f"resume={resume!r}: expected False, True or 'auto'")
         self.config, self.step_fn, self.dataset = config, step_fn, dataset
+        self.val_dataset = val_dataset if val_dataset is not None and len(val_dataset) else None
+        self.tracker: BestTracker | None = None
         self.collate_fn = collate_fn or default_collate
         self.out_dir = Path(out_dir)
         self.ckpt_path, self.log_path = self.out_dir / "checkpoint.pt", self.out_dir / "log.csv"
@@ -239,6 +243,14 @@ class Trainer:
             over = float(D.all_reduce_sum(torch.tensor([over], device=self.device), self.ctx).item())
         return over > 0
 
+    def _validate(self) -> bool:
+        """One validation of the EMA network (BestTracker); True when patience says stop."""
+        cfg = self.config
+        loss = validation_loss(self.ema_model, self.step_fn, self.val_dataset, self.collate_fn, cfg.batch_size,
+                               mix_seed(cfg.seed, 2, 0), self.device)
+        assert self.tracker is not None
+        return self.tracker.update(self.step, loss, self.ema_model)
+
     def fit(self) -> dict:
         """Train until config.max_steps, or until config.time_budget seconds would be overrun by one more step;
         checkpoint every ckpt_every steps and at the end; returns a summary (`stopped`: 'max_steps' or
@@ -248,6 +260,9 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             if self.resumed_from is None and self.log_path.exists():
                 self.log_path.unlink()
+        validating = self.val_dataset is not None and cfg.validate_every > 0
+        if validating:
+            self.tracker = BestTracker(self.out_dir, cfg.patience, append=self.resumed_from is not None)
         start, t0, cpu0 = self.step, time.perf_counter(), time.process_time()
         stopped = "max_steps"
         # the budget bounds the loop: it stops when one more iteration at the mean so far would overrun, so the loop
@@ -291,6 +306,9 @@ class Trainer:
                     )
                 if self.step % cfg.ckpt_every == 0 and self.step < cfg.max_steps:
                     self.save_checkpoint()
+                if validating and self.step % cfg.validate_every == 0 and self._validate():
+                    stopped = "early_stop"
+                    break
                 now = time.perf_counter()
                 longest, tick = max(longest, now - tick), now
                 if cfg.time_budget is not None and self.step < cfg.max_steps and self._out_of_time(t0, start):
@@ -299,6 +317,8 @@ class Trainer:
             loop_seconds = time.perf_counter() - t0
             if self.step > start or not self.ckpt_path.exists():
                 self.save_checkpoint()
+            if self.tracker is not None and cfg.keep_best:  # after the checkpoint: it keeps the latest EMA to resume
+                self.tracker.restore_best(self.ema_model)
             clean = True
         except BaseException:
             clean = False
@@ -326,4 +346,6 @@ class Trainer:
             "resumed_from": self.resumed_from,
             "samples_per_sec": (self.step - start) * cfg.batch_size * cfg.accumulate / max(seconds, 1e-9),
             "checkpoint": str(self.ckpt_path),
+            **({"validation": {**self.tracker.summary(), "kept_best": bool(cfg.keep_best)}}
+               if self.tracker is not None else {}),
         }

@@ -25,7 +25,8 @@ NET_DEFAULTS = {"width": 64, "mults": (1, 2, 2), "blocks_per_level": 1, "heads":
 GRID_DEFAULTS = {"width": 32, "mults": (1, 2, 2), "blocks_per_level": 1, "heads": 4, "dropout": 0.0,
                  "neighbours": 16, "mix_levels": 1, "learned_skip": True, "checkpoint": True, "mix_group": 16}
 TRAIN_DEFAULTS = {"max_steps": 500, "batch_size": 32, "lr": 5e-4, "warmup_steps": 100, "weight_decay": 0.0,
-                  "grad_clip": 1.0, "log_every": 50, "ckpt_every": 500, "seed": 0}
+                  "grad_clip": 1.0, "log_every": 50, "ckpt_every": 500, "seed": 0,
+                  "validate_every": 100}  # the held-out windows' loss keeps the best EMA weights (training.py)
 
 
 def _whole(value, least: int) -> bool:

@@ -129,6 +129,28 @@ def window_dataset(setup: TrainSetup, prep: Prepared, ar, static_values, locatio
     return dataset, groups
 
 
+VALIDATION_WINDOWS = 64  # held-out windows whose loss picks the kept EMA weights (TrainConfig.validate_every)
+
+
+def validation_dataset(setup: TrainSetup, prep: Prepared, ar, static_values, locations, seed: int, peer, tcfg):
+    """The windows whose horizon lies in the held-out calibration period (up to VALIDATION_WINDOWS, evenly spaced;
+    the network never trains on them): the Trainer's validation set, whose loss picks the EMA weights the run keeps
+    (gendiff.validation). None without a hold-out, for imputation, or with validate_every 0."""
+    if not tcfg.validate_every or setup.data.task == "impute" or not len(prep.idx_hold):
+        return None
+    inits = calibrate.calibration_inits(prep.idx_hold, prep.horizon, int(prep.idx[-1]), VALIDATION_WINDOWS)
+    starts = inits - prep.context + 1
+    inits, starts = inits[starts >= 0], starts[starts >= 0]
+    if len(starts) < 2:
+        return None
+    offsets = None
+    if peer is not None:  # the statsforecast base's forecasts from the held-out inits, fitted on the network's part
+        offsets = peer.forecasts(prep.values, prep.times, prep.climatology, inits, prep.horizon, fit_idx=prep.idx_net,
+                                 label=f"{prep.label} (validation windows)").astype(np.float32)
+    held = dataclasses.replace(prep, starts=starts)
+    return window_dataset(setup, held, ar, static_values, locations, seed, offsets)[0]
+
+
 def split_text(prep: Prepared, inits: np.ndarray) -> str:
     """The card's account of which part of the data trained what."""
     t_fmt = lambda i: str(pd.Timestamp(prep.times[i]))[:16]  # noqa: E731
@@ -210,7 +232,7 @@ def train(data, out, *, config: TrainSetup | None = None, **options) -> dict:
         (out / stale).unlink(missing_ok=True)
     torch.manual_seed(tcfg.seed)
     denoiser = build_denoiser(run_cfg)
-    ar = offsets = None
+    ar = offsets = peer = None
     if setup.model.base == "linear":
         ar = ARBase.fit(prep.values, prep.idx, prep.lags, prep.starts, prep.context, prep.horizon, prep.times,
                         prep.codec.sizes)
@@ -221,11 +243,13 @@ def train(data, out, *, config: TrainSetup | None = None, **options) -> dict:
     run_cfg["codec_template"] = save_state(out, prep.codec, prep.climatology, ar, static_values)
     write_json_atomic(out / runs.CONFIG, {"format": runs.FORMAT, "domain": "weather", **run_cfg})
     dataset, groups = window_dataset(setup, prep, ar, static_values, locations, int(tcfg.seed), offsets)
+    val_dataset = validation_dataset(setup, prep, ar, static_values, locations, int(tcfg.seed), peer, tcfg)
     weighting = constant_weight() if setup.model.precondition else None
     step_fn = make_step_fn(get_schedule(setup.model.schedule), VariableBalancedSpace(groups),
                            float(setup.model.context_noise), weighting)
     resume = setup.run.resume
-    trainer = Trainer(denoiser, step_fn, dataset, tcfg, out, resume="auto" if resume == "auto" else bool(resume))
+    trainer = Trainer(denoiser, step_fn, dataset, tcfg, out, resume="auto" if resume == "auto" else bool(resume),
+                      val_dataset=val_dataset)
     if setup.run.compile:
         compile_network(trainer.model, setup.run.compile)  # after the Trainer made its EMA copy: that stays eager
     summary = trainer.fit()
@@ -251,6 +275,8 @@ def finish(setup: TrainSetup, prep: Prepared, out: Path, run_cfg: dict, trainer,
                         previous=previous_card, **card_fields)
     new.update(parameters=summary["parameters"], windows=int(len(prep.starts)),
                train_config={k: v for k, v in tcfg.to_dict().items() if k not in ("progress",)})
+    if "validation" in summary:  # the held-out loss curve and the step whose EMA weights the run keeps
+        new["validation"] = summary["validation"]
     runs.save_run(out, "weather", run_cfg, trainer.ema_model, new)
     if len(inits) >= 2:
         summary["calibration"] = fit_calibration(out, prep.values, prep.times, inits, members,

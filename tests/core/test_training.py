@@ -308,3 +308,52 @@ def test_time_budget_stops_before_overrunning(tmp_path, monkeypatch):
     resumed = Trainer(script.make_model(False), slow, script.make_data(48), cfg(max_steps=summary["step"] + 2),
                       tmp_path / "run", resume=True)
     assert resumed.fit()["stopped"] == "max_steps"
+
+
+def _overfit_case(tmp, **kw):
+    """8 training items of a noisy target, held-out items of the same law: a 16-unit MLP at lr 1e-2 memorises the
+    eight, so its held-out loss falls, then rises."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(40, 4, generator=g)
+    y = torch.stack([x[:, 0] * x[:, 1], x[:, 2].sin() - x[:, 3]], dim=1) + 0.5 * torch.randn(40, 2, generator=g)
+    train = torch.utils.data.TensorDataset(x[:8], y[:8])
+    held = torch.utils.data.TensorDataset(x[8:], y[8:])
+    config = cfg(**{"max_steps": 400, "batch_size": 8, "log_every": 50, "ckpt_every": 1000, "ema_decay": 0.5,
+                    "validate_every": 10, **kw})
+    return Trainer(script.make_model(False), script.make_step_fn(False), train, config, tmp / "val",
+                   val_dataset=held), held
+
+
+def test_validation_keeps_the_best_ema_weights_and_writes_the_curve(tmp_path):
+    from gendiff.validation import validation_loss
+
+    trainer, held = _overfit_case(tmp_path)
+    summary = trainer.fit()
+    val = summary["validation"]
+    assert val["validations"] == 40 and val["kept_best"]
+    losses = [v for _, v in val["curve"]]
+    assert val["best_step"] < 400 and min(losses) < losses[-1]  # it overfits: the last is not the best
+    assert val["best_val_loss"] == pytest.approx(min(losses))
+    again = validation_loss(trainer.ema_model, trainer.step_fn, held, training.default_collate, 8, 0, "cpu")
+    assert again == pytest.approx(min(losses), rel=1e-5)  # the run's EMA weights are the best ones
+    rows = read_log(tmp_path / "val" / "validation.csv")
+    assert len(rows) == 40 and int(rows[-1]["best_step"]) == val["best_step"]
+    # the checkpoint keeps the latest EMA weights (to resume from), not the best
+    latest = script.make_model(False)
+    load_ema_weights(trainer.ckpt_path, latest)
+    best = trainer.ema_model.state_dict()
+    assert any(not torch.equal(v, best[k]) for k, v in latest.state_dict().items())
+
+
+def test_patience_stops_training_early_and_validation_is_deterministic(tmp_path):
+    from gendiff.validation import validation_loss
+
+    trainer, held = _overfit_case(tmp_path, patience=5)
+    summary = trainer.fit()
+    assert summary["stopped"] == "early_stop" and summary["step"] < 400
+    assert summary["step"] == summary["validation"]["best_step"] + 5 * 10
+    a = validation_loss(trainer.model, trainer.step_fn, held, training.default_collate, 8, 7, "cpu")
+    b = validation_loss(trainer.model, trainer.step_fn, held, training.default_collate, 8, 7, "cpu")
+    assert a == b
+    with pytest.raises(ConfigError, match="validate_every"):
+        cfg(validate_every=-1)
