@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -47,15 +48,18 @@ ELNINO = dict(context=None, horizon=None, lead=12, init_every=1, train_period=("
 EXTRA = {"wine": WINE, "sunspots": SUNSPOTS, "elnino": ELNINO}
 
 
-def run(name: str, out: Path, minutes: float, members: int, arima: bool, seed: int, base: str = "linear") -> dict:
+def run(name: str, out: Path, minutes: float, members: int, arima: bool, seed: int, base: str = "linear",
+        resume: bool = False) -> dict:
     cfg = EXTRA.get(name) or CONFIGS[name]
     df = real_series.load(name)
     run_dir = out / name / ("run" if base == "linear" else f"run-{base}")
+    if run_dir.exists() and not resume:  # a fresh run of `minutes`, not one more sitting of an earlier invocation's
+        shutil.rmtree(run_dir)
     t0 = time.perf_counter()
     summary = timeseries.train(df, run_dir, context=cfg["context"], horizon=cfg["horizon"],
                                train_period=cfg["train_period"], seasons=cfg["seasons"] or "none",
                                max_steps=100_000, time_budget=60.0 * minutes, net={"width": 32}, batch_size=32,
-                               sample_steps=20, progress=False, seed=seed, resume="auto", base=base)
+                               sample_steps=20, progress=False, seed=seed, resume=resume, base=base)
     fc = timeseries.forecast(run_dir, df, output="xarray", init_period=cfg["init_period"],
                              init_every=cfg["init_every"], members=members, lead=cfg["lead"], progress=False,
                              seed=seed)
@@ -140,13 +144,15 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--base", default="linear", help="the base the network departs from: linear (AR), "
                    "statsforecast (chosen per series on validation) or one statsforecast model (mstl, auto_ets, ...)")
+    p.add_argument("--resume", action="store_true", help="train the runs in --out one more sitting of --minutes "
+                   "(default: each series a fresh run)")
     p.add_argument("--no-write", action="store_true")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     command = shlex.join(["python", "benchmarks/timeseries_peers.py", *(argv or sys.argv[1:])])
     results = []
     for name in [n for n in args.datasets.split(",") if n]:
-        r = run(name, Path(args.out), args.minutes, args.members, args.arima, args.seed, args.base)
+        r = run(name, Path(args.out), args.minutes, args.members, args.arima, args.seed, args.base, args.resume)
         results.append(r)
         print(f"{name}: {r['wall_seconds']} s", file=sys.stderr)
         print("\n".join(best_peer_rows(r)), file=sys.stderr)

@@ -246,8 +246,15 @@ class Trainer:
     def _validate(self) -> bool:
         """One validation of the EMA network (BestTracker); True when patience says stop."""
         cfg = self.config
-        loss = validation_loss(self.ema_model, self.step_fn, self.val_dataset, self.collate_fn, cfg.batch_size,
-                               mix_seed(cfg.seed, 2, 0), self.device)
+        loss = validation_loss(
+            self.ema_model,
+            self.step_fn,
+            self.val_dataset,
+            self.collate_fn,
+            cfg.batch_size,
+            mix_seed(cfg.seed, 2, 0),
+            self.device,
+        )
         assert self.tracker is not None
         return self.tracker.update(self.step, loss, self.ema_model)
 
@@ -346,6 +353,9 @@ class Trainer:
             "resumed_from": self.resumed_from,
             "samples_per_sec": (self.step - start) * cfg.batch_size * cfg.accumulate / max(seconds, 1e-9),
             "checkpoint": str(self.ckpt_path),
-            **({"validation": {**self.tracker.summary(), "kept_best": bool(cfg.keep_best)}}
-               if self.tracker is not None else {}),
+            **(
+                {"validation": {**self.tracker.summary(), "kept_best": bool(cfg.keep_best)}}
+                if self.tracker is not None
+                else {}
+            ),
         }

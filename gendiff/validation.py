@@ -6,6 +6,7 @@ A diffusion model trained on little data (one series of a few hundred windows) m
 falling while the loss on windows it has not seen turns up. `Trainer(..., val_dataset=...)` with
 TrainConfig.validate_every > 0 measures that curve; keep_best=True saves the EMA weights of its lowest point as the
 run's weights (the checkpoint keeps the latest ones, so a resumed run continues where it stopped)."""
+
 from __future__ import annotations
 
 import copy
@@ -71,8 +72,14 @@ class BestTracker:
             writer = csv.DictWriter(f, fieldnames=FIELDS)
             if new:
                 writer.writeheader()
-            writer.writerow({"step": step, "val_loss": f"{loss:.6g}", "best_step": self.best_step,
-                             "best_val_loss": f"{self.best_loss:.6g}"})
+            writer.writerow(
+                {
+                    "step": step,
+                    "val_loss": f"{loss:.6g}",
+                    "best_step": self.best_step,
+                    "best_val_loss": f"{self.best_loss:.6g}",
+                }
+            )
 
     def restore_best(self, ema_model: torch.nn.Module) -> bool:
         """Load the best EMA weights into ema_model; False when there were none."""
@@ -82,5 +89,9 @@ class BestTracker:
         return True
 
     def summary(self) -> dict:
-        return {"best_step": self.best_step, "best_val_loss": self.best_loss if self.curve else None,
-                "validations": len(self.curve), "curve": [[s, round(v, 6)] for s, v in self.curve]}
+        return {
+            "best_step": self.best_step,
+            "best_val_loss": self.best_loss if self.curve else None,
+            "validations": len(self.curve),
+            "curve": [[s, round(v, 6)] for s, v in self.curve],
+        }

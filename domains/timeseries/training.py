@@ -103,6 +103,28 @@ def check_out(out: Path, resume, run_cfg: dict) -> dict | None:
     return None
 
 
+BASE_KEYS = ("base", "ar_order", "ar_seasons", "residual", "context_steps", "horizon_steps")
+
+
+def check_resume_base(out: Path, resume, run_cfg: dict) -> None:
+    """A resumed run must generate departures from the same base over the same windows: the saved config's base,
+    AR order and seasons, windows and (statsforecast base) models and weights must match; else one ConfigError."""
+    path = out / runs.CONFIG
+    if not resume or not (out / "checkpoint.pt").is_file() or not path.is_file():
+        return
+    old = json.loads(path.read_text())
+    new = json.loads(json.dumps(run_cfg))
+    keys = [k for k in BASE_KEYS if old.get(k) != new.get(k)]
+    peer = lambda cfg: {k: v for k, v in (cfg.get("peer_base") or {}).items() if k in ("systems", "seasons",  # noqa: E731
+                                                                                       "combination")}
+    if peer(old) != peer(new):
+        keys.append("peer_base")
+    if keys:
+        raise ConfigError(f"{out}: --resume would train the network on another target than its checkpoint's "
+                          f"({', '.join(f'{k}: {old.get(k)!r} -> {new.get(k)!r}' for k in keys)[:300]}); "
+                          "train a new run (another --out)")
+
+
 def window_dataset(setup: TrainSetup, prep: Prepared, ar, static_values, locations, seed: int, offsets=None):
     """(dataset, loss groups): the training windows of the task and arch; the loss weighs each variable equally.
     `offsets` (n, H, C): a statsforecast base's forecasts of the windows (peerbase.fit)."""
@@ -240,6 +262,7 @@ def train(data, out, *, config: TrainSetup | None = None, **options) -> dict:
         ar, peer, offsets, validation, starts = peerbase.fit(setup.model.base, prep)
         run_cfg["peer_base"] = {**peer.to_config(), "validation_mae": validation, "windows": int(len(starts))}
         prep = dataclasses.replace(prep, starts=starts)
+    check_resume_base(out, setup.run.resume, run_cfg)
     run_cfg["codec_template"] = save_state(out, prep.codec, prep.climatology, ar, static_values)
     write_json_atomic(out / runs.CONFIG, {"format": runs.FORMAT, "domain": "weather", **run_cfg})
     dataset, groups = window_dataset(setup, prep, ar, static_values, locations, int(tcfg.seed), offsets)

@@ -40,3 +40,19 @@ def test_validation_off_trains_as_before(tmp_path):
                                batch_size=8, net={"width": 8, "mults": [1]}, sample_steps=2, progress=False,
                                calibration=0.25, calibration_inits=4)
     assert "validation" not in summary and not (tmp_path / "run" / "validation.csv").exists()
+
+
+def test_resume_refuses_another_base(tmp_path):
+    """Resuming with other seasons (another AR base) would train the checkpoint's network on another target."""
+    import pytest
+
+    from gendiff.errors import ConfigError
+
+    df, out = _series(), tmp_path / "run"
+    kw = dict(context=28, horizon=7, batch_size=8, net={"width": 8, "mults": [1]}, sample_steps=2, progress=False,
+              calibration=0.25, calibration_inits=4, validate_every=0)
+    timeseries.train(df, out, max_steps=4, seasons="none", **kw)
+    with pytest.raises(ConfigError, match="another target.*ar_seasons"):
+        timeseries.train(df, out, max_steps=8, seasons=[7], resume=True, **kw)
+    summary = timeseries.train(df, out, max_steps=8, seasons="none", resume=True, **kw)  # the same base: resumes
+    assert summary["step"] == 8
