@@ -243,6 +243,19 @@ class Trainer:
             over = float(D.all_reduce_sum(torch.tensor([over], device=self.device), self.ctx).item())
         return over > 0
 
+    def _log_row(self, loss: float, samples_per_sec: float) -> None:
+        """One line of log.csv: the mean loss and throughput of the steps since the last line."""
+        self._write_log(
+            {
+                "step": self.step,
+                "epoch": self.position[0],
+                "loss": f"{loss:.6g}",
+                "lr": f"{warmup_lr(self.step - 1, self.config):.6g}",
+                "samples_per_sec": f"{samples_per_sec:.4g}",
+                "nonfinite": self.nonfinite_total,
+            }
+        )
+
     def _validate(self) -> bool:
         """One validation of the EMA network (BestTracker); True when patience says stop."""
         cfg = self.config
@@ -293,16 +306,7 @@ class Trainer:
                     elapsed = time.perf_counter() - window_t
                     last_loss = sum(window_losses) / len(window_losses) if window_losses else float("nan")
                     if self.ctx.is_main:
-                        self._write_log(
-                            {
-                                "step": self.step,
-                                "epoch": self.position[0],
-                                "loss": f"{last_loss:.6g}",
-                                "lr": f"{warmup_lr(self.step - 1, cfg):.6g}",
-                                "samples_per_sec": f"{window_steps * cfg.batch_size * cfg.accumulate / elapsed:.4g}",
-                                "nonfinite": self.nonfinite_total,
-                            }
-                        )
+                        self._log_row(last_loss, window_steps * cfg.batch_size * cfg.accumulate / elapsed)
                     window_t, window_steps, window_losses = time.perf_counter(), 0, []
                 if failed:
                     raise TrainingError(
