@@ -84,8 +84,8 @@ def rows(r: dict) -> list[str]:
     variables = sorted({x["variable"] for x in recs})
     by = {(x["variable"], x["system"], round(x["lead_time_hours"])): x for x in recs}
     systems = [s for s in SYSTEMS if any(k[1] == s for k in by)]
-    head = ("| variable | lead (h) | " + " | ".join(f"CRPS {s}" for s in systems) + " | SSR model | cover80 model | cover95 model | "
-            "model - emos_ar [95%] | model - ar_base [95%] | verdict vs emos_ar / ar_base |")
+    head = ("| variable | lead (h) | " + " | ".join(f"CRPS {s}" for s in systems) + " | SSR model | cover80 model | "
+            "cover95 model | model - emos_ar [95%] | model - ar_base [95%] | verdict vs emos_ar / ar_base |")
     lines = [head, "|---|---|" + "---|" * len(systems) + "---|---|---|---|---|---|"]
     for v in variables:
         for h in LEADS:
@@ -103,7 +103,8 @@ def rows(r: dict) -> list[str]:
                 diffs.append(f"{vs['diff']:+.4g} [{vs['lo']:+.4g}, {vs['hi']:+.4g}]")
                 verdicts.append("win" if vs["hi"] < 0 else "loss" if vs["lo"] > 0 else "tie")
             lines.append(f"| {v} | {h} | " + " | ".join(cells) + f" | {_f(m.get('ssr'), 3)} | "
-                         f"{_f(m.get('coverage_80'), 3)} | {_f(m.get('coverage_95'), 3)} | {diffs[0]} | {diffs[1]} | {' / '.join(verdicts)} |")
+                         f"{_f(m.get('coverage_80'), 3)} | {_f(m.get('coverage_95'), 3)} | {diffs[0]} | {diffs[1]} | "
+                         f"{' / '.join(verdicts)} |")
     return lines
 
 

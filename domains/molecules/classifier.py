@@ -276,13 +276,21 @@ def mae(clf: dict, mols, targets=None) -> float:
     return float(np.abs(predict(clf, mols) - targets).mean())
 
 
+def real_predictions(clf: dict, half: str | None = "second", limit: int | None = 1000) -> tuple[np.ndarray, np.ndarray]:
+    """(the classifier's predictions, the true values) on the first `limit` real QM9 molecules of `half` (all with
+    None)."""
+    ds = qm9_half(half)
+    n = min(int(limit), len(ds)) if limit else len(ds)
+    if n < 1:
+        raise ConfigError(f"limit {limit}: no molecules to predict")
+    return predict(clf, [ds[i] for i in range(n)]), property_values(ds, [clf["property"]])[:n, 0]
+
+
 def real_mae(clf: dict, half: str | None = "second", limit: int | None = 1000) -> float:
     """The classifier's MAE on real QM9 molecules of `half` (EDM's lower bound: trained on the first half,
     measured on the second)."""
-    ds = qm9_half(half)
-    n = min(int(limit), len(ds)) if limit else len(ds)
-    mols = [ds[i] for i in range(n)]
-    return mae(clf, mols, property_values(ds, [clf["property"]])[:n, 0])
+    preds, values = real_predictions(clf, half, limit)
+    return float(np.abs(preds - values).mean())
 
 
 class _Parser(argparse.ArgumentParser):

@@ -20,7 +20,7 @@ import numpy as np
 from gendiff.errors import ConfigError, DataError
 
 from .bonds import stability
-from .classifier import mae, predict
+from .classifier import mae, real_predictions
 from .defaults import DEFAULT_SAMPLER, DEFAULT_STEPS
 from .io import as_atoms
 from .loading import read_run
@@ -41,13 +41,10 @@ DIGITS = {"alpha": 2, "gap": 0, "homo": 0, "lumo": 0, "mu": 3, "Cv": 3}  # EDM's
 
 
 def _real_predictions(clf: dict, half: str | None, limit: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """(classifier predictions, true values) over the first `limit` molecules of EDM's `half` (all with None)."""
-    ds = qm9_half(half)
-    n = min(int(limit), len(ds)) if limit else len(ds)
-    if n < 2:
+    """classifier.real_predictions over the first `limit` molecules of EDM's `half` (all with None), at least 2."""
+    if limit and int(limit) < 2:
         raise ConfigError(f"limit {limit}: the baselines need at least 2 molecules")
-    preds = predict(clf, [ds[i] for i in range(n)])
-    return preds, property_values(ds, [clf["property"]])[:n, 0]
+    return real_predictions(clf, half, limit)
 
 
 def _permuted_mae(preds: np.ndarray, values: np.ndarray, seed: int) -> float:

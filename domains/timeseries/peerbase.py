@@ -128,11 +128,8 @@ class PeerBase:
         fitted on `fit_idx` (default: every step before the first init) and applied from each init with the whole
         history before it. `systems`: models per feature in place of the chosen ones (validation)."""
         init_idx = np.asarray(init_idx, dtype=np.int64)
-        if systems is None:
-            names, weights = self.names, self.lead_weights(horizon)
-        else:
-            names = list(dict.fromkeys(systems))
-            weights = np.array([[[float(s == n) for s in systems]] * int(horizon) for n in names])
+        one = self if systems is None else PeerBase(systems, self.seasons)
+        names, weights = one.names, one.lead_weights(horizon)
         if fit_idx is None:
             fit_idx = np.arange(0, int(init_idx.min()) + 1)
         end = int(max(init_idx.max(), np.max(fit_idx))) + 1

@@ -98,30 +98,33 @@ def check_out(out: Path, resume, run_cfg: dict) -> dict | None:
         old = json.loads((out / "config.json").read_text())
         if old.get("net") != json.loads(json.dumps(run_cfg["net"])) or old.get("variables") != run_cfg["variables"]:
             raise ConfigError(f"{out}: --resume with a different network or variables than the saved run")
+    check_resume_target(out, resume, run_cfg, BASE_KEYS)  # before the base is fitted: that can take minutes
     if resume and (out / runs.CARD).is_file():
         return json.loads((out / runs.CARD).read_text())
     return None
 
 
 BASE_KEYS = ("base", "ar_order", "ar_seasons", "residual", "context_steps", "horizon_steps")
+PEER_KEYS = ("systems", "seasons", "combination")  # of peer_base: what the statsforecast base forecasts with
 
 
-def check_resume_base(out: Path, resume, run_cfg: dict) -> None:
-    """A resumed run must generate departures from the same base over the same windows: the saved config's base,
-    AR order and seasons, windows and (statsforecast base) models and weights must match; else one ConfigError."""
+def check_resume_target(out: Path, resume, run_cfg: dict, keys) -> None:
+    """A resumed run must generate departures from the same base over the same windows: the saved config's `keys`
+    (BASE_KEYS before anything is fitted; 'peer_base', its models and weights, once the statsforecast base is)
+    must match run_cfg's; else one ConfigError."""
     path = out / runs.CONFIG
     if not resume or not (out / "checkpoint.pt").is_file() or not path.is_file():
         return
-    old = json.loads(path.read_text())
-    new = json.loads(json.dumps(run_cfg))
-    keys = [k for k in BASE_KEYS if old.get(k) != new.get(k)]
-    peer = lambda cfg: {k: v for k, v in (cfg.get("peer_base") or {}).items() if k in ("systems", "seasons",  # noqa: E731
-                                                                                       "combination")}
-    if peer(old) != peer(new):
-        keys.append("peer_base")
-    if keys:
+    old, new = json.loads(path.read_text()), json.loads(json.dumps(run_cfg))
+
+    def target(cfg: dict, key: str):
+        value = cfg.get(key)
+        return {k: v for k, v in (value or {}).items() if k in PEER_KEYS} if key == "peer_base" else value
+
+    differ = [k for k in keys if target(old, k) != target(new, k)]
+    if differ:
         raise ConfigError(f"{out}: --resume would train the network on another target than its checkpoint's "
-                          f"({', '.join(f'{k}: {old.get(k)!r} -> {new.get(k)!r}' for k in keys)[:300]}); "
+                          f"({', '.join(f'{k}: {old.get(k)!r} -> {new.get(k)!r}' for k in differ)[:300]}); "
                           "train a new run (another --out)")
 
 
@@ -262,7 +265,7 @@ def train(data, out, *, config: TrainSetup | None = None, **options) -> dict:
         ar, peer, offsets, validation, starts = peerbase.fit(setup.model.base, prep)
         run_cfg["peer_base"] = {**peer.to_config(), "validation_mae": validation, "windows": int(len(starts))}
         prep = dataclasses.replace(prep, starts=starts)
-    check_resume_base(out, setup.run.resume, run_cfg)
+    check_resume_target(out, setup.run.resume, run_cfg, ("peer_base",))
     run_cfg["codec_template"] = save_state(out, prep.codec, prep.climatology, ar, static_values)
     write_json_atomic(out / runs.CONFIG, {"format": runs.FORMAT, "domain": "weather", **run_cfg})
     dataset, groups = window_dataset(setup, prep, ar, static_values, locations, int(tcfg.seed), offsets)
