@@ -141,8 +141,10 @@ class Codec:
                             f"{got.ravel()[i].item()!r} at index {i}, the model has {want.ravel()[i].item()!r}; the data run "
                             f"{_span(got)}, the model's {_span(want)})")
 
-    def decode(self, values: np.ndarray, dims: tuple, coords: dict) -> xr.Dataset:
-        """(*lead, C) normalised -> Dataset with dims (*dims, <data dims>), original coords, units, attrs and dtypes."""
+    def decode(self, values: np.ndarray, dims: tuple, coords: dict, nonnegative=()) -> xr.Dataset:
+        """(*lead, C) normalised -> Dataset with dims (*dims, <data dims>), original coords, units, attrs and dtypes.
+        The variables named in `nonnegative` (daylight radiation: insolation.SolarScale.variables) are floored at
+        their physical 0: a generated member below it, and the float32 round-off of a night's exact 0, become 0."""
         values = np.asarray(values)
         lead = values.shape[:-1]
         out, start = {}, 0
@@ -154,6 +156,8 @@ class Codec:
                 full[..., self.keep[v]] = chunk
                 chunk = full
             chunk = np.where(tmpl.notnull().values.ravel(), chunk, np.nan)
+            if v in nonnegative:
+                chunk = np.maximum(chunk, 0.0)  # NaN stays NaN
             start += n
             out[v] = xr.DataArray(chunk.reshape(*lead, *tmpl.shape).astype(tmpl.dtype), dims=(*dims, *tmpl.dims),
                                   coords={**coords, **{k: tmpl.coords[k] for k in tmpl.coords}},

@@ -57,14 +57,23 @@ def check_time_step(ds: xr.Dataset, run: Run, label: str) -> pd.Timedelta | Cale
     return check_run_step(time_step(ds), run.config, label)
 
 
-def forecast_dataset(codec: Codec, values: np.ndarray, init_times, step, attrs: dict | None = None):
+def nonnegative_variables(run: Run) -> tuple[str, ...]:
+    """The run's daylight variables (shortwave radiation: its climatology's insolation.SolarScale), floored at 0
+    when decoded."""
+    solar = run.climatology.solar
+    return () if solar is None else solar.variables(run.codec.variables, run.codec.sizes)
+
+
+def forecast_dataset(codec: Codec, values: np.ndarray, init_times, step, attrs: dict | None = None,
+                     nonnegative=()):
     """(I, M, L, C) normalised -> Dataset(init_time, member, lead_time, <data dims>) with a valid_time coordinate.
-    A calendar step's lead_time counts its nominal length (timeaxis.CalendarStep); valid_time holds the real months."""
+    A calendar step's lead_time counts its nominal length (timeaxis.CalendarStep); valid_time holds the real months.
+    `nonnegative`: variables floored at 0 (nonnegative_variables)."""
     n_init, members, n_lead = values.shape[:3]
     lead = pd.to_timedelta(np.arange(1, n_lead + 1) * nominal(step)).to_numpy()
     init = np.asarray(init_times, dtype="datetime64[ns]")
     out = codec.decode(values, ("init_time", "member", "lead_time"),
-                       {"init_time": init, "member": np.arange(members), "lead_time": lead})
+                       {"init_time": init, "member": np.arange(members), "lead_time": lead}, nonnegative)
     valid = lead_times(init, n_lead, step)
     out = out.assign_coords(valid_time=(("init_time", "lead_time"), valid))
     out["lead_time"].attrs["long_name"] = "forecast lead time"
@@ -320,7 +329,8 @@ def forecast(run, data, *, config: ForecastConfig | None = None, out=None, **opt
              "history": f"gendiff weather forecast, {len(idx)} inits x {cfg.members} members x {n_lead} leads"}
     if cfg.command:
         attrs["gendiff_command"] = cfg.command
-    result = forecast_dataset(run.codec, arr, ds["time"].values[idx], step, attrs=attrs)
+    result = forecast_dataset(run.codec, arr, ds["time"].values[idx], step, attrs=attrs,
+                              nonnegative=nonnegative_variables(run))
     if out is not None:
         write_dataset(result, out)
     return result

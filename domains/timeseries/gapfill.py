@@ -27,7 +27,7 @@ from gendiff.samplers import prior_sample, sample
 
 from .data import Codec, calendar_features, open_data, source_label
 from .ensquantile import ensemble_quantile
-from .forecasting import check_time_step, sequence_batch, use_run
+from .forecasting import check_time_step, nonnegative_variables, sequence_batch, use_run
 from .imputation import make_impute_inputs
 from .inputs import grid_cond
 from .run import Run, require_task
@@ -168,7 +168,7 @@ def impute(run, data, *, members: int = 16, sampler: str | None = None, steps: i
                           batch_size=batch_size, progress=progress)
     seconds = time.perf_counter() - t0
     decoded = run.codec.decode(run.climatology.restore(draws, times), ("member", "time"),
-                               {"member": np.arange(members), "time": times})
+                               {"member": np.arange(members), "time": times}, nonnegative_variables(run))
     out = xr.Dataset(attrs={"gendiff_run": str(run.spec or run.path), "sampler": sampler, "sampler_steps": steps,
                             "seed": seed, "impute_seconds": round(seconds, 3), "members": members,
                             "history": f"gendiff impute, {members} members, window {run.horizon} steps"})

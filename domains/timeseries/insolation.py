@@ -166,6 +166,13 @@ class SolarScale:
         k = sel[keep]
         return SolarScale(np.flatnonzero(keep), self.lat[k], self.lon[k], self.ref[:, k], self.zero[k])
 
+    def variables(self, names, sizes) -> tuple[str, ...]:
+        """The variables (`names`, each of `sizes` features, in the codec's order) whose features this scale
+        follows: daylight radiation, physically never below 0."""
+        ends = np.cumsum(np.asarray(sizes, dtype=np.int64))
+        owner = np.searchsorted(ends, self.cols, side="right")
+        return tuple(names[i] for i in np.unique(owner))
+
     def state(self) -> dict:
         return {"solar_cols": torch.from_numpy(self.cols), "solar_lat": torch.from_numpy(self.lat),
                 "solar_lon": torch.from_numpy(self.lon), "solar_ref": torch.from_numpy(self.ref),

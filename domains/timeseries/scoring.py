@@ -17,7 +17,7 @@ from gendiff.io import write_json_atomic
 from . import baselines
 from .ar_calibrated import ar_calibrated
 from .data import _jsonable, open_data, period_indices, write_dataset
-from .forecasting import base_trajectory, forecast_dataset
+from .forecasting import base_trajectory, forecast_dataset, nonnegative_variables
 from .comparison import attach_intervals, format_comparisons, emos_system, peer_systems, per_init_crps
 from .heldout import check_held_out
 from .joint import joint_records
@@ -81,7 +81,8 @@ def ar_calibrated_forecast(run, truth: xr.Dataset, fc: xr.Dataset, members: int,
         raise DataError(f"{label}: init time {init[init_idx < 0][0]} of the forecast is not in the truth data")
     values = EncodedValues(truth, run.codec, run.climatology, label)
     arr = ar_calibrated(run, values, times, init_idx, int(lead_steps[-1]), members, seed=seed)
-    return forecast_dataset(run.codec, arr, init.values, step).isel(lead_time=lead_steps - 1)
+    return forecast_dataset(run.codec, arr, init.values, step,
+                            nonnegative=nonnegative_variables(run)).isel(lead_time=lead_steps - 1)
 
 
 def ar_base_forecast(run, truth: xr.Dataset, fc: xr.Dataset, label: str = "truth") -> xr.Dataset:
@@ -103,7 +104,8 @@ def ar_base_forecast(run, truth: xr.Dataset, fc: xr.Dataset, label: str = "truth
     arr = base_trajectory(run, values, init_idx, n_lead, times)[:, None]  # (I, 1, L, C)
     valid = lead_times(times[init_idx], n_lead, step)
     arr = run.climatology.restore(arr, valid, axis=1)
-    return forecast_dataset(run.codec, arr, init.values, step).isel(lead_time=lead_steps - 1)
+    return forecast_dataset(run.codec, arr, init.values, step,
+                            nonnegative=nonnegative_variables(run)).isel(lead_time=lead_steps - 1)
 
 
 def _run_competitors(fc: xr.Dataset, truth: xr.Dataset, systems, run, name: str, seed: int, label: str) -> dict:

@@ -9,11 +9,12 @@ import pytest
 import xarray as xr
 
 from gendiff import cli
-from gendiff.domains.weather import forecast, train
 from gendiff.domains.timeseries.climatology import HourlyClimatology
+from gendiff.domains.timeseries.forecasting import nonnegative_variables
 from gendiff.domains.timeseries.insolation import SolarScale, cos_zenith, feature_coordinates
 from gendiff.domains.timeseries.run import load_run
-from gendiff.domains.timeseries.stream import fit_statistics
+from gendiff.domains.timeseries.stream import fit_codec, fit_statistics
+from gendiff.domains.weather import forecast, train
 from gendiff.errors import ConfigError, DataError
 
 NET = {"width": 8, "mults": [1, 2], "blocks_per_level": 1, "heads": 2, "dropout": 0.0}
@@ -129,6 +130,19 @@ def test_restored_radiation_is_zero_where_the_sun_was_down_over_the_step():
     np.testing.assert_array_equal(per_member[:, 0], out)
 
 
+def test_solar_scale_names_its_variables_and_the_codec_floors_them():
+    scale = SolarScale([2, 3, 7], [50.0] * 3, [0.0] * 3, np.ones((24, 3)), [0.0] * 3)
+    assert scale.variables(["t2m", "ssrd", "fdir"], [2, 4, 2]) == ("ssrd", "fdir")
+    data = np.array([[0.0, 1.0], [2.0, 3.0], [4.0, 5.0]])
+    grid = xr.Dataset({"t2m": (("time", "x"), data), "ssrd": (("time", "x"), data)},
+                      coords={"time": pd.date_range("2019-03-01", periods=3, freq="h"), "x": [0, 1]})
+    codec = fit_codec(grid)
+    values = np.array([[-5.0, 1.0, -5.0, 1.0]], np.float32)  # normalised: far below 0 in data units, and above
+    out = codec.decode(values, ("lead",), {}, nonnegative=("ssrd",))
+    assert out["t2m"].values[0, 0] < 0 and out["ssrd"].values[0, 0] == 0
+    np.testing.assert_array_equal(out["t2m"].values[0, 1], out["ssrd"].values[0, 1])  # above 0: untouched
+
+
 def test_solar_scale_checks_its_shapes():
     with pytest.raises(DataError, match="solar scale"):
         SolarScale([0, 1], [50.0], [0.0, 1.0], np.ones((24, 2)), [0.0, 0.0])
@@ -152,7 +166,9 @@ def test_a_run_keeps_the_solar_scale_and_the_cli_turns_it_off(tmp_path):
     night = (hour >= 20) | (hour < 6)  # still in training, and so are the hours beside them
     land = np.isfinite(ds["SWdown"].isel(time=0).values)
     assert night.any() and np.isnan(sw[..., ~land]).all() and np.isfinite(sw[..., land]).all()
-    np.testing.assert_allclose(sw[:, :, night][..., land], 0.0, atol=1e-3)  # no sun: the climatology, 0
+    np.testing.assert_array_equal(sw[:, :, night][..., land], 0.0)  # no sun: exactly 0, not float32 round-off
+    assert (sw[..., land] >= 0).all()  # radiation is floored at its physical 0 (nonnegative_variables)
+    assert nonnegative_variables(run) == ("SWdown",) and nonnegative_variables(fixed) == ()
     assert sw[:, :, ~night][..., land].std() > 0
     with pytest.raises(ConfigError, match="insolation"):
         train(path, tmp_path / "bad", insolation="auto", **kw)
