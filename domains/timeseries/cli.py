@@ -216,10 +216,11 @@ def add_evaluate(p: argparse.ArgumentParser) -> None:
                    help="comma-separated: model, persistence, climatology, linear, ar_calibrated (the run's AR base "
                         "with its held-out calibration and Gaussian noise, no network), ar_base (the AR base alone), "
                         "emos_ar (EMOS on it), emos (EMOS on the model's ensemble; both cross-fitted over two halves "
-                        "of the inits), and statsforecast's auto_ets, auto_arima, mstl, seasonal_naive, naive "
+                        "of the inits), emos_ar_past (EMOS on the AR base fitted on the 40 days before each init: "
+                        "past data only, as run operationally), and statsforecast's auto_ets, auto_arima, mstl, seasonal_naive, naive "
                         "(pip install 'gendiff[peers]')")
     p.add_argument("--run", default=None,
-                   help="the run for ar_calibrated, ar_base and emos_ar: a run folder or pretrained:NAME (default: "
+                   help="the run for ar_calibrated, ar_base, emos_ar and emos_ar_past: a run folder or pretrained:NAME (default: "
                         "the forecast's gendiff_run attribute)")
     p.add_argument("--out", default=None, help="folder for scores.json, rank histograms and PNG plots")
     p.add_argument("--json", action="store_true", help="print the score records as JSON")

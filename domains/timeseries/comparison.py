@@ -1,10 +1,12 @@
 """Every claim with its interval: the model's CRPS against each competitor's, per lead, on the same inits, as the mean
 difference (model - competitor) with a 95% paired moving-block bootstrap interval over init times (intervals.py)
 and the model's win rate; and the competitors that scoring.evaluate adds beside the baselines: statsforecast's
-models (peers.py) and EMOS on the model's ensemble (emos.py), cross-fitted over two halves of the inits."""
+models (peers.py) and EMOS on the model's ensemble (emos.py), cross-fitted over two halves of the inits, or fitted
+on a sliding window of the days before each init (emos_past_system: what a forecaster runs operationally)."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 
 from .emos import emos_calibrate
@@ -84,3 +86,37 @@ def emos_system(truth: xr.Dataset, fc: xr.Dataset, seed: int = 0, members: int |
     parts = [emos_calibrate(fc.isel(init_time=train), truth, fc.isel(init_time=test), members, seed=seed + k)
              for k, (train, test) in enumerate((halves, halves[::-1]))]
     return xr.concat(parts[::-1], "init_time").sortby("init_time")
+
+
+PAST_WINDOW = pd.Timedelta(days=40)  # Gneiting et al. 2005: the 40 most recent days train each day's EMOS
+
+
+def past_inits(fc: xr.Dataset, window: pd.Timedelta = PAST_WINDOW) -> np.ndarray:
+    """The inits an EMOS with a sliding `window` needs: the forecast's own and, at their spacing (the median gap),
+    those of `window` plus the longest lead before the first (the first init's training cases)."""
+    inits = np.sort(fc["init_time"].values.astype("datetime64[ns]"))
+    gaps = np.diff(inits)
+    spacing = pd.Timedelta(np.median(gaps)) if len(gaps) else pd.Timedelta(days=1)
+    reach = window + pd.Timedelta(np.max(fc["lead_time"].values))
+    n_before = int(np.ceil(reach / spacing))
+    before = inits[0] - np.arange(n_before, 0, -1) * spacing.to_timedelta64()
+    return np.union1d(before, inits)
+
+
+def emos_past_system(truth: xr.Dataset, history: xr.Dataset, fc: xr.Dataset, seed: int = 0,
+                     members: int | None = None, window: pd.Timedelta = PAST_WINDOW) -> xr.Dataset:
+    """EMOS on a forecaster's output with past data only, as run operationally (Gneiting et al. 2005's sliding
+    training period): each init of `fc` is post-processed by a fit on `history` (the same forecaster's forecasts,
+    gendiff's layout, at past_inits) from the inits of the `window` before it whose every lead is verified by the
+    init's time. An init with fewer than emos.MIN_CASES such cases comes back NaN. `members`: draws per init
+    (default: fc's)."""
+    inits = fc["init_time"].values.astype("datetime64[ns]")
+    hist_inits = history["init_time"].values.astype("datetime64[ns]")
+    longest = np.max(fc["lead_time"].values).astype("timedelta64[ns]")
+    win = window.to_timedelta64()
+    parts = []
+    for k, t in enumerate(inits):
+        train = np.flatnonzero((hist_inits >= t - win) & (hist_inits + longest <= t))
+        parts.append(emos_calibrate(history.isel(init_time=train), truth, fc.sel(init_time=[t]), members,
+                                    seed=seed + k))
+    return xr.concat(parts, "init_time")

@@ -18,7 +18,8 @@ from . import baselines
 from .ar_calibrated import ar_calibrated
 from .data import _jsonable, open_data, period_indices, write_dataset
 from .forecasting import base_trajectory, forecast_dataset, nonnegative_variables
-from .comparison import attach_intervals, format_comparisons, emos_system, peer_systems, per_init_crps
+from .comparison import (attach_intervals, emos_past_system, emos_system, format_comparisons, past_inits, peer_systems,
+                         per_init_crps)
 from .heldout import check_held_out
 from .joint import joint_records
 from .layout import (ENSEMBLE_DIMS, _lead_steps, _open_forecast, calendar_valid_time, to_gendiff_layout,  # noqa: F401
@@ -31,7 +32,8 @@ from .stream import EncodedValues, fit_codec
 from .tabular import SERIES
 from .timeaxis import lead_times, run_step
 
-SYSTEMS = ("model", "persistence", "climatology", "linear", "ar_calibrated", "ar_base", *PEERS, "emos", "emos_ar")
+SYSTEMS = ("model", "persistence", "climatology", "linear", "ar_calibrated", "ar_base", *PEERS, "emos", "emos_ar",
+           "emos_ar_past")
 # ar_calibrated needs the run, the peers statsforecast (pip install 'gendiff[peers]'), emos 4 inits: ask for them
 DEFAULT_SYSTEMS = ("model", "persistence", "climatology", "linear")
 def baseline_forecasts(truth: xr.Dataset, fc: xr.Dataset, train_period, members: int, seed: int = 0,
@@ -85,9 +87,12 @@ def ar_calibrated_forecast(run, truth: xr.Dataset, fc: xr.Dataset, members: int,
                             nonnegative=nonnegative_variables(run)).isel(lead_time=lead_steps - 1)
 
 
-def ar_base_forecast(run, truth: xr.Dataset, fc: xr.Dataset, label: str = "truth") -> xr.Dataset:
+def ar_base_forecast(run, truth: xr.Dataset, fc: xr.Dataset, label: str = "truth",
+                     skip_short: bool = False) -> xr.Dataset:
     """The run's AR base alone at the forecast's inits and leads: a one-member (point) forecast in data units, the
-    deterministic forecast the network departs from (`ar_base`; EMOS on it is `emos_ar`)."""
+    deterministic forecast the network departs from (`ar_base`; EMOS on it is `emos_ar`). `skip_short`: inits
+    outside the truth or without the run's context before them are left out (emos_ar_past's history) instead of
+    being an error."""
     if not isinstance(run, Run):
         run = load_run(run, device="cpu")
     if run.ar is None:
@@ -96,7 +101,10 @@ def ar_base_forecast(run, truth: xr.Dataset, fc: xr.Dataset, label: str = "truth
     times = truth["time"].values
     init = pd.DatetimeIndex(fc["init_time"].values)
     init_idx = pd.DatetimeIndex(times).get_indexer(init)
-    if (init_idx < 0).any() or (init_idx - run.context + 1 < 0).any():
+    short = (init_idx < 0) | (init_idx - run.context + 1 < 0)
+    if skip_short:
+        init, init_idx = init[~short], init_idx[~short]
+    elif short.any():
         raise DataError(f"{label}: an init time of the forecast is not in the truth data with {run.context} steps "
                         "of context before it")
     values = EncodedValues(truth, run.codec, run.climatology, label)
@@ -110,8 +118,9 @@ def ar_base_forecast(run, truth: xr.Dataset, fc: xr.Dataset, label: str = "truth
 
 def _run_competitors(fc: xr.Dataset, truth: xr.Dataset, systems, run, name: str, seed: int, label: str) -> dict:
     """The competitors made from the run (`run`, or the forecast's gendiff_run attribute): ar_calibrated, the AR
-    base alone (ar_base) and EMOS on it (emos_ar)."""
-    needs_run = [x for x in ("ar_calibrated", "ar_base", "emos_ar") if x in systems]
+    base alone (ar_base) and EMOS on it, cross-fitted on the inits (emos_ar) or on the 40 days before each
+    (emos_ar_past)."""
+    needs_run = [x for x in ("ar_calibrated", "ar_base", "emos_ar", "emos_ar_past") if x in systems]
     if not needs_run:
         return {}
     spec = run if run is not None else fc.attrs.get("gendiff_run")
@@ -119,12 +128,19 @@ def _run_competitors(fc: xr.Dataset, truth: xr.Dataset, systems, run, name: str,
         raise ConfigError(f"{name}: {', '.join(needs_run)} need(s) the run (--run RUN): the forecast has no "
                           "'gendiff_run' attribute")
     out = {}
-    if "ar_base" in systems or "emos_ar" in systems:
+    if not isinstance(spec, Run):
+        spec = load_run(spec, device="cpu")
+    if "ar_base" in systems or "emos_ar" in systems:  # emos_ar_past below fits on the days before the inits
         base = ar_base_forecast(spec, truth, fc, label)
         if "ar_base" in systems:
             out["ar_base"] = base
         if "emos_ar" in systems:
             out["emos_ar"] = emos_system(truth, base, seed, members=fc.sizes["member"])
+    if "emos_ar_past" in systems:
+        past = xr.Dataset(coords={"init_time": past_inits(fc), "lead_time": fc["lead_time"].values})
+        history = ar_base_forecast(spec, truth, past, label, skip_short=True)
+        out["emos_ar_past"] = emos_past_system(truth, history, ar_base_forecast(spec, truth, fc, label), seed,
+                                               members=fc.sizes["member"])
     if "ar_calibrated" in systems:
         out["ar_calibrated"] = ar_calibrated_forecast(spec, truth, fc, fc.sizes["member"], seed, label)
     return out

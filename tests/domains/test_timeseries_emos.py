@@ -121,3 +121,43 @@ def test_point_forecast_is_emos_without_spread():
     params = emos.emos_params(train_fc.isel(member=0, drop=True), train_truth)
     assert np.isfinite(params["t2m"].values).all()
     assert np.allclose(params["t2m"].sel(param="b"), TRUE["b"], atol=0.1)
+
+
+def test_past_window_emos_uses_only_verified_past_inits():
+    """emos_past_system: each init is post-processed by a fit on the forecasts of the window before it whose every
+    lead the init's time has verified; changing any later forecast (or the truth after the init) changes nothing."""
+    from gendiff.domains.timeseries.comparison import emos_past_system, past_inits
+
+    fc, truth, _ = ensemble_dataset(120, seed=4)
+    test = fc.isel(init_time=slice(80, None))
+    hist = fc.sel(init_time=past_inits(test, pd.Timedelta(days=30)))
+    assert hist.sizes["init_time"] == 30 + 1 + 40  # the window, its longest lead (12 h: one more day), the test's
+    out = emos_past_system(truth, hist, test, seed=3, window=pd.Timedelta(days=30))
+    assert out["t2m"].dims == ("init_time", "member", "lead_time", "station") and out.sizes["member"] == 8
+    t = test["init_time"].values[5]
+    inits = hist["init_time"].values
+    used = (inits >= t - np.timedelta64(30, "D")) & (inits + np.timedelta64(12, "h") <= t)
+    assert used.sum() == 30  # the init of the day before verifies its 12 h lead before t
+    ref = emos.emos_calibrate(hist.isel(init_time=np.flatnonzero(used)), truth, test.sel(init_time=[t]), seed=3 + 5)
+    np.testing.assert_array_equal(out["t2m"].sel(init_time=t).values, ref["t2m"].isel(init_time=0).values)
+    later = hist.copy(deep=True)
+    later["t2m"].values[~used & (inits >= t)] += 100.0  # t's own forecast and every later one
+    again = emos_past_system(truth, later, test.sel(init_time=[t]), seed=3 + 5, window=pd.Timedelta(days=30))
+    np.testing.assert_array_equal(again["t2m"].values, ref["t2m"].values)
+
+
+def test_past_window_emos_follows_a_changing_bias():
+    """A forecaster whose bias jumps by 5 halfway: the cross-fitted EMOS splits the difference for every init, the
+    past-window EMOS catches up within its window, so after the jump plus a window it is near the truth."""
+    from gendiff.domains.timeseries.comparison import emos_past_system, past_inits
+
+    fc, truth, y = ensemble_dataset(200, seed=6)
+    jump = fc["init_time"] >= fc["init_time"].values[100]
+    fc["t2m"] = fc["t2m"] + 5.0 * jump
+    test = fc.isel(init_time=slice(150, None))
+    out = emos_past_system(truth, fc.sel(init_time=past_inits(test, pd.Timedelta(days=40))), test, seed=1,
+                           window=pd.Timedelta(days=40))
+    bias_past = (out["t2m"].mean("member").values - y[150:]).mean()
+    cross = emos.emos_calibrate(fc.isel(init_time=slice(0, 150)), truth, test, seed=1)  # fitted across the jump
+    bias_cross = (cross["t2m"].mean("member").values - y[150:]).mean()
+    assert abs(bias_past) < 0.3 and bias_cross > 0.6  # measured: 0.08 and 0.95
