@@ -23,6 +23,10 @@ RECIPES = {  # issue 11's levers, one switch at a time from EDM's recipe
     "lownoise": dict(prediction="x0", weighting="clamped_snr", time_sampling="low_noise"),  # ot_lownoise's ablation
     "selfcond_ot_lownoise": dict(prediction="x0", weighting="clamped_snr", self_cond=True, pairing="ot",
                                  time_sampling="low_noise"),
+    # explicit bonds diffused with the atoms (MiDi, EQGAT-diff, SemlaFlow, FlowMol), on top of x0_clamped; measure
+    # reports the generated bonds' stability and validity (*_generated_bonds) beside EDM's distance-inferred ones
+    "bonds": dict(prediction="x0", weighting="clamped_snr", bonds="explicit"),
+    "bonds_lownoise": dict(prediction="x0", weighting="clamped_snr", bonds="explicit", time_sampling="low_noise"),
 }
 
 

@@ -18,8 +18,10 @@ The package is this thin surface; each idea has its module: options (TrainOption
 training (the recipe end to end), runconfig (what config.json holds), loading (run folders read back), sampling,
 evaluation (metrics, measure, writing), demo, conditioning (property-conditioned runs: config, training
 context, sampling's `condition`); below them properties (QM9's properties in EDM's units, EDM's halves), model
-(feature scaling, noise space, loss, sampler glue), the networks (egnn, e3nn_net), selfcond and coupling (training
-switches), data (QM9), io (files), records (vocabulary and Data codec), bonds and metrics.
+(feature scaling, noise space, loss, sampler glue; distributions: the size and formula priors), the networks (egnn,
+e3nn_net), selfcond and coupling (training switches), bondstate, bonddata and bondmetrics (explicit bonds diffused
+with the atoms: the packed state and its space, the training bonds, the generated bonds' scores), data (QM9), io
+(files), records (vocabulary and Data codec), bonds and metrics.
 """
 from __future__ import annotations
 

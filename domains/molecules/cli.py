@@ -64,6 +64,11 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="ot: pair noise and molecules of a batch by optimal transport per atom count")
     p.add_argument("--time-sampling", default="uniform", choices=["uniform", "low_noise"],
                    help="training times: uniform, or low_noise (density 2 (1 - t): more low-noise steps)")
+    p.add_argument("--bonds", default="none", choices=["none", "explicit"],
+                   help="none: bonds inferred from distances after sampling (EDM); explicit: a bond type (none, "
+                        "single, double, triple; kekulized) per atom pair diffused with the atoms, written to SDF")
+    p.add_argument("--bond-weight", type=float, default=1.0,
+                   help="with --bonds explicit: the pairs' loss weight relative to the atoms' (default 1)")
     p.add_argument("--ema-decay", type=float, default=None, help="EMA decay of the saved weights (default 0.999)")
     p.add_argument("--hidden", type=int, default=None, help="EGNN hidden features / e3nn scalar multiplicity")
     p.add_argument("--layers", type=int, default=None, help="number of network layers")
@@ -104,7 +109,8 @@ def run_train(args) -> int:
     train(data=args.data, model=_check_model(args.model), out=args.out, schedule=args.schedule,
           prediction=args.prediction, weighting=args.weighting, precondition=args.precondition,
           sigma_data=args.sigma_data, feature_scaling=not args.no_feature_scaling, composition=args.composition,
-          self_cond=args.self_cond, pairing=args.pairing, time_sampling=args.time_sampling, seed=args.seed,
+          self_cond=args.self_cond, pairing=args.pairing, time_sampling=args.time_sampling, bonds=args.bonds,
+          bond_weight=args.bond_weight, seed=args.seed,
           resume=args.resume, init=args.init, device=args.device, compile=args.compile, **config)
     print(f"trained run in {args.out}")
     return 0
@@ -143,6 +149,9 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--input", help=".xyz or .sdf file of molecules")
     src.add_argument("--run", help="sample from this run folder or pretrained:NAME, then evaluate (timed)")
     p.add_argument("--reference", default=None, help="'qm9' (training SMILES, for novelty) or none")
+    p.add_argument("--file-bonds", action="store_true",
+                   help="with --input FILE.sdf: also score the file's own bond blocks as generated bonds "
+                        "(*_generated_bonds; a --run of an explicit-bond model reports them anyway)")
     p.add_argument("--n", type=int, default=500, help="with --run: molecules to sample")
     _sampler_arguments(p, "with --run: ")
     p.add_argument("--seed", type=int, default=0, help="with --run: sampling seed")
@@ -167,10 +176,12 @@ def run_evaluate(args) -> int:
 
     from . import evaluate, measure, write_molecules
 
+    if args.input is None and args.file_bonds:
+        raise ConfigError("--file-bonds needs --input FILE.sdf (a --run of an explicit-bond model scores its bonds)")
     if args.input is not None:
         if args.record:
             raise ConfigError("--record needs --run (a file of molecules has no card to record on)")
-        metrics = evaluate(input=args.input, reference=args.reference)
+        metrics = evaluate(input=args.input, reference=args.reference, file_bonds=args.file_bonds)
     else:
         metrics, mols = measure(args.run, n=args.n, sampler=args.sampler, steps=args.steps, spacing=args.spacing,
                                 seed=args.seed, reference=args.reference, batch_size=args.batch_size,

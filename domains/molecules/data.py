@@ -248,6 +248,7 @@ def train_smiles(root=None, cache_dir=None) -> list[str]:
     return [ds.arrays["smiles"][j] for j in ds.indices]
 
 
-def load_molecules(path) -> list:
-    """Read an .xyz or .sdf file into a list of Data records (see io.read_molecules)."""
-    return read_molecules(path)
+def load_molecules(path, keep_bonds: bool = False) -> list:
+    """Read an .xyz or .sdf file into a list of Data records (see io.read_molecules; `keep_bonds`: an SDF's bond
+    blocks as bond_index / bond_order)."""
+    return read_molecules(path, keep_bonds)

@@ -13,6 +13,12 @@ computes the concatenation as EDM's code does (benchmarks/molecules.py speed mea
 
 The graph structure (edges, number of graphs) has data-dependent sizes: `graph_structure` builds it once per
 forward, outside torch.compile, so a compiled network is one graph from the embedding to the output.
+
+Explicit bonds (`bond_nf` > 0, bondstate.py): each unordered atom pair carries `bond_nf` noisy bond-type features.
+They join the invariant edge attributes [radial, radial0] of every message and coordinate weight (both directions
+of a pair see the same values), and a bond head predicts them per unordered pair from [h_i + h_j, h_i * h_j, the
+pair's squared distance at the input and at the updated positions, its input features]: a symmetric function of
+(i, j) of invariants, so the bond output is E(3)-invariant, symmetric and permutation-equivariant by construction.
 """
 from __future__ import annotations
 
@@ -164,17 +170,18 @@ class EquivariantBlock(nn.Module):
     """`inv_sublayers` GCLs followed by one equivariant coordinate update (EDM's EquivariantBlock)."""
 
     def __init__(self, hidden_nf, inv_sublayers, attention, tanh, coords_range, norm_constant, normalization_factor,
-                 factored: bool = True):
+                 factored: bool = True, bond_nf: int = 0):
         super().__init__()
         self.norm_constant = norm_constant
         self.gcls = nn.ModuleList(
-            GCL(hidden_nf, 2, normalization_factor, attention, factored) for _ in range(inv_sublayers)
+            GCL(hidden_nf, 2 + bond_nf, normalization_factor, attention, factored) for _ in range(inv_sublayers)
         )
-        self.update = EquivariantUpdate(hidden_nf, 2, normalization_factor, tanh, coords_range, factored)
+        self.update = EquivariantUpdate(hidden_nf, 2 + bond_nf, normalization_factor, tanh, coords_range, factored)
 
-    def forward(self, h, pos, row, col, radial0):
+    def forward(self, h, pos, row, col, radial0, edge_bonds=None):
+        """`edge_bonds` (E, bond_nf): the bond features of each ordered edge's pair, appended to the edge attributes."""
         radial, coord_diff = coord2diff(pos, row, col, self.norm_constant)
-        edge_attr = torch.cat([radial, radial0], dim=-1)
+        edge_attr = torch.cat([radial, radial0] + ([] if edge_bonds is None else [edge_bonds]), dim=-1)
         for gcl in self.gcls:
             h = gcl(h, row, col, edge_attr)
         return h, self.update(h, pos, row, col, coord_diff, edge_attr)
@@ -186,7 +193,10 @@ class EGNN(nn.Module):
     Input `x_t` is (N, 3 + in_node_nf) = [pos | features]; `t` is (N,) in [0, 1]; `mask` is the batch vector;
     `cond` (optional) is per-node (N, context_nf) or per-graph (B, context_nf) context. `factored` picks how the
     first layer of the edge and coordinate MLPs is computed (see the module docstring); it changes no parameter and
-    no output beyond float rounding, and `set_factored` switches a built network.
+    no output beyond float rounding, and `set_factored` switches a built network. `bond_nf` > 0 builds the explicit
+    bond path (module docstring): forward then takes `bonds` (P, bond_nf) per unordered pair and `graph` (a
+    bondstate.MoleculeGraph: row, col, edge_pair, pair_i, pair_j, num_graphs) and returns (node output, bond output
+    (P, bond_nf)).
     """
 
     def __init__(
@@ -203,12 +213,13 @@ class EGNN(nn.Module):
         context_nf: int = 0,
         condition_time: bool = True,
         factored: bool = True,
+        bond_nf: int = 0,
     ):
         super().__init__()
-        if in_node_nf < 0 or hidden_nf < 1 or n_layers < 1 or inv_sublayers < 1:
+        if in_node_nf < 0 or hidden_nf < 1 or n_layers < 1 or inv_sublayers < 1 or bond_nf < 0:
             raise ConfigError(
                 f"EGNN: in_node_nf={in_node_nf}, hidden_nf={hidden_nf}, n_layers={n_layers}, "
-                f"inv_sublayers={inv_sublayers} must be positive"
+                f"inv_sublayers={inv_sublayers} must be positive (bond_nf={bond_nf} >= 0)"
             )
         self.in_node_nf, self.context_nf, self.condition_time = in_node_nf, context_nf, condition_time
         self.n_dims = 3
@@ -217,11 +228,17 @@ class EGNN(nn.Module):
         self.blocks = nn.ModuleList(
             EquivariantBlock(
                 hidden_nf, inv_sublayers, attention, tanh, coords_range / n_layers, norm_constant, normalization_factor,
-                factored,
+                factored, bond_nf,
             )
             for _ in range(n_layers)
         )
         self.factored = bool(factored)
+        self.bond_nf = int(bond_nf)
+        if self.bond_nf:
+            self.bond_out = nn.Sequential(
+                nn.Linear(2 * hidden_nf + 2 + bond_nf, hidden_nf), nn.SiLU(), nn.Linear(hidden_nf, hidden_nf),
+                nn.SiLU(), nn.Linear(hidden_nf, bond_nf),
+            )
 
     def set_factored(self, factored: bool = True) -> "EGNN":
         """Compute the first edge/coordinate layers factored (True) or on the concatenated input (False), in place."""
@@ -241,16 +258,33 @@ class EGNN(nn.Module):
             parts.append(cond[batch] if cond.shape[0] != h.shape[0] else cond)
         return torch.cat(parts, dim=-1)
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, *, mask=None, cond=None) -> torch.Tensor:
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, *, mask=None, cond=None, bonds=None, graph=None):
         if x_t.dim() != 2 or x_t.shape[1] != self.n_dims + self.in_node_nf:
             raise ConfigError(f"EGNN expects x_t of shape (N, {self.n_dims + self.in_node_nf}), got {tuple(x_t.shape)}")
+        if bool(self.bond_nf) != (bonds is not None and graph is not None):
+            raise ConfigError(f"EGNN built with bond_nf={self.bond_nf}: give bonds and graph exactly when bond_nf > 0")
         batch = mask if mask is not None else x_t.new_zeros(x_t.shape[0], dtype=torch.long)
         pos, h = x_t[:, : self.n_dims], x_t[:, self.n_dims :]
-        row, col, num = graph_structure(batch)
+        if graph is not None:
+            row, col, num = graph.row, graph.col, graph.num_graphs
+            edge_bonds = bonds.index_select(0, graph.edge_pair)
+        else:
+            row, col, num = graph_structure(batch)
+            edge_bonds = None
         radial0, _ = coord2diff(pos, row, col, 1.0)
         h = self.embedding(self.node_inputs(h, t, batch, cond))
         p = pos
         for block in self.blocks:
-            h, p = block(h, p, row, col, radial0)
+            h, p = block(h, p, row, col, radial0, edge_bonds)
         eps_pos = remove_mean(p - pos, batch, num)
-        return torch.cat([eps_pos, self.embedding_out(h)], dim=-1)
+        out = torch.cat([eps_pos, self.embedding_out(h)], dim=-1)
+        if graph is None:
+            return out
+        return out, self.bond_head(h, pos, p, bonds, graph.pair_i, graph.pair_j)
+
+    def bond_head(self, h, pos, p, bonds, i, j) -> torch.Tensor:
+        """Bond output per unordered pair (i, j): symmetric in i and j, from invariants only."""
+        h_i, h_j = h.index_select(0, i), h.index_select(0, j)
+        d_in = ((pos.index_select(0, i) - pos.index_select(0, j)) ** 2).sum(-1, keepdim=True)
+        d_out = ((p.index_select(0, i) - p.index_select(0, j)) ** 2).sum(-1, keepdim=True)
+        return self.bond_out(torch.cat([h_i + h_j, h_i * h_j, d_in, d_out, bonds], dim=-1))

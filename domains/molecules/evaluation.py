@@ -9,6 +9,7 @@ from typing import Sequence
 from gendiff import runs
 from gendiff.errors import ConfigError
 
+from .bondmetrics import carries_bonds, generated_bond_metrics
 from .data import load_molecules
 from .defaults import DEFAULT_PRETRAINED, DEFAULT_SAMPLER, DEFAULT_SPACING, DEFAULT_STEPS
 from .io import write_molecules as write_file
@@ -16,12 +17,14 @@ from .metrics import draw_grid, evaluate_molecules, qm9_reference_smiles
 from .sampling import sample
 
 
-def evaluate(input=None, molecules: Sequence | None = None, reference=None) -> dict:
-    """Atom stability, molecule stability, RDKit validity, uniqueness (and novelty against `reference`)."""
+def evaluate(input=None, molecules: Sequence | None = None, reference=None, file_bonds: bool = False) -> dict:
+    """Atom stability, molecule stability, RDKit validity, uniqueness (and novelty against `reference`), from
+    distances as EDM measures them; molecules that all carry bonds (an explicit-bond run's samples; an SDF's bond
+    blocks with `file_bonds`) also get the scores of those bonds (bondmetrics.GENERATED_BOND_KEYS)."""
     if (input is None) == (molecules is None):
         raise ConfigError("evaluate needs exactly one of input=FILE or molecules=[...]")
     if input is not None:
-        molecules = load_molecules(input)
+        molecules = load_molecules(input, keep_bonds=file_bonds)
     ref = reference
     if isinstance(reference, str) and reference.lower() == "qm9":
         ref = qm9_reference_smiles()
@@ -29,7 +32,10 @@ def evaluate(input=None, molecules: Sequence | None = None, reference=None) -> d
         ref = None
     elif isinstance(reference, str):
         raise ConfigError(f"--reference {reference!r}: expected 'qm9' or 'none' (or pass a list of SMILES)")
-    return evaluate_molecules(list(molecules), reference_smiles=ref)
+    metrics = evaluate_molecules(list(molecules), reference_smiles=ref)
+    if carries_bonds(list(molecules)):
+        metrics.update(generated_bond_metrics(list(molecules)))
+    return metrics
 
 
 def write_molecules(path, mols: Sequence) -> Path:

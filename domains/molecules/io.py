@@ -7,12 +7,13 @@ from pathlib import Path
 from typing import Iterable
 
 import numpy as np
+import torch
 
 from gendiff.errors import DataError
 from gendiff.io import atomic_path
 
 from .bonds import bond_list
-from .records import ELEMENTS, SYMBOL_TO_Z, Z_TO_SYMBOL, molecule_to_data
+from .records import ELEMENTS, SYMBOL_TO_Z, Z_TO_SYMBOL, carried_bonds, molecule_to_data
 
 _LOWER_SYMBOL = {s.lower(): s for s in ELEMENTS}
 
@@ -117,8 +118,9 @@ def _sdf_atom(line: str, where: str) -> tuple[int, list[float]]:
     return _element(symbol, where), [_coord(f.strip(), where) for f in fields]
 
 
-def read_sdf(path) -> list:
-    """Read an SDF / MOL file (V2000): atoms and coordinates of every record; bonds are re-derived when needed."""
+def read_sdf(path, keep_bonds: bool = False) -> list:
+    """Read an SDF / MOL file (V2000): atoms and coordinates of every record; bonds are re-derived when needed, or,
+    with `keep_bonds`, each record's bond block is kept as `bond_index` (2, B) / `bond_order` (B,) (1-3, 4 aromatic)."""
     path = Path(path)
     lines = _read_lines(path)
     mols, i = [], 0
@@ -147,12 +149,16 @@ def read_sdf(path) -> list:
         for k in range(n_atoms):
             ln = counts_ln + 1 + k
             z[k], pos[k] = _sdf_atom(lines[ln], f"{path}:{ln + 1}")
+        bond_rows = []
         for k in range(n_bonds):
             ln = end_atoms + k
             tok = lines[ln].split()
             if len(tok) < 3 or not all(t.isdigit() for t in tok[:3]) or not (
                     1 <= int(tok[0]) <= n_atoms and 1 <= int(tok[1]) <= n_atoms):
                 raise DataError(f"{path}:{ln + 1}: malformed bond line {lines[ln].strip()!r}")
+            if keep_bonds and not 1 <= int(tok[2]) <= 4:
+                raise DataError(f"{path}:{ln + 1}: bond type {tok[2]} (expected 1-3, or 4 aromatic)")
+            bond_rows.append((int(tok[0]) - 1, int(tok[1]) - 1, int(tok[2])))
         i, smiles, has_end = end_atoms + n_bonds, None, False
         while i < len(lines) and lines[i].strip() != "$$$$":
             has_end = has_end or lines[i].startswith("M  END")
@@ -161,21 +167,28 @@ def read_sdf(path) -> list:
             i += 1
         if not has_end:
             raise DataError(f"{path}:{min(i + 1, len(lines))}: record starting at line {start + 1} has no 'M  END'")
-        mols.append(molecule_to_data(z, pos, smiles=smiles))
+        mol = molecule_to_data(z, pos, smiles=smiles)
+        if keep_bonds:
+            rows = np.array(bond_rows, dtype=np.int64).reshape(-1, 3)
+            mol.bond_index, mol.bond_order = torch.as_tensor(rows[:, :2].T.copy()), torch.as_tensor(rows[:, 2].copy())
+        mols.append(mol)
         i += 1
     if not mols:
         raise DataError(f"{path}: no molecules found")
     return mols
 
 
-def read_molecules(path) -> list:
-    """Dispatch on the suffix: .xyz -> read_xyz, .sdf/.mol -> read_sdf."""
+def read_molecules(path, keep_bonds: bool = False) -> list:
+    """Dispatch on the suffix: .xyz -> read_xyz, .sdf/.mol -> read_sdf (`keep_bonds`: its bond blocks; an .xyz
+    file has none)."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".xyz":
+        if keep_bonds:
+            raise DataError(f"{path}: an .xyz file has no bonds to keep (write .sdf)")
         return read_xyz(path)
     if suffix in (".sdf", ".mol", ".sd"):
-        return read_sdf(path)
+        return read_sdf(path, keep_bonds)
     raise DataError(f"{path}: unknown molecule file type {suffix!r} (expected .xyz or .sdf)")
 
 
@@ -222,17 +235,25 @@ def format_mol_block(z, pos, bonds, title: str = "") -> str:
     return "\n".join(lines)
 
 
-def write_sdf(path, mols, bonds: str = "table") -> Path:
-    """Write molecules to one SDF (V2000, 3D coordinates, bonds from the distance table), atomically.
+SDF_BONDS = ("auto", "carried", "table", "none")
 
-    bonds="table" derives bond orders with bonds.bond_list; bonds="none" writes atoms only.
+
+def write_sdf(path, mols, bonds: str = "auto") -> Path:
+    """Write molecules to one SDF (V2000, 3D coordinates), atomically.
+
+    bonds="auto" writes the bonds a molecule carries (records.carried_bonds: an explicit-bond run's generated
+    bonds) and, for one that carries none, those of the distance table; "carried" requires carried bonds; "table"
+    always derives bond orders with bonds.bond_list; "none" writes atoms only.
     """
-    if bonds not in ("table", "none"):
-        raise DataError(f"bonds={bonds!r}: expected 'table' or 'none'")
+    if bonds not in SDF_BONDS:
+        raise DataError(f"bonds={bonds!r}: expected one of {', '.join(SDF_BONDS)}")
     records = []
     for k, mol in enumerate(mols):
         z, pos = as_atoms(mol)
-        blist = bond_list(z, pos) if bonds == "table" else []
+        carried = carried_bonds(mol) if bonds in ("auto", "carried") else None
+        if bonds == "carried" and carried is None:
+            raise DataError(f"molecule {k} carries no bonds (bonds='carried')")
+        blist = carried if carried is not None else bond_list(z, pos) if bonds != "none" else []
         block = format_mol_block(z, pos, blist, title=f"gendiff molecule {k}")
         smiles = _smiles_of(mol)
         if smiles:

@@ -15,6 +15,7 @@ from gendiff.io import atomic_path, write_json_atomic
 from .bonds import bond_list, stability
 from .data import Z_TO_SYMBOL, default_cache_dir, load_qm9, train_smiles
 from .io import as_atoms, read_molecules, write_sdf
+from .records import carried_bonds
 
 __all__ = ["BOND_METHODS", "build_rdkit_mol", "sanitized_fragment", "is_connected_valid", "connected_validity",
            "canonical_smiles", "canonicalize_smiles",
@@ -25,21 +26,22 @@ BOND_METHODS = ("table", "rdkit")
 _REFERENCE_MEMO: dict[str, frozenset] = {}
 
 
-def build_rdkit_mol(z, pos, method: str = "table", kekulize: bool = False, conformer: bool = True):
+def build_rdkit_mol(z, pos, method: str = "table", kekulize: bool = False, conformer: bool = True, bonds=None):
     """Unsanitized RDKit molecule (with a 3D conformer unless conformer=False); bonds from the distance table
     (EDM's build_molecule: atoms without explicit H counts, so RDKit may add implicit hydrogens) or from
-    rdDetermineBonds (xyz2mol, Kim & Kim 2015). Returns None when rdDetermineBonds cannot assign bonds.
+    rdDetermineBonds (xyz2mol, Kim & Kim 2015). Returns None when rdDetermineBonds cannot assign bonds. `bonds`
+    ([(i, j, order)], order 4 aromatic: a molecule's carried bonds) replaces the table's, built the same way.
     """
     from rdkit import Chem
     from rdkit.Geometry import Point3D
 
     z, pos = np.asarray(z, dtype=np.int64), np.asarray(pos, dtype=np.float64)
-    if method == "table":
-        types = {1: Chem.BondType.SINGLE, 2: Chem.BondType.DOUBLE, 3: Chem.BondType.TRIPLE}
+    if method == "table" or bonds is not None:
+        types = {1: Chem.BondType.SINGLE, 2: Chem.BondType.DOUBLE, 3: Chem.BondType.TRIPLE, 4: Chem.BondType.AROMATIC}
         mol = Chem.RWMol()
         for a in z:
             mol.AddAtom(Chem.Atom(int(a)))
-        for i, j, order in bond_list(z, pos, kekulize=kekulize):
+        for i, j, order in bond_list(z, pos, kekulize=kekulize) if bonds is None else bonds:
             mol.AddBond(i, j, types[order])
         if conformer:
             conf = Chem.Conformer(len(z))
@@ -274,12 +276,13 @@ def write_metrics_json(path, metrics: dict) -> Path:
     return Path(path)
 
 
-def _depiction(z, pos, method: str):
-    """(2D-ready molecule, legend): the valid largest fragment, else the bare connectivity marked invalid."""
+def _depiction(z, pos, method: str, bonds=None):
+    """(2D-ready molecule, legend): the valid largest fragment, else the bare connectivity marked invalid; with the
+    molecule's carried `bonds` when it has them."""
     from rdkit import Chem
     from rdkit.Chem import AllChem
 
-    raw = build_rdkit_mol(z, pos, method)
+    raw = build_rdkit_mol(z, pos, method, bonds=bonds)
     frag = sanitized_fragment(raw)
     if frag is not None:
         mol, legend = Chem.RemoveHs(frag), canonical_smiles(frag) or ""
@@ -311,13 +314,15 @@ def _drawable(mol, legend: str):
 
 def draw_grid(path, mols: Sequence, mols_per_row: int = 5, sub_image_size: tuple[int, int] = (250, 250),
               max_mols: int = 50, method: str = "table") -> Path:
-    """PNG grid of 2D depictions (RDKit Draw.MolsToGridImage), legends = canonical SMILES or 'invalid'."""
+    """PNG grid of 2D depictions (RDKit Draw.MolsToGridImage), legends = canonical SMILES or 'invalid'; molecules
+    that carry bonds (records.carried_bonds) are drawn with them."""
     from rdkit import rdBase
     from rdkit.Chem import Draw
 
-    atoms = _atoms_list(list(mols)[:max_mols])
+    mols = list(mols)[:max_mols]
+    atoms = _atoms_list(mols)
     with rdBase.BlockLogs():
-        pairs = [_drawable(*_depiction(z, p, method)) for z, p in atoms]
+        pairs = [_drawable(*_depiction(z, p, method, carried_bonds(m))) for (z, p), m in zip(atoms, mols, strict=True)]
         image = Draw.MolsToGridImage([m for m, _ in pairs], molsPerRow=mols_per_row, subImgSize=tuple(sub_image_size),
                                      legends=[lg for _, lg in pairs], returnPNG=False)
     with atomic_path(path) as tmp:

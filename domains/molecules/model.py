@@ -2,17 +2,17 @@
 
 Per node x = [pos (3) | one-hot types / 4 (5) | charge / 10 (1)] (Hoogeboom et al. 2022, EDM, norm_values [1, 4, 10]);
 positions live in the zero centre-of-mass subspace, features in R^6 per node; `mask` is the batch vector throughout.
+An explicit-bond run (`bonds`: runconfig.bonds_config) packs one more row per unordered atom pair after the atoms
+and passes a bondstate.MoleculeGraph as `mask` (bondstate.py explains the packing).
 """
 from __future__ import annotations
 
 import contextlib
-from typing import Sequence
 
 import torch
 from tqdm import tqdm
 
 from gendiff import losses
-from gendiff.device import table_dtype
 from gendiff.errors import ConfigError, DataError
 from gendiff.forward import Denoiser, q_sample
 from gendiff.losses import diffusion_loss
@@ -21,6 +21,8 @@ from gendiff.samplers import sample as run_sampler
 from gendiff.spaces import GraphEuclideanSpace, ProductSpace, ZeroCoMSpace
 
 from . import coupling, selfcond
+from .bondstate import BondedSpace, MoleculeGraph, PackedBonds, bond_features, decode_bonds
+from .distributions import AtomCountDistribution, FormulaDistribution  # noqa: F401 (re-exported)
 from .egnn import EGNN
 from .records import ATOMIC_NUMBERS, ELEMENTS
 
@@ -98,8 +100,15 @@ def build_net(model: str = "egnn", self_cond: bool = False, **kwargs) -> torch.n
     """The denoiser network by name: 'egnn' (EDM's EGNN) or 'e3nn' (tensor-product network); `self_cond` wraps it
     in selfcond.SelfConditioned (built with selfcond.SC_FEATURES more per-node context channels)."""
     if self_cond:
+        if kwargs.get("bond_nf"):
+            raise ConfigError("self-conditioning does not take explicit bonds (bonds='explicit')")
         kwargs["context_nf"] = int(kwargs.get("context_nf", 0)) + selfcond.SC_FEATURES
         return selfcond.SelfConditioned(build_net(model, **kwargs))
+    if kwargs.get("bond_nf"):  # explicit bonds: the EGNN's bond path, on the packed state
+        if model != "egnn":
+            raise ConfigError(f"explicit bonds need the egnn model, not {model!r}")
+        return PackedBonds(EGNN(in_node_nf=FEATURE_DIM, **{**EGNN_DEFAULTS, **kwargs}))
+    kwargs.pop("bond_nf", None)
     if model == "egnn":
         return EGNN(in_node_nf=FEATURE_DIM, **{**EGNN_DEFAULTS, **kwargs})
     if model == "e3nn":
@@ -196,22 +205,44 @@ def composition_context(counts: torch.Tensor) -> torch.Tensor:
     return counts.float() / FORMULA_SCALE
 
 
+def bond_space(bonds: dict) -> BondedSpace:
+    """The noise space of an explicit-bond run (`bonds`: runconfig.bonds_config): atoms in molecule_space, the
+    pairs' loss weighted by bonds['weight']."""
+    return BondedSpace(molecule_space(), float(bonds["weight"]))
+
+
+def bond_graph(vec: torch.Tensor, bonds: dict) -> MoleculeGraph:
+    """The MoleculeGraph mask of a packed bonds state over the batch vector `vec`."""
+    return MoleculeGraph.from_batch(vec, STATE_DIM, len(bonds["classes"]))
+
+
 def make_step_fn(schedule, space=None, weighting=None, norm_values=NORM_VALUES, composition: str = "size",
-                 pairing: str | None = None, time_sampling: str = "uniform", conditioned: bool = False):
+                 pairing: str | None = None, time_sampling: str = "uniform", conditioned: bool = False,
+                 bonds: dict | None = None):
     """Trainer step: encode the batch (scaled by `norm_values`), per-graph times, the Denoiser's loss (times
     `weighting`, a gendiff.losses Weighting) reduced per molecule by the space, mean over graphs.
     composition='formula' feeds each graph's formula (composition_context) to the network as its context;
     `time_sampling` and `pairing` ('ot') are coupling.py's; a self-conditioned network (selfcond.py) gets its own
     detached estimate on half the steps; `conditioned`: each molecule's normalised properties (batch.context,
-    conditioning.py) follow as more context channels."""
+    conditioning.py) follow as more context channels. `bonds` (runconfig.bonds_config): the batch's bonds
+    (bond_index / bond_order, bonddata.py) join the state as packed pair rows (bondstate.py), diffused with the
+    same schedule, times and weighting, in bond_space."""
 
     if composition not in COMPOSITIONS:
         raise ConfigError(f"composition {composition!r}: expected one of {', '.join(COMPOSITIONS)}")
-    space = space or molecule_space()
+    if bonds is not None and pairing is not None:
+        raise ConfigError("explicit bonds do not take a noise pairing")
+    space = space or (molecule_space() if bonds is None else bond_space(bonds))
 
     def step_fn(model, batch, generator=None):
         device = next(model.parameters()).device
         x0, vec = encode(batch, device, norm_values)
+        mask = vec
+        if bonds is not None:
+            if selfcond.wrapped(model) is not None:
+                raise ConfigError("explicit bonds do not take self-conditioning")
+            mask = bond_graph(vec, bonds)
+            x0 = mask.pack(x0, bond_features(batch, mask, float(bonds["norm"])))
         num_graphs = int(vec.max()) + 1
         cond = None
         if composition == "formula":
@@ -229,7 +260,7 @@ def make_step_fn(schedule, space=None, weighting=None, norm_values=NORM_VALUES, 
             t_rows = space.per_row(t, vec)
             x_t = space.project(q_sample(space.project(x0, vec), t_rows, noise, schedule), vec)
             selfcond.self_condition(model, x_t, t_rows, vec, cond, generator)
-        loss = diffusion_loss(model, x0, schedule, space, mask=vec, cond=cond, t_per_sample=t, noise=noise,
+        loss = diffusion_loss(model, x0, schedule, space, mask=mask, cond=cond, t_per_sample=t, noise=noise,
                               generator=generator, weighting=weighting)
         if selfcond.wrapped(model) is not None:
             selfcond.wrapped(model).x0_hat = None
@@ -238,111 +269,19 @@ def make_step_fn(schedule, space=None, weighting=None, norm_values=NORM_VALUES, 
     return step_fn
 
 
-class FormulaDistribution:
-    """p(formula) from the training set's histogram of formulas (atoms per element, in ELEMENTS order): a size and
-    a composition are drawn together, as EDM draws N alone (EDM Sec. 3.4)."""
-
-    def __init__(self, histogram: dict):
-        if not histogram:
-            raise ConfigError("formula histogram is empty")
-        rows, weights = [], []
-        for key, count in sorted(histogram.items()):
-            try:
-                row = [int(v) for v in str(key).split(",")]
-            except ValueError:
-                raise ConfigError(f"formula histogram key {key!r}: expected {NUM_TYPES} comma-separated counts") \
-                    from None
-            if len(row) != NUM_TYPES or min(row) < 0 or sum(row) < 1 or float(count) < 0:
-                raise ConfigError(f"formula histogram entry {key!r}: {count!r}: expected {NUM_TYPES} counts >= 0 "
-                                  f"(at least one atom) and a count >= 0")
-            rows.append(row)
-            weights.append(float(count))
-        if sum(weights) <= 0:
-            raise ConfigError("formula histogram has no mass")
-        self.histogram = {",".join(map(str, r)): w for r, w in zip(rows, weights)}
-        self.formulas = torch.tensor(rows, dtype=torch.long)
-        self.probs = torch.tensor(weights, dtype=torch.float64) / sum(weights)
-
-    @classmethod
-    def from_counts(cls, counts) -> "FormulaDistribution":
-        """From an (M, NUM_TYPES) array of per-molecule atom counts."""
-        counts = torch.as_tensor(counts, dtype=torch.long).reshape(-1, NUM_TYPES)
-        uniq, freq = torch.unique(counts, dim=0, return_counts=True)
-        return cls({",".join(map(str, r.tolist())): int(c) for r, c in zip(uniq, freq)})
-
-    @classmethod
-    def from_molecules(cls, mols: Sequence) -> "FormulaDistribution":
-        return cls.from_counts(torch.stack([m.x.sum(0).round().long() for m in mols]))
-
-    def sizes(self) -> "AtomCountDistribution":
-        """The atom-count distribution this formula histogram implies."""
-        hist: dict = {}
-        for row, w in zip(self.formulas.sum(1).tolist(), self.probs.tolist()):
-            hist[row] = hist.get(row, 0.0) + w
-        return AtomCountDistribution(hist)
-
-    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """(n, NUM_TYPES) atom counts per element (a CPU LongTensor), drawn on the generator's device."""
-        device = generator.device if generator is not None else torch.device("cpu")
-        idx = torch.multinomial(self.probs.to(device, table_dtype(device)), int(n), replacement=True,
-                                generator=generator)
-        return self.formulas[idx.cpu()]
-
-
-class AtomCountDistribution:
-    """p(N) from the training set's histogram of atom counts; molecule sizes are drawn from it (EDM Sec. 3.4)."""
-
-    def __init__(self, histogram: dict):
-        if not histogram:
-            raise ConfigError("atom-count histogram is empty")
-        items = sorted((int(k), float(v)) for k, v in histogram.items())
-        if any(n < 1 or c < 0 for n, c in items) or sum(c for _, c in items) <= 0:
-            raise ConfigError(f"atom-count histogram must map N >= 1 to counts >= 0, got {histogram}")
-        self.histogram = {n: c for n, c in items}
-        self.sizes = torch.tensor([n for n, _ in items], dtype=torch.long)
-        self.probs = torch.tensor([c for _, c in items], dtype=torch.float64)
-        self.probs = self.probs / self.probs.sum()
-
-    @classmethod
-    def from_molecules(cls, mols: Sequence) -> "AtomCountDistribution":
-        return cls.from_sizes([int(m.num_nodes) for m in mols])
-
-    @classmethod
-    def from_sizes(cls, sizes) -> "AtomCountDistribution":
-        counts = torch.bincount(torch.as_tensor(sizes, dtype=torch.long).reshape(-1))
-        return cls({int(n): int(c) for n, c in enumerate(counts.tolist()) if c})
-
-    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """n atom counts (a CPU LongTensor: host-side sizes that shape the batch), drawn on the generator's device."""
-        device = generator.device if generator is not None else torch.device("cpu")
-        probs = self.probs.to(device, table_dtype(device))
-        idx = torch.multinomial(probs, int(n), replacement=True, generator=generator)
-        return self.sizes[idx.cpu()]
-
-    def log_prob(self, sizes: torch.Tensor) -> torch.Tensor:
-        """log p(N) per entry of `sizes`, on the device of `sizes` (-inf outside the histogram)."""
-        sizes = torch.as_tensor(sizes, dtype=torch.long)
-        device = sizes.device
-        dtype = table_dtype(device)
-        table = torch.full((int(self.sizes.max()) + 1,), float("-inf"), dtype=dtype, device=device)
-        table[self.sizes.to(device)] = self.probs.log().to(device, dtype)
-        out = torch.full(sizes.shape, float("-inf"), dtype=dtype, device=device)
-        ok = (sizes >= 0) & (sizes < table.numel())
-        out[ok] = table[sizes[ok]]
-        return out
-
-
 @torch.no_grad()
 def sample_molecules(denoiser, schedule, n: int, sizes: AtomCountDistribution | torch.Tensor, *,
                      sampler: str = "ancestral", steps: int = 1000, generator: torch.Generator | None = None,
                      batch_size: int = 256, cond=None, progress: bool = True, bf16: bool = False,
-                     norm_values=NORM_VALUES, **sampler_kw) -> list:
+                     norm_values=NORM_VALUES, bonds: dict | None = None, **sampler_kw) -> list:
     """Draw N per molecule, then run a core sampler from the prior in the molecule space and decode (EDM Alg. 2).
 
     Everything runs on the denoiser's device, with `generator`'s draws (make_generator(device, seed)); `bf16`
     runs the network under bfloat16 autocast (matmuls in bf16, the sampler's own arithmetic stays float32).
     `cond`: per-molecule context (n, C) (a formula-conditioned network's composition_context), split with the
-    batches; `norm_values`: the run's feature scaling, undone by decode."""
+    batches; `norm_values`: the run's feature scaling, undone by decode. `bonds` (an explicit-bond run's
+    runconfig.bonds_config): the bonds are sampled with the atoms (bondstate.py) and each molecule carries its
+    generated bonds (bond_index, bond_order; decode_state)."""
     if int(n) < 1:
         raise ConfigError(f"n={n}: number of molecules must be >= 1")
     if int(batch_size) < 1:
@@ -357,7 +296,7 @@ def sample_molecules(denoiser, schedule, n: int, sizes: AtomCountDistribution | 
         if cond.dim() != 2 or cond.shape[0] != int(n):
             raise ConfigError(f"cond has shape {tuple(cond.shape)}; expected one row per molecule ({n}, C)")
         cond_chunks = torch.split(cond.to(device, torch.float32), int(batch_size))
-    space = molecule_space()
+    space = molecule_space() if bonds is None else bond_space(bonds)
     mols: list = []
     chunks = torch.split(counts, int(batch_size))
     bar = tqdm(chunks, desc=f"sampling ({sampler}, {steps} steps)", disable=not progress, leave=False)
@@ -365,15 +304,26 @@ def sample_molecules(denoiser, schedule, n: int, sizes: AtomCountDistribution | 
         total = int(chunk.sum())  # sizes are host-side: the batch vector is built on the device without a sync
         batch = torch.repeat_interleave(torch.arange(len(chunk), device=device), chunk.to(device),
                                         output_size=total)
-        like = torch.zeros(total, STATE_DIM, device=device)
-        x_T = prior_sample(schedule, space, like, mask=batch, generator=generator)
+        mask = batch if bonds is None else bond_graph(batch, bonds)
+        like = torch.zeros(total if bonds is None else mask.num_rows, STATE_DIM, device=device)
+        x_T = prior_sample(schedule, space, like, mask=mask, generator=generator)
         with _autocast(device, bf16), selfcond.carrying(denoiser):
-            x0 = run_sampler(sampler, denoiser, x_T, schedule, space, int(steps), mask=batch,
+            x0 = run_sampler(sampler, denoiser, x_T, schedule, space, int(steps), mask=mask,
                              cond=None if cond is None else cond_chunks[i], generator=generator, **sampler_kw)
         x0 = x0.float()
         if not torch.isfinite(x0).all():
             raise ConfigError(f"sampler {sampler!r} produced non-finite values; try more steps or another sampler")
-        mols.extend(decode(x0, batch, norm_values))
+        mols.extend(decode(x0, batch, norm_values) if bonds is None else decode_state(x0, mask, norm_values))
+    return mols
+
+
+def decode_state(x: torch.Tensor, graph: MoleculeGraph, norm_values=NORM_VALUES) -> list:
+    """decode() of a packed bonds state's atoms, each molecule carrying its bonds (bondstate.decode_bonds: argmax
+    type per pair) as bond_index (2, B) and bond_order (B,)."""
+    nodes, pairs = graph.split(x)
+    mols = decode(nodes, graph.batch, norm_values)
+    for mol, (index, order) in zip(mols, decode_bonds(pairs, graph), strict=True):
+        mol.bond_index, mol.bond_order = index, order
     return mols
 
 

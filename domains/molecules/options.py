@@ -1,5 +1,6 @@
 """The options of one molecules training, as one dataclass validated where it is built: the recipe (schedule,
-parametrization, weighting, feature scaling, composition, self-conditioning, noise pairing, time sampling), the
+parametrization, weighting, feature scaling, composition, self-conditioning, noise pairing, time sampling, explicit
+bonds), the
 network's options and the core Trainer's. `molecules.train(data, model, out, config=..., **overrides)` builds it;
 what rebuilds the model goes into the run's config.json (runconfig.run_config), the Trainer's options onto the card."""
 from __future__ import annotations
@@ -12,7 +13,7 @@ from gendiff.errors import ConfigError
 from .defaults import DEFAULT_PREDICTION, EMA_DEFAULT, TRAIN_KEYS
 from .model import E3NN_DEFAULTS, EGNN_DEFAULTS, MODELS, NORM_VALUES, NUM_TYPES, UNSCALED, parse_weighting
 from .properties import HALVES, check_properties
-from .runconfig import auto_weighting, features_config, recipe_config, recipe_switches
+from .runconfig import auto_weighting, bonds_config, features_config, recipe_config, recipe_switches
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,8 @@ class TrainOptions:
     self_cond: bool = False
     pairing: str | None = None
     time_sampling: str = "uniform"
+    bonds: str = "none"
+    bond_weight: float = 1.0
     seed: int = 0
     limit: int | None = None
     conditioning: list | None = None
@@ -44,6 +47,12 @@ class TrainOptions:
             raise ConfigError(f"model {self.model!r}: expected one of {', '.join(MODELS)}")
         recipe_config(self.weighting_config, self.composition, pairing=self.pairing,
                       time_sampling=self.time_sampling)  # composition, pairing, time sampling: one ConfigError each
+        if self.bonds_config is not None:  # mode and weight checked by bonds_config; what explicit bonds exclude:
+            clash = [name for name, on in (("model " + self.model, self.model != "egnn"),
+                                           ("self_cond", self.self_cond), ("pairing", self.pairing is not None)) if on]
+            if clash:
+                raise ConfigError(f"bonds='explicit' does not take {', '.join(clash)} (it needs the egnn model, "
+                                  "without self-conditioning or noise pairing)")
         if float(self.sigma_data) <= 0:
             raise ConfigError(f"sigma_data={self.sigma_data} must be > 0")
         minutes = self.trainer.get("max_minutes")
@@ -91,6 +100,11 @@ class TrainOptions:
         return parse_weighting(auto_weighting(self.weighting, self.prediction, self.precondition))
 
     @property
+    def bonds_config(self) -> dict | None:
+        """runconfig.bonds_config of `bonds` and `bond_weight` (None without explicit bonds)."""
+        return bonds_config(self.bonds, self.bond_weight)
+
+    @property
     def ema_decay(self) -> float:
         return float(self.trainer.get("ema_decay", EMA_DEFAULT))
 
@@ -106,12 +120,14 @@ class TrainOptions:
             net["context_nf"] = context
         if self.self_cond:
             net["self_cond"] = True
+        if self.bonds_config is not None:
+            net["bond_nf"] = len(self.bonds_config["classes"])
         return net
 
     def recipe(self, formulas=None) -> dict:
         """config.json's 'recipe' (runconfig.recipe_config); `formulas` None: only the switches."""
         return recipe_config(self.weighting_config, self.composition, formulas, self.ema_decay,
-                             pairing=self.pairing, time_sampling=self.time_sampling)
+                             pairing=self.pairing, time_sampling=self.time_sampling, bonds=self.bonds_config)
 
     def denoiser_options(self) -> dict | None:
         """Denoiser options beyond the prediction: EDM preconditioning with sigma_data, when asked for."""

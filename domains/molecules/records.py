@@ -42,3 +42,16 @@ def molecule_to_data(z, pos, smiles: str | None = None):
     if smiles is not None:
         data.smiles = smiles
     return data
+
+
+def carried_bonds(mol) -> list[tuple[int, int, int]] | None:
+    """[(i, j, order)] (i < j) of the bonds a molecule carries as `bond_index` (2, B) / `bond_order` (B,): an
+    explicit-bond run's generated bonds, or an SDF's bond block read with io.read_sdf(keep_bonds=True); None when it
+    carries none (its bonds are then inferred from distances)."""
+    get = mol.get if isinstance(mol, dict) else lambda key: getattr(mol, key, None)
+    index, order = get("bond_index"), get("bond_order")
+    if index is None or order is None:
+        return None
+    index = np.asarray(index.detach().cpu() if hasattr(index, "detach") else index, dtype=np.int64).reshape(2, -1)
+    order = np.asarray(order.detach().cpu() if hasattr(order, "detach") else order, dtype=np.int64).reshape(-1)
+    return [(int(min(a, b)), int(max(a, b)), int(o)) for a, b, o in zip(index[0], index[1], order, strict=True)]

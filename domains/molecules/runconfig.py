@@ -5,6 +5,7 @@ from __future__ import annotations
 from gendiff.errors import ConfigError
 from gendiff.schedules import schedule_config
 
+from .bondstate import BOND_CLASSES, BOND_NORM
 from .model import (COMPOSITIONS, E3NN_DEFAULTS, EGNN_DEFAULTS, NORM_VALUES, UNSCALED, FormulaDistribution,
                     parse_weighting)
 from .records import ATOMIC_NUMBERS, ELEMENTS
@@ -13,6 +14,38 @@ from .records import ATOMIC_NUMBERS, ELEMENTS
 SAME_FOR_INIT = ("model", "net", "schedule", "denoiser", "features")
 PAIRINGS = (None, "ot")
 TIME_SAMPLINGS = ("uniform", "low_noise")
+BOND_MODES = ("none", "explicit")
+
+
+def bonds_config(mode: str = "none", weight: float = 1.0) -> dict | None:
+    """config.json's recipe 'bonds' (absent, None, for mode 'none': bonds inferred from distances after sampling):
+    'explicit' diffuses a bond type per unordered atom pair with the atoms (bondstate.py): its classes, their
+    one-hot scale `norm` and the pairs' loss `weight` relative to the atoms' (bondstate.BondedSpace.reduce)."""
+    if mode not in BOND_MODES:
+        raise ConfigError(f"bonds {mode!r}: expected one of {', '.join(BOND_MODES)}")
+    try:
+        weight = float(weight)
+    except (TypeError, ValueError):
+        raise ConfigError(f"bond_weight {weight!r}: expected a number") from None
+    if not 0 < weight < float("inf"):
+        raise ConfigError(f"bond_weight={weight} must be > 0")
+    if mode == "none":
+        if weight != 1.0:
+            raise ConfigError(f"bond_weight={weight} weights the bonds' loss: give it with bonds='explicit'")
+        return None
+    return {"mode": "explicit", "classes": list(BOND_CLASSES), "norm": BOND_NORM, "weight": weight}
+
+
+def check_bonds(bonds) -> dict | None:
+    """A stored recipe 'bonds' checked against this gendiff's bond classes and scale (None: no explicit bonds)."""
+    if bonds is None:
+        return None
+    if not isinstance(bonds, dict) or bonds.get("mode") != "explicit":
+        raise ConfigError(f"recipe bonds {bonds!r}: expected absent or an 'explicit' bonds config")
+    want = bonds_config("explicit", bonds.get("weight", 1.0))
+    if bonds != want:
+        raise ConfigError(f"recipe bonds {bonds}: this gendiff has {want}")
+    return want
 
 
 def features_config(feature_scaling: bool = True) -> dict:
@@ -24,13 +57,13 @@ def features_config(feature_scaling: bool = True) -> dict:
 
 
 def recipe_config(weighting=None, composition: str = "size", formulas=None, ema_decay: float | None = None, *,
-                  pairing: str | None = None, time_sampling: str = "uniform") -> dict:
+                  pairing: str | None = None, time_sampling: str = "uniform", bonds: dict | None = None) -> dict:
     """config.json's 'recipe': the loss weighting (model.parse_weighting), the composition mode ('size': N drawn
     from the atom-count histogram; 'formula': the formula drawn from the training formulas' histogram and fed to
     the network as context) with that histogram, and the EMA decay the weights were averaged with. The training
     couplings (`pairing` 'ot': noise assigned to molecules by optimal transport within a batch; `time_sampling`
-    'low_noise': t drawn with density 2 (1 - t)) appear only when switched on, so runs without them keep the
-    recipe they always had."""
+    'low_noise': t drawn with density 2 (1 - t)) and explicit `bonds` (bonds_config) appear only when switched on,
+    so runs without them keep the recipe they always had."""
     if composition not in COMPOSITIONS:
         raise ConfigError(f"composition {composition!r}: expected one of {', '.join(COMPOSITIONS)}")
     if pairing not in PAIRINGS:
@@ -42,6 +75,8 @@ def recipe_config(weighting=None, composition: str = "size", formulas=None, ema_
         cfg["pairing"] = pairing
     if time_sampling != "uniform":
         cfg["time_sampling"] = time_sampling
+    if check_bonds(bonds) is not None:
+        cfg["bonds"] = check_bonds(bonds)
     if composition == "formula" and formulas is not None:  # None: only the switches (resume checks)
         cfg["formulas"] = dict(formulas.histogram)
     return cfg
@@ -77,13 +112,18 @@ def recipe_switches(recipe: dict | None) -> dict:
 
 def recipe(config: dict) -> dict:
     """A run config's sampling-side recipe: {'norm_values', 'composition', 'formulas' (a FormulaDistribution or
-    None), 'weighting'}; runs written before the recipe switches get EDM's scaling and the size histogram."""
+    None), 'weighting', 'bonds' (bonds_config, None without explicit bonds)}; runs written before the recipe
+    switches get EDM's scaling and the size histogram, runs written before explicit bonds no bonds."""
     rec = dict(config.get("recipe") or {})
     comp = rec.get("composition", "size")
     formulas = FormulaDistribution(rec["formulas"]) if comp == "formula" else None
     norm = tuple(float(v) for v in config.get("features", {}).get("norm_values", NORM_VALUES))
+    bonds = check_bonds(rec.get("bonds"))
+    bond_nf = int((config.get("net") or {}).get("bond_nf") or 0)
+    if bond_nf != (0 if bonds is None else len(bonds["classes"])):
+        raise ConfigError(f"net bond_nf={bond_nf} does not match the recipe's bonds {bonds}")
     return {"norm_values": norm, "composition": comp, "formulas": formulas,
-            "weighting": parse_weighting(rec.get("weighting"))}
+            "weighting": parse_weighting(rec.get("weighting")), "bonds": bonds}
 
 
 def split_text(data, limit, n: int, half: str | None = None) -> str:

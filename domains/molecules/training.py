@@ -15,6 +15,7 @@ from gendiff.io import write_json_atomic
 from gendiff.schedules import get_schedule, schedule_config
 from gendiff.training import TrainConfig, Trainer
 
+from . import bonddata
 from .conditioning import conditioned_training_data
 from .data import QM9Dataset, formula_counts, load_molecules
 from .defaults import CHECKPOINT, DOMAIN, RUN_CONFIG, TRAINER_DEFAULTS
@@ -25,11 +26,21 @@ from .properties import qm9_half
 from .runconfig import SAME_FOR_INIT, full_net_config, recipe_switches, run_config, split_text
 
 
-def load_training_data(data, limit, half: str | None = None, conditioning=None):
+def load_training_data(data, limit, half: str | None = None, conditioning=None, bonds: bool = False):
     """'qm9' (train split, or EDM's `half` of it), a path to .xyz/.sdf, or a sequence of Data -> (dataset,
     collate_fn, atom-count distribution, formula distribution, config.json's 'conditioning' or None), the two
     histograms over the molecules trained on; with `conditioning` (QM9 only) each molecule carries its normalised
-    properties (conditioning.py)."""
+    properties (conditioning.py); with `bonds` its bonds (bond_index, bond_order: bonddata.py)."""
+    out = _training_data(data, limit, half, conditioning)
+    if not bonds:
+        return out
+    dataset, *rest = out
+    qm9 = isinstance(data, str) and data.lower() == "qm9"
+    return (bonddata.with_bonds(dataset, qm9_indices=qm9_half(half).indices[: len(dataset)] if qm9 else None),
+            *rest)
+
+
+def _training_data(data, limit, half, conditioning):
     if isinstance(data, str) and data.lower() == "qm9":
         ds = qm9_half(half)
         n = min(int(limit), len(ds)) if limit else len(ds)
@@ -41,7 +52,7 @@ def load_training_data(data, limit, half: str | None = None, conditioning=None):
         if limit:
             return torch.utils.data.Subset(ds, range(n)), QM9Dataset.collate_fn, sizes, formulas, None
         return ds, QM9Dataset.collate_fn, sizes, formulas, None
-    if conditioning or half:
+    if conditioning or half:  # QM9 only
         what = "conditioning" if conditioning else "half"
         where = repr(str(data)) if isinstance(data, (str, os.PathLike)) else "a list of molecules"
         raise ConfigError(f"{what} needs data='qm9' (QM9's properties and EDM's halves), not {where}")
@@ -71,7 +82,9 @@ def train(data="qm9", model: str | None = None, out="runs/molecules", *, config=
     and given to the network as context), `self_cond` (self-conditioning: half the steps feed the network its own
     detached x0 estimate, sampling feeds the previous step's; selfcond.py), `pairing` ('ot': noise assigned to the
     molecules of a batch by optimal transport per atom count; coupling.py), `time_sampling` ('low_noise': t drawn
-    with density 2 (1 - t)) and `ema_decay` (a TrainConfig field); `seed`, `limit` (train on the first LIMIT
+    with density 2 (1 - t)), `bonds` ('explicit': a bond type per unordered atom pair diffused with the atoms,
+    bondstate.py; the training bonds from bonddata.py; `bond_weight` the pairs' loss weight relative to the
+    atoms') and `ema_decay` (a TrainConfig field); `seed`, `limit` (train on the first LIMIT
     molecules), `conditioning` (QM9 properties, e.g. ['alpha'] or 'alpha,gap': each molecule's (value - mean) / MAD
     is the network's context; config.json's 'conditioning' keeps mean and MAD; conditioning.py), `half` ('first' or
     'second': EDM's halves of QM9's train split, properties.edm_halves; EDM trains the conditional generator on the
@@ -92,8 +105,8 @@ def train(data="qm9", model: str | None = None, out="runs/molecules", *, config=
     out = Path(out)
     sched = get_schedule(opts.schedule)
     previous = _check_resume(out, opts, sched, resume)
-    dataset, collate_fn, sizes, formulas, cond_cfg = load_training_data(data, opts.limit, opts.half,
-                                                                        opts.conditioning)
+    dataset, collate_fn, sizes, formulas, cond_cfg = load_training_data(
+        data, opts.limit, opts.half, opts.conditioning, bonds=opts.bonds_config is not None)
     torch.manual_seed(opts.seed)
     denoiser = build_denoiser(opts.model, sched, opts.prediction, opts.net_config(), compile=compile,
                               options=opts.denoiser_options())
@@ -111,7 +124,7 @@ def train(data="qm9", model: str | None = None, out="runs/molecules", *, config=
     write_json_atomic(out / RUN_CONFIG, {"format": runs.FORMAT, "domain": DOMAIN, **cfg})
     step_fn = make_step_fn(sched, weighting=build_weighting(opts.weighting_config), norm_values=opts.norm_values,
                            composition=opts.composition, pairing=opts.pairing, time_sampling=opts.time_sampling,
-                           conditioned=cond_cfg is not None)
+                           conditioned=cond_cfg is not None, bonds=opts.bonds_config)
     trainer_cfg = {**opts.trainer, "device": str(device)}  # resolved again by the Trainer, per process (torchrun)
     summary, trainer = _fit(denoiser, step_fn, dataset, collate_fn, trainer_cfg, opts.seed, out, progress, resume)
     if trainer.ctx.is_main:
