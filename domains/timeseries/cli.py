@@ -145,6 +145,12 @@ def add_forecast(p: argparse.ArgumentParser) -> None:
                    help="AR base of horizons past the first: from the generated context's level (default) or its "
                         "last steps")
     p.add_argument("--raw", action="store_true", help="skip the run's ensemble calibration")
+    p.add_argument("--recalibrate", default=None, choices=["past"],
+                   help="past: refit the ensemble calibration for each init on the network's forecasts of the days "
+                        "before it whose leads are verified (a sliding window, as operational post-processing; the "
+                        "past inits are forecast too), instead of the run's fixed calibration")
+    p.add_argument("--recalibrate-days", type=float, default=40.0,
+                   help="the sliding window of --recalibrate past, in days (default 40, Gneiting et al. 2005)")
     p.add_argument("--new-locations", action="store_true",
                    help="gridnet runs: forecast locations the run was not trained on (their climatology and AR base "
                         "fitted on the data before the first init)")
@@ -172,6 +178,8 @@ def forecast_command(args) -> str:
             parts += [flag, str(value)]
     if args.chain_base != "level":
         parts += ["--chain-base", args.chain_base]
+    if getattr(args, "recalibrate", None):
+        parts += ["--recalibrate", args.recalibrate, "--recalibrate-days", f"{args.recalibrate_days:g}"]
     parts += [flag for flag, on in (("--raw", args.raw), ("--bf16", args.bf16), ("--compile", args.compile),
                                     ("--new-locations", getattr(args, "new_locations", False)),
                                     ("--allow-in-sample", getattr(args, "allow_in_sample", False))) if on]
@@ -198,7 +206,8 @@ def run_forecast(args) -> int:
                   batch_size=args.batch_size, out=args.out, progress=not args.quiet, chain_base=args.chain_base,
                   calibrated=not args.raw, device=args.device, bf16=args.bf16, compile=args.compile,
                   command=forecast_command(args), new_locations=args.new_locations, static=args.static,
-                  chunks=args.chunks, allow_in_sample=args.allow_in_sample)
+                  chunks=args.chunks, allow_in_sample=args.allow_in_sample, recalibrate=args.recalibrate,
+                  recalibrate_days=args.recalibrate_days)
     if hasattr(ds, "sizes"):
         print(f"wrote {args.out}: {dict(ds.sizes)} in {ds.attrs['forecast_seconds']} s", file=sys.stderr)
     else:  # a long table's forecast: statsforecast's long table

@@ -21,6 +21,7 @@ from .data import (Codec, calendar_features, init_indices, open_data, parse_dura
 from .inputs import anchor_of, grid_cond, make_inputs
 from .network import compile_network
 from . import calibrate
+from . import recalibrate as recalibration
 from . import covariates as cov_mod
 from .heldout import check_held_out
 from .regions import regrid, subregion
@@ -236,7 +237,9 @@ class ForecastConfig:
     `progress`, a gridnet run on other locations (`new_locations`, `static`), lazy reading (`chunks`), the
     `command` kept in the output's attributes, and `allow_in_sample`: forecast from inits inside the run's training
     period (refused otherwise: heldout.py), marking the output in-sample. `cutoffs` ({series: init time}): a run
-    with covariates needs them over each series' forecast from its own cutoff only (the long table's forecast)."""
+    with covariates needs them over each series' forecast from its own cutoff only (the long table's forecast).
+    `recalibrate="past"`: the spread calibration refitted for each init on the network's forecasts of the
+    `recalibrate_days` before it (recalibrate.py), instead of the run's fixed one."""
 
     init_period: object = None
     init_times: object = None
@@ -259,10 +262,13 @@ class ForecastConfig:
     chunks: object = None
     allow_in_sample: bool = False
     cutoffs: dict | None = None
+    recalibrate: str | None = None
+    recalibrate_days: float = recalibration.DAYS
 
     def __post_init__(self):
         if self.members < 1:
             raise ConfigError(f"members={self.members} must be >= 1")
+        recalibration.check_recalibrate(self.recalibrate, self.recalibrate_days)
         if self.chain_base not in ("level", "ar"):
             raise ConfigError(f"chain_base={self.chain_base!r}: expected 'level' or 'ar'")
 
@@ -315,17 +321,27 @@ def forecast(run, data, *, config: ForecastConfig | None = None, out=None, **opt
     arr = rollout(run, values, times, idx, n_lead, cfg.members, sampler=sampler, steps=steps, seed=cfg.seed,
                   batch_size=cfg.batch_size, progress=cfg.progress, chain_base=cfg.chain_base, bf16=cfg.bf16,
                   covariates=covariates)
-    seconds = time.perf_counter() - t0
     calib = calibrate.load(run.path) if cfg.calibrated else None
-    if calib is not None:
+    recal: dict = {}
+    if cfg.recalibrate is not None:  # refitted per init on the days before it (recalibrate.py)
+        past = recalibration.past_indices(times, idx, n_lead, cfg.recalibrate_days, run.context,
+                                          after=recalibration.network_end(run.config))
+        hist = rollout(run, values, times, past, n_lead, cfg.members, sampler=sampler, steps=steps,
+                       seed=cfg.seed + recalibration.SEED_OFFSET, batch_size=cfg.batch_size, progress=cfg.progress,
+                       chain_base=cfg.chain_base, bf16=cfg.bf16, covariates=covariates) if len(past) else arr[:0]
+        arr, recal = recalibration.recalibrate_past(run, values, times, idx, arr, past, hist,
+                                                    lambda ix: base_trajectory(run, values, ix, n_lead, times),
+                                                    cfg.recalibrate_days)
+    elif calib is not None:
         arr = calibrate.apply(arr, calib, run.codec, base_trajectory(run, values, idx, n_lead, times))
+    seconds = time.perf_counter() - t0
     valid = lead_times(times[idx], n_lead, step)
     arr = run.climatology.restore(arr, valid, axis=1)
     attrs = {"gendiff_run": str(run.spec or run.path), "gendiff_model_source": run.config["source"],
              "train_period": " to ".join(run.config["train_period"]), "sampler": sampler, "sampler_steps": steps,
              "seed": cfg.seed, "forecast_seconds": round(seconds, 3), "spread_calibration": int(calib is not None),
              "chain_base": cfg.chain_base, "device": str(run.device), "bf16": int(bool(cfg.bf16)),
-             "compiled": int(bool(cfg.compile)), "in_sample": int(in_sample),
+             "compiled": int(bool(cfg.compile)), "in_sample": int(in_sample), **recal,
              "history": f"gendiff weather forecast, {len(idx)} inits x {cfg.members} members x {n_lead} leads"}
     if cfg.command:
         attrs["gendiff_command"] = cfg.command
