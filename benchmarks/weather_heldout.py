@@ -30,7 +30,8 @@ from _results import heading, write_block  # noqa: E402  (python puts benchmarks
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT / ".." / "shared" / "data"
 RESULTS = ROOT / "benchmarks" / "results" / "weather_heldout.md"
-SYSTEMS = ("model", "emos_ar", "ar_base", "ar_calibrated", "persistence", "climatology")
+SYSTEMS = ("model", "emos_ar", "emos_ar_past", "ar_base", "ar_calibrated", "persistence", "climatology")
+REFEREES = ("emos_ar", "emos_ar_past", "ar_base")  # the model minus each, with its paired interval and verdict
 LEADS = (6, 12, 24, 36, 48)
 DATASETS = {
     "ncep": dict(file="ncep_air_na_2013-2014.nc", variables=None, train_period="2013-01-01:2014-06-30T18:00",
@@ -42,12 +43,14 @@ DATASETS = {
 }
 
 
-def run(name: str, out: Path, minutes: float, members: int, seed: int, sample_steps: int, reuse: bool = False) -> dict:
+def run(name: str, out: Path, minutes: float, members: int, seed: int, sample_steps: int, reuse: bool = False,
+        recalibrate: str | None = None) -> dict:
     from gendiff.domains import weather
 
     cfg = DATASETS[name]
     path = str((SHARED / cfg["file"]).resolve())
-    run_dir, fc_path = out / name / "run", out / name / "test-forecast.nc"
+    suffix = f"-{recalibrate}" if recalibrate else ""  # recalibrate="past": the calibration refitted per init
+    run_dir, fc_path = out / name / "run", out / name / f"test-forecast{suffix}.nc"
     t0 = time.perf_counter()
     card = run_dir / "card.json"
     if reuse and card.is_file():  # a finished run of an earlier invocation: score it again
@@ -65,12 +68,13 @@ def run(name: str, out: Path, minutes: float, members: int, seed: int, sample_st
         fc = xr.open_dataset(fc_path)
     else:
         fc = weather.forecast(run_dir, path, init_period=cfg["test_period"], init_every=cfg["init_every"],
-                              members=members, lead=cfg["horizon"], out=fc_path, progress=False, seed=seed)
+                              members=members, lead=cfg["horizon"], out=fc_path, progress=False, seed=seed,
+                              recalibrate=recalibrate)
     t2 = time.perf_counter()
-    records = weather.evaluate(fc_path, path, out=out / name / "test-scores", systems=list(SYSTEMS), seed=seed,
+    records = weather.evaluate(fc_path, path, out=out / name / f"test-scores{suffix}", systems=list(SYSTEMS), seed=seed,
                                joint=True)
     train_seconds = summary.get("seconds") if reuse and card.is_file() else t1 - t0
-    return {"dataset": name, "config": cfg, "train_steps": int(summary["step"]),
+    return {"dataset": name, "config": cfg, "recalibrate": recalibrate, "train_steps": int(summary["step"]),
             "train_seconds": round(train_seconds, 1),
             "forecast_seconds": round(float(fc.attrs.get("forecast_seconds", t2 - t1)), 1),
             "evaluate_seconds": round(time.perf_counter() - t2, 1),
@@ -84,9 +88,10 @@ def rows(r: dict) -> list[str]:
     variables = sorted({x["variable"] for x in recs})
     by = {(x["variable"], x["system"], round(x["lead_time_hours"])): x for x in recs}
     systems = [s for s in SYSTEMS if any(k[1] == s for k in by)]
+    refs = [s for s in REFEREES if s in systems]
     head = ("| variable | lead (h) | " + " | ".join(f"CRPS {s}" for s in systems) + " | SSR model | cover80 model | "
-            "cover95 model | model - emos_ar [95%] | model - ar_base [95%] | verdict vs emos_ar / ar_base |")
-    lines = [head, "|---|---|" + "---|" * len(systems) + "---|---|---|---|---|---|"]
+            "cover95 model | " + " | ".join(f"model - {s} [95%]" for s in refs) + f" | verdict vs {' / '.join(refs)} |")
+    lines = [head, "|---|---|" + "---|" * (len(systems) + 4 + len(refs))]
     for v in variables:
         for h in LEADS:
             if (v, "model", h) not in by:
@@ -94,7 +99,7 @@ def rows(r: dict) -> list[str]:
             m = by[(v, "model", h)]
             cells = [_f(by.get((v, s, h), {}).get("crps")) for s in systems]
             verdicts, diffs = [], []
-            for s in ("emos_ar", "ar_base"):
+            for s in refs:
                 vs = by.get((v, s, h), {}).get("vs_model")
                 if vs is None:
                     diffs.append("n/a")
@@ -103,7 +108,7 @@ def rows(r: dict) -> list[str]:
                 diffs.append(f"{vs['diff']:+.4g} [{vs['lo']:+.4g}, {vs['hi']:+.4g}]")
                 verdicts.append("win" if vs["hi"] < 0 else "loss" if vs["lo"] > 0 else "tie")
             lines.append(f"| {v} | {h} | " + " | ".join(cells) + f" | {_f(m.get('ssr'), 3)} | "
-                         f"{_f(m.get('coverage_80'), 3)} | {_f(m.get('coverage_95'), 3)} | {diffs[0]} | {diffs[1]} | "
+                         f"{_f(m.get('coverage_80'), 3)} | {_f(m.get('coverage_95'), 3)} | {' | '.join(diffs)} | "
                          f"{' / '.join(verdicts)} |")
     return lines
 
@@ -115,17 +120,18 @@ def joint_rows(r: dict) -> list[str]:
         return []
     by = {(x["system"], round(x["lead_time_hours"])): x for x in recs}
     systems = [s for s in SYSTEMS if any(k[0] == s for k in by)]
-    lines = ["| lead (h) | " + " | ".join(f"ES {s}" for s in systems) + " | model - emos_ar [95%] | model - ar_base "
-             "[95%] |", "|---|" + "---|" * (len(systems) + 2)]
+    refs = [s for s in REFEREES if s in systems]
+    lines = ["| lead (h) | " + " | ".join(f"ES {s}" for s in systems) + " | "
+             + " | ".join(f"model - {s} [95%]" for s in refs) + " |", "|---|" + "---|" * (len(systems) + len(refs))]
     for h in LEADS:
         if ("model", h) not in by:
             continue
         cells = [_f(by.get((s, h), {}).get("energy_score")) for s in systems]
         diffs = []
-        for s in ("emos_ar", "ar_base"):
+        for s in refs:
             vs = by.get((s, h), {}).get("vs_model_energy")
             diffs.append("n/a" if vs is None else f"{vs['diff']:+.4g} [{vs['lo']:+.4g}, {vs['hi']:+.4g}]")
-        lines.append(f"| {h} | " + " | ".join(cells) + f" | {diffs[0]} | {diffs[1]} |")
+        lines.append(f"| {h} | " + " | ".join(cells) + " | " + " | ".join(diffs) + " |")
     return lines
 
 
@@ -137,7 +143,9 @@ def write(results: list[dict], command: str) -> None:
     lines = heading("Gridded test periods", command) + [
              "Fair CRPS in data units on the test inits; emos_ar: EMOS of the AR base (Gaussian N(a + b m, c) per "
              "lead and cell, minimum CRPS; comparison.emos_system) cross-fitted over two halves of the test inits "
-             "(each half's forecasts from the other's fit: a competitor that saw test-period data); ar_base: the "
+             "(each half's forecasts from the other's fit: a competitor that saw test-period data); emos_ar_past: "
+             "the same EMOS fitted for each init on the AR base's forecasts of the 40 days before it whose leads "
+             "are verified (Gneiting et al.'s sliding window, past data only, as run operationally); ar_base: the "
              "run's AR mean forecast alone (a point forecast: CRPS = MAE); ar_calibrated: the AR base plus "
              "Gaussian departures with the run's held-out calibration. The model is the run with its spread "
              "calibration.", ""]
@@ -147,14 +155,18 @@ def write(results: list[dict], command: str) -> None:
                   f"{cfg['calibration']:.0%} held out from the network for the spread calibration: the validation "
                   f"period), test inits {cfg['test_period']} every {cfg['init_every']}; {r['train_steps']} training "
                   f"steps in {r['train_seconds']} s, {r['inits']} inits x {r['members']} members forecast in "
-                  f"{r['forecast_seconds']} s, scored in {r['evaluate_seconds']} s.", ""]
+                  f"{r['forecast_seconds']} s, scored in {r['evaluate_seconds']} s."
+                  + (" The model's calibration refitted for each init on its own verified forecasts of the 40 days "
+                     "before it (forecast(recalibrate='past'); the past inits forecast too, in the time above)."
+                     if r.get("recalibrate") else ""), ""]
         lines += rows(r) + [""]
         joint = joint_rows(r)
         if joint:
             lines += ["Joint: the energy score over every cell and variable of an init and lead (each variable "
                       "divided by its truth's standard deviation when there are several); model minus each with "
                       "a 95% paired interval over the inits.", ""] + joint + [""]
-    block = "latest-" + "-".join(r["dataset"] for r in results)
+    block = "latest-" + "-".join(r["dataset"] + (f"-{r['recalibrate']}" if r.get("recalibrate") else "")
+                                 for r in results)
     write_block(RESULTS, "\n".join(lines), block=block,
                 title="# Gridded forecasts on untouched test periods (benchmarks/weather_heldout.py)")
 
@@ -169,6 +181,8 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--reuse", action="store_true", help="score the run and test forecast of an earlier invocation")
+    p.add_argument("--recalibrate", default=None, choices=["past"],
+                   help="forecast with the calibration refitted per init on the 40 days before it (recalibrate.py)")
     p.add_argument("--no-write", action="store_true")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -178,7 +192,8 @@ def main(argv=None) -> int:
         if name not in DATASETS:
             print(f"weather_heldout: unknown data set {name!r} (choose from {', '.join(DATASETS)})", file=sys.stderr)
             return 2
-        r = run(name, Path(args.out), args.minutes, args.members, args.seed, args.sample_steps, args.reuse)
+        r = run(name, Path(args.out), args.minutes, args.members, args.seed, args.sample_steps, args.reuse,
+                args.recalibrate)
         results.append(r)
         print("\n".join(rows(r) + [""] + joint_rows(r)), file=sys.stderr)
     if not args.no_write:
