@@ -22,7 +22,7 @@ def write_edm_qm9(datadir: Path) -> Path:
     import numpy as np
 
     from gendiff.domains.molecules.data import load_qm9_arrays, split_indices
-    from gendiff.io import atomic_path
+    from gendiff.io import write_npz_atomic
 
     folder = Path(datadir) / "qm9"
     files = {split: folder / f"{split}.npz" for split in ("train", "valid", "test")}
@@ -40,9 +40,7 @@ def write_edm_qm9(datadir: Path) -> Path:
             s0 = int(offsets[j])
             charges[row, :k] = arrays["z"][s0:s0 + k]
             positions[row, :k] = arrays["pos"][s0:s0 + k]
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, num_atoms=n, charges=charges, positions=positions, index=idx.astype(np.int64))
+        write_npz_atomic(path, num_atoms=n, charges=charges, positions=positions, index=idx.astype(np.int64))
     return Path(datadir)
 
 

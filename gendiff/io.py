@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from .errors import DataError
@@ -46,6 +47,12 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def write_npz_atomic(path: str | os.PathLike, **arrays: Any) -> None:
+    """numpy.savez of `arrays` to `path` (through an open file: savez appends .npz to a bare temporary name)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
 
 
 def torch_save_atomic(obj: Any, path: str | os.PathLike) -> None:

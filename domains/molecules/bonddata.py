@@ -17,7 +17,6 @@ All of QM9 is converted once (about a minute on one core) and cached beside the 
 from __future__ import annotations
 
 import hashlib
-import os
 import sys
 from pathlib import Path
 
@@ -25,7 +24,7 @@ import numpy as np
 import torch
 
 from gendiff.errors import DataError
-from gendiff.io import atomic_path
+from gendiff.io import write_npz_atomic
 
 from .bonds import bond_order_matrix
 from .data import default_cache_dir, load_qm9_arrays
@@ -125,11 +124,7 @@ def qm9_bond_table(root=None, cache_dir=None, progress: bool | None = None) -> d
         except Exception:
             pass  # corrupt: rebuilt below
     table = build_bond_table(arrays, sys.stderr.isatty() if progress is None else progress)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **table)
-        os.chmod(tmp, 0o644)
+    write_npz_atomic(path, **table)
     return table
 
 

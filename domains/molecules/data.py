@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from gendiff.errors import DataError
-from gendiff.io import atomic_path
+from gendiff.io import write_npz_atomic
 
 from .io import read_molecules
 from .records import (ATOMIC_NUMBERS, ELEMENTS, SYMBOL_TO_Z, Z_TO_SYMBOL, element_index,  # noqa: F401 (re-exported)
@@ -109,10 +109,7 @@ def build_qm9_cache(root: str | os.PathLike | None = None, cache_dir=None) -> Pa
     meta = {"version": CACHE_VERSION, "n_molecules": int(len(n_atoms)), "n_atoms": int(n_atoms.sum()),
             "sha256": _checksum(arrays), "source": _source_fingerprint(src)}
     path = _cache_path(src, cache_dir)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, meta=np.array(json.dumps(meta)), **arrays)
-        os.chmod(tmp, 0o644)
+    write_npz_atomic(path, meta=np.array(json.dumps(meta)), **arrays)
     return path
 
 

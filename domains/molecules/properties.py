@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 
 import numpy as np
 import torch
 
 from gendiff.errors import ConfigError, DataError
-from gendiff.io import atomic_path
+from gendiff.io import write_npz_atomic
 
 from .data import QM9Dataset, _CSV_FILES, _source_fingerprint, default_cache_dir, load_qm9, qm9_source_dir
 
@@ -85,11 +84,7 @@ def load_qm9_properties(root=None, cache_dir=None) -> dict[str, np.ndarray]:
             arrays = None
     if arrays is None:
         arrays = _read_columns(src)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, meta=np.array(json.dumps(meta)), **arrays)
-            os.chmod(tmp, 0o644)
+        write_npz_atomic(path, meta=np.array(json.dumps(meta)), **arrays)
     _MEMO[key] = arrays
     return arrays
 

@@ -119,6 +119,29 @@ def test_atomic_writes_get_the_permissions_of_a_plain_open(tmp_path):
     assert mode(tmp_path / "atomic.json") == mode(tmp_path / "plain.json")
 
 
+def test_npz_written_atomically_under_its_own_name(tmp_path):
+    """write_npz_atomic: the arrays come back from the path given (savez on a bare temporary name would have
+    added .npz), nothing else is left in the folder, and a failed write keeps the old file."""
+    import numpy as np
+
+    from gendiff.io import write_npz_atomic
+
+    path = tmp_path / "cache.npz"
+    write_npz_atomic(path, a=np.arange(3), b=np.ones((2, 2), np.float32))
+    with np.load(path, allow_pickle=False) as f:
+        assert f["a"].tolist() == [0, 1, 2] and f["b"].dtype == np.float32
+    assert [p.name for p in tmp_path.iterdir()] == ["cache.npz"]
+    class Broken:
+        def __array__(self, *args, **kwargs):
+            raise ValueError("not an array")
+
+    with pytest.raises(ValueError, match="not an array"):
+        write_npz_atomic(path, a=np.zeros(2), b=Broken())  # fails half-way through the archive
+    with np.load(path, allow_pickle=False) as f:
+        assert f["a"].tolist() == [0, 1, 2]
+    assert [p.name for p in tmp_path.iterdir()] == ["cache.npz"]
+
+
 def test_card_curve_grows_across_sittings(tmp_path):
     """Each recorded score becomes a curve point (steps, cumulative CPU hours); a resumed run's card keeps the
     earlier sittings' points, and re-measuring the same weights replaces their point instead of adding one."""
