@@ -107,8 +107,8 @@ def fit_ensemble(run, ens: np.ndarray, values, times: np.ndarray, init_idx: np.n
     """The calibration of ensemble `ens` (I, M, H, C), forecast by `run` from `init_idx`, against `values` (an
     array or stream.EncodedValues, normalised, climatology removed; `times` its times), `base` (I, H, C) the AR
     base forecast from those inits (None: no base, a = 1): the shrinkage a, the variance model (c, g) and the
-    earlier fixed factors per variable and lead (module docstring). `own_level`: the error level of these inits themselves, not the AR base's
-    over the run's training windows (recalibrate.py: a sliding window of recent forecasts)."""
+    earlier fixed factors per variable and lead (module docstring). `own_level`: the error level of these inits
+    themselves, not the AR base's over the run's training windows (recalibrate.py: a window of recent forecasts)."""
     ens = np.asarray(ens, dtype=np.float64)
     members, n_lead = ens.shape[1], ens.shape[2]
     truth = horizon_values(values, init_idx, n_lead).astype(np.float64)

@@ -321,7 +321,8 @@ def forecast(run, data, *, config: ForecastConfig | None = None, out=None, **opt
     arr = rollout(run, values, times, idx, n_lead, cfg.members, sampler=sampler, steps=steps, seed=cfg.seed,
                   batch_size=cfg.batch_size, progress=cfg.progress, chain_base=cfg.chain_base, bf16=cfg.bf16,
                   covariates=covariates)
-    calib = calibrate.load(run.path) if cfg.calibrated else None
+    own = calibrate.load(run.path)
+    calib = own if cfg.calibrated else None
     recal: dict = {}
     if cfg.recalibrate is not None:  # refitted per init on the days before it (recalibrate.py)
         past = recalibration.past_indices(times, idx, n_lead, cfg.recalibrate_days, run.context,
@@ -331,7 +332,7 @@ def forecast(run, data, *, config: ForecastConfig | None = None, out=None, **opt
                        chain_base=cfg.chain_base, bf16=cfg.bf16, covariates=covariates) if len(past) else arr[:0]
         arr, recal = recalibration.recalibrate_past(run, values, times, idx, arr, past, hist,
                                                     lambda ix: base_trajectory(run, values, ix, n_lead, times),
-                                                    cfg.recalibrate_days)
+                                                    own, cfg.recalibrate_days)
     elif calib is not None:
         arr = calibrate.apply(arr, calib, run.codec, base_trajectory(run, values, idx, n_lead, times))
     seconds = time.perf_counter() - t0

@@ -67,10 +67,11 @@ def window_cases(times: np.ndarray, all_idx: np.ndarray, init: int, n_lead: int,
 
 
 def recalibrate_past(run, values, times: np.ndarray, idx: np.ndarray, arr: np.ndarray, past: np.ndarray,
-                     hist: np.ndarray, base, days: float = DAYS) -> tuple[np.ndarray, dict]:
+                     hist: np.ndarray, base, own: dict | None, days: float = DAYS) -> tuple[np.ndarray, dict]:
     """The raw ensembles `arr` (I, M, L, C) from inits `idx`, each recalibrated on the window before it (module
     docstring), from the raw ensembles `hist` of the `past` inits (past_indices) and of the earlier inits of idx;
-    `base(indices)` gives the AR base forecasts (K, L, C) from given inits, or None without a base. Returns the
+    `base(indices)` gives the AR base forecasts (K, L, C) from given inits, or None without a base; `own` is the
+    run's calibration (calibrate.load), kept by an init whose window holds too few cases (None: raw). Returns the
     calibrated ensembles and a summary (past inits forecast, cases per init, inits left on the run's
     calibration)."""
     n_lead = arr.shape[2]
@@ -80,7 +81,6 @@ def recalibrate_past(run, values, times: np.ndarray, idx: np.ndarray, arr: np.nd
     all_idx, all_arr = all_idx[order], all_arr[order]
     base_all = base(all_idx)
     pos = np.searchsorted(all_idx, idx)
-    own = calibrate.load(run.path)
     out = np.empty_like(arr)
     cases, fallback = [], 0
     for k, init in enumerate(np.asarray(idx)):

@@ -130,17 +130,16 @@ def _run_competitors(fc: xr.Dataset, truth: xr.Dataset, systems, run, name: str,
     out = {}
     if not isinstance(spec, Run):
         spec = load_run(spec, device="cpu")
-    if "ar_base" in systems or "emos_ar" in systems:  # emos_ar_past below fits on the days before the inits
+    if {"ar_base", "emos_ar", "emos_ar_past"} & set(systems):
         base = ar_base_forecast(spec, truth, fc, label)
         if "ar_base" in systems:
             out["ar_base"] = base
         if "emos_ar" in systems:
             out["emos_ar"] = emos_system(truth, base, seed, members=fc.sizes["member"])
-    if "emos_ar_past" in systems:
-        past = xr.Dataset(coords={"init_time": past_inits(fc), "lead_time": fc["lead_time"].values})
-        history = ar_base_forecast(spec, truth, past, label, skip_short=True)
-        out["emos_ar_past"] = emos_past_system(truth, history, ar_base_forecast(spec, truth, fc, label), seed,
-                                               members=fc.sizes["member"])
+        if "emos_ar_past" in systems:  # fitted on the base's forecasts of the days before each init
+            past = xr.Dataset(coords={"init_time": past_inits(fc), "lead_time": fc["lead_time"].values})
+            history = ar_base_forecast(spec, truth, past, label, skip_short=True)
+            out["emos_ar_past"] = emos_past_system(truth, history, base, seed, members=fc.sizes["member"])
     if "ar_calibrated" in systems:
         out["ar_calibrated"] = ar_calibrated_forecast(spec, truth, fc, fc.sizes["member"], seed, label)
     return out

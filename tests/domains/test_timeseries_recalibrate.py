@@ -20,7 +20,7 @@ class _Run:
     codec, ar, path = _Codec(), None, None
 
 
-def test_the_spread_follows_the_error_level_of_the_recent_window(tmp_path):
+def test_the_spread_follows_the_error_level_of_the_recent_window():
     """Forecasts whose errors triple halfway through while the raw members keep one spread: each init's
     recalibrated spread is the error level of its own window, 1 early and 3 late (the fixed calibration of the
     first half would keep 1)."""
@@ -34,11 +34,10 @@ def test_the_spread_follows_the_error_level_of_the_recent_window(tmp_path):
     mean = truth + scale[:, None, None] * rng.standard_normal(truth.shape)  # errors of that level
     ens = mean[:, None] + 0.5 * rng.standard_normal((len(idx_all), members, lead, 5))
     run = _Run()
-    run.path = tmp_path  # no calibration.json of its own
     ask = np.array([np.searchsorted(idx_all, 24 * 70), np.searchsorted(idx_all, 24 * 190)])
     past = np.setdiff1d(np.arange(len(idx_all)), ask)
     out, summary = recalibrate.recalibrate_past(run, values, times, idx_all[ask], ens[ask], idx_all[past], ens[past],
-                                                lambda ix: None, days=40)
+                                                lambda ix: None, None, days=40)  # no calibration of its own
     assert summary["window_cases_min"] >= 79 and summary["inits_on_run_calibration"] == 0
     spread = out.std(1, ddof=1).mean((1, 2))  # per asked init
     assert 0.7 < spread[0] < 1.4 and 2.2 < spread[1] < 4.0
