@@ -5,9 +5,14 @@ meet gendiff's), never imported by gendiff. Nothing of EDM is copied here: this 
 (its QM9 recipe: polynomial_2 schedule, precision 1e-5, 1000 steps, l2 loss, normalize factors 1/4/10, AdamW with
 amsgrad, its adaptive gradient clipping and its EMA), loads the data with EDM's own loader (qm9.dataset), trains
 with EDM's own `train_test.train_epoch` in chunks of batches until the training CPU time reaches each checkpoint
-mark, and at each mark samples with EDM's own 1000-step ancestral sampler (qm9.sampling.sample). Molecules are
-written as npz (atomic numbers, positions, atom counts) for gendiff's evaluator; the EMA weights per checkpoint go
-next to them (torch.save, outside git).
+mark, then samples every checkpoint's EMA weights with EDM's own 1000-step ancestral sampler (qm9.sampling.sample).
+Molecules are written as npz (atomic numbers, positions, atom counts) for gendiff's evaluator; the EMA weights per
+checkpoint go next to them (torch.save, outside git).
+
+Both halves resume: training from OUT/state.pt (weights, EMA, optimiser, clipping queue, RNG, CPU time; saved every
+--save-every CPU seconds and at each mark; the data order restarts with a fresh shuffled pass), sampling from the
+parts already written (--sample-batch molecules each, own seed). Rerunning the same command continues; --no-sample
+trains only, --only-k K samples one checkpoint (one process per checkpoint uses several cores).
 
 wandb and imageio (EDM imports them for logging and GIFs, neither used on this path) are replaced by inert modules
 when they are not installed.
@@ -94,6 +99,11 @@ def main(argv=None) -> int:
     p.add_argument("--chunk", type=int, default=20, help="optimisation steps between CPU-time checks")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--save-every", type=float, default=300.0,
+                   help="training CPU seconds between resumable saves (OUT/state.pt; rerun the same command to resume)")
+    p.add_argument("--no-sample", action="store_true", help="train only; sample in a later call")
+    p.add_argument("--only-k", type=int, default=None,
+                   help="sample only checkpoint K (run one process per checkpoint to use several cores)")
     a = p.parse_args(argv)
 
     import numpy as np
@@ -127,9 +137,33 @@ def main(argv=None) -> int:
     ema = flow_utils.EMA(args.ema_decay)
     chunk = _Chunk(dataloaders["train"])
     marks = [a.cpu_seconds * (k + 1) / a.checkpoints for k in range(a.checkpoints)]
+    progress_file = out / "progress.json"
     progress = {"parameters": sum(p.numel() for p in model.parameters()), "args": vars(args), "checkpoints": []}
     train_cpu, steps = 0.0, 0
+    state_file = out / "state.pt"
+    if state_file.is_file():  # resume: weights, EMA, optimiser, clipping queue, RNG, CPU time and steps so far
+        st = torch.load(state_file, weights_only=False)
+        model.load_state_dict(st["model"])
+        model_ema.load_state_dict(st["model_ema"])
+        optim.load_state_dict(st["optim"])
+        gradnorm_queue.items = list(st["gradnorm"])
+        torch.set_rng_state(st["torch_rng"])
+        np.random.set_state(st["numpy_rng"])
+        train_cpu, steps = float(st["train_cpu"]), int(st["steps"])
+        progress = json.loads(progress_file.read_text())
+        print(f"EDM resumed at {steps} steps, {train_cpu:.0f} s training CPU", flush=True)
+
+    def save_state() -> None:
+        _atomic(state_file, lambda f: torch.save(
+            {"model": model.state_dict(), "model_ema": model_ema.state_dict(), "optim": optim.state_dict(),
+             "gradnorm": list(gradnorm_queue.items), "torch_rng": torch.get_rng_state(),
+             "numpy_rng": np.random.get_state(), "train_cpu": train_cpu, "steps": steps}, f))
+        _atomic(progress_file, lambda f: f.write_text(json.dumps(progress, indent=1, default=str)))
+
+    last_save = train_cpu
     for k, mark in enumerate(marks):
+        if any(c["k"] == k for c in progress["checkpoints"]):
+            continue
         while train_cpu < mark:
             per_step = train_cpu / steps if steps else None
             chunk.k = a.chunk if per_step is None else max(1, min(a.chunk, int((mark - train_cpu) / per_step + 0.5)))
@@ -140,34 +174,75 @@ def main(argv=None) -> int:
                                    prop_dist=prop_dist)
             train_cpu += time.process_time() - c0
             steps += chunk.k
-        torch.save(model_ema.state_dict(), out / f"edm_ema_{k}.pt")
-        model_ema.eval()
-        s0, w0 = time.process_time(), time.perf_counter()
-        zs, pos, counts = [], [], []
-        gen_left = a.n_samples
-        torch.manual_seed(a.seed + 1 + k)
-        with torch.no_grad():
-            while gen_left > 0:
-                b = min(a.sample_batch, gen_left)
-                nodes = nodes_dist.sample(b)
-                one_hot, charges, x, node_mask = sample(args, device, model_ema, dataset_info, prop_dist,
-                                                        nodesxsample=nodes)
-                types_ = one_hot.argmax(-1)
-                for i in range(b):
-                    n = int(node_mask[i].sum())
-                    zs.append(np.asarray([1, 6, 7, 8, 9])[types_[i, :n].numpy()])
-                    pos.append(x[i, :n].numpy())
-                    counts.append(n)
-                gen_left -= b
-        model.train()
-        np.savez(out / f"edm_samples_{k}.npz", z=np.concatenate(zs), pos=np.concatenate(pos),
-                 num_atoms=np.asarray(counts))
-        progress["checkpoints"].append({"k": k, "train_cpu_seconds": train_cpu, "steps": steps,
-                                        "sample_cpu_seconds": time.process_time() - s0,
-                                        "sample_wall_seconds": time.perf_counter() - w0, "n": len(counts)})
-        (out / "progress.json").write_text(json.dumps(progress, indent=1, default=str))
+            if train_cpu - last_save >= a.save_every:
+                save_state()
+                last_save = train_cpu
+        _atomic(out / f"edm_ema_{k}.pt", lambda f: torch.save(model_ema.state_dict(), f))
+        progress["checkpoints"].append({"k": k, "train_cpu_seconds": train_cpu, "steps": steps})
+        save_state()
         print(f"EDM checkpoint {k}: {steps} steps, {train_cpu:.0f} s training CPU", flush=True)
+    if not a.no_sample:
+        for c in progress["checkpoints"]:
+            sample_checkpoint(a, out, c["k"], model_ema, args, dataset_info, prop_dist, nodes_dist, sample)
     return 0
+
+
+def _atomic(path: Path, write) -> None:
+    """write(tmp) then rename onto path: an interrupted save never leaves a half-written state or sample file."""
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def _savez(path: Path, **arrays) -> None:
+    import numpy as np
+
+    with open(path, "wb") as fh:  # a handle: numpy.savez would add ".npz" to the temporary name
+        np.savez(fh, **arrays)
+
+
+def sample_checkpoint(a, out: Path, k: int, model_ema, args, dataset_info, prop_dist, nodes_dist, sample) -> None:
+    """EDM's own 1000-step sampler on checkpoint c's EMA weights, in parts of --sample-batch molecules, each part
+    its own seed and file (edm_samples_K/part_JJJ.npz), so an interrupted sampling resumes at the next part; when
+    all n parts are there they are joined into edm_samples_K.npz with the parts' summed sampling CPU and wall time
+    (progress.json is the training's alone: several sampling processes run at once)."""
+    import numpy as np
+    import torch
+
+    if (out / f"edm_samples_{k}.npz").is_file() or (a.only_k is not None and k != a.only_k):
+        return
+    model_ema.load_state_dict(torch.load(out / f"edm_ema_{k}.pt", weights_only=True))
+    model_ema.eval()
+    parts = out / f"edm_samples_{k}"
+    parts.mkdir(exist_ok=True)
+    n_parts = -(-a.n_samples // a.sample_batch)
+    for j in range(n_parts):
+        part = parts / f"part_{j:03d}.npz"
+        if part.is_file():
+            continue
+        b = min(a.sample_batch, a.n_samples - j * a.sample_batch)
+        s0, w0 = time.process_time(), time.perf_counter()
+        torch.manual_seed(a.seed + 1 + 1000 * k + j)
+        zs, pos, counts = [], [], []
+        with torch.no_grad():
+            nodes = nodes_dist.sample(b)
+            one_hot, charges, x, node_mask = sample(args, torch.device("cpu"), model_ema, dataset_info, prop_dist,
+                                                    nodesxsample=nodes)
+        types_ = one_hot.argmax(-1)
+        for i in range(b):
+            n = int(node_mask[i].sum())
+            zs.append(np.asarray([1, 6, 7, 8, 9])[types_[i, :n].numpy()])
+            pos.append(x[i, :n].numpy())
+            counts.append(n)
+        _atomic(part, lambda f: _savez(f, z=np.concatenate(zs), pos=np.concatenate(pos), num_atoms=np.asarray(counts),
+                                       cpu=time.process_time() - s0, wall=time.perf_counter() - w0))
+        print(f"EDM checkpoint {k}: part {j + 1}/{n_parts} sampled ({time.process_time() - s0:.0f} s CPU)",
+              flush=True)
+    files = [np.load(parts / f"part_{j:03d}.npz") for j in range(n_parts)]
+    _atomic(out / f"edm_samples_{k}.npz", lambda f: _savez(
+        f, z=np.concatenate([f_["z"] for f_ in files]), pos=np.concatenate([f_["pos"] for f_ in files]),
+        num_atoms=np.concatenate([f_["num_atoms"] for f_ in files]), cpu=sum(float(f_["cpu"]) for f_ in files),
+        wall=sum(float(f_["wall"]) for f_ in files)))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 
@@ -72,15 +73,35 @@ def _samplers(spec: str) -> list[tuple[str, int]]:
     return out
 
 
+def wilson(k: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a proportion k / n (95% by default)."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = k / n
+    den = 1 + z * z / n
+    mid = (p + z * z / (2 * n)) / den
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return max(0.0, mid - half), min(1.0, mid + half)
+
+
+def add_intervals(m: dict, atoms: int) -> dict:
+    """Wilson 95% intervals on atom stability (over `atoms` atoms) and molecule stability (over m["n"] molecules)."""
+    m["atoms"] = atoms
+    m["atom_stability_ci"] = wilson(m["atom_stability"] * atoms, atoms)
+    m["molecule_stability_ci"] = wilson(m["molecule_stability"] * m["n"], m["n"])
+    return m
+
+
 def score(run, n: int, samplers, seed: int = 1, batch_size: int = 250) -> dict:
     """EDM's metrics of n molecules per sampler (molecules.measure), plus validity x uniqueness."""
     from gendiff.domains import molecules
 
     out = {}
     for name, steps in samplers:
-        m, _ = molecules.measure(run, n=n, sampler=name, steps=steps, seed=seed, batch_size=batch_size,
-                                 device="cpu")
+        m, mols = molecules.measure(run, n=n, sampler=name, steps=steps, seed=seed, batch_size=batch_size,
+                                    device="cpu")
         m["valid_x_unique"] = m["validity"] * m["uniqueness"]
+        add_intervals(m, sum(int(x.num_nodes) for x in mols))
         out[f"{name}-{steps}"] = m
         print(f"  {Path(run).name} {name}-{steps}: atom {m['atom_stability']:.3f} mol {m['molecule_stability']:.3f} "
               f"valid {m['validity']:.3f} VxU {m['valid_x_unique']:.3f}", flush=True)

@@ -6,26 +6,14 @@ from __future__ import annotations
 
 import datetime
 import json
-import math
 import sys
 import time
 from pathlib import Path
 
 from _machine import machine as _machine
-from _molecules_common import RECIPES, base_train_kw, cpu_seconds_of, train_for_cpu
+from _molecules_common import RECIPES, add_intervals, base_train_kw, cpu_seconds_of, train_for_cpu
 
 RESULTS_MD = Path(__file__).parent / "results" / "molecules_recipes.md"
-
-
-def wilson(k: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval of a proportion k / n (95% by default)."""
-    if n <= 0:
-        return 0.0, 1.0
-    p = k / n
-    den = 1 + z * z / n
-    mid = (p + z * z / (2 * n)) / den
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return max(0.0, mid - half), min(1.0, mid + half)
 
 
 def score_point(run: Path, n: int, sampler: str, steps: int, seed: int) -> dict:
@@ -33,12 +21,8 @@ def score_point(run: Path, n: int, sampler: str, steps: int, seed: int) -> dict:
     from gendiff.domains import molecules
 
     m, mols = molecules.measure(run, n=n, sampler=sampler, steps=steps, seed=seed, batch_size=250, device="cpu")
-    atoms = sum(int(x.num_nodes) for x in mols)
-    m["atoms"] = atoms
     m["valid_x_unique"] = m["validity"] * m["uniqueness"]
-    m["atom_stability_ci"] = wilson(m["atom_stability"] * atoms, atoms)
-    m["molecule_stability_ci"] = wilson(m["molecule_stability"] * m["n"], m["n"])
-    return m
+    return add_intervals(m, sum(int(x.num_nodes) for x in mols))
 
 
 def _card_steps(run: Path) -> int:

@@ -128,7 +128,6 @@ def run_speed(args) -> dict:
     """Training steps per second of the factored EGNN, the concatenated (previous) EGNN and the dense reference at
     each configuration, alternated round by round in this one process (the order of the implementations rotates
     each round), on the same real QM9 batches; medians over rounds, by process CPU time and by wall clock."""
-    import os
 
     torch.set_num_threads(args.threads)
     configs = [_speed_config(c) for c in args.configs.split(",")]

@@ -111,13 +111,20 @@ def _markdown(part: str, res: dict) -> str:
         if res is None:
             return head + "- skipped: no EDM checkout (--edm-repo)\n"
 
+        def ci(r, key):
+            lo, hi = r.get(f"{key}_ci", (float("nan"), float("nan")))
+            return f"{r[key]:.3f} [{lo:.3f}, {hi:.3f}]"
+
         def cells(r):
-            return (f"{r['train_steps']} | {r['atom_stability']:.3f} | {r['molecule_stability']:.3f} | {r['validity']:.3f}"
-                    f" | {r['valid_x_unique']:.3f}")
+            return (f"{r['train_steps']} | {ci(r, 'atom_stability')} | {ci(r, 'molecule_stability')} | "
+                    f"{r['validity']:.3f} | {r['valid_x_unique']:.3f}")
 
         rows = "".join(f"| {g['k']} | {g['cpu_hours']:.3f} / {e['cpu_hours']:.3f} | {cells(g)} | {cells(e)} |\n"
                        for g, e in zip(res["gendiff"], res["edm"]))
         tg, te = res["gendiff_hours_to_level"], res["edm_hours_to_level"]
+        g_last, e_last = res["gendiff"][-1], res["edm"][-1]
+        g_speed = g_last["n"] / g_last["sample_cpu_seconds"]
+        e_speed = e_last["n"] / e_last["sample_cpu_seconds"]
         ratio = (f"**{res['ratio_edm_over_gendiff']:.2f}x** (EDM / gendiff CPU time to reach atom stability "
                  f"{res['level']:.3f}: {te:.3f} h / {tg:.3f} h)") if res["ratio_edm_over_gendiff"] else (
                  f"not defined (times to reach atom stability {res['level']:.3f}: gendiff {tg}, EDM {te})")
@@ -129,10 +136,11 @@ def _markdown(part: str, res: dict) -> str:
             "(polynomial_2, 1000 steps, l2, 1/4/10, AdamW amsgrad, adaptive clipping, EMA without warm-up); gendiff "
             f"= recipe {res.get('recipe', 'edm')} ({RECIPES.get(res.get('recipe', 'edm')) or 'molecules.train defaults'})\n"
             f"- {res['n']} molecules per checkpoint, all scored by gendiff's evaluator; gendiff samples with "
-            f"{res['sampler']}, EDM with its own 1000-step ancestral sampler\n\n"
+            f"{res['sampler']}, EDM with its own 1000-step ancestral sampler; [ ] = Wilson 95% intervals\n\n"
             "| ckpt | CPU h gendiff / EDM | gendiff steps | atom | mol | valid | VxU | EDM steps | atom | mol | "
             "valid | VxU |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n" + rows +
-            f"\nCPU-time ratio to the same atom stability: {ratio}\n")
+            f"\nCPU-time ratio to the same atom stability: {ratio}\n\nSampling (last checkpoint, one thread): gendiff "
+            f"{g_speed:.2f} molecules per CPU second, EDM {e_speed:.3f} (**{g_speed / e_speed:.0f}x**)\n")
     if part == "recipes":
         keys = list(next(iter(res["recipes"].values()))["metrics"])
         rows = ""
@@ -223,6 +231,8 @@ def main(argv=None) -> int:
                    help="gendiff's recipe (benchmarks/molecules.py recipes' names; x0_clamped: molecules.train's "
                         "defaults)")
     c.add_argument("--nice", type=int, default=10, help="niceness of the EDM process (at least this process's)")
+    c.add_argument("--sample-procs", type=int, default=2,
+                   help="EDM checkpoints sampled at once after training (one process, --threads threads, each)")
     se = sub.add_parser("search", help="recipe learning curves at the same CPU budget (results/molecules_recipes.md)")
     _search_arguments(se)
     for sp in (r, c, se):
