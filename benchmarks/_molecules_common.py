@@ -28,6 +28,10 @@ RECIPES = {  # issue 11's levers, one switch at a time from EDM's recipe
     # reports the generated bonds' stability and validity (*_generated_bonds) beside EDM's distance-inferred ones
     "bonds": dict(prediction="x0", weighting="clamped_snr", bonds="explicit"),
     "bonds_lownoise": dict(prediction="x0", weighting="clamped_snr", bonds="explicit", time_sampling="low_noise"),
+    # categorical atom types (D3PM's marginal-prior transitions as MiDi / DiGress; categorical.py) on top of
+    # x0_clamped, and with explicit bonds the bond classes too; sampled by ancestral / ddim / euler(_maruyama) only
+    "categorical": dict(prediction="x0", weighting="clamped_snr", types="categorical"),
+    "bonds_categorical": dict(prediction="x0", weighting="clamped_snr", bonds="explicit", types="categorical"),
 }
 
 

@@ -20,8 +20,9 @@ evaluation (metrics, measure, writing), demo, conditioning (property-conditioned
 context, sampling's `condition`); below them properties (QM9's properties in EDM's units, EDM's halves), model
 (feature scaling, noise space, loss, sampler glue; distributions: the size and formula priors), the networks (egnn,
 e3nn_net), selfcond and coupling (training switches), bondstate, bonddata and bondmetrics (explicit bonds diffused
-with the atoms: the packed state and its space, the training bonds, the generated bonds' scores), data (QM9), io
-(files), records (vocabulary and Data codec), bonds and metrics.
+with the atoms: the packed state and its space, the training bonds, the generated bonds' scores), categorical and
+catsampling (categorical atom and bond types: the discrete process, network head and loss; the sampler steps), data
+(QM9), io (files), records (vocabulary and Data codec), bonds and metrics.
 """
 from __future__ import annotations
 

@@ -69,6 +69,12 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                         "single, double, triple; kekulized) per atom pair diffused with the atoms, written to SDF")
     p.add_argument("--bond-weight", type=float, default=1.0,
                    help="with --bonds explicit: the pairs' loss weight relative to the atoms' (default 1)")
+    p.add_argument("--types", default="gaussian", choices=["gaussian", "categorical"],
+                   help="gaussian: atom types as Gaussian-diffused scaled one-hots (EDM); categorical: discrete "
+                        "diffusion towards the training marginals (D3PM / MiDi; needs --prediction x0; with --bonds "
+                        "explicit the bond types too)")
+    p.add_argument("--type-weight", type=float, default=None,
+                   help="with --types categorical: the types' cross-entropy weight in the loss (default 0.05)")
     p.add_argument("--ema-decay", type=float, default=None, help="EMA decay of the saved weights (default 0.999)")
     p.add_argument("--hidden", type=int, default=None, help="EGNN hidden features / e3nn scalar multiplicity")
     p.add_argument("--layers", type=int, default=None, help="number of network layers")
@@ -102,7 +108,8 @@ def run_train(args) -> int:
                                     warmup_steps=args.warmup_steps, lr_decay=args.lr_decay, lr_final=args.lr_final,
                                     hidden=args.hidden, layers=args.layers, limit=args.limit,
                                     max_minutes=args.max_minutes, ema_decay=args.ema_decay,
-                                    conditioning=args.conditioning, half=args.half).items()
+                                    conditioning=args.conditioning, half=args.half,
+                                    type_weight=args.type_weight).items()
               if v is not None}
     if args.bf16:
         config["bf16"] = True
@@ -110,7 +117,7 @@ def run_train(args) -> int:
           prediction=args.prediction, weighting=args.weighting, precondition=args.precondition,
           sigma_data=args.sigma_data, feature_scaling=not args.no_feature_scaling, composition=args.composition,
           self_cond=args.self_cond, pairing=args.pairing, time_sampling=args.time_sampling, bonds=args.bonds,
-          bond_weight=args.bond_weight, seed=args.seed,
+          bond_weight=args.bond_weight, types=args.types, seed=args.seed,
           resume=args.resume, init=args.init, device=args.device, compile=args.compile, **config)
     print(f"trained run in {args.out}")
     return 0

@@ -3,7 +3,8 @@
 Per node x = [pos (3) | one-hot types / 4 (5) | charge / 10 (1)] (Hoogeboom et al. 2022, EDM, norm_values [1, 4, 10]);
 positions live in the zero centre-of-mass subspace, features in R^6 per node; `mask` is the batch vector throughout.
 An explicit-bond run (`bonds`: runconfig.bonds_config) packs one more row per unordered atom pair after the atoms
-and passes a bondstate.MoleculeGraph as `mask` (bondstate.py explains the packing).
+and passes a bondstate.MoleculeGraph as `mask` (bondstate.py explains the packing). A categorical-types run
+(`types`: runconfig.types_config) keeps this state with discrete types in it (categorical.py, catsampling.py).
 """
 from __future__ import annotations
 
@@ -20,8 +21,9 @@ from gendiff.samplers import prior_sample
 from gendiff.samplers import sample as run_sampler
 from gendiff.spaces import GraphEuclideanSpace, ProductSpace, ZeroCoMSpace
 
-from . import coupling, selfcond
+from . import catsampling, coupling, selfcond
 from .bondstate import BondedSpace, MoleculeGraph, PackedBonds, bond_features, decode_bonds
+from .categorical import Categorical, CategoricalHead, capturing, cross_entropy, training_noise
 from .distributions import AtomCountDistribution, FormulaDistribution  # noqa: F401 (re-exported)
 from .egnn import EGNN
 from .records import ATOMIC_NUMBERS, ELEMENTS
@@ -98,7 +100,13 @@ def decode(x: torch.Tensor, batch: torch.Tensor, norm_values=NORM_VALUES) -> lis
 
 def build_net(model: str = "egnn", self_cond: bool = False, **kwargs) -> torch.nn.Module:
     """The denoiser network by name: 'egnn' (EDM's EGNN) or 'e3nn' (tensor-product network); `self_cond` wraps it
-    in selfcond.SelfConditioned (built with selfcond.SC_FEATURES more per-node context channels)."""
+    in selfcond.SelfConditioned (built with selfcond.SC_FEATURES more per-node context channels), `categorical`
+    (runconfig.categorical_head) in categorical.CategoricalHead."""
+    categorical = kwargs.pop("categorical", None)
+    if categorical is not None:
+        if self_cond:
+            raise ConfigError("self-conditioning does not take categorical types (types='categorical')")
+        return CategoricalHead(build_net(model, **kwargs), **categorical)
     if self_cond:
         if kwargs.get("bond_nf"):
             raise ConfigError("self-conditioning does not take explicit bonds (bonds='explicit')")
@@ -135,14 +143,15 @@ def compile_net(net: torch.nn.Module, compile: bool | str = True) -> torch.nn.Mo
     one, so checkpoints load either way) with dynamic shapes: node and edge counts change from batch to batch, and
     static shapes would recompile for every new mix of molecule sizes. The data-dependent graph structure is built
     outside the compiled region (egnn.graph_structure). `compile`: False (eager), True (inductor) or the name of a
-    torch.compile backend ('aot_eager' traces forward and backward like inductor but runs eager kernels)."""
+    torch.compile backend ('aot_eager' traces forward and backward like inductor but runs eager kernels). A
+    CategoricalHead's inner network is compiled, the head (a softmax that keeps its logits for the loss) stays eager."""
     if compile is False or compile is None:
         return net
     backend = "inductor" if compile is True else str(compile)
     if backend not in torch._dynamo.list_backends(exclude_tags=()):
         raise ConfigError(f"compile={compile!r}: expected True, False or a torch.compile backend "
                           f"({', '.join(torch._dynamo.list_backends())})")
-    net.compile(dynamic=True, backend=backend)
+    (net.net if isinstance(net, CategoricalHead) else net).compile(dynamic=True, backend=backend)
     return net
 
 
@@ -218,7 +227,7 @@ def bond_graph(vec: torch.Tensor, bonds: dict) -> MoleculeGraph:
 
 def make_step_fn(schedule, space=None, weighting=None, norm_values=NORM_VALUES, composition: str = "size",
                  pairing: str | None = None, time_sampling: str = "uniform", conditioned: bool = False,
-                 bonds: dict | None = None):
+                 bonds: dict | None = None, types: dict | None = None):
     """Trainer step: encode the batch (scaled by `norm_values`), per-graph times, the Denoiser's loss (times
     `weighting`, a gendiff.losses Weighting) reduced per molecule by the space, mean over graphs.
     composition='formula' feeds each graph's formula (composition_context) to the network as its context;
@@ -226,12 +235,17 @@ def make_step_fn(schedule, space=None, weighting=None, norm_values=NORM_VALUES, 
     detached estimate on half the steps; `conditioned`: each molecule's normalised properties (batch.context,
     conditioning.py) follow as more context channels. `bonds` (runconfig.bonds_config): the batch's bonds
     (bond_index / bond_order, bonddata.py) join the state as packed pair rows (bondstate.py), diffused with the
-    same schedule, times and weighting, in bond_space."""
+    same schedule, times and weighting, in bond_space. `types` (a categorical run's runconfig.types_config, with its
+    marginals): the types (and bond classes) are corrupted categorically at the same times, and the loss adds their
+    weighted cross-entropy (categorical.py)."""
 
     if composition not in COMPOSITIONS:
         raise ConfigError(f"composition {composition!r}: expected one of {', '.join(COMPOSITIONS)}")
     if bonds is not None and pairing is not None:
         raise ConfigError("explicit bonds do not take a noise pairing")
+    spec = None if types is None else Categorical.from_config(types, norm_values, bonds)
+    if spec is not None and pairing is not None:
+        raise ConfigError("categorical types do not take a noise pairing")
     space = space or (molecule_space() if bonds is None else bond_space(bonds))
 
     def step_fn(model, batch, generator=None):
@@ -251,6 +265,14 @@ def make_step_fn(schedule, space=None, weighting=None, norm_values=NORM_VALUES, 
             props = batch.context.to(device).float().reshape(num_graphs, -1)
             cond = props if cond is None else torch.cat([cond, props], dim=1)
         t = coupling.sample_times(schedule, num_graphs, time_sampling, generator=generator, device=device)
+        if spec is not None:
+            if selfcond.wrapped(model) is not None:
+                raise ConfigError("categorical types do not take self-conditioning")
+            noise, targets = training_noise(x0, mask, t, schedule, space, spec, generator)
+            with capturing(model) as head:
+                loss = diffusion_loss(model, x0, schedule, space, mask=mask, cond=cond, t_per_sample=t, noise=noise,
+                                      generator=generator, weighting=weighting)
+                return (loss + cross_entropy(head, targets, mask, spec)).mean()
         noise = None
         if pairing == "ot" or selfcond.wrapped(model) is not None:  # drawn as diffusion_loss would draw it
             noise = space.sample(x0, vec, generator)
@@ -273,7 +295,8 @@ def make_step_fn(schedule, space=None, weighting=None, norm_values=NORM_VALUES, 
 def sample_molecules(denoiser, schedule, n: int, sizes: AtomCountDistribution | torch.Tensor, *,
                      sampler: str = "ancestral", steps: int = 1000, generator: torch.Generator | None = None,
                      batch_size: int = 256, cond=None, progress: bool = True, bf16: bool = False,
-                     norm_values=NORM_VALUES, bonds: dict | None = None, **sampler_kw) -> list:
+                     norm_values=NORM_VALUES, bonds: dict | None = None, types: dict | None = None,
+                     **sampler_kw) -> list:
     """Draw N per molecule, then run a core sampler from the prior in the molecule space and decode (EDM Alg. 2).
 
     Everything runs on the denoiser's device, with `generator`'s draws (make_generator(device, seed)); `bf16`
@@ -281,7 +304,12 @@ def sample_molecules(denoiser, schedule, n: int, sizes: AtomCountDistribution | 
     `cond`: per-molecule context (n, C) (a formula-conditioned network's composition_context), split with the
     batches; `norm_values`: the run's feature scaling, undone by decode. `bonds` (an explicit-bond run's
     runconfig.bonds_config): the bonds are sampled with the atoms (bondstate.py) and each molecule carries its
-    generated bonds (bond_index, bond_order; decode_state)."""
+    generated bonds (bond_index, bond_order; decode_state). `types` (a categorical run's runconfig.types_config):
+    types (and bond classes) start from the training marginals and take catsampling's hybrid steps (samplers:
+    catsampling.SAMPLERS)."""
+    spec = None if types is None else Categorical.from_config(types, norm_values, bonds)
+    if spec is not None:
+        catsampling.check_sampler(sampler)
     if int(n) < 1:
         raise ConfigError(f"n={n}: number of molecules must be >= 1")
     if int(batch_size) < 1:
@@ -307,9 +335,13 @@ def sample_molecules(denoiser, schedule, n: int, sizes: AtomCountDistribution | 
         mask = batch if bonds is None else bond_graph(batch, bonds)
         like = torch.zeros(total if bonds is None else mask.num_rows, STATE_DIM, device=device)
         x_T = prior_sample(schedule, space, like, mask=mask, generator=generator)
+        kw = dict(mask=mask, cond=None if cond is None else cond_chunks[i], generator=generator, **sampler_kw)
         with _autocast(device, bf16), selfcond.carrying(denoiser):
-            x0 = run_sampler(sampler, denoiser, x_T, schedule, space, int(steps), mask=mask,
-                             cond=None if cond is None else cond_chunks[i], generator=generator, **sampler_kw)
+            if spec is None:
+                x0 = run_sampler(sampler, denoiser, x_T, schedule, space, int(steps), **kw)
+            else:
+                x_T = catsampling.prior(x_T, mask, spec, generator)
+                x0 = catsampling.sample(spec, sampler, denoiser, x_T, schedule, space, int(steps), **kw)
         x0 = x0.float()
         if not torch.isfinite(x0).all():
             raise ConfigError(f"sampler {sampler!r} produced non-finite values; try more steps or another sampler")

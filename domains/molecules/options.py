@@ -1,6 +1,6 @@
 """The options of one molecules training, as one dataclass validated where it is built: the recipe (schedule,
 parametrization, weighting, feature scaling, composition, self-conditioning, noise pairing, time sampling, explicit
-bonds), the
+bonds, categorical types), the
 network's options and the core Trainer's. `molecules.train(data, model, out, config=..., **overrides)` builds it;
 what rebuilds the model goes into the run's config.json (runconfig.run_config), the Trainer's options onto the card."""
 from __future__ import annotations
@@ -10,10 +10,12 @@ from dataclasses import dataclass, field
 
 from gendiff.errors import ConfigError
 
+from .categorical import TYPE_WEIGHT
 from .defaults import DEFAULT_PREDICTION, EMA_DEFAULT, TRAIN_KEYS
 from .model import E3NN_DEFAULTS, EGNN_DEFAULTS, MODELS, NORM_VALUES, NUM_TYPES, UNSCALED, parse_weighting
 from .properties import HALVES, check_properties
-from .runconfig import auto_weighting, bonds_config, features_config, recipe_config, recipe_switches
+from .runconfig import (auto_weighting, bonds_config, categorical_head, features_config, recipe_config,
+                        recipe_switches, types_config)
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,8 @@ class TrainOptions:
     time_sampling: str = "uniform"
     bonds: str = "none"
     bond_weight: float = 1.0
+    types: str = "gaussian"
+    type_weight: float = TYPE_WEIGHT
     seed: int = 0
     limit: int | None = None
     conditioning: list | None = None
@@ -53,6 +57,13 @@ class TrainOptions:
             if clash:
                 raise ConfigError(f"bonds='explicit' does not take {', '.join(clash)} (it needs the egnn model, "
                                   "without self-conditioning or noise pairing)")
+        if self.types_config is not None:  # mode and weight checked by types_config; what categorical types need:
+            clash = [name for name, on in (("prediction " + self.prediction, self.prediction != "x0"),
+                                           ("precondition " + str(self.precondition), self.precondition is not None),
+                                           ("self_cond", self.self_cond), ("pairing", self.pairing is not None)) if on]
+            if clash:
+                raise ConfigError(f"types='categorical' does not take {', '.join(clash)} (it needs prediction 'x0' "
+                                  "without preconditioning, self-conditioning or noise pairing)")
         if float(self.sigma_data) <= 0:
             raise ConfigError(f"sigma_data={self.sigma_data} must be > 0")
         minutes = self.trainer.get("max_minutes")
@@ -105,6 +116,11 @@ class TrainOptions:
         return bonds_config(self.bonds, self.bond_weight)
 
     @property
+    def types_config(self) -> dict | None:
+        """runconfig.types_config of `types` and `type_weight`, without the marginals (None for Gaussian types)."""
+        return types_config(self.types, self.type_weight)
+
+    @property
     def ema_decay(self) -> float:
         return float(self.trainer.get("ema_decay", EMA_DEFAULT))
 
@@ -122,12 +138,17 @@ class TrainOptions:
             net["self_cond"] = True
         if self.bonds_config is not None:
             net["bond_nf"] = len(self.bonds_config["classes"])
+        if self.types_config is not None:
+            net["categorical"] = categorical_head(self.norm_values)
         return net
 
-    def recipe(self, formulas=None) -> dict:
-        """config.json's 'recipe' (runconfig.recipe_config); `formulas` None: only the switches."""
+    def recipe(self, formulas=None, priors: dict | None = None) -> dict:
+        """config.json's 'recipe' (runconfig.recipe_config); `formulas` None: only the switches; `priors` a
+        categorical run's training marginals ({'marginals': ..., 'bond_marginals': ...})."""
+        types = None if self.types_config is None else types_config(self.types, self.type_weight, **(priors or {}))
         return recipe_config(self.weighting_config, self.composition, formulas, self.ema_decay,
-                             pairing=self.pairing, time_sampling=self.time_sampling, bonds=self.bonds_config)
+                             pairing=self.pairing, time_sampling=self.time_sampling, bonds=self.bonds_config,
+                             types=types)
 
     def denoiser_options(self) -> dict | None:
         """Denoiser options beyond the prediction: EDM preconditioning with sigma_data, when asked for."""

@@ -6,6 +6,7 @@ from gendiff.errors import ConfigError
 from gendiff.schedules import schedule_config
 
 from .bondstate import BOND_CLASSES, BOND_NORM
+from .categorical import TYPE_MODES, TYPE_WEIGHT
 from .model import (COMPOSITIONS, E3NN_DEFAULTS, EGNN_DEFAULTS, NORM_VALUES, UNSCALED, FormulaDistribution,
                     parse_weighting)
 from .records import ATOMIC_NUMBERS, ELEMENTS
@@ -48,6 +49,60 @@ def check_bonds(bonds) -> dict | None:
     return want
 
 
+def types_config(mode: str = "gaussian", weight: float = TYPE_WEIGHT, marginals=None, bond_marginals=None):
+    """config.json's recipe 'types' (absent, None, for 'gaussian': EDM's Gaussian-diffused scaled one-hots):
+    'categorical' diffuses the atom types (and an explicit-bond run's bond classes) as categorical variables towards
+    the training `marginals` over ELEMENTS (`bond_marginals` over the bond classes), with the types' cross-entropy
+    `weight` (categorical.py). The marginals are data, given at training time (None: only the switch)."""
+    if mode not in TYPE_MODES:
+        raise ConfigError(f"types {mode!r}: expected one of {', '.join(TYPE_MODES)}")
+    try:
+        weight = float(weight)
+    except (TypeError, ValueError):
+        raise ConfigError(f"type_weight {weight!r}: expected a number") from None
+    if not 0 < weight < float("inf"):
+        raise ConfigError(f"type_weight={weight} must be > 0")
+    if mode == "gaussian":
+        if weight != TYPE_WEIGHT:
+            raise ConfigError(f"type_weight={weight} weights the types' cross-entropy: give it with "
+                              "types='categorical'")
+        return None
+    cfg = {"mode": "categorical", "classes": list(ELEMENTS), "weight": weight}
+    if marginals is not None:
+        cfg["marginals"] = _distribution("marginals", marginals, len(ELEMENTS))
+    if bond_marginals is not None:
+        cfg["bond_classes"] = list(BOND_CLASSES)
+        cfg["bond_marginals"] = _distribution("bond_marginals", bond_marginals, len(BOND_CLASSES))
+    return cfg
+
+
+def _distribution(name: str, values, k: int) -> list:
+    try:
+        vals = [float(v) for v in values]
+    except (TypeError, ValueError):
+        raise ConfigError(f"recipe types {name} {values!r}: expected {k} probabilities") from None
+    if len(vals) != k or min(vals) < 0 or abs(sum(vals) - 1) > 1e-6:
+        raise ConfigError(f"recipe types {name} {vals}: expected {k} probabilities >= 0 summing to 1")
+    return vals
+
+
+def check_types(types, bonds: dict | None = None, priors: bool = True) -> dict | None:
+    """A stored recipe 'types' checked (None: Gaussian types); with `priors` the marginals must be there, the bond
+    marginals exactly when the run has explicit `bonds`."""
+    if types is None:
+        return None
+    if not isinstance(types, dict) or types.get("mode") != "categorical":
+        raise ConfigError(f"recipe types {types!r}: expected absent or a 'categorical' types config")
+    want = types_config("categorical", types.get("weight", TYPE_WEIGHT), types.get("marginals"),
+                        types.get("bond_marginals"))
+    if types != want:
+        raise ConfigError(f"recipe types {types}: this gendiff has {want}")
+    if priors and (want.get("marginals") is None or ("bond_marginals" in want) != (bonds is not None)):
+        raise ConfigError(f"recipe types {types}: needs the training marginals"
+                          + (" and bond_marginals (explicit bonds)" if bonds is not None else ""))
+    return want
+
+
 def features_config(feature_scaling: bool = True) -> dict:
     """The node feature layout and scaling of a molecules run (model.encode / decode): EDM's norm_values
     (1, 4, 10) with feature_scaling, (1, 1, 1) without (EDM's ablation)."""
@@ -57,13 +112,14 @@ def features_config(feature_scaling: bool = True) -> dict:
 
 
 def recipe_config(weighting=None, composition: str = "size", formulas=None, ema_decay: float | None = None, *,
-                  pairing: str | None = None, time_sampling: str = "uniform", bonds: dict | None = None) -> dict:
+                  pairing: str | None = None, time_sampling: str = "uniform", bonds: dict | None = None,
+                  types: dict | None = None) -> dict:
     """config.json's 'recipe': the loss weighting (model.parse_weighting), the composition mode ('size': N drawn
     from the atom-count histogram; 'formula': the formula drawn from the training formulas' histogram and fed to
     the network as context) with that histogram, and the EMA decay the weights were averaged with. The training
     couplings (`pairing` 'ot': noise assigned to molecules by optimal transport within a batch; `time_sampling`
-    'low_noise': t drawn with density 2 (1 - t)) and explicit `bonds` (bonds_config) appear only when switched on,
-    so runs without them keep the recipe they always had."""
+    'low_noise': t drawn with density 2 (1 - t)), explicit `bonds` (bonds_config) and categorical `types`
+    (types_config) appear only when switched on, so runs without them keep the recipe they always had."""
     if composition not in COMPOSITIONS:
         raise ConfigError(f"composition {composition!r}: expected one of {', '.join(COMPOSITIONS)}")
     if pairing not in PAIRINGS:
@@ -77,6 +133,8 @@ def recipe_config(weighting=None, composition: str = "size", formulas=None, ema_
         cfg["time_sampling"] = time_sampling
     if check_bonds(bonds) is not None:
         cfg["bonds"] = check_bonds(bonds)
+    if check_types(types, bonds, priors=False) is not None:
+        cfg["types"] = check_types(types, bonds, priors=False)
     if composition == "formula" and formulas is not None:  # None: only the switches (resume checks)
         cfg["formulas"] = dict(formulas.histogram)
     return cfg
@@ -105,15 +163,20 @@ def run_config(model: str, net_cfg: dict, sched, denoiser, sizes, data: str, *, 
 
 
 def recipe_switches(recipe: dict | None) -> dict:
-    """The parts of a run's recipe that must match to resume or warm-start it: all but the training formulas (data,
-    not a switch) and the EMA decay (may change between sittings)."""
-    return {k: v for k, v in (recipe or {}).items() if k not in ("formulas", "ema_decay")}
+    """The parts of a run's recipe that must match to resume or warm-start it: all but the training formulas and
+    categorical types' marginals (data, not switches) and the EMA decay (may change between sittings)."""
+    out = {k: v for k, v in (recipe or {}).items() if k not in ("formulas", "ema_decay")}
+    if out.get("types") is not None:
+        data = ("marginals", "bond_classes", "bond_marginals")
+        out["types"] = {k: v for k, v in out["types"].items() if k not in data}
+    return out
 
 
 def recipe(config: dict) -> dict:
     """A run config's sampling-side recipe: {'norm_values', 'composition', 'formulas' (a FormulaDistribution or
-    None), 'weighting', 'bonds' (bonds_config, None without explicit bonds)}; runs written before the recipe
-    switches get EDM's scaling and the size histogram, runs written before explicit bonds no bonds."""
+    None), 'weighting', 'bonds' (bonds_config, None without explicit bonds), 'types' (types_config with its
+    marginals, None for Gaussian types)}; runs written before the recipe switches get EDM's scaling and the size
+    histogram, runs written before explicit bonds no bonds, before categorical types Gaussian ones."""
     rec = dict(config.get("recipe") or {})
     comp = rec.get("composition", "size")
     formulas = FormulaDistribution(rec["formulas"]) if comp == "formula" else None
@@ -122,8 +185,18 @@ def recipe(config: dict) -> dict:
     bond_nf = int((config.get("net") or {}).get("bond_nf") or 0)
     if bond_nf != (0 if bonds is None else len(bonds["classes"])):
         raise ConfigError(f"net bond_nf={bond_nf} does not match the recipe's bonds {bonds}")
+    types = check_types(rec.get("types"), bonds)
+    head = (config.get("net") or {}).get("categorical")
+    if (head is not None) != (types is not None) or (head is not None and head != categorical_head(norm)):
+        raise ConfigError(f"net categorical={head} does not match the recipe's types {types} and norm_values {norm}")
     return {"norm_values": norm, "composition": comp, "formulas": formulas,
-            "weighting": parse_weighting(rec.get("weighting")), "bonds": bonds}
+            "weighting": parse_weighting(rec.get("weighting")), "bonds": bonds, "types": types}
+
+
+def categorical_head(norm_values) -> dict:
+    """The network config's 'categorical' (model.build_net wraps the net in categorical.CategoricalHead): the
+    scales of the one-hot types and charges in the state."""
+    return {"type_norm": float(norm_values[1]), "charge_norm": float(norm_values[2])}
 
 
 def split_text(data, limit, n: int, half: str | None = None) -> str:

@@ -20,7 +20,8 @@ def sample(run, n: int = 100, sampler: str = DEFAULT_SAMPLER, steps: int = DEFAU
     """Sample n molecules (list of Data: pos, z, x, charge) from a run folder or pretrained:NAME; sizes from the
     training histogram. A run trained with explicit bonds samples them with the atoms: each molecule then also
     carries its generated bonds (bond_index (2, B), bond_order (B,): 1 single, 2 double, 3 triple), which
-    write_molecules writes to SDF and evaluate scores.
+    write_molecules writes to SDF and evaluate scores. A categorical-types run (types='categorical') samples its
+    types as categorical variables (catsampling.py; samplers ancestral, ddim, euler, euler_maruyama).
 
     Sizes are drawn on the CPU with `seed` (so a seed gives the same sizes on every device), the molecules on
     `device` with seed + 1; `bf16` runs the network under bfloat16 autocast, `compile` compiles it first.
@@ -52,7 +53,8 @@ def sample(run, n: int = 100, sampler: str = DEFAULT_SAMPLER, steps: int = DEFAU
         sampler_kw.setdefault("spacing", DEFAULT_SPACING)
     mols = model.sample_molecules(denoiser, sched, n, counts, sampler=sampler, steps=steps, generator=gen,
                                   batch_size=batch_size, progress=progress, bf16=bf16, cond=cond,
-                                  norm_values=rec["norm_values"], bonds=rec["bonds"], **sampler_kw)
+                                  norm_values=rec["norm_values"], bonds=rec["bonds"], types=rec["types"],
+                                  **sampler_kw)
     if targets is not None:
         names = config["conditioning"]["properties"]
         for mol, row in zip(mols, targets):

@@ -15,7 +15,7 @@ from gendiff.io import write_json_atomic
 from gendiff.schedules import get_schedule, schedule_config
 from gendiff.training import TrainConfig, Trainer
 
-from . import bonddata
+from . import bonddata, categorical
 from .conditioning import conditioned_training_data
 from .data import QM9Dataset, formula_counts, load_molecules
 from .defaults import CHECKPOINT, DOMAIN, RUN_CONFIG, TRAINER_DEFAULTS
@@ -84,7 +84,9 @@ def train(data="qm9", model: str | None = None, out="runs/molecules", *, config=
     molecules of a batch by optimal transport per atom count; coupling.py), `time_sampling` ('low_noise': t drawn
     with density 2 (1 - t)), `bonds` ('explicit': a bond type per unordered atom pair diffused with the atoms,
     bondstate.py; the training bonds from bonddata.py; `bond_weight` the pairs' loss weight relative to the
-    atoms') and `ema_decay` (a TrainConfig field); `seed`, `limit` (train on the first LIMIT
+    atoms'), `types` ('categorical': atom types, and explicit bonds' classes, diffused as categorical variables
+    towards the training marginals, D3PM / MiDi; needs prediction 'x0'; `type_weight` the types' cross-entropy
+    weight; categorical.py) and `ema_decay` (a TrainConfig field); `seed`, `limit` (train on the first LIMIT
     molecules), `conditioning` (QM9 properties, e.g. ['alpha'] or 'alpha,gap': each molecule's (value - mean) / MAD
     is the network's context; config.json's 'conditioning' keeps mean and MAD; conditioning.py), `half` ('first' or
     'second': EDM's halves of QM9's train split, properties.edm_halves; EDM trains the conditional generator on the
@@ -111,8 +113,9 @@ def train(data="qm9", model: str | None = None, out="runs/molecules", *, config=
     denoiser = build_denoiser(opts.model, sched, opts.prediction, opts.net_config(), compile=compile,
                               options=opts.denoiser_options())
     data_text = str(data) if isinstance(data, (str, os.PathLike)) else f"<{len(dataset)} molecules>"
+    priors = _priors(opts, dataset, sizes, formulas)
     cfg = run_config(opts.model, opts.net_config(), sched, denoiser, sizes, data_text,
-                     feature_scaling=opts.feature_scaling, recipe=opts.recipe(formulas))
+                     feature_scaling=opts.feature_scaling, recipe=opts.recipe(formulas, priors))
     if cond_cfg is not None:  # only conditional runs have the key: unconditional configs stay as they were
         cfg["conditioning"] = cond_cfg
     init_steps = 0
@@ -124,7 +127,8 @@ def train(data="qm9", model: str | None = None, out="runs/molecules", *, config=
     write_json_atomic(out / RUN_CONFIG, {"format": runs.FORMAT, "domain": DOMAIN, **cfg})
     step_fn = make_step_fn(sched, weighting=build_weighting(opts.weighting_config), norm_values=opts.norm_values,
                            composition=opts.composition, pairing=opts.pairing, time_sampling=opts.time_sampling,
-                           conditioned=cond_cfg is not None, bonds=opts.bonds_config)
+                           conditioned=cond_cfg is not None, bonds=opts.bonds_config,
+                           types=cfg["recipe"].get("types"))
     trainer_cfg = {**opts.trainer, "device": str(device)}  # resolved again by the Trainer, per process (torchrun)
     summary, trainer = _fit(denoiser, step_fn, dataset, collate_fn, trainer_cfg, opts.seed, out, progress, resume)
     if trainer.ctx.is_main:
@@ -139,6 +143,17 @@ def train(data="qm9", model: str | None = None, out="runs/molecules", *, config=
         runs.save_run(out, DOMAIN, cfg, trainer.ema_model, card)
         write_json_atomic(out / "train_summary.json", {k: v for k, v in summary.items()})
     return out
+
+
+def _priors(opts: TrainOptions, dataset, sizes, formulas) -> dict | None:
+    """A categorical run's training marginals (categorical.py): the atom types' from the formulas of the molecules
+    trained on, with explicit bonds the bond classes' over their atom pairs; None for Gaussian types."""
+    if opts.types_config is None:
+        return None
+    priors = {"marginals": categorical.marginals_from_formulas(formulas)}
+    if opts.bonds_config is not None:
+        priors["bond_marginals"] = categorical.bond_marginals(dataset, sizes)
+    return priors
 
 
 def _saved_config(out: Path) -> dict | None:
