@@ -225,3 +225,8 @@ NFE = {  # network evaluations for n steps, given the grid's (alpha, sigma) and 
     "heun": lambda n, o, a, sig, zero: n + int(_heun_corrects(a[:-1], sig[:-1], a[1:], sig[1:], o).sum()),
     "dpm_solver_pp": lambda n, o, a, sig, zero: n,
 }
+
+# the one-network-call steps by sampler name, for a domain that walks the core loop (sampler_loop.run_steps) with
+# its own step around one of them (the molecules domain's categorical types: it moves the continuous part with
+# the core step and the discrete part itself)
+SINGLE_CALL_STEPS = {"ancestral": _ancestral, "ddim": _ddim, "euler": _euler, "euler_maruyama": _euler_maruyama}

@@ -18,12 +18,12 @@ import torch
 
 from gendiff.errors import ConfigError
 from gendiff.sampler_loop import run_steps
-from gendiff.sampler_steps import _ancestral, _ddim, _euler, _euler_maruyama
+from gendiff.sampler_steps import SINGLE_CALL_STEPS
 
 from .bondstate import BOND_NORM, MoleculeGraph
 from .categorical import NUM_TYPES, Categorical, draw, posterior
 
-CORE_STEPS = {"ancestral": _ancestral, "ddim": _ddim, "euler": _euler, "euler_maruyama": _euler_maruyama}
+CORE_STEPS = SINGLE_CALL_STEPS
 SAMPLERS = tuple(CORE_STEPS)
 TYPES = slice(3, 3 + NUM_TYPES)  # the type columns of an atom row (the charge column follows)
 

@@ -314,7 +314,7 @@ def _fixed_denoiser(logits, sched):
 
 
 def test_sampler_chain_reaches_the_predicted_types_and_keeps_the_marginal():
-    from gendiff.sampler_steps import _ancestral
+    from gendiff.sampler_steps import SINGLE_CALL_STEPS
 
     sched, space = get_schedule("polynomial"), M.molecule_space()
     vec = torch.repeat_interleave(torch.arange(100), 20)
@@ -341,7 +341,7 @@ def test_sampler_chain_reaches_the_predicted_types_and_keeps_the_marginal():
     ctx_a = Context(blind, sched, space, vec, generator=torch.Generator().manual_seed(4))
     ctx_b = Context(blind, sched, space, vec, generator=torch.Generator().manual_seed(4))
     hybrid = S.hybrid_step("ancestral", spec)(ctx_a, x, 0.6, 0.5, {"i": 0, "n": 2})
-    core = _ancestral(ctx_b, x, 0.6, 0.5, {"i": 0, "n": 2})
+    core = SINGLE_CALL_STEPS["ancestral"](ctx_b, x, 0.6, 0.5, {"i": 0, "n": 2})
     assert torch.equal(hybrid[:, :3], core[:, :3]) and ctx_a.nfe == 1
     assert torch.equal(hybrid[:, 3:], S.finalize(hybrid, vec, spec)[:, 3:])  # the types stay exact one-hots
 
