@@ -162,10 +162,16 @@ def run_config(model: str, net_cfg: dict, sched, denoiser, sizes, data: str, *, 
             "recipe": recipe if recipe is not None else recipe_config(), "data": data}
 
 
-def recipe_switches(recipe: dict | None) -> dict:
+TRAINING_ONLY = ("weighting", "time_sampling", "pairing")  # how the loss is sampled and weighted, not the model
+
+
+def recipe_switches(recipe: dict | None, warm: bool = False) -> dict:
     """The parts of a run's recipe that must match to resume or warm-start it: all but the training formulas and
-    categorical types' marginals (data, not switches) and the EMA decay (may change between sittings)."""
-    out = {k: v for k, v in (recipe or {}).items() if k not in ("formulas", "ema_decay")}
+    categorical types' marginals (data, not switches) and the EMA decay (may change between sittings); a warm start
+    (`warm`: new weights' run from an old run's, fresh optimizer) may also change TRAINING_ONLY (fine-tuning with
+    another loss weighting or time sampling), never what the network means or how it is sampled."""
+    drop = ("formulas", "ema_decay") + (TRAINING_ONLY if warm else ())
+    out = {k: v for k, v in (recipe or {}).items() if k not in drop}
     if out.get("types") is not None:
         data = ("marginals", "bond_classes", "bond_marginals")
         out["types"] = {k: v for k, v in out["types"].items() if k not in data}

@@ -193,7 +193,8 @@ def _check_resume(out: Path, opts: TrainOptions, sched, resume: bool) -> dict | 
 
 def _warm_start(init, denoiser, cfg: dict) -> tuple[dict, int]:
     """Load run `init`'s EMA weights into `denoiser` (strict) after checking that its network and recipe are the
-    ones being trained; returns (its card without metrics, its steps)."""
+    ones being trained (the loss weighting, time sampling and noise pairing may change: runconfig.TRAINING_ONLY);
+    returns (its card without metrics, its steps)."""
     info = read_run(init)
     old = info.config
     for key in SAME_FOR_INIT:
@@ -204,7 +205,7 @@ def _warm_start(init, denoiser, cfg: dict) -> tuple[dict, int]:
     if was_cond != now_cond:
         raise ConfigError(f"{info.path / RUN_CONFIG}: init run is conditioned on {was_cond}, this training on "
                           f"{now_cond}")
-    was, now = recipe_switches(old.get("recipe")), recipe_switches(cfg.get("recipe"))
+    was, now = recipe_switches(old.get("recipe"), warm=True), recipe_switches(cfg.get("recipe"), warm=True)
     if was != now:
         raise ConfigError(f"{info.path / RUN_CONFIG}: init run has recipe {was}, this training {now}; train with "
                           "the init run's settings")

@@ -302,9 +302,18 @@ def test_init_warm_starts_from_a_run_and_keeps_the_card_cumulative(trained, tmp_
     with pytest.raises(ConfigError, match="init run has"):
         molecules.train(data=toy_molecules(), out=tmp_path / "bad", init=src, hidden=8, layers=2, max_steps=1,
                         batch_size=8, progress=False)
-    with pytest.raises(ConfigError, match="init run has recipe"):
-        molecules.train(data=toy_molecules(), out=tmp_path / "bad2", init=src, weighting="min_snr", max_steps=1,
+    with pytest.raises(ConfigError, match="init run has"):  # formulas as context: another network and sampler
+        molecules.train(data=toy_molecules(), out=tmp_path / "bad2", init=src, composition="formula", max_steps=1,
                         batch_size=8, progress=False, **TINY)
+    # fine-tuning with another loss weighting and time sampling is a warm start's business (not a resume's)
+    tuned = tmp_path / "tuned"
+    molecules.train(data=toy_molecules(), out=tuned, init=src, weighting="min_snr", time_sampling="low_noise",
+                    max_steps=1, batch_size=8, progress=False, **TINY)
+    recipe = json.loads((tuned / "config.json").read_text())["recipe"]
+    assert recipe["time_sampling"] == "low_noise" and recipe["weighting"]["name"] == "min_snr"
+    with pytest.raises(ConfigError, match="cannot resume the recipe"):
+        molecules.train(data=toy_molecules(), out=tuned, resume=True, max_steps=2, batch_size=8, progress=False,
+                        **TINY)
     with pytest.raises(ConfigError, match="resume=True"):
         molecules.train(data=toy_molecules(), out=trained["x0_clamped"], init=src, max_steps=1, batch_size=8,
                         progress=False, **TINY)
