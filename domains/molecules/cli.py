@@ -89,7 +89,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="training time budget (the core trainer's: stops before a step would overrun it)")
     p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
     p.add_argument("--init", default=None, help="start from the EMA weights of this run folder or pretrained:NAME "
-                   "(same network and recipe; fresh optimizer; the card's steps and CPU time stay cumulative)")
+                   "(same network and recipe, though --weighting, --time-sampling and --pairing may change: fine-tuning; "
+                   "fresh optimizer; the card's steps and CPU time stay cumulative)")
     _precision_arguments(p, "train")
     add_device_argument(p)
     p.add_argument("--seed", type=int, default=0)
