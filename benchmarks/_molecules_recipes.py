@@ -118,7 +118,7 @@ def markdown(res: dict) -> str:
     lines = [f"\n## Recipe search, {res['cpu_budget_s'] / 60:g} training CPU minutes per recipe "
              f"(written {now:%Y-%m-%d %H:%M} UTC)\n",
              f"- command: `OMP_NUM_THREADS=1 nice -n 10 python {' '.join(sys.argv)}`",
-             f"- machine: {_machine()}; 2-core CPU shared with two other engineers' jobs; 1 torch thread, niced; "
+             f"- machine: {_machine()}; the cores shared with other jobs of this session (trainings, benchmarks); 1 torch thread, niced; "
              "budgets are process CPU time (wall clock on shared cores is not a fair budget)",
              f"- each recipe: EGNN 64x4, batch 64, lr 5e-4 (warm-up 100), EMA 0.995, training seed {res['train_seed']},"
              " QM9 train split; "
