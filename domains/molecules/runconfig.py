@@ -18,18 +18,24 @@ TIME_SAMPLINGS = ("uniform", "low_noise")
 BOND_MODES = ("none", "explicit")
 
 
+def _positive(name: str, value) -> float:
+    """A finite number > 0 (a loss weight), else one ConfigError naming `name`."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} {value!r}: expected a number") from None
+    if not 0 < value < float("inf"):
+        raise ConfigError(f"{name}={value} must be > 0")
+    return value
+
+
 def bonds_config(mode: str = "none", weight: float = 1.0) -> dict | None:
     """config.json's recipe 'bonds' (absent, None, for mode 'none': bonds inferred from distances after sampling):
     'explicit' diffuses a bond type per unordered atom pair with the atoms (bondstate.py): its classes, their
     one-hot scale `norm` and the pairs' loss `weight` relative to the atoms' (bondstate.BondedSpace.reduce)."""
     if mode not in BOND_MODES:
         raise ConfigError(f"bonds {mode!r}: expected one of {', '.join(BOND_MODES)}")
-    try:
-        weight = float(weight)
-    except (TypeError, ValueError):
-        raise ConfigError(f"bond_weight {weight!r}: expected a number") from None
-    if not 0 < weight < float("inf"):
-        raise ConfigError(f"bond_weight={weight} must be > 0")
+    weight = _positive("bond_weight", weight)
     if mode == "none":
         if weight != 1.0:
             raise ConfigError(f"bond_weight={weight} weights the bonds' loss: give it with bonds='explicit'")
@@ -56,12 +62,7 @@ def types_config(mode: str = "gaussian", weight: float = TYPE_WEIGHT, marginals=
     `weight` (categorical.py). The marginals are data, given at training time (None: only the switch)."""
     if mode not in TYPE_MODES:
         raise ConfigError(f"types {mode!r}: expected one of {', '.join(TYPE_MODES)}")
-    try:
-        weight = float(weight)
-    except (TypeError, ValueError):
-        raise ConfigError(f"type_weight {weight!r}: expected a number") from None
-    if not 0 < weight < float("inf"):
-        raise ConfigError(f"type_weight={weight} must be > 0")
+    weight = _positive("type_weight", weight)
     if mode == "gaussian":
         if weight != TYPE_WEIGHT:
             raise ConfigError(f"type_weight={weight} weights the types' cross-entropy: give it with "
