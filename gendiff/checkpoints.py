@@ -93,7 +93,41 @@ def trainer_state(trainer: Any, rngs: list) -> dict:
         "rng": rngs,
         "world_size": trainer.ctx.world_size,
         "config": trainer.config.to_dict(),
+        "sittings": [*trainer.earlier_sittings, trainer.sitting.snapshot(trainer.step)][-MAX_SITTINGS:],
     }
+
+
+MAX_SITTINGS = 200  # sittings a checkpoint remembers (a card lists the ones it recorded; runs.new_card)
+
+
+class Sitting:
+    """One training process's identity and clock: a checkpoint carries every sitting's time up to it (`sittings`),
+    so a sitting stopped before it wrote its card (killed, out of time) still counts on the next card
+    (runs.new_card adds the sittings the card has not recorded, by id, up to their last checkpoint)."""
+
+    def __init__(self) -> None:
+        import uuid
+
+        self.id = uuid.uuid4().hex
+        self.wall0: float | None = None
+        self.cpu0: float | None = None
+
+    def start(self) -> None:
+        import time
+
+        self.wall0, self.cpu0 = time.perf_counter(), time.process_time()
+
+    def snapshot(self, step: int) -> dict:
+        import time
+
+        if self.wall0 is None or self.cpu0 is None:
+            return {"id": self.id, "step": int(step), "seconds": 0.0, "cpu_seconds": 0.0}
+        return {
+            "id": self.id,
+            "step": int(step),
+            "seconds": time.perf_counter() - self.wall0,
+            "cpu_seconds": time.process_time() - self.cpu0,
+        }
 
 
 def save_checkpoint(trainer: Any) -> None:
@@ -123,6 +157,7 @@ def restore_checkpoint(trainer: Any) -> None:
     trainer.optimizer.load_state_dict(state["optimizer"])
     trainer.step, trainer.position = int(state["step"]), tuple(int(v) for v in state["data_position"])
     trainer.nonfinite_total, trainer.nonfinite_run = int(state["nonfinite_total"]), int(state["nonfinite_run"])
+    trainer.earlier_sittings = [dict(x) for x in state.get("sittings", []) if isinstance(x, dict) and "id" in x]
     rngs = state["rng"]
     if len(rngs) == ctx.world_size:
         set_rng_state(rngs[ctx.rank], trainer.generator)

@@ -230,12 +230,28 @@ def new_card(
     **extra,
 ) -> dict:
     """A card for a run just trained: data and split, steps, wall-clock and CPU time (cumulative over sittings when
-    `previous` is the card of the run it resumed), hardware, seed, commit and command. Metrics of the previous card
+    `previous` is the card of the run it resumed; a sitting the checkpoint remembers and `previous` does not, one
+    stopped before it wrote a card, counts with its time up to its last checkpoint), hardware, seed, commit and
+    command. Metrics of the previous card
     are not carried over: they were measured on other weights."""
     prev = previous or {}
     sittings = list(prev.get("training", {}).get("sittings", []))
+    known = {s.get("id") for s in sittings}
+    for lost in summary.get("earlier_sittings") or []:  # stopped before writing a card: time to its last checkpoint
+        if lost.get("id") not in known:
+            sittings.append(
+                {
+                    "steps_to": lost.get("step"),
+                    "wall_seconds": lost.get("seconds"),
+                    "cpu_seconds": lost.get("cpu_seconds"),
+                    "stopped": "interrupted (time up to its last checkpoint)",
+                    "id": lost.get("id"),
+                }
+            )
+            known.add(lost.get("id"))
     sittings.append(
         {
+            "id": summary.get("sitting_id"),
             "steps_to": summary.get("step"),
             "wall_seconds": summary.get("seconds"),
             "cpu_seconds": summary.get("cpu_seconds"),

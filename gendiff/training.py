@@ -110,6 +110,8 @@ class Trainer:
         self.step, self.position = 0, (0, 0)
         self.nonfinite_total = self.nonfinite_run = 0
         self.resumed_from: int | None = None
+        self.sitting = checkpoints.Sitting()  # this process's time, carried in checkpoints (checkpoints.Sitting)
+        self.earlier_sittings: list[dict] = []  # the sittings before it, read from the resumed checkpoint
         exists = self.ckpt_path.is_file()
         if resume is True or (resume == "auto" and exists):
             self._load()
@@ -284,6 +286,7 @@ class Trainer:
         if validating:
             self.tracker = BestTracker(self.out_dir, cfg.patience, append=self.resumed_from is not None)
         start, t0, cpu0 = self.step, time.perf_counter(), time.process_time()
+        self.sitting.start()
         stopped = "max_steps"
         # the budget bounds the loop: it stops when one more iteration at the mean so far would overrun, so the loop
         # ends before time_budget + its longest iteration (reported, with the final checkpoint's time, in the summary)
@@ -355,6 +358,8 @@ class Trainer:
             "loop_seconds": loop_seconds,
             "longest_step_seconds": longest,
             "resumed_from": self.resumed_from,
+            "sitting_id": self.sitting.id,
+            "earlier_sittings": self.earlier_sittings,
             "samples_per_sec": (self.step - start) * cfg.batch_size * cfg.accumulate / max(seconds, 1e-9),
             "checkpoint": str(self.ckpt_path),
             **(

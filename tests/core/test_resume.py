@@ -124,3 +124,31 @@ def test_resume_modes(tmp_path):
         make(True, seed=5)
     with pytest.raises(ConfigError, match="resume="):
         make("yes")
+
+
+def test_a_sitting_stopped_before_its_card_still_counts(tmp_path):
+    """Its time up to its last checkpoint reaches the next card (runs.new_card), once, by sitting id."""
+    from gendiff import runs
+
+    spec = {k: v for k, v in SPEC.items() if k not in ("noisy", "n_data")}
+    make = lambda resume, steps: Trainer(  # noqa: E731
+        script.make_model(True), script.make_step_fn(True), script.make_data(44),
+        TrainConfig(**{**spec, "progress": False, "device": "cpu", "max_steps": steps}), tmp_path / "r", resume=resume)
+    card = lambda summary, prev=None: runs.new_card("toy", "toy", data="d", split="all", seed=0,  # noqa: E731
+                                                    summary=summary, previous=prev)
+    first = card(make(False, 10).fit())  # sitting 1 writes its card
+    killed = make(True, 20)
+    killed.fit()  # sitting 2 checkpoints at step 20 and "dies" before its card
+    lost_id = killed.sitting.id
+    third = make(True, 30)
+    assert [s["id"] for s in third.earlier_sittings][-1] == lost_id and third.earlier_sittings[-1]["step"] == 20
+    s3 = third.fit()
+    c3 = card(s3, first)
+    ids = [s.get("id") for s in c3["training"]["sittings"]]
+    assert ids == [first["training"]["sittings"][0]["id"], lost_id, s3["sitting_id"]]
+    lost = c3["training"]["sittings"][1]
+    assert lost["steps_to"] == 20 and lost["cpu_seconds"] > 0 and lost["stopped"].startswith("interrupted")
+    assert c3["training"]["cpu_seconds"] == pytest.approx(sum(s["cpu_seconds"] for s in c3["training"]["sittings"]))
+    # the next sitting resumes a checkpoint that remembers all three; the card already has them: nothing twice
+    c4 = card(make(True, 40).fit(), c3)
+    assert len(c4["training"]["sittings"]) == 4 and len({s["id"] for s in c4["training"]["sittings"]}) == 4
