@@ -22,11 +22,12 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
 import sys
 import time
 import types
 from pathlib import Path
+
+from gendiff.io import torch_save_atomic, write_npz_atomic, write_text_atomic  # gendiff's atomic writers only
 
 
 def _inert_modules() -> None:
@@ -154,11 +155,11 @@ def main(argv=None) -> int:
         print(f"EDM resumed at {steps} steps, {train_cpu:.0f} s training CPU", flush=True)
 
     def save_state() -> None:
-        _atomic(state_file, lambda f: torch.save(
-            {"model": model.state_dict(), "model_ema": model_ema.state_dict(), "optim": optim.state_dict(),
-             "gradnorm": list(gradnorm_queue.items), "torch_rng": torch.get_rng_state(),
-             "numpy_rng": np.random.get_state(), "train_cpu": train_cpu, "steps": steps}, f))
-        _atomic(progress_file, lambda f: f.write_text(json.dumps(progress, indent=1, default=str)))
+        torch_save_atomic({"model": model.state_dict(), "model_ema": model_ema.state_dict(),
+                           "optim": optim.state_dict(), "gradnorm": list(gradnorm_queue.items),
+                           "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state(),
+                           "train_cpu": train_cpu, "steps": steps}, state_file)
+        write_text_atomic(progress_file, json.dumps(progress, indent=1, default=str))
 
     last_save = train_cpu
     for k, mark in enumerate(marks):
@@ -177,7 +178,7 @@ def main(argv=None) -> int:
             if train_cpu - last_save >= a.save_every:
                 save_state()
                 last_save = train_cpu
-        _atomic(out / f"edm_ema_{k}.pt", lambda f: torch.save(model_ema.state_dict(), f))
+        torch_save_atomic(model_ema.state_dict(), out / f"edm_ema_{k}.pt")
         progress["checkpoints"].append({"k": k, "train_cpu_seconds": train_cpu, "steps": steps})
         save_state()
         print(f"EDM checkpoint {k}: {steps} steps, {train_cpu:.0f} s training CPU", flush=True)
@@ -185,20 +186,6 @@ def main(argv=None) -> int:
         for c in progress["checkpoints"]:
             sample_checkpoint(a, out, c["k"], model_ema, args, dataset_info, prop_dist, nodes_dist, sample)
     return 0
-
-
-def _atomic(path: Path, write) -> None:
-    """write(tmp) then rename onto path: an interrupted save never leaves a half-written state or sample file."""
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
-def _savez(path: Path, **arrays) -> None:
-    import numpy as np
-
-    with open(path, "wb") as fh:  # a handle: numpy.savez would add ".npz" to the temporary name
-        np.savez(fh, **arrays)
 
 
 def sample_checkpoint(a, out: Path, k: int, model_ema, args, dataset_info, prop_dist, nodes_dist, sample) -> None:
@@ -234,15 +221,15 @@ def sample_checkpoint(a, out: Path, k: int, model_ema, args, dataset_info, prop_
             zs.append(np.asarray([1, 6, 7, 8, 9])[types_[i, :n].numpy()])
             pos.append(x[i, :n].numpy())
             counts.append(n)
-        _atomic(part, lambda f: _savez(f, z=np.concatenate(zs), pos=np.concatenate(pos), num_atoms=np.asarray(counts),
-                                       cpu=time.process_time() - s0, wall=time.perf_counter() - w0))
+        write_npz_atomic(part, z=np.concatenate(zs), pos=np.concatenate(pos), num_atoms=np.asarray(counts),
+                         cpu=time.process_time() - s0, wall=time.perf_counter() - w0)
         print(f"EDM checkpoint {k}: part {j + 1}/{n_parts} sampled ({time.process_time() - s0:.0f} s CPU)",
               flush=True)
     files = [np.load(parts / f"part_{j:03d}.npz") for j in range(n_parts)]
-    _atomic(out / f"edm_samples_{k}.npz", lambda f: _savez(
-        f, z=np.concatenate([f_["z"] for f_ in files]), pos=np.concatenate([f_["pos"] for f_ in files]),
-        num_atoms=np.concatenate([f_["num_atoms"] for f_ in files]), cpu=sum(float(f_["cpu"]) for f_ in files),
-        wall=sum(float(f_["wall"]) for f_ in files)))
+    write_npz_atomic(out / f"edm_samples_{k}.npz", z=np.concatenate([f_["z"] for f_ in files]),
+                     pos=np.concatenate([f_["pos"] for f_ in files]),
+                     num_atoms=np.concatenate([f_["num_atoms"] for f_ in files]),
+                     cpu=sum(float(f_["cpu"]) for f_ in files), wall=sum(float(f_["wall"]) for f_ in files))
 
 
 if __name__ == "__main__":

@@ -149,6 +149,8 @@ def _gendiff_row(keep: Path, k: int, n: int, sampler: str, steps: int) -> dict:
 def race_table(args, root: Path, edm_out: Path, repo: Path, budget: float, sampler: str, steps: int) -> dict:
     """Score what the race left in ROOT (gendiff's kept checkpoints, EDM's sampled checkpoints), the checkpoints
     both reached, into the race's result, race.json and the PNG."""
+    import numpy as np
+
     from gendiff.domains import molecules
 
     progress = json.loads((edm_out / "progress.json").read_text())
@@ -156,15 +158,13 @@ def race_table(args, root: Path, edm_out: Path, repo: Path, budget: float, sampl
     gendiff_rows = [_gendiff_row(d, k, args.n, sampler, steps) for k, d in kept]
     edm_rows = []
     for c in progress["checkpoints"]:
-        if not (edm_out / f"edm_samples_{c['k']}.npz").is_file():
-            break  # sampled in a later call (the race command resumes)
         npz = edm_out / f"edm_samples_{c['k']}.npz"
+        if not npz.is_file():
+            break  # sampled in a later call (the race command resumes)
         mols = edm_molecules(npz)
         m = molecules.evaluate(molecules=mols)
         m["valid_x_unique"] = m["validity"] * m["uniqueness"]
         add_intervals(m, sum(int(x.num_nodes) for x in mols))
-        import numpy as np
-
         cpu = float(np.load(npz)["cpu"])
         edm_rows.append({"k": c["k"], "cpu_hours": c["train_cpu_seconds"] / 3600, **m, "train_steps": c["steps"],
                          "sample_cpu_seconds": round(cpu, 1), "molecules_per_cpu_second": len(mols) / cpu,
