@@ -155,8 +155,9 @@ def posterior(p: torch.Tensor, c_t: torch.Tensor, prior: torch.Tensor, abar_t: f
     return post / post.sum(-1, keepdim=True).clamp(min=1e-30)
 
 
-def _nodes(mask) -> int | None:
-    return mask.num_nodes if isinstance(mask, MoleculeGraph) else None
+def atom_rows(x: torch.Tensor, mask) -> int:
+    """How many of x's rows are atoms: all of them, or a packed bonds state's first mask.num_nodes."""
+    return mask.num_nodes if isinstance(mask, MoleculeGraph) else x.shape[0]
 
 
 def training_noise(x0: torch.Tensor, mask, t: torch.Tensor, schedule, space, spec: Categorical, generator=None):
@@ -169,7 +170,7 @@ def training_noise(x0: torch.Tensor, mask, t: torch.Tensor, schedule, space, spe
     abar = alpha.double() ** 2
     alpha, sigma = alpha.to(x0.dtype).unsqueeze(-1), sigma.to(x0.dtype).unsqueeze(-1)
     ok = sigma > SIGMA_FLOOR
-    n = _nodes(mask) or x0.shape[0]
+    n = atom_rows(x0, mask)
     atoms = x0[:n, 3 : 3 + NUM_TYPES].argmax(-1)
     c_t = torch.where(ok[:n, 0], corrupt(atoms, abar[:n], spec.prior(x0), generator), atoms)
     cols = slice(3, 3 + NUM_TYPES + 1)
@@ -199,7 +200,7 @@ class CategoricalHead(nn.Module):
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, *, mask=None, cond=None) -> torch.Tensor:
         out = self.net(x_t, t, mask=mask, cond=cond)
-        n = _nodes(mask) or out.shape[0]
+        n = atom_rows(out, mask)
         logits = out[:n, 3 : 3 + NUM_TYPES]
         p = torch.softmax(logits.float(), -1)
         charge = (p @ self.atomic_numbers.to(p.device)).unsqueeze(-1) / self.charge_norm

@@ -20,8 +20,8 @@ from gendiff.errors import ConfigError
 from gendiff.sampler_loop import run_steps
 from gendiff.sampler_steps import SINGLE_CALL_STEPS
 
-from .bondstate import BOND_NORM, MoleculeGraph
-from .categorical import NUM_TYPES, Categorical, draw, posterior
+from .bondstate import BOND_NORM
+from .categorical import NUM_TYPES, Categorical, atom_rows, draw, posterior
 
 CORE_STEPS = SINGLE_CALL_STEPS
 SAMPLERS = tuple(CORE_STEPS)
@@ -53,13 +53,9 @@ class _Evaluated:
         return getattr(self._ctx, name)
 
 
-def _split(x: torch.Tensor, mask) -> int:
-    return mask.num_nodes if isinstance(mask, MoleculeGraph) else x.shape[0]
-
-
 def with_classes(x: torch.Tensor, mask, spec: Categorical, atoms: torch.Tensor, pairs=None) -> torch.Tensor:
     """`x` with its atom type / charge columns (and pair rows' bond columns) set to the given classes."""
-    n = _split(x, mask)
+    n = atom_rows(x, mask)
     rows = torch.cat([x[:n, :3], spec.atom_columns(atoms, x), x[:n, TYPES.stop + 1 :]], -1)
     if pairs is None:
         return rows if n == x.shape[0] else torch.cat([rows, x[n:]], 0)
@@ -69,7 +65,7 @@ def with_classes(x: torch.Tensor, mask, spec: Categorical, atoms: torch.Tensor, 
 
 def classes(x: torch.Tensor, mask, spec: Categorical):
     """(atom classes, pair classes or None) of a state or x0: argmax of the type (bond) columns."""
-    n = _split(x, mask)
+    n = atom_rows(x, mask)
     atoms = x[:n, TYPES].argmax(-1)
     if n == x.shape[0] or spec.bond_marginals is None:
         return atoms, None
@@ -78,7 +74,7 @@ def classes(x: torch.Tensor, mask, spec: Categorical):
 
 def prior(x_T: torch.Tensor, mask, spec: Categorical, generator=None) -> torch.Tensor:
     """The prior at t = 1: `x_T`'s Gaussian positions, types (and bond classes) drawn from the marginals."""
-    n = _split(x_T, mask)
+    n = atom_rows(x_T, mask)
     atoms = draw(spec.prior(x_T).expand(n, -1), generator)
     pairs = None
     if n < x_T.shape[0] and spec.bond_marginals is not None:
@@ -100,7 +96,7 @@ def hybrid_step(name: str, spec: Categorical):
         x0, eps = ctx.x0_eps(x, t)
         out = core(_Evaluated(ctx, x, t, x0, eps), x, t, s, state)
         abar_t, abar_s = ctx.alpha_sigma(t)[0] ** 2, ctx.alpha_sigma(s)[0] ** 2
-        n = _split(x, ctx.mask)
+        n = atom_rows(x, ctx.mask)
         atoms_t, pairs_t = classes(x, ctx.mask, spec)
         p = x0[:n, TYPES].float() * spec.type_norm
         atoms = draw(posterior(p, atoms_t, spec.prior(x), abar_t, abar_s), ctx.generator)

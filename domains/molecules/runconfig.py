@@ -132,10 +132,11 @@ def recipe_config(weighting=None, composition: str = "size", formulas=None, ema_
         cfg["pairing"] = pairing
     if time_sampling != "uniform":
         cfg["time_sampling"] = time_sampling
-    if check_bonds(bonds) is not None:
-        cfg["bonds"] = check_bonds(bonds)
-    if check_types(types, bonds, priors=False) is not None:
-        cfg["types"] = check_types(types, bonds, priors=False)
+    bonds, types = check_bonds(bonds), check_types(types, bonds, priors=False)
+    if bonds is not None:
+        cfg["bonds"] = bonds
+    if types is not None:
+        cfg["types"] = types
     if composition == "formula" and formulas is not None:  # None: only the switches (resume checks)
         cfg["formulas"] = dict(formulas.histogram)
     return cfg
