@@ -4,6 +4,8 @@ every random stream of every rank) and how it is written and restored; loading w
 from __future__ import annotations
 
 import random
+import time
+import uuid
 import warnings
 from typing import Any, cast
 
@@ -106,20 +108,14 @@ class Sitting:
     (runs.new_card adds the sittings the card has not recorded, by id, up to their last checkpoint)."""
 
     def __init__(self) -> None:
-        import uuid
-
         self.id = uuid.uuid4().hex
         self.wall0: float | None = None
         self.cpu0: float | None = None
 
     def start(self) -> None:
-        import time
-
         self.wall0, self.cpu0 = time.perf_counter(), time.process_time()
 
     def snapshot(self, step: int) -> dict:
-        import time
-
         if self.wall0 is None or self.cpu0 is None:
             return {"id": self.id, "step": int(step), "seconds": 0.0, "cpu_seconds": 0.0}
         return {

@@ -232,8 +232,7 @@ def new_card(
     """A card for a run just trained: data and split, steps, wall-clock and CPU time (cumulative over sittings when
     `previous` is the card of the run it resumed; a sitting the checkpoint remembers and `previous` does not, one
     stopped before it wrote a card, counts with its time up to its last checkpoint), hardware, seed, commit and
-    command. Metrics of the previous card
-    are not carried over: they were measured on other weights."""
+    command. Metrics of the previous card are not carried over: they were measured on other weights."""
     prev = previous or {}
     sittings = list(prev.get("training", {}).get("sittings", []))
     known = {s.get("id") for s in sittings}

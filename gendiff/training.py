@@ -285,7 +285,7 @@ class Trainer:
         validating = self.val_dataset is not None and cfg.validate_every > 0
         if validating:
             self.tracker = BestTracker(self.out_dir, cfg.patience, append=self.resumed_from is not None)
-        start, t0, cpu0 = self.step, time.perf_counter(), time.process_time()
+        start, t0, cpu0 = self.step, time.perf_counter(), time.process_time()  # this module's clock (tests fake it)
         self.sitting.start()
         stopped = "max_steps"
         # the budget bounds the loop: it stops when one more iteration at the mean so far would overrun, so the loop
