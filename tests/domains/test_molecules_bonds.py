@@ -16,6 +16,7 @@ from gendiff.domains.molecules.io import read_sdf, write_sdf
 from gendiff.domains.molecules.records import carried_bonds, molecule_to_data
 from gendiff.errors import ConfigError, DataError
 from gendiff.schedules import get_schedule
+from tests._molecules import rotation
 
 torch.set_num_threads(1)
 Chem = pytest.importorskip("rdkit.Chem")
@@ -82,16 +83,11 @@ def dense(g, pairs):
     return out
 
 
-def _rotation(seed=0):
-    q, _ = torch.linalg.qr(torch.randn(3, 3, generator=torch.Generator().manual_seed(seed), dtype=torch.float64))
-    return q.float()
-
-
 def test_bonded_egnn_is_equivariant_with_invariant_atom_and_bond_outputs():
     net = tiny_bond_net()
     x, g = random_state()
     t = torch.full((x.shape[0],), 0.3)
-    rot, shift = _rotation(), torch.tensor([0.4, -1.0, 2.5])
+    rot, shift = rotation(), torch.tensor([0.4, -1.0, 2.5])
     moved = x.clone()
     moved[: g.num_nodes, :3] = moved[: g.num_nodes, :3] @ rot.T + shift
     out, out_moved = net(x, t, mask=g), net(moved, t, mask=g)

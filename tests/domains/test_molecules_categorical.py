@@ -14,6 +14,7 @@ from gendiff.domains.molecules import model as M
 from gendiff.domains.molecules.records import ATOMIC_NUMBERS
 from gendiff.errors import ConfigError
 from gendiff.schedules import get_schedule
+from tests._molecules import rotation, random_batch
 
 torch.set_num_threads(1)
 TINY = dict(hidden=16, layers=2)
@@ -28,17 +29,10 @@ def _q(a: float, m: torch.Tensor) -> torch.Tensor:
     return a * torch.eye(k, dtype=torch.float64) + (1 - a) * m.double().expand(k, k)
 
 
-def _rotation(seed=0):
-    q, _ = torch.linalg.qr(torch.randn(3, 3, generator=torch.Generator().manual_seed(seed), dtype=torch.float64))
-    return q.float()
-
-
 def _state(sizes=(5, 4, 3), seed=1):
     """A categorical state: zero-CoM positions, exact one-hot types / 4 and charges / 10."""
     gen = torch.Generator().manual_seed(seed)
-    vec = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
-    x = torch.randn(int(sum(sizes)), M.STATE_DIM, generator=gen)
-    x[:, :3] = M.ZeroCoMSpace().project(x[:, :3], vec)
+    x, vec = random_batch(sizes, generator=gen)
     types = torch.randint(0, 4, (vec.numel(),), generator=gen)
     return S.with_classes(x, vec, SPEC, types), vec
 
@@ -115,7 +109,7 @@ def test_head_is_equivariant_and_gives_probabilities():
     net = _head()
     x, vec = _state()
     t = torch.full((x.shape[0],), 0.4)
-    rot, shift = _rotation(), torch.tensor([0.4, -1.0, 2.5])
+    rot, shift = rotation(), torch.tensor([0.4, -1.0, 2.5])
     moved = x.clone()
     moved[:, :3] = moved[:, :3] @ rot.T + shift
     out, out_moved = net(x, t, mask=vec), net(moved, t, mask=vec)

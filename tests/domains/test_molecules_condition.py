@@ -16,14 +16,10 @@ from gendiff.domains.molecules import model as M
 from gendiff.domains.molecules import properties as P
 from gendiff.domains.molecules.records import molecule_to_data
 from gendiff.errors import ConfigError
+from tests._molecules import rotation
 
 torch.set_num_threads(1)
 TINY = dict(hidden=16, layers=2)
-
-
-def _rotation(seed=0):
-    q, _ = torch.linalg.qr(torch.randn(3, 3, generator=torch.Generator().manual_seed(seed), dtype=torch.float64))
-    return q.float()
 
 
 def _conditioned_net(**opts):
@@ -42,7 +38,7 @@ def test_conditioned_egnn_is_equivariant_and_reads_the_condition():
     x[:, :3] = M.ZeroCoMSpace().project(x[:, :3], vec)
     t = torch.full((x.shape[0],), 0.4)
     cond = torch.tensor([[0.5], [-1.0], [2.0]])
-    rot, shift = _rotation(), torch.tensor([0.3, -1.2, 2.0])
+    rot, shift = rotation(), torch.tensor([0.3, -1.2, 2.0])
     moved = x.clone()
     moved[:, :3] = x[:, :3] @ rot.T + shift
     out = net(x, t, mask=vec, cond=cond)
@@ -174,7 +170,7 @@ def test_property_classifier_tiny():
     mols = [pool[i] for i in range(8)]
     pred = classifier.predict(clf, mols)
     assert pred.shape == (8,) and np.isfinite(pred).all()
-    rot = _rotation(3)
+    rot = rotation(3)
     moved = [molecule_to_data(m.z, m.pos @ rot.T + 1.5) for m in mols]
     assert np.allclose(classifier.predict(clf, moved), pred, atol=1e-3)  # E(3)-invariant
     err = classifier.real_mae(clf, "second", limit=16)

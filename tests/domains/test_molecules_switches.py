@@ -14,6 +14,7 @@ from gendiff.domains.molecules import model as M
 from gendiff.domains.molecules.records import molecule_to_data
 from gendiff.errors import ConfigError
 from gendiff.schedules import get_schedule
+from tests._molecules import rotation, random_batch
 
 torch.set_num_threads(1)
 
@@ -35,19 +36,6 @@ def toy_molecules(n=24, seed=0):
     return mols
 
 
-def _rotation(seed=0):
-    q, _ = torch.linalg.qr(torch.randn(3, 3, generator=torch.Generator().manual_seed(seed), dtype=torch.float64))
-    return q.float()
-
-
-def _batch(sizes=(5, 4, 3), seed=1):
-    gen = torch.Generator().manual_seed(seed)
-    vec = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
-    x = torch.randn(int(sum(sizes)), M.STATE_DIM, generator=gen)
-    x[:, :3] = M.ZeroCoMSpace().project(x[:, :3], vec)
-    return x, vec
-
-
 @pytest.mark.parametrize("model", ["egnn", "e3nn"])
 def test_self_conditioned_network_is_equivariant(model):
     torch.manual_seed(0)
@@ -56,10 +44,10 @@ def test_self_conditioned_network_is_equivariant(model):
         pytest.importorskip("e3nn")
     net = M.build_net(model, self_cond=True, **net_kw).eval()
     assert isinstance(net, selfcond.SelfConditioned)
-    x, vec = _batch()
-    est, _ = _batch(seed=2)
+    x, vec = random_batch()
+    est, _ = random_batch(seed=2)
     t = torch.full((x.shape[0],), 0.4)
-    rot, shift = _rotation(), torch.tensor([0.3, -1.2, 2.0])
+    rot, shift = rotation(), torch.tensor([0.3, -1.2, 2.0])
 
     def moved(v, translate=True):
         v = v.clone()
@@ -81,7 +69,7 @@ def test_self_conditioned_network_is_equivariant(model):
 
 def test_ot_pairing_permutes_whole_molecules_within_sizes():
     space = M.molecule_space()
-    x0, vec = _batch(sizes=(4, 3, 4, 4, 3, 5), seed=3)
+    x0, vec = random_batch(sizes=(4, 3, 4, 4, 3, 5), seed=3)
     noise = space.sample(x0, vec, torch.Generator().manual_seed(4))
     paired = coupling.ot_pair_noise(x0, noise, vec)
 
