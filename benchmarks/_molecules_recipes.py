@@ -11,18 +11,15 @@ import time
 from pathlib import Path
 
 from _machine import machine as _machine
-from _molecules_common import RECIPES, add_intervals, base_train_kw, cpu_seconds_of, train_for_cpu
+from _molecules_common import RECIPES, base_train_kw, cpu_seconds_of, score, train_for_cpu
 
 RESULTS_MD = Path(__file__).parent / "results" / "molecules_recipes.md"
 
 
 def score_point(run: Path, n: int, sampler: str, steps: int, seed: int) -> dict:
-    """molecules.measure on n molecules, plus validity x uniqueness and Wilson intervals on the two stabilities."""
-    from gendiff.domains import molecules
-
-    m, mols = molecules.measure(run, n=n, sampler=sampler, steps=steps, seed=seed, batch_size=250, device="cpu")
-    m["valid_x_unique"] = m["validity"] * m["uniqueness"]
-    return add_intervals(m, sum(int(x.num_nodes) for x in mols))
+    """_molecules_common.score of one sampler: EDM's metrics of n molecules, validity x uniqueness and Wilson
+    intervals on the two stabilities."""
+    return score(run, n, [(sampler, steps)], seed=seed)[f"{sampler}-{steps}"]
 
 
 def _card_steps(run: Path) -> int:
